@@ -1,0 +1,390 @@
+//! The configuration tree (TOML), `${ENV}` expansion, and start-up validation whose
+//! errors name the offending key path.
+
+use crate::stats::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+/// The whole configuration. Every table rejects unknown keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Scoring settings for every feature unless a field overrides them.
+    #[serde(default)]
+    pub defaults: DriftSettings,
+    /// Per-feature overrides by name, for `score` and every stream.
+    #[serde(default)]
+    pub fields: Vec<FieldConfig>,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub streams: Vec<StreamConfig>,
+}
+
+/// One monitored field and its scoring choices.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// Feature name, as in the reference.
+    pub name: String,
+    /// Where the value is in a record: a JSON pointer (`/user/age`) for JSON, a column
+    /// name for Arrow. Defaults to `/<name>` or `<name>`.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub kind: Option<FeatureKind>,
+    #[serde(default)]
+    pub primary_metric: Option<Metric>,
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    #[serde(default)]
+    pub bins: Option<usize>,
+}
+
+impl FieldConfig {
+    pub fn as_override(&self) -> FeatureOverride {
+        FeatureOverride {
+            kind: self.kind,
+            primary_metric: self.primary_metric,
+            threshold: self.threshold,
+            bins: self.bins,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group shared by all driftscope instances of one deployment.
+    pub group_id: String,
+    /// Any librdkafka property, passed through verbatim (TLS, SASL, timeouts...).
+    pub properties: BTreeMap<String, String>,
+    /// Topic that receives a copy of every bad record, with the reason in a header.
+    pub dead_letter_topic: Option<String>,
+    /// Messages larger than this are counted as `oversize` and not decoded.
+    pub max_message_bytes: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "driftscope".into(),
+            properties: BTreeMap::new(),
+            dead_letter_topic: None,
+            max_message_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageFormat {
+    Json,
+    ArrowIpc,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub format: MessageFormat,
+    /// JSON pointer (or Arrow column) of the record's event time: RFC 3339 text or
+    /// epoch milliseconds. Needed only for event-time windows.
+    #[serde(default)]
+    pub event_time_field: Option<String>,
+    pub window: WindowConfig,
+    pub reference: ReferenceConfig,
+    /// Monitored fields; when empty, every feature of the reference profile.
+    #[serde(default)]
+    pub fields: Vec<FieldConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeBasis {
+    #[default]
+    Processing,
+    Event,
+}
+
+/// How records are grouped into windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WindowConfig {
+    /// Every `size` records.
+    TumblingCount { size: u64 },
+    /// Windows of `size` records, one closing every `slide` records.
+    SlidingCount { size: u64, slide: u64 },
+    /// Fixed time windows on processing or event time.
+    TumblingTime {
+        #[serde(with = "humantime_serde")]
+        size: Duration,
+        #[serde(default)]
+        time: TimeBasis,
+        #[serde(default, with = "humantime_serde")]
+        allowed_lateness: Duration,
+    },
+    /// Time windows of `size`, one closing every `slide`.
+    SlidingTime {
+        #[serde(with = "humantime_serde")]
+        size: Duration,
+        #[serde(with = "humantime_serde")]
+        slide: Duration,
+        #[serde(default)]
+        time: TimeBasis,
+        #[serde(default, with = "humantime_serde")]
+        allowed_lateness: Duration,
+    },
+}
+
+/// Where the reference distribution comes from: exactly one key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceConfig {
+    /// A profile saved by `driftscope reference build`.
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+    /// A data file (CSV, Parquet, Arrow IPC, JSON Lines), profiled at start-up.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// The first N records of the stream become the reference.
+    #[serde(default)]
+    pub from_stream: Option<u64>,
+}
+
+impl Config {
+    /// Reads, expands `${ENV}` references in string values, parses and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
+        expand_env(&mut value, &mut String::new())
+            .map_err(|(key, message)| ConfigError::Invalid { path: path.into(), key, message })?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            key: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid { path: path.into(), key, message })?;
+        Ok(config)
+    }
+
+    /// Overrides from the top-level `[[fields]]`, by feature name.
+    pub fn overrides(&self) -> BTreeMap<String, FeatureOverride> {
+        self.fields.iter().map(|f| (f.name.clone(), f.as_override())).collect()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        validate_settings(&self.defaults, "defaults")?;
+        validate_fields(&self.fields, "fields")?;
+        if self.kafka.max_message_bytes == 0 {
+            return Err(("kafka.max_message_bytes".into(), "must be at least 1".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let key = |k: &str| format!("streams[{i}].{k}");
+            if s.name.is_empty() || !names.insert(s.name.as_str()) {
+                return Err((key("name"), "must be non-empty and unique".into()));
+            }
+            if s.topics.is_empty() || s.topics.iter().any(String::is_empty) {
+                return Err((key("topics"), "name at least one topic".into()));
+            }
+            validate_fields(&s.fields, &key("fields"))?;
+            let sources = [s.reference.profile.is_some(), s.reference.data.is_some(), s.reference.from_stream.is_some()];
+            if sources.iter().filter(|&&b| b).count() != 1 {
+                return Err((key("reference"), "set exactly one of `profile`, `data`, `from_stream`".into()));
+            }
+            if s.reference.from_stream == Some(0) {
+                return Err((key("reference.from_stream"), "must be at least 1 record".into()));
+            }
+            match &s.window {
+                WindowConfig::TumblingCount { size } if *size == 0 => {
+                    return Err((key("window.size"), "must be at least 1".into()));
+                }
+                WindowConfig::SlidingCount { size, slide } if *slide == 0 || slide > size || size % slide != 0 => {
+                    return Err((key("window.slide"), "must be at least 1 and divide `size`".into()));
+                }
+                WindowConfig::TumblingTime { size, time, .. } => {
+                    if size.is_zero() {
+                        return Err((key("window.size"), "must be positive".into()));
+                    }
+                    if *time == TimeBasis::Event && s.event_time_field.is_none() {
+                        return Err((key("event_time_field"), "event-time windows need an event_time_field".into()));
+                    }
+                }
+                WindowConfig::SlidingTime { size, slide, time, .. } => {
+                    if slide.is_zero() || slide > size || size.as_millis() % slide.as_millis() != 0 {
+                        return Err((key("window.slide"), "must be positive and divide `size`".into()));
+                    }
+                    if *time == TimeBasis::Event && s.event_time_field.is_none() {
+                        return Err((key("event_time_field"), "event-time windows need an event_time_field".into()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_settings(s: &DriftSettings, key: &str) -> Result<(), (String, String)> {
+    let err = |k: &str, m: &str| Err((format!("{key}.{k}"), m.to_owned()));
+    if !(2..=1000).contains(&s.bins) {
+        return err("bins", "must be between 2 and 1000");
+    }
+    if !(16..=1 << 16).contains(&s.cdf_resolution) {
+        return err("cdf_resolution", "must be between 16 and 65536");
+    }
+    if s.max_categories == 0 {
+        return err("max_categories", "must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&s.missing_share_threshold) {
+        return err("missing_share_threshold", "must be between 0 and 1");
+    }
+    if !(0.0..=1.0).contains(&s.dataset_drift_share) || s.dataset_drift_share == 0.0 {
+        return err("dataset_drift_share", "must be in (0, 1]");
+    }
+    Ok(())
+}
+
+fn validate_fields(fields: &[FieldConfig], key: &str) -> Result<(), (String, String)> {
+    let mut names = std::collections::HashSet::new();
+    for (i, f) in fields.iter().enumerate() {
+        let k = |s: &str| format!("{key}[{i}].{s}");
+        if f.name.is_empty() || !names.insert(f.name.as_str()) {
+            return Err((k("name"), "must be non-empty and unique".into()));
+        }
+        if let (Some(kind), Some(metric)) = (f.kind, f.primary_metric)
+            && !metric.applies_to(kind)
+        {
+            return Err((k("primary_metric"), format!("`{metric}` does not apply to a {kind} feature")));
+        }
+        if let Some(t) = f.threshold
+            && (!t.is_finite() || t < 0.0)
+        {
+            return Err((k("threshold"), "must be a finite number >= 0".into()));
+        }
+        if let Some(b) = f.bins
+            && !(2..=1000).contains(&b)
+        {
+            return Err((k("bins"), "must be between 2 and 1000".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `${NAME}` in every string value with the environment variable's value;
+/// an unset variable is an error naming the key. `$${` escapes a literal `${`.
+fn expand_env(value: &mut toml::Value, key: &mut String) -> Result<(), (String, String)> {
+    match value {
+        toml::Value::String(s) if s.contains("${") => {
+            *s = expand_str(s).map_err(|var| (key.clone(), format!("environment variable `{var}` is not set")))?;
+        }
+        toml::Value::Table(table) => {
+            for (k, v) in table.iter_mut() {
+                let len = key.len();
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+                expand_env(v, key)?;
+                key.truncate(len);
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                let len = key.len();
+                key.push_str(&format!("[{i}]"));
+                expand_env(v, key)?;
+                key.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_str(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find("${") {
+        if rest[..pos].ends_with('$') {
+            out.push_str(&rest[..pos - 1]);
+            out.push_str("${");
+            rest = &rest[pos + 2..];
+            continue;
+        }
+        out.push_str(&rest[..pos]);
+        let Some(end) = rest[pos + 2..].find('}') else {
+            out.push_str(&rest[pos..]);
+            return Ok(out);
+        };
+        let var = &rest[pos + 2..pos + 2 + end];
+        out.push_str(&std::env::var(var).map_err(|_| var.to_owned())?);
+        rest = &rest[pos + 2 + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_config_takes_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.defaults, DriftSettings::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[defaults]\nbinz = 3\n").unwrap_err().to_string();
+        assert!(e.contains("binz"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_its_path() {
+        let e = parse("[[fields]]\nname = \"a\"\nprimary_metric = \"nope\"\n").unwrap_err().to_string();
+        assert!(e.contains("fields[0].primary_metric"), "{e}");
+        let e = parse("[defaults]\nbins = 1\n").unwrap_err().to_string();
+        assert!(e.contains("defaults.bins"), "{e}");
+    }
+
+    #[test]
+    fn env_expansion_and_missing_variable() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("DRIFTSCOPE_TEST_GROUP", "g1") };
+        let c = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_TEST_GROUP}-x\"\n").unwrap();
+        assert_eq!(c.kafka.group_id, "g1-x");
+        let e = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_SURELY_UNSET_VAR}\"\n").unwrap_err().to_string();
+        assert!(e.contains("kafka.group_id") && e.contains("DRIFTSCOPE_SURELY_UNSET_VAR"), "{e}");
+        assert_eq!(expand_str("a$${b}").unwrap(), "a${b}");
+    }
+}

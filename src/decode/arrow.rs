@@ -1,0 +1,92 @@
+//! Arrow record batches into sketches: used for data files (CSV, Parquet, Arrow IPC,
+//! JSON Lines, all read as Arrow) and for Arrow IPC messages on a stream.
+
+use crate::stats::settings::FeatureKind;
+use crate::stats::sketch::ValueSink;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type};
+use arrow::record_batch::RecordBatch;
+
+/// A monitored feature and the column it is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnBinding {
+    pub column: String,
+    pub feature: usize,
+    pub kind: FeatureKind,
+}
+
+/// The kind a column's type implies, or `None` for types driftscope cannot score
+/// (nested lists and structs, binary, dates without an override).
+pub fn infer_kind(data_type: &DataType) -> Option<FeatureKind> {
+    match data_type {
+        t if t.is_numeric() => Some(FeatureKind::Numeric),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean => Some(FeatureKind::Categorical),
+        DataType::Dictionary(_, value) => infer_kind(value),
+        _ => None,
+    }
+}
+
+/// Hands every row of `batch` to `sink` for each binding. A column missing from the
+/// batch makes every row missing for that feature; a value of the wrong type is invalid.
+pub fn fold_batch<S: ValueSink>(batch: &RecordBatch, bindings: &[ColumnBinding], sink: &mut S) {
+    let rows = batch.num_rows();
+    sink.add_records(rows as u64);
+    for binding in bindings {
+        match batch.column_by_name(&binding.column) {
+            None => (0..rows).for_each(|_| sink.missing(binding.feature)),
+            Some(column) => match binding.kind {
+                FeatureKind::Numeric => fold_numeric(column, binding.feature, sink),
+                FeatureKind::Categorical => fold_categorical(column, binding.feature, sink),
+            },
+        }
+    }
+}
+
+fn fold_numeric<S: ValueSink>(column: &ArrayRef, feature: usize, sink: &mut S) {
+    let data_type = column.data_type();
+    if data_type.is_numeric() {
+        let values = match cast(column, &DataType::Float64) {
+            Ok(values) => values,
+            Err(_) => return (0..column.len()).for_each(|_| sink.invalid(feature)),
+        };
+        let values = values.as_primitive::<Float64Type>();
+        for i in 0..values.len() {
+            if values.is_null(i) {
+                sink.missing(feature);
+            } else {
+                sink.numeric(feature, values.value(i));
+            }
+        }
+    } else if let Ok(strings) = cast(column, &DataType::Utf8) {
+        // A numeric feature read from text: numbers count, anything else is invalid.
+        let strings = strings.as_string::<i32>();
+        for value in strings.iter() {
+            match value {
+                None => sink.missing(feature),
+                Some(text) => match text.trim().parse::<f64>() {
+                    Ok(x) if !matches!(data_type, DataType::Boolean) => sink.numeric(feature, x),
+                    _ => sink.invalid(feature),
+                },
+            }
+        }
+    } else {
+        (0..column.len()).for_each(|i| if column.is_null(i) { sink.missing(feature) } else { sink.invalid(feature) });
+    }
+}
+
+fn fold_categorical<S: ValueSink>(column: &ArrayRef, feature: usize, sink: &mut S) {
+    let strings = match cast(column, &DataType::Utf8) {
+        Ok(strings) => strings,
+        Err(_) => {
+            return (0..column.len())
+                .for_each(|i| if column.is_null(i) { sink.missing(feature) } else { sink.invalid(feature) });
+        }
+    };
+    for value in strings.as_string::<i32>().iter() {
+        match value {
+            None => sink.missing(feature),
+            Some(text) => sink.category(feature, text),
+        }
+    }
+}

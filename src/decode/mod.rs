@@ -1,0 +1,3 @@
+//! Decoders: turn JSON and Arrow records into values for sketches.
+
+pub mod arrow;

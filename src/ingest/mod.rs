@@ -1,0 +1,3 @@
+//! Ingest: where records come from (data files, Kafka).
+
+pub mod files;

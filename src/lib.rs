@@ -1,0 +1,10 @@
+//! driftscope: windowed drift scoring of ML feature and prediction streams.
+//!
+//! The pipeline reads top to bottom: [`ingest`] (Kafka, data files) -> [`decode`]
+//! (JSON, Arrow) -> [`stats`] (window sketches, references, scores) -> outputs.
+
+pub mod config;
+pub mod decode;
+pub mod ingest;
+pub mod offline;
+pub mod stats;

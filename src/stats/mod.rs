@@ -1,0 +1,20 @@
+//! The statistics core: sketches, reference profiles, drift metrics, windows and
+//! scoring. Pure and I/O-free, shared by `score`, `run` and the benchmarks.
+
+pub mod categorical;
+pub mod grid;
+pub mod metrics;
+pub mod numeric;
+pub mod profile;
+pub mod reference;
+pub mod report;
+pub mod score;
+pub mod settings;
+pub mod sketch;
+
+pub use profile::{FeatureSpec, Profile, ProfileBuilder, ProfileError};
+pub use reference::{OverrideError, Reference};
+pub use report::{Report, WindowInfo};
+pub use score::score_window;
+pub use settings::{DriftSettings, FeatureKind, FeatureOverride, Metric};
+pub use sketch::{ValueSink, WindowSketch};

@@ -1,0 +1,187 @@
+//! The numeric feature sketch: exact moments, exact counts of missing / non-finite /
+//! invalid values, and the reference grid's cells (see [`super::grid`]).
+
+use super::grid::{self, Cell};
+use std::sync::Arc;
+
+/// What a numeric sketch needs from the reference: the grid edges, and the reference
+/// mean, by which moments are shifted so the variance stays accurate for large values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumericGrid {
+    pub edges: Vec<f64>,
+    pub shift: f64,
+}
+
+/// Moments and counts that need no grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moments {
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// Population standard deviation (ddof = 0).
+    pub std: f64,
+}
+
+/// A mergeable, fixed-size summary of one numeric feature over one window.
+#[derive(Debug, Clone)]
+pub struct NumericSketch {
+    grid: Arc<NumericGrid>,
+    cells: Vec<Cell>,
+    count: u64,
+    min: f64,
+    max: f64,
+    shifted_sum: f64,
+    shifted_sum_sq: f64,
+    pub missing: u64,
+    pub non_finite: u64,
+    pub invalid: u64,
+}
+
+impl NumericSketch {
+    pub fn new(grid: Arc<NumericGrid>) -> Self {
+        let cells = vec![Cell::default(); grid.edges.len() + 1];
+        NumericSketch {
+            grid,
+            cells,
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            shifted_sum: 0.0,
+            shifted_sum_sq: 0.0,
+            missing: 0,
+            non_finite: 0,
+            invalid: 0,
+        }
+    }
+
+    /// Adds one value; NaN and infinities are counted, never sketched.
+    #[inline]
+    pub fn observe(&mut self, x: f64) {
+        if !x.is_finite() {
+            self.non_finite += 1;
+            return;
+        }
+        grid::add_value(&self.grid.edges, &mut self.cells, x);
+        self.count += 1;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        let d = x - self.grid.shift;
+        self.shifted_sum += d;
+        self.shifted_sum_sq += d * d;
+    }
+
+    pub fn grid(&self) -> &Arc<NumericGrid> {
+        &self.grid
+    }
+
+    pub fn cells(&self) -> &[Cell] {
+        &self.cells
+    }
+
+    /// Finite values sketched.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn moments(&self) -> Option<Moments> {
+        if self.count == 0 {
+            return None;
+        }
+        let m = self.count as f64;
+        let mean_shifted = self.shifted_sum / m;
+        let variance = (self.shifted_sum_sq / m - mean_shifted * mean_shifted).max(0.0);
+        Some(Moments {
+            count: self.count,
+            min: self.min,
+            max: self.max,
+            mean: self.grid.shift + mean_shifted,
+            std: variance.sqrt(),
+        })
+    }
+
+    /// Counts per bin of the binned metrics, given each cell's bin.
+    pub fn bin_counts(&self, cell_bins: &[u32], bins: usize) -> Vec<u64> {
+        let mut out = vec![0u64; bins];
+        for (cell, &bin) in self.cells.iter().zip(cell_bins) {
+            out[bin as usize] += cell.count();
+        }
+        out
+    }
+
+    /// Folds another sketch of the same grid into this one.
+    pub fn merge(&mut self, other: &NumericSketch) {
+        debug_assert!(Arc::ptr_eq(&self.grid, &other.grid) || self.grid == other.grid);
+        for (a, b) in self.cells.iter_mut().zip(&other.cells) {
+            a.merge(b);
+        }
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.shifted_sum += other.shifted_sum;
+        self.shifted_sum_sq += other.shifted_sum_sq;
+        self.missing += other.missing;
+        self.non_finite += other.non_finite;
+        self.invalid += other.invalid;
+    }
+
+    /// Empties the sketch, keeping its allocation.
+    pub fn reset(&mut self) {
+        self.cells.fill(Cell::default());
+        self.count = 0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+        self.shifted_sum = 0.0;
+        self.shifted_sum_sq = 0.0;
+        self.missing = 0;
+        self.non_finite = 0;
+        self.invalid = 0;
+    }
+
+    /// Rebuilds a sketch from its parts (checkpoints).
+    pub fn from_parts(grid: Arc<NumericGrid>, parts: NumericSketchParts) -> Option<Self> {
+        if parts.cells.len() != grid.edges.len() + 1 {
+            return None;
+        }
+        Some(NumericSketch {
+            grid,
+            cells: parts.cells,
+            count: parts.count,
+            min: parts.min,
+            max: parts.max,
+            shifted_sum: parts.shifted_sum,
+            shifted_sum_sq: parts.shifted_sum_sq,
+            missing: parts.missing,
+            non_finite: parts.non_finite,
+            invalid: parts.invalid,
+        })
+    }
+
+    pub fn to_parts(&self) -> NumericSketchParts {
+        NumericSketchParts {
+            cells: self.cells.clone(),
+            count: self.count,
+            min: self.min,
+            max: self.max,
+            shifted_sum: self.shifted_sum,
+            shifted_sum_sq: self.shifted_sum_sq,
+            missing: self.missing,
+            non_finite: self.non_finite,
+            invalid: self.invalid,
+        }
+    }
+}
+
+/// The serialisable state of a [`NumericSketch`], without its shared grid.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NumericSketchParts {
+    pub cells: Vec<Cell>,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub shifted_sum: f64,
+    pub shifted_sum_sq: f64,
+    pub missing: u64,
+    pub non_finite: u64,
+    pub invalid: u64,
+}

@@ -1,0 +1,105 @@
+//! The report of one scored window: the JSON shape of `drift-metrics.md`, shared by
+//! `score`, the streaming monitor, the HTTP API and the triggers.
+
+use super::settings::{FeatureKind, Metric};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    pub window: WindowInfo,
+    pub reference: ReferenceInfo,
+    pub dataset: DatasetVerdict,
+    pub features: Vec<FeatureReport>,
+    /// Things the reader should know that are not scores (e.g. unmatched columns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The window's bounds: record positions, processing or event time, and the Kafka
+/// offsets it covers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowInfo {
+    pub start: String,
+    pub end: String,
+    pub records: u64,
+    /// Sequence number of the window in its stream (0 for `score`).
+    #[serde(default)]
+    pub index: u64,
+    /// Topic/partition/offset ranges (a replay pointer); empty for files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<OffsetRange>,
+    /// Records that arrived after their event-time window had closed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub late_records: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRange {
+    pub topic: String,
+    pub partition: i32,
+    pub first: i64,
+    pub last: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceInfo {
+    pub source: String,
+    /// When the reference was taken.
+    pub created_at: String,
+    pub records: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetVerdict {
+    pub features_evaluated: u64,
+    pub features_drifted: u64,
+    pub drift_share: f64,
+    pub threshold: f64,
+    pub drifted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    InsufficientData,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureReport {
+    pub name: String,
+    pub kind: FeatureKind,
+    /// Values that entered the distribution.
+    pub samples: u64,
+    pub missing: u64,
+    pub non_finite: u64,
+    pub invalid: u64,
+    pub missing_share: f64,
+    pub reference_missing_share: f64,
+    pub missing_drifted: bool,
+    pub status: Status,
+    pub primary_metric: Metric,
+    pub threshold: f64,
+    pub drifted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_overflow: Option<u64>,
+    pub scores: BTreeMap<String, f64>,
+}
+
+impl Report {
+    pub fn feature(&self, name: &str) -> Option<&FeatureReport> {
+        self.features.iter().find(|f| f.name == name)
+    }
+
+    /// Names of the features whose primary metric drifted.
+    pub fn drifted_features(&self) -> impl Iterator<Item = &FeatureReport> {
+        self.features.iter().filter(|f| f.drifted)
+    }
+}

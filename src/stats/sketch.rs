@@ -1,0 +1,143 @@
+//! One window's sketches of every monitored feature, and [`ValueSink`], the interface
+//! through which decoders hand values to sketches and to profile builders alike.
+
+use super::categorical::{CategoricalSketch, CategoricalSketchParts};
+use super::numeric::{NumericSketch, NumericSketchParts};
+
+/// Where decoded values go. Features are addressed by their position in the reference.
+pub trait ValueSink {
+    /// `n` more records were decoded (each feature sees one value, missing or not, per record).
+    fn add_records(&mut self, n: u64);
+    fn numeric(&mut self, feature: usize, x: f64);
+    fn category(&mut self, feature: usize, value: &str);
+    /// The field was absent or null.
+    fn missing(&mut self, feature: usize);
+    /// The field held a value of the wrong type for its kind.
+    fn invalid(&mut self, feature: usize);
+}
+
+/// A sketch of one feature, of the kind the reference gave it.
+#[derive(Debug, Clone)]
+pub enum FeatureSketch {
+    Numeric(NumericSketch),
+    Categorical(CategoricalSketch),
+}
+
+impl FeatureSketch {
+    pub fn missing(&self) -> u64 {
+        match self {
+            FeatureSketch::Numeric(s) => s.missing,
+            FeatureSketch::Categorical(s) => s.missing,
+        }
+    }
+
+    pub fn invalid(&self) -> u64 {
+        match self {
+            FeatureSketch::Numeric(s) => s.invalid,
+            FeatureSketch::Categorical(s) => s.invalid,
+        }
+    }
+}
+
+/// Every feature's sketch over one window, plus the window's record count.
+#[derive(Debug, Clone)]
+pub struct WindowSketch {
+    pub records: u64,
+    pub features: Vec<FeatureSketch>,
+}
+
+impl WindowSketch {
+    pub fn new(features: Vec<FeatureSketch>) -> Self {
+        WindowSketch { records: 0, features }
+    }
+
+    /// Folds another sketch of the same reference into this one.
+    pub fn merge(&mut self, other: &WindowSketch) {
+        self.records += other.records;
+        for (a, b) in self.features.iter_mut().zip(&other.features) {
+            match (a, b) {
+                (FeatureSketch::Numeric(a), FeatureSketch::Numeric(b)) => a.merge(b),
+                (FeatureSketch::Categorical(a), FeatureSketch::Categorical(b)) => a.merge(b),
+                _ => debug_assert!(false, "merging sketches of different references"),
+            }
+        }
+    }
+
+    /// Empties every sketch, keeping allocations for the next window.
+    pub fn reset(&mut self) {
+        self.records = 0;
+        for f in &mut self.features {
+            match f {
+                FeatureSketch::Numeric(s) => s.reset(),
+                FeatureSketch::Categorical(s) => s.reset(),
+            }
+        }
+    }
+
+    pub fn to_parts(&self) -> WindowSketchParts {
+        WindowSketchParts {
+            records: self.records,
+            features: self
+                .features
+                .iter()
+                .map(|f| match f {
+                    FeatureSketch::Numeric(s) => FeatureSketchParts::Numeric(s.to_parts()),
+                    FeatureSketch::Categorical(s) => FeatureSketchParts::Categorical(s.to_parts()),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ValueSink for WindowSketch {
+    #[inline]
+    fn add_records(&mut self, n: u64) {
+        self.records += n;
+    }
+
+    #[inline]
+    fn numeric(&mut self, feature: usize, x: f64) {
+        match &mut self.features[feature] {
+            FeatureSketch::Numeric(s) => s.observe(x),
+            FeatureSketch::Categorical(s) => s.invalid += 1,
+        }
+    }
+
+    #[inline]
+    fn category(&mut self, feature: usize, value: &str) {
+        match &mut self.features[feature] {
+            FeatureSketch::Categorical(s) => s.observe(value),
+            FeatureSketch::Numeric(s) => s.invalid += 1,
+        }
+    }
+
+    #[inline]
+    fn missing(&mut self, feature: usize) {
+        match &mut self.features[feature] {
+            FeatureSketch::Numeric(s) => s.missing += 1,
+            FeatureSketch::Categorical(s) => s.missing += 1,
+        }
+    }
+
+    #[inline]
+    fn invalid(&mut self, feature: usize) {
+        match &mut self.features[feature] {
+            FeatureSketch::Numeric(s) => s.invalid += 1,
+            FeatureSketch::Categorical(s) => s.invalid += 1,
+        }
+    }
+}
+
+/// The serialisable state of a [`WindowSketch`] (checkpoints).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowSketchParts {
+    pub records: u64,
+    pub features: Vec<FeatureSketchParts>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeatureSketchParts {
+    Numeric(NumericSketchParts),
+    Categorical(CategoricalSketchParts),
+}
