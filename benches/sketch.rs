@@ -1,1 +1,117 @@
-fn main() {}
+//! Micro-benchmarks of the hot functions: one value into each sketch, and scoring one
+//! feature at a window close.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use driftscope::stats::profile::{FeatureSpec, ProfileBuilder};
+use driftscope::stats::{
+    DriftSettings, FeatureKind, Reference, ValueSink, WindowInfo, score_window,
+};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+/// A small deterministic generator, so the benchmark needs no RNG crate.
+struct Lcg(u64);
+impl Lcg {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next_f64().max(1e-12), self.next_f64());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+fn reference(resolution: usize) -> Reference {
+    let mut rng = Lcg(7);
+    let specs = vec![
+        FeatureSpec {
+            name: "x".into(),
+            kind: FeatureKind::Numeric,
+            bins: 10,
+        },
+        FeatureSpec {
+            name: "c".into(),
+            kind: FeatureKind::Categorical,
+            bins: 10,
+        },
+    ];
+    let mut b = ProfileBuilder::new(specs, resolution, 1000);
+    b.add_records(100_000);
+    for i in 0..100_000 {
+        b.numeric(0, rng.normal());
+        b.category(1, &format!("category-{}", i % 20));
+    }
+    let settings = DriftSettings {
+        cdf_resolution: resolution,
+        ..Default::default()
+    };
+    Reference::new(
+        b.finish("bench".into(), "now".into()),
+        settings,
+        &BTreeMap::new(),
+    )
+    .unwrap()
+}
+
+fn sketch_updates(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sketch_update");
+    let mut rng = Lcg(11);
+    let values: Vec<f64> = (0..10_000).map(|_| rng.normal() * 1.1 + 0.1).collect();
+    for resolution in [256usize, 1024, 4096] {
+        let r = reference(resolution);
+        let mut window = r.new_window();
+        group.throughput(Throughput::Elements(values.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("numeric", resolution),
+            &values,
+            |b, values| {
+                b.iter(|| {
+                    for &x in values {
+                        window.numeric(0, black_box(x));
+                    }
+                })
+            },
+        );
+    }
+    let r = reference(1024);
+    let mut window = r.new_window();
+    let categories: Vec<String> = (0..10_000)
+        .map(|i| format!("category-{}", (i * 7) % 21))
+        .collect();
+    group.throughput(Throughput::Elements(categories.len() as u64));
+    group.bench_function("categorical", |b| {
+        b.iter(|| {
+            for c in &categories {
+                window.category(1, black_box(c));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn scoring(c: &mut Criterion) {
+    let mut group = c.benchmark_group("score_one_feature");
+    let mut rng = Lcg(13);
+    for resolution in [256usize, 1024, 4096] {
+        let r = reference(resolution);
+        let mut window = r.new_window();
+        window.add_records(10_000);
+        for i in 0..10_000 {
+            window.numeric(0, rng.normal() + 0.2);
+            window.category(1, &format!("category-{}", i % 25));
+        }
+        // Two features scored: the per-feature cost is half of this.
+        group.bench_function(
+            BenchmarkId::new("numeric_and_categorical", resolution),
+            |b| b.iter(|| black_box(score_window(&r, &window, WindowInfo::default()))),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sketch_updates, scoring);
+criterion_main!(benches);

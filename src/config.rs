@@ -9,12 +9,19 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: `{key}`: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 /// The whole configuration. Every table rejects unknown keys.
@@ -171,36 +178,68 @@ pub struct ReferenceConfig {
 impl Config {
     /// Reads, expands `${ENV}` references in string values, parses and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.into(),
+            error,
+        })?;
         Config::from_toml(&text, path)
     }
 
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut value: toml::Value =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
-        expand_env(&mut value, &mut String::new())
-            .map_err(|(key, message)| ConfigError::Invalid { path: path.into(), key, message })?;
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.into(),
-            key: e.path().to_string(),
-            message: e.inner().to_string(),
+            message: e.to_string(),
         })?;
+        expand_env(&mut value, &mut String::new()).map_err(|(key, message)| {
+            ConfigError::Invalid {
+                path: path.into(),
+                key,
+                message,
+            }
+        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
         config
             .validate()
-            .map_err(|(key, message)| ConfigError::Invalid { path: path.into(), key, message })?;
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.into(),
+                key,
+                message,
+            })?;
         Ok(config)
+    }
+
+    /// A copy safe to print or serve: secret-looking values replaced.
+    pub fn redacted(&self) -> Config {
+        let mut copy = self.clone();
+        for (key, value) in copy.kafka.properties.iter_mut() {
+            if is_secret_key(key) {
+                *value = REDACTED.into();
+            }
+        }
+        copy
     }
 
     /// Overrides from the top-level `[[fields]]`, by feature name.
     pub fn overrides(&self) -> BTreeMap<String, FeatureOverride> {
-        self.fields.iter().map(|f| (f.name.clone(), f.as_override())).collect()
+        self.fields
+            .iter()
+            .map(|f| (f.name.clone(), f.as_override()))
+            .collect()
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         validate_settings(&self.defaults, "defaults")?;
         validate_fields(&self.fields, "fields")?;
         if self.kafka.max_message_bytes == 0 {
-            return Err(("kafka.max_message_bytes".into(), "must be at least 1".into()));
+            return Err((
+                "kafka.max_message_bytes".into(),
+                "must be at least 1".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
@@ -212,34 +251,61 @@ impl Config {
                 return Err((key("topics"), "name at least one topic".into()));
             }
             validate_fields(&s.fields, &key("fields"))?;
-            let sources = [s.reference.profile.is_some(), s.reference.data.is_some(), s.reference.from_stream.is_some()];
+            let sources = [
+                s.reference.profile.is_some(),
+                s.reference.data.is_some(),
+                s.reference.from_stream.is_some(),
+            ];
             if sources.iter().filter(|&&b| b).count() != 1 {
-                return Err((key("reference"), "set exactly one of `profile`, `data`, `from_stream`".into()));
+                return Err((
+                    key("reference"),
+                    "set exactly one of `profile`, `data`, `from_stream`".into(),
+                ));
             }
             if s.reference.from_stream == Some(0) {
-                return Err((key("reference.from_stream"), "must be at least 1 record".into()));
+                return Err((
+                    key("reference.from_stream"),
+                    "must be at least 1 record".into(),
+                ));
             }
             match &s.window {
                 WindowConfig::TumblingCount { size } if *size == 0 => {
                     return Err((key("window.size"), "must be at least 1".into()));
                 }
-                WindowConfig::SlidingCount { size, slide } if *slide == 0 || slide > size || size % slide != 0 => {
-                    return Err((key("window.slide"), "must be at least 1 and divide `size`".into()));
+                WindowConfig::SlidingCount { size, slide }
+                    if *slide == 0 || slide > size || size % slide != 0 =>
+                {
+                    return Err((
+                        key("window.slide"),
+                        "must be at least 1 and divide `size`".into(),
+                    ));
                 }
                 WindowConfig::TumblingTime { size, time, .. } => {
                     if size.is_zero() {
                         return Err((key("window.size"), "must be positive".into()));
                     }
                     if *time == TimeBasis::Event && s.event_time_field.is_none() {
-                        return Err((key("event_time_field"), "event-time windows need an event_time_field".into()));
+                        return Err((
+                            key("event_time_field"),
+                            "event-time windows need an event_time_field".into(),
+                        ));
                     }
                 }
-                WindowConfig::SlidingTime { size, slide, time, .. } => {
-                    if slide.is_zero() || slide > size || size.as_millis() % slide.as_millis() != 0 {
-                        return Err((key("window.slide"), "must be positive and divide `size`".into()));
+                WindowConfig::SlidingTime {
+                    size, slide, time, ..
+                } => {
+                    if slide.is_zero() || slide > size || size.as_millis() % slide.as_millis() != 0
+                    {
+                        return Err((
+                            key("window.slide"),
+                            "must be positive and divide `size`".into(),
+                        ));
                     }
                     if *time == TimeBasis::Event && s.event_time_field.is_none() {
-                        return Err((key("event_time_field"), "event-time windows need an event_time_field".into()));
+                        return Err((
+                            key("event_time_field"),
+                            "event-time windows need an event_time_field".into(),
+                        ));
                     }
                 }
                 _ => {}
@@ -249,13 +315,25 @@ impl Config {
     }
 }
 
+/// What secrets are replaced with wherever config is shown.
+pub const REDACTED: &str = "<redacted>";
+
+/// librdkafka properties that carry credentials.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "token", "key.pem", "keystore"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
 fn validate_settings(s: &DriftSettings, key: &str) -> Result<(), (String, String)> {
     let err = |k: &str, m: &str| Err((format!("{key}.{k}"), m.to_owned()));
     if !(2..=1000).contains(&s.bins) {
         return err("bins", "must be between 2 and 1000");
     }
-    if !(16..=1 << 16).contains(&s.cdf_resolution) {
-        return err("cdf_resolution", "must be between 16 and 65536");
+    if !(256..=1 << 16).contains(&s.cdf_resolution) {
+        // Below 256 cells the ks and wasserstein tolerances of the spec no longer hold.
+        return err("cdf_resolution", "must be between 256 and 65536");
     }
     if s.max_categories == 0 {
         return err("max_categories", "must be at least 1");
@@ -279,7 +357,10 @@ fn validate_fields(fields: &[FieldConfig], key: &str) -> Result<(), (String, Str
         if let (Some(kind), Some(metric)) = (f.kind, f.primary_metric)
             && !metric.applies_to(kind)
         {
-            return Err((k("primary_metric"), format!("`{metric}` does not apply to a {kind} feature")));
+            return Err((
+                k("primary_metric"),
+                format!("`{metric}` does not apply to a {kind} feature"),
+            ));
         }
         if let Some(t) = f.threshold
             && (!t.is_finite() || t < 0.0)
@@ -300,7 +381,12 @@ fn validate_fields(fields: &[FieldConfig], key: &str) -> Result<(), (String, Str
 fn expand_env(value: &mut toml::Value, key: &mut String) -> Result<(), (String, String)> {
     match value {
         toml::Value::String(s) if s.contains("${") => {
-            *s = expand_str(s).map_err(|var| (key.clone(), format!("environment variable `{var}` is not set")))?;
+            *s = expand_str(s).map_err(|var| {
+                (
+                    key.clone(),
+                    format!("environment variable `{var}` is not set"),
+                )
+            })?;
         }
         toml::Value::Table(table) => {
             for (k, v) in table.iter_mut() {
@@ -371,7 +457,9 @@ mod tests {
 
     #[test]
     fn bad_value_names_its_path() {
-        let e = parse("[[fields]]\nname = \"a\"\nprimary_metric = \"nope\"\n").unwrap_err().to_string();
+        let e = parse("[[fields]]\nname = \"a\"\nprimary_metric = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fields[0].primary_metric"), "{e}");
         let e = parse("[defaults]\nbins = 1\n").unwrap_err().to_string();
         assert!(e.contains("defaults.bins"), "{e}");
@@ -383,8 +471,13 @@ mod tests {
         unsafe { std::env::set_var("DRIFTSCOPE_TEST_GROUP", "g1") };
         let c = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_TEST_GROUP}-x\"\n").unwrap();
         assert_eq!(c.kafka.group_id, "g1-x");
-        let e = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_SURELY_UNSET_VAR}\"\n").unwrap_err().to_string();
-        assert!(e.contains("kafka.group_id") && e.contains("DRIFTSCOPE_SURELY_UNSET_VAR"), "{e}");
+        let e = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_SURELY_UNSET_VAR}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("kafka.group_id") && e.contains("DRIFTSCOPE_SURELY_UNSET_VAR"),
+            "{e}"
+        );
         assert_eq!(expand_str("a$${b}").unwrap(), "a${b}");
     }
 }

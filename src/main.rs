@@ -1,1 +1,61 @@
-fn main() {}
+//! The `driftscope` binary: command-line parsing, logging set-up and exit codes. The
+//! work itself lives in the library; errors become messages here.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// driftscope watches the data an ML model sees and says, with numbers, when it has
+/// drifted from what the model was trained on.
+#[derive(Parser, Debug)]
+#[command(name = "driftscope", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr: `text` (human-readable) or `json`. Levels follow RUST_LOG.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Score a data file against a reference, as one window (exit 0: no drift, 1: drift, 2: error).
+    Score(cli::score::ScoreArgs),
+    /// Build and save reference profiles.
+    #[command(subcommand)]
+    Reference(cli::reference::ReferenceCommand),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(cli::config_check::ConfigCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let result = match cli.command {
+        Command::Score(args) => cli::score::run(args),
+        Command::Reference(cmd) => cli::reference::run(cmd),
+        Command::Config(cmd) => cli::config_check::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

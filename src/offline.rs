@@ -7,8 +7,8 @@ use crate::ingest::files::{DataFile, FileError, read_data_file};
 use crate::stats::profile::{FeatureSpec, Profile, ProfileBuilder, ProfileError};
 use crate::stats::reference::{OverrideError, Reference};
 use crate::stats::report::{Report, WindowInfo};
-use crate::stats::settings::{DriftSettings, FeatureOverride};
 use crate::stats::score_window;
+use crate::stats::settings::{DriftSettings, FeatureOverride};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -16,10 +16,13 @@ use std::path::{Path, PathBuf};
 pub enum OfflineError {
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("{path}: {source}")]
-    Profile { path: PathBuf, source: ProfileError },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Profile { path: PathBuf, error: ProfileError },
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(transparent)]
     Override(#[from] OverrideError),
 }
@@ -37,12 +40,21 @@ pub fn read_reference_source(path: &Path) -> Result<ReferenceSource, OfflineErro
         let mut head = [0u8; 256];
         let n = std::fs::File::open(path)
             .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-            .map_err(|source| OfflineError::Io { path: path.into(), source })?;
+            .map_err(|error| OfflineError::Io {
+                path: path.into(),
+                error,
+            })?;
         head[..n].windows(18).any(|w| w == b"driftscope-profile")
     };
     if is_profile {
-        let bytes = std::fs::read(path).map_err(|source| OfflineError::Io { path: path.into(), source })?;
-        let profile = Profile::from_json(&bytes).map_err(|source| OfflineError::Profile { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|error| OfflineError::Io {
+            path: path.into(),
+            error,
+        })?;
+        let profile = Profile::from_json(&bytes).map_err(|error| OfflineError::Profile {
+            path: path.into(),
+            error,
+        })?;
         Ok(ReferenceSource::Profile(profile))
     } else {
         Ok(ReferenceSource::Data(read_data_file(path)?))
@@ -86,7 +98,11 @@ pub fn build_profile(
     let bindings: Vec<ColumnBinding> = specs
         .iter()
         .enumerate()
-        .map(|(feature, s)| ColumnBinding { column: s.name.clone(), feature, kind: s.kind })
+        .map(|(feature, s)| ColumnBinding {
+            column: s.name.clone(),
+            feature,
+            kind: s.kind,
+        })
         .collect();
     let mut builder = ProfileBuilder::new(specs, settings.cdf_resolution, settings.max_categories);
     for batch in &file.batches {
@@ -115,7 +131,9 @@ pub fn prepare_reference(
     known.retain(|name, _| {
         let present = profile.feature(name).is_some();
         if !present {
-            notes.push(format!("[[fields]] `{name}` is not a column of the reference: ignored"));
+            notes.push(format!(
+                "[[fields]] `{name}` is not a column of the reference: ignored"
+            ));
         }
         present
     });
@@ -128,7 +146,11 @@ pub fn score_file(reference: &Reference, current: &DataFile) -> Report {
         .features
         .iter()
         .enumerate()
-        .map(|(feature, f)| ColumnBinding { column: f.name.clone(), feature, kind: f.kind })
+        .map(|(feature, f)| ColumnBinding {
+            column: f.name.clone(),
+            feature,
+            kind: f.kind,
+        })
         .collect();
     let mut sketch = reference.new_window();
     for batch in &current.batches {
@@ -143,9 +165,10 @@ pub fn score_file(reference: &Reference, current: &DataFile) -> Report {
     let mut report = score_window(reference, &sketch, window);
     for field in current.schema.fields() {
         if reference.feature_index(field.name()).is_none() {
-            report
-                .notes
-                .push(format!("column `{}` is in the current data but not in the reference: not scored", field.name()));
+            report.notes.push(format!(
+                "column `{}` is in the current data but not in the reference: not scored",
+                field.name()
+            ));
         }
     }
     for f in &reference.features {

@@ -21,7 +21,9 @@ pub struct ColumnBinding {
 pub fn infer_kind(data_type: &DataType) -> Option<FeatureKind> {
     match data_type {
         t if t.is_numeric() => Some(FeatureKind::Numeric),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean => Some(FeatureKind::Categorical),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean => {
+            Some(FeatureKind::Categorical)
+        }
         DataType::Dictionary(_, value) => infer_kind(value),
         _ => None,
     }
@@ -71,7 +73,13 @@ fn fold_numeric<S: ValueSink>(column: &ArrayRef, feature: usize, sink: &mut S) {
             }
         }
     } else {
-        (0..column.len()).for_each(|i| if column.is_null(i) { sink.missing(feature) } else { sink.invalid(feature) });
+        (0..column.len()).for_each(|i| {
+            if column.is_null(i) {
+                sink.missing(feature)
+            } else {
+                sink.invalid(feature)
+            }
+        });
     }
 }
 
@@ -79,8 +87,13 @@ fn fold_categorical<S: ValueSink>(column: &ArrayRef, feature: usize, sink: &mut 
     let strings = match cast(column, &DataType::Utf8) {
         Ok(strings) => strings,
         Err(_) => {
-            return (0..column.len())
-                .for_each(|i| if column.is_null(i) { sink.missing(feature) } else { sink.invalid(feature) });
+            return (0..column.len()).for_each(|i| {
+                if column.is_null(i) {
+                    sink.missing(feature)
+                } else {
+                    sink.invalid(feature)
+                }
+            });
         }
     };
     for value in strings.as_string::<i32>().iter() {

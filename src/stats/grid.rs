@@ -1,13 +1,13 @@
 //! The reference-quantile grid: how a numeric distribution is sketched.
 //!
 //! The grid's edges are fixed by the reference once: every distinct reference value when
-//! there are at most `cdf_resolution` of them, otherwise the order statistics at
-//! `cdf_resolution` evenly spaced ranks, always joined with the binned metrics' quantile
-//! edges. Per cell a sketch keeps exact counts and sums, so
+//! there are at most `cdf_resolution / 2` of them, otherwise the order statistics at
+//! that many evenly spaced ranks; joined with as many evenly spaced points between the
+//! reference's minimum and maximum, and with the binned metrics' quantile edges. Per cell a sketch keeps exact counts and sums, so
 //! * binned counts are exact (the bin edges are grid edges),
 //! * the CDF is exact at every edge and just below it, so `ks` is exact when the grid
 //!   holds every reference value and otherwise off by at most the reference mass inside
-//!   one cell (about `1 / cdf_resolution`),
+//!   one cell (about `2 / cdf_resolution`),
 //! * `wasserstein` is exact in every cell where the two CDFs cannot cross, and in the
 //!   tails beyond the reference's range.
 //!
@@ -83,23 +83,29 @@ pub fn bin_edges(sorted: &[f64], bins: usize) -> Vec<f64> {
     edges
 }
 
-/// The grid's edges for sorted finite reference values (see the module comment).
+/// The grid's edges for sorted finite reference values (see the module comment): half
+/// the resolution follows the reference's ranks (every distinct value when there are
+/// few), the other half divides `[min, max]` evenly so that no cell is wide where the
+/// reference is sparse; the bin edges are always included.
 pub fn grid_edges(sorted: &[f64], bin_edges: &[f64], resolution: usize) -> Vec<f64> {
-    let mut edges: Vec<f64> = Vec::new();
     if sorted.is_empty() {
         return bin_edges.to_vec();
     }
+    let half = (resolution / 2).max(1);
     let mut distinct = sorted.to_vec();
     distinct.dedup();
-    if distinct.len() <= resolution.max(1) {
-        edges = distinct;
+    let mut edges = if distinct.len() <= half {
+        distinct
     } else {
         let last = sorted.len() - 1;
-        for j in 0..=resolution {
-            // Order statistics, so a value repeated more than a cell's worth sits on an edge.
-            let rank = (j as u128 * last as u128 / resolution as u128) as usize;
-            edges.push(sorted[rank]);
-        }
+        // Order statistics, so a value repeated more than a cell's worth sits on an edge.
+        (0..=half)
+            .map(|j| sorted[(j as u128 * last as u128 / half as u128) as usize])
+            .collect()
+    };
+    let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+    if max > min {
+        edges.extend((1..half).map(|j| min + (max - min) * (j as f64 / half as f64)));
     }
     edges.extend_from_slice(bin_edges);
     edges.sort_by(f64::total_cmp);
@@ -136,7 +142,10 @@ pub fn cdf_distances(edges: &[f64], reference: &[Cell], window: &[Cell]) -> CdfD
     let n = reference.iter().map(Cell::count).sum::<u64>() as f64;
     let m = window.iter().map(Cell::count).sum::<u64>() as f64;
     if n == 0.0 || m == 0.0 || edges.is_empty() {
-        return CdfDistances { ks_statistic: 0.0, wasserstein: 0.0 };
+        return CdfDistances {
+            ks_statistic: 0.0,
+            wasserstein: 0.0,
+        };
     }
     let mut ks: f64 = 0.0;
     let mut area = 0.0;
@@ -174,7 +183,11 @@ pub fn cdf_distances(edges: &[f64], reference: &[Cell], window: &[Cell]) -> CdfD
             if w_r > 0.0 && w_c > 0.0 {
                 let mean_r = right - int_r / w_r;
                 let mean_c = right - int_c / w_c;
-                let middle = if mean_r < mean_c { base + w_r } else { base - w_c };
+                let middle = if mean_r < mean_c {
+                    base + w_r
+                } else {
+                    base - w_c
+                };
                 ks = ks.max(middle.abs());
             }
         } else {
@@ -190,7 +203,10 @@ pub fn cdf_distances(edges: &[f64], reference: &[Cell], window: &[Cell]) -> CdfD
     let top = &window[edges.len()];
     area += (top.interior_sum - top.interior_count as f64 * last) / m;
 
-    CdfDistances { ks_statistic: ks.clamp(0.0, 1.0), wasserstein: area.max(0.0) }
+    CdfDistances {
+        ks_statistic: ks.clamp(0.0, 1.0),
+        wasserstein: area.max(0.0),
+    }
 }
 
 /// Area of `|F_R - F_C|` over a cell where the two may cross, modelling each side's
@@ -205,11 +221,25 @@ fn crossing_cell_area(
     int_r: f64,
     int_c: f64,
 ) -> f64 {
-    let mean_r = if w_r > 0.0 { right - int_r / w_r } else { right };
-    let mean_c = if w_c > 0.0 { right - int_c / w_c } else { right };
+    let mean_r = if w_r > 0.0 {
+        right - int_r / w_r
+    } else {
+        right
+    };
+    let mean_c = if w_c > 0.0 {
+        right - int_c / w_c
+    } else {
+        right
+    };
     let (first, second) = (mean_r.min(mean_c), mean_r.max(mean_c));
-    let middle = if mean_r < mean_c { base + w_r } else { base - w_c };
-    base.abs() * (first - left) + middle.abs() * (second - first) + (base + w_r - w_c).abs() * (right - second)
+    let middle = if mean_r < mean_c {
+        base + w_r
+    } else {
+        base - w_c
+    };
+    base.abs() * (first - left)
+        + middle.abs() * (second - first)
+        + (base + w_r - w_c).abs() * (right - second)
 }
 
 #[cfg(test)]
@@ -248,7 +278,11 @@ mod tests {
         let reference = [1.0, 2.0, 2.0, 3.0, 5.0];
         let window = [1.5, 2.0, 4.0, 6.0];
         let edges = grid_edges(&reference, &[], 100);
-        let d = cdf_distances(&edges, &cells_of(&edges, &reference), &cells_of(&edges, &window));
+        let d = cdf_distances(
+            &edges,
+            &cells_of(&edges, &reference),
+            &cells_of(&edges, &window),
+        );
         // scipy.stats.ks_2samp([1,2,2,3,5],[1.5,2,4,6]).statistic == 0.3
         assert!((d.ks_statistic - 0.3).abs() < 1e-12, "{d:?}");
         // scipy.stats.wasserstein_distance(...) == 0.825

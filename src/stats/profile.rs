@@ -138,15 +138,21 @@ impl Profile {
         let header: Header = serde_json::from_slice(bytes)
             .map_err(|e| ProfileError::NotAProfile(format!("not a JSON profile ({e})")))?;
         if header.format.as_deref() != Some(PROFILE_FORMAT) {
-            return Err(ProfileError::NotAProfile(format!("missing `\"format\": \"{PROFILE_FORMAT}\"`")));
+            return Err(ProfileError::NotAProfile(format!(
+                "missing `\"format\": \"{PROFILE_FORMAT}\"`"
+            )));
         }
         let version = header
             .format_version
             .ok_or_else(|| ProfileError::Invalid("missing `format_version`".into()))?;
         if version > PROFILE_VERSION || version == 0 {
-            return Err(ProfileError::UnsupportedVersion { found: version, supported: PROFILE_VERSION });
+            return Err(ProfileError::UnsupportedVersion {
+                found: version,
+                supported: PROFILE_VERSION,
+            });
         }
-        let profile: Profile = serde_json::from_slice(bytes).map_err(|e| ProfileError::Invalid(e.to_string()))?;
+        let profile: Profile =
+            serde_json::from_slice(bytes).map_err(|e| ProfileError::Invalid(e.to_string()))?;
         profile.validate()?;
         Ok(profile)
     }
@@ -156,13 +162,18 @@ impl Profile {
     pub fn validate(&self) -> Result<(), ProfileError> {
         let mut seen = std::collections::HashSet::new();
         for f in &self.features {
-            let bad = |reason: &str| ProfileError::InvalidFeature { feature: f.name.clone(), reason: reason.into() };
+            let bad = |reason: &str| ProfileError::InvalidFeature {
+                feature: f.name.clone(),
+                reason: reason.into(),
+            };
             if !seen.insert(f.name.as_str()) {
                 return Err(bad("listed twice"));
             }
             match &f.stats {
                 FeatureStats::Numeric(p) => {
-                    let sorted = |v: &[f64]| v.iter().all(|x| x.is_finite()) && v.windows(2).all(|w| w[0] < w[1]);
+                    let sorted = |v: &[f64]| {
+                        v.iter().all(|x| x.is_finite()) && v.windows(2).all(|w| w[0] < w[1])
+                    };
                     if !sorted(&p.bin_edges) || !sorted(&p.grid_edges) {
                         return Err(bad("edges must be finite and strictly increasing"));
                     }
@@ -172,7 +183,10 @@ impl Profile {
                     if p.grid_cells.len() != p.grid_edges.len() + 1 {
                         return Err(bad("grid_cells must have one more entry than grid_edges"));
                     }
-                    if p.bin_edges.iter().any(|e| p.grid_edges.binary_search_by(|g| g.total_cmp(e)).is_err()) {
+                    if p.bin_edges
+                        .iter()
+                        .any(|e| p.grid_edges.binary_search_by(|g| g.total_cmp(e)).is_err())
+                    {
                         return Err(bad("every bin edge must be a grid edge"));
                     }
                     let cells: u64 = p.grid_cells.iter().map(Cell::count).sum();
@@ -208,8 +222,17 @@ pub struct FeatureSpec {
 }
 
 enum Accumulator {
-    Numeric { values: Vec<f64>, missing: u64, non_finite: u64, invalid: u64 },
-    Categorical { counts: FxHashMap<String, u64>, missing: u64, invalid: u64 },
+    Numeric {
+        values: Vec<f64>,
+        missing: u64,
+        non_finite: u64,
+        invalid: u64,
+    },
+    Categorical {
+        counts: FxHashMap<String, u64>,
+        missing: u64,
+        invalid: u64,
+    },
 }
 
 /// Collects reference values (a [`ValueSink`]) and turns them into a [`Profile`].
@@ -226,13 +249,26 @@ impl ProfileBuilder {
         let columns = specs
             .iter()
             .map(|s| match s.kind {
-                FeatureKind::Numeric => Accumulator::Numeric { values: Vec::new(), missing: 0, non_finite: 0, invalid: 0 },
-                FeatureKind::Categorical => {
-                    Accumulator::Categorical { counts: FxHashMap::default(), missing: 0, invalid: 0 }
-                }
+                FeatureKind::Numeric => Accumulator::Numeric {
+                    values: Vec::new(),
+                    missing: 0,
+                    non_finite: 0,
+                    invalid: 0,
+                },
+                FeatureKind::Categorical => Accumulator::Categorical {
+                    counts: FxHashMap::default(),
+                    missing: 0,
+                    invalid: 0,
+                },
             })
             .collect();
-        ProfileBuilder { specs, cdf_resolution, max_categories, records: 0, columns }
+        ProfileBuilder {
+            specs,
+            cdf_resolution,
+            max_categories,
+            records: 0,
+            columns,
+        }
     }
 
     pub fn specs(&self) -> &[FeatureSpec] {
@@ -249,22 +285,38 @@ impl ProfileBuilder {
             .into_iter()
             .zip(self.columns)
             .map(|(spec, column)| match column {
-                Accumulator::Numeric { mut values, missing, non_finite, invalid } => {
+                Accumulator::Numeric {
+                    mut values,
+                    missing,
+                    non_finite,
+                    invalid,
+                } => {
                     values.sort_unstable_by(f64::total_cmp);
                     FeatureProfile {
                         name: spec.name,
                         missing,
                         non_finite,
                         invalid,
-                        stats: FeatureStats::Numeric(numeric_profile(&values, spec.bins, self.cdf_resolution)),
+                        stats: FeatureStats::Numeric(numeric_profile(
+                            &values,
+                            spec.bins,
+                            self.cdf_resolution,
+                        )),
                     }
                 }
-                Accumulator::Categorical { counts, missing, invalid } => FeatureProfile {
+                Accumulator::Categorical {
+                    counts,
+                    missing,
+                    invalid,
+                } => FeatureProfile {
                     name: spec.name,
                     missing,
                     non_finite: 0,
                     invalid,
-                    stats: FeatureStats::Categorical(categorical_profile(counts, self.max_categories)),
+                    stats: FeatureStats::Categorical(categorical_profile(
+                        counts,
+                        self.max_categories,
+                    )),
                 },
             })
             .collect();
@@ -321,15 +373,29 @@ fn numeric_profile(sorted: &[f64], bins: usize, resolution: usize) -> NumericPro
     }
 }
 
-fn categorical_profile(counts: FxHashMap<String, u64>, max_categories: usize) -> CategoricalProfile {
+fn categorical_profile(
+    counts: FxHashMap<String, u64>,
+    max_categories: usize,
+) -> CategoricalProfile {
     let n = counts.values().sum();
-    let mut categories: Vec<CategoryCount> = counts.into_iter().map(|(name, count)| CategoryCount { name, count }).collect();
+    let mut categories: Vec<CategoryCount> = counts
+        .into_iter()
+        .map(|(name, count)| CategoryCount { name, count })
+        .collect();
     // Most frequent first, names breaking ties, so the kept set is deterministic.
     categories.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
-    let other = categories.iter().skip(max_categories).map(|c| c.count).sum();
+    let other = categories
+        .iter()
+        .skip(max_categories)
+        .map(|c| c.count)
+        .sum();
     categories.truncate(max_categories);
     categories.sort_by(|a, b| a.name.cmp(&b.name));
-    CategoricalProfile { n, categories, other }
+    CategoricalProfile {
+        n,
+        categories,
+        other,
+    }
 }
 
 impl ValueSink for ProfileBuilder {
@@ -339,7 +405,9 @@ impl ValueSink for ProfileBuilder {
 
     fn numeric(&mut self, feature: usize, x: f64) {
         match &mut self.columns[feature] {
-            Accumulator::Numeric { values, non_finite, .. } => {
+            Accumulator::Numeric {
+                values, non_finite, ..
+            } => {
                 if x.is_finite() {
                     values.push(x)
                 } else {
@@ -365,13 +433,17 @@ impl ValueSink for ProfileBuilder {
 
     fn missing(&mut self, feature: usize) {
         match &mut self.columns[feature] {
-            Accumulator::Numeric { missing, .. } | Accumulator::Categorical { missing, .. } => *missing += 1,
+            Accumulator::Numeric { missing, .. } | Accumulator::Categorical { missing, .. } => {
+                *missing += 1
+            }
         }
     }
 
     fn invalid(&mut self, feature: usize) {
         match &mut self.columns[feature] {
-            Accumulator::Numeric { invalid, .. } | Accumulator::Categorical { invalid, .. } => *invalid += 1,
+            Accumulator::Numeric { invalid, .. } | Accumulator::Categorical { invalid, .. } => {
+                *invalid += 1
+            }
         }
     }
 }

@@ -1,0 +1,516 @@
+#!/usr/bin/env bash
+# scripts/kafka.sh — install and run a REAL single-node Apache Kafka broker (KRaft,
+# combined broker+controller) on this machine, for driftscope's tests, CI and benchmarks.
+#
+# Usage:
+#   scripts/kafka.sh start            download jars (first time only), format (first time only),
+#                                     start in the background, wait until it answers; prints the
+#                                     PLAINTEXT bootstrap address. Idempotent.
+#   scripts/kafka.sh stop [--wipe]    SIGTERM, bounded wait, then SIGKILL. Exit 0 if not running.
+#                                     --wipe also deletes the data dir (topics, offsets, logs).
+#   scripts/kafka.sh clean            same as `stop --wipe`.
+#   scripts/kafka.sh restart          stop (keeping data) + start.
+#   scripts/kafka.sh status           exit 0 = running and answering, 1 = stopped, 2 = running
+#                                     but not answering.
+#   scripts/kafka.sh logs [-f] [N]    last N (default 100) lines of the broker log; -f follows.
+#   scripts/kafka.sh bootstrap [--sasl]   print the PLAINTEXT (or SASL_PLAINTEXT) bootstrap address.
+#   scripts/kafka.sh client-config    print the path of a client .properties file for the SASL
+#                                     listener (security.protocol, sasl.mechanism, jaas config).
+#   scripts/kafka.sh run-class CLASS [ARGS...]
+#                                     run a class from the broker's jars, e.g.
+#                                     org.apache.kafka.tools.TopicCommand, org.apache.kafka.tools.ConsoleProducer,
+#                                     org.apache.kafka.tools.consumer.ConsoleConsumer.
+#   scripts/kafka.sh fetch            only download the jars into the cache.
+#
+# Endpoints (all bound to 127.0.0.1 only):
+#   PLAINTEXT        127.0.0.1:${DRIFTSCOPE_KAFKA_PORT:-19092}       no auth
+#   SASL_PLAINTEXT   127.0.0.1:${DRIFTSCOPE_KAFKA_SASL_PORT:-19094}  mechanism PLAIN,
+#                    user "driftscope", password "driftscope-secret"
+#   CONTROLLER       127.0.0.1:${DRIFTSCOPE_KAFKA_CONTROLLER_PORT:-19093}  KRaft quorum only, not for clients
+#
+# Environment:
+#   DRIFTSCOPE_KAFKA_VERSION   org.apache.kafka:kafka_2.13 version (default 4.4.0)
+#   DRIFTSCOPE_KAFKA_HOME      jar cache (default ~/.cache/driftscope/kafka-<version>); filled once
+#                              with `mvn dependency:copy-dependencies` using scripts/kafka/pom.xml
+#   DRIFTSCOPE_KAFKA_DATA      data dir: server.properties, KRaft log dirs, broker.log, pid file
+#                              (default /tmp/driftscope-kafka); kept across stop/start
+#   DRIFTSCOPE_KAFKA_PORT, DRIFTSCOPE_KAFKA_SASL_PORT, DRIFTSCOPE_KAFKA_CONTROLLER_PORT
+#   DRIFTSCOPE_KAFKA_HEAP_OPTS     default "-Xms256m -Xmx512m"
+#   DRIFTSCOPE_KAFKA_START_TIMEOUT seconds to wait for the broker to answer (default 90)
+#   DRIFTSCOPE_KAFKA_STOP_TIMEOUT  seconds to wait after SIGTERM before SIGKILL (default 30)
+#   DRIFTSCOPE_KAFKA_EXTRA_PROPS   extra server.properties lines (newline separated), appended
+#                                  last so they override the defaults; applied on every start
+#   JAVA_HOME / DRIFTSCOPE_KAFKA_JAVA  the java to use (Java 17+ required)
+#
+# Broker settings are tuned for tests: replication factors 1, group.initial.rebalance.delay.ms=0,
+# auto.create.topics.enable=true, num.partitions=1, message.max.bytes and replica.fetch.max.bytes
+# 16 MiB (the tests send a 10 MB message: producers must also raise max.request.size, default
+# 1 MiB; consumers with default fetch sizes still receive it, as an oversized first batch).
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
+KAFKA_SUPPORT_DIR="$SCRIPT_DIR/kafka"
+
+KAFKA_VERSION="${DRIFTSCOPE_KAFKA_VERSION:-4.4.0}"
+KAFKA_HOME="${DRIFTSCOPE_KAFKA_HOME:-${HOME:-/root}/.cache/driftscope/kafka-$KAFKA_VERSION}"
+DATA_DIR="${DRIFTSCOPE_KAFKA_DATA:-/tmp/driftscope-kafka}"
+HOST="127.0.0.1"
+PORT="${DRIFTSCOPE_KAFKA_PORT:-19092}"
+SASL_PORT="${DRIFTSCOPE_KAFKA_SASL_PORT:-19094}"
+CONTROLLER_PORT="${DRIFTSCOPE_KAFKA_CONTROLLER_PORT:-19093}"
+SASL_USER="driftscope"
+SASL_PASSWORD="driftscope-secret"
+HEAP_OPTS="${DRIFTSCOPE_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+START_TIMEOUT="${DRIFTSCOPE_KAFKA_START_TIMEOUT:-90}"
+STOP_TIMEOUT="${DRIFTSCOPE_KAFKA_STOP_TIMEOUT:-30}"
+NODE_ID=1
+MESSAGE_MAX_BYTES=16777216 # 16 MiB
+
+JARS_DIR="$KAFKA_HOME/jars"
+JARS_MARKER="$JARS_DIR/.complete"
+LOG_DIRS="$DATA_DIR/kraft-logs"
+PROPS_FILE="$DATA_DIR/server.properties"
+SASL_CLIENT_PROPS="$DATA_DIR/client-sasl.properties"
+PID_FILE="$DATA_DIR/kafka.pid"
+BROKER_LOG="$DATA_DIR/broker.log"
+DATA_MARKER="$DATA_DIR/.driftscope-kafka-data"
+LOCK_FILE="$DATA_DIR/.lock"
+
+log() { printf 'kafka.sh: %s\n' "$*" >&2; }
+die() {
+  printf 'kafka.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# prerequisites
+
+JAVA_BIN=""
+find_java() {
+  if [[ -n "$JAVA_BIN" ]]; then return 0; fi
+  if [[ -n "${DRIFTSCOPE_KAFKA_JAVA:-}" ]]; then
+    JAVA_BIN="$DRIFTSCOPE_KAFKA_JAVA"
+  elif [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
+    JAVA_BIN="$JAVA_HOME/bin/java"
+  elif command -v java >/dev/null 2>&1; then
+    JAVA_BIN="$(command -v java)"
+  else
+    die "java not found (need Java 17+; install e.g. 'apt-get install openjdk-17-jre-headless' or set JAVA_HOME)"
+  fi
+  [[ -x "$JAVA_BIN" ]] || die "java not executable: $JAVA_BIN"
+  local ver major
+  ver="$("$JAVA_BIN" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
+  major="${ver%%.*}"
+  if [[ "$major" == "1" ]]; then major="$(echo "$ver" | cut -d. -f2)"; fi
+  if ! [[ "$major" =~ ^[0-9]+$ ]] || ((major < 17)); then
+    die "Kafka $KAFKA_VERSION needs Java 17+, but $JAVA_BIN is version '${ver:-unknown}'"
+  fi
+}
+
+check_port_number() {
+  local name="$1" value="$2"
+  if ! [[ "$value" =~ ^[0-9]+$ ]] || ((value < 1 || value > 65535)); then
+    die "$name is not a port number: '$value'"
+  fi
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+  # shellcheck disable=SC2016 # $0/$1 are expanded by the inner bash
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# jars
+
+fetch_jars() {
+  if [[ -f "$JARS_MARKER" ]] && compgen -G "$JARS_DIR/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || die "mvn not found (needed once to download Kafka $KAFKA_VERSION jars; 'apt-get install maven')"
+  [[ -f "$KAFKA_SUPPORT_DIR/pom.xml" ]] || die "missing $KAFKA_SUPPORT_DIR/pom.xml"
+  mkdir -p "$KAFKA_HOME"
+  local tmp mvn_log
+  tmp="$(mktemp -d "$KAFKA_HOME/jars.tmp.XXXXXX")"
+  mvn_log="$KAFKA_HOME/mvn.log"
+  log "downloading Kafka $KAFKA_VERSION jars into $JARS_DIR (one-time, via mvn)..."
+  local start=$SECONDS
+  if ! mvn -B -q -Dstyle.color=never -f "$KAFKA_SUPPORT_DIR/pom.xml" \
+    -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies \
+    -DoutputDirectory="$tmp" -DincludeScope=runtime >"$mvn_log" 2>&1; then
+    rm -rf "$tmp"
+    tail -n 30 "$mvn_log" >&2 || true
+    local first_error
+    first_error="$(grep -m1 '\[ERROR\]' "$mvn_log" | sed 's/.*\[ERROR\] *//' || true)"
+    die "mvn failed to fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION: ${first_error:-see log} (full output: $mvn_log)"
+  fi
+  [[ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" ]] || {
+    rm -rf "$tmp"
+    die "mvn succeeded but kafka_2.13-$KAFKA_VERSION.jar is missing (see $mvn_log)"
+  }
+  rm -rf "$JARS_DIR"
+  mv "$tmp" "$JARS_DIR"
+  date -u +%Y-%m-%dT%H:%M:%SZ >"$JARS_MARKER"
+  log "downloaded $(find "$JARS_DIR" -name '*.jar' | wc -l) jars ($(du -sh "$JARS_DIR" | cut -f1)) in $((SECONDS - start))s"
+}
+
+# Run a class from the Kafka jars in the foreground with quiet (stderr, WARN) logging.
+run_class() {
+  find_java
+  fetch_jars
+  local cls="$1"
+  shift
+  "$JAVA_BIN" -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_SUPPORT_DIR/tools-log4j2.properties" \
+    -cp "$JARS_DIR/*" "$cls" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# process state
+
+# Prints the broker pid if the pid file points at a live kafka.Kafka process of this data dir.
+broker_pid() {
+  [[ -f "$PID_FILE" ]] || return 1
+  local pid
+  pid="$(tr -dc '0-9' <"$PID_FILE")"
+  [[ -n "$pid" ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  # Guard against pid reuse: the command line must be our broker with our server.properties.
+  if [[ -r "/proc/$pid/cmdline" ]]; then
+    local cmd
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    [[ "$cmd" == *kafka.Kafka* && "$cmd" == *"$PROPS_FILE"* ]] || return 1
+  fi
+  echo "$pid"
+}
+
+# Full health check: both client listeners accept TCP and a metadata request (list topics)
+# over PLAINTEXT succeeds within $1 seconds (default 30).
+broker_answers() {
+  local limit="${1:-30}"
+  if ! port_open "$PORT" || ! port_open "$SASL_PORT"; then return 1; fi
+  # `timeout` needs an executable, so re-enter this script for run-class.
+  timeout "$limit" "$SELF" run-class org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$HOST:$PORT" --list >/dev/null 2>&1
+}
+
+acquire_lock() {
+  mkdir -p "$DATA_DIR"
+  exec 9>"$LOCK_FILE"
+  if command -v flock >/dev/null 2>&1; then
+    flock -w 180 9 || die "another kafka.sh is busy with $DATA_DIR (lock $LOCK_FILE)"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# config + format
+
+write_config() {
+  cat >"$PROPS_FILE" <<EOF
+# Generated by scripts/kafka.sh on every start; edits are overwritten.
+# Use DRIFTSCOPE_KAFKA_EXTRA_PROPS to add or override settings.
+
+# --- KRaft, single combined node
+process.roles=broker,controller
+node.id=$NODE_ID
+controller.quorum.voters=$NODE_ID@$HOST:$CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+
+# --- listeners (loopback only)
+listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+
+# --- SASL/PLAIN on the SASL_PLAINTEXT listener: user $SASL_USER / $SASL_PASSWORD
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
+
+# --- storage
+log.dirs=$LOG_DIRS
+num.partitions=1
+auto.create.topics.enable=true
+delete.topic.enable=true
+
+# --- single node: replication factor 1 everywhere
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+
+# --- fast tests
+group.initial.rebalance.delay.ms=0
+
+# --- big messages (tests send 10 MB)
+message.max.bytes=$MESSAGE_MAX_BYTES
+replica.fetch.max.bytes=$MESSAGE_MAX_BYTES
+replica.fetch.response.max.bytes=$((MESSAGE_MAX_BYTES * 2))
+
+# --- small machine (2 cores)
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+background.threads=4
+EOF
+  if [[ -n "${DRIFTSCOPE_KAFKA_EXTRA_PROPS:-}" ]]; then
+    {
+      echo
+      echo "# --- DRIFTSCOPE_KAFKA_EXTRA_PROPS"
+      printf '%s\n' "$DRIFTSCOPE_KAFKA_EXTRA_PROPS"
+    } >>"$PROPS_FILE"
+  fi
+
+  cat >"$SASL_CLIENT_PROPS" <<EOF
+# Client settings for the SASL_PLAINTEXT listener $HOST:$SASL_PORT (generated by scripts/kafka.sh).
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=PLAIN
+sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD";
+EOF
+}
+
+format_if_needed() {
+  if [[ -f "$LOG_DIRS/meta.properties" ]]; then
+    return 0
+  fi
+  local cluster_id out
+  if [[ -s "$DATA_DIR/cluster.id" ]]; then
+    cluster_id="$(cat "$DATA_DIR/cluster.id")"
+  else
+    cluster_id="$(run_class kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)" ||
+      die "kafka.tools.StorageTool random-uuid failed"
+    [[ -n "$cluster_id" ]] || die "kafka.tools.StorageTool random-uuid printed nothing"
+    echo "$cluster_id" >"$DATA_DIR/cluster.id"
+  fi
+  log "formatting KRaft log dir $LOG_DIRS (cluster id $cluster_id)..."
+  if ! out="$(run_class kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS_FILE" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    die "formatting $LOG_DIRS failed"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+print_log_tail() {
+  if [[ -f "$BROKER_LOG" ]]; then
+    echo "----- last 60 lines of $BROKER_LOG -----" >&2
+    tail -n 60 "$BROKER_LOG" >&2 || true
+    echo "-----" >&2
+  fi
+}
+
+cmd_start() {
+  check_port_number DRIFTSCOPE_KAFKA_PORT "$PORT"
+  check_port_number DRIFTSCOPE_KAFKA_SASL_PORT "$SASL_PORT"
+  check_port_number DRIFTSCOPE_KAFKA_CONTROLLER_PORT "$CONTROLLER_PORT"
+  find_java
+  acquire_lock
+
+  local pid
+  if pid="$(broker_pid)"; then
+    if broker_answers; then
+      log "already running (pid $pid)"
+      echo "$HOST:$PORT"
+      return 0
+    fi
+    log "broker process $pid exists but is not answering yet; waiting"
+  else
+    rm -f "$PID_FILE"
+    local p
+    for p in "$PORT" "$SASL_PORT" "$CONTROLLER_PORT"; do
+      if port_open "$p"; then
+        die "port $HOST:$p is already in use by another process (not the broker of $DATA_DIR); stop it or set DRIFTSCOPE_KAFKA_*PORT"
+      fi
+    done
+
+    fetch_jars
+    mkdir -p "$DATA_DIR"
+    touch "$DATA_MARKER"
+    write_config
+    format_if_needed
+
+    local gc_opts="-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35"
+    echo "===== $(date -u +%Y-%m-%dT%H:%M:%SZ) kafka.sh start (Kafka $KAFKA_VERSION) =====" >>"$BROKER_LOG"
+    # 9>&- : the broker must not inherit the lock fd (it would hold the lock forever).
+    # No setsid: the broker stays in the caller's process group, so a CI job or test harness
+    # that kills its group also kills the broker. nohup protects it from the terminal's SIGHUP.
+    # shellcheck disable=SC2086 # HEAP_OPTS / gc_opts are deliberately word-split
+    nohup "$JAVA_BIN" $HEAP_OPTS $gc_opts \
+      -XX:+ExitOnOutOfMemoryError \
+      -Djava.awt.headless=true \
+      -Dkafka.logs.dir="$DATA_DIR" \
+      -Dlog4j2.configurationFile="$KAFKA_SUPPORT_DIR/log4j2.properties" \
+      -cp "$JARS_DIR/*" kafka.Kafka "$PROPS_FILE" \
+      </dev/null >>"$BROKER_LOG" 2>&1 9>&- &
+    pid=$!
+    echo "$pid" >"$PID_FILE"
+    log "started broker pid $pid (Kafka $KAFKA_VERSION, data $DATA_DIR), waiting up to ${START_TIMEOUT}s..."
+  fi
+
+  # Wait: cheap TCP polls first, then one JVM-based metadata check per try.
+  local deadline=$((SECONDS + START_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      print_log_tail
+      rm -f "$PID_FILE"
+      die "broker process $pid exited during startup (see $BROKER_LOG)"
+    fi
+    if port_open "$PORT" && port_open "$SASL_PORT"; then
+      if broker_answers; then
+        log "broker is up: PLAINTEXT $HOST:$PORT, SASL_PLAINTEXT $HOST:$SASL_PORT (user $SASL_USER)"
+        echo "$HOST:$PORT"
+        return 0
+      fi
+      sleep 1
+    else
+      sleep 0.5
+    fi
+  done
+  print_log_tail
+  die "broker (pid $pid) did not answer on $HOST:$PORT within ${START_TIMEOUT}s; it is left running, use '$0 stop' to stop it"
+}
+
+cmd_stop() {
+  local wipe=0
+  while (($#)); do
+    case "$1" in
+    --wipe | --clean) wipe=1 ;;
+    *) die "stop: unknown option '$1'" ;;
+    esac
+    shift
+  done
+
+  if [[ ! -d "$DATA_DIR" ]]; then
+    log "not running (no data dir $DATA_DIR)"
+    return 0
+  fi
+  acquire_lock
+
+  local pid
+  if pid="$(broker_pid)"; then
+    log "stopping broker pid $pid (SIGTERM, up to ${STOP_TIMEOUT}s)..."
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+      sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "broker pid $pid still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      local _
+      for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+    fi
+    log "stopped"
+  else
+    log "not running"
+  fi
+  rm -f "$PID_FILE"
+
+  if ((wipe)); then
+    if [[ -f "$DATA_MARKER" ]]; then
+      rm -rf -- "$DATA_DIR"
+      log "wiped $DATA_DIR"
+    else
+      die "refusing to delete $DATA_DIR: it has no $(basename "$DATA_MARKER") marker (not created by kafka.sh)"
+    fi
+  fi
+}
+
+cmd_status() {
+  local pid
+  if ! pid="$(broker_pid)"; then
+    echo "stopped (data dir $DATA_DIR)"
+    return 1
+  fi
+  if broker_answers 15; then
+    echo "running pid=$pid version=$KAFKA_VERSION plaintext=$HOST:$PORT sasl_plaintext=$HOST:$SASL_PORT controller=$HOST:$CONTROLLER_PORT data=$DATA_DIR"
+    return 0
+  fi
+  echo "running pid=$pid but NOT answering on $HOST:$PORT (starting, stopping or hung; see '$0 logs')"
+  return 2
+}
+
+cmd_logs() {
+  local follow=0 n=100
+  while (($#)); do
+    case "$1" in
+    -f | --follow) follow=1 ;;
+    -n) n="$2"; shift ;;
+    [0-9]*) n="$1" ;;
+    *) die "logs: unknown option '$1'" ;;
+    esac
+    shift
+  done
+  [[ -f "$BROKER_LOG" ]] || die "no broker log yet ($BROKER_LOG)"
+  if ((follow)); then
+    exec tail -n "$n" -F "$BROKER_LOG"
+  fi
+  tail -n "$n" "$BROKER_LOG"
+}
+
+cmd_bootstrap() {
+  case "${1:-}" in
+  --sasl) echo "$HOST:$SASL_PORT" ;;
+  "" | --plaintext) echo "$HOST:$PORT" ;;
+  *) die "bootstrap: unknown option '$1'" ;;
+  esac
+}
+
+cmd_client_config() {
+  [[ -f "$SASL_CLIENT_PROPS" ]] || {
+    mkdir -p "$DATA_DIR"
+    write_config
+  }
+  echo "$SASL_CLIENT_PROPS"
+}
+
+usage() {
+  sed -n '2,/^set -euo pipefail/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+}
+
+main() {
+  local cmd="${1:-}"
+  (($#)) && shift
+  case "$cmd" in
+  start) cmd_start "$@" ;;
+  stop) cmd_stop "$@" ;;
+  clean | wipe) cmd_stop --wipe ;;
+  restart)
+    cmd_stop
+    cmd_start
+    ;;
+  status) cmd_status ;;
+  logs | log) cmd_logs "$@" ;;
+  bootstrap) cmd_bootstrap "$@" ;;
+  client-config) cmd_client_config ;;
+  run-class)
+    (($#)) || die "run-class: missing class name"
+    run_class "$@"
+    ;;
+  fetch)
+    find_java
+    fetch_jars
+    echo "$JARS_DIR"
+    ;;
+  -h | --help | help) usage ;;
+  "") usage >&2; exit 64 ;;
+  *)
+    usage >&2
+    die "unknown command '$cmd'"
+    ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine with Rust, Java 17 and Maven: starts the real
+# Kafka broker (scripts/kafka.sh), runs formatting and lint checks, every test, and
+# stops the broker again. This is the README's test command and what CI runs.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh -- ARGS    extra arguments for `cargo test` (e.g. a test name filter)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+extra=()
+if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# CI never skips the broker-backed tests.
+if [ "${CI:-}" = "true" ]; then unset DRIFTSCOPE_SKIP_KAFKA_TESTS; fi
+
+step "formatting and lints"
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "building"
+cargo build --all-targets --quiet
+
+if [ -z "${DRIFTSCOPE_SKIP_KAFKA_TESTS:-}" ]; then
+  step "starting the Kafka broker"
+  scripts/kafka.sh start
+  trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+  DRIFTSCOPE_KAFKA_BOOTSTRAP="$(scripts/kafka.sh bootstrap)"
+  DRIFTSCOPE_KAFKA_SASL_BOOTSTRAP="$(scripts/kafka.sh bootstrap --sasl)"
+  export DRIFTSCOPE_KAFKA_BOOTSTRAP DRIFTSCOPE_KAFKA_SASL_BOOTSTRAP
+else
+  step "DRIFTSCOPE_SKIP_KAFKA_TESTS is set: tests that need the broker are skipped"
+fi
+
+step "tests"
+cargo test --all-targets "${extra[@]}"

@@ -1,0 +1,72 @@
+//! `driftscope reference build`: a data file profiled and saved, so production needs
+//! no raw training data.
+
+use super::load_config;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use driftscope::ingest::files::read_data_file;
+use driftscope::offline::build_profile;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum ReferenceCommand {
+    /// Profile a data file and save the profile.
+    #[command(after_help = "Examples:
+  driftscope reference build --input train.parquet --output model-v3.profile
+  driftscope reference build --input train.csv --output model-v3.profile --config driftscope.toml")]
+    Build(BuildArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Training data: CSV, Parquet, Arrow IPC or JSON Lines.
+    #[arg(long, value_name = "PATH")]
+    input: PathBuf,
+    /// Where to write the profile (replaced atomically).
+    #[arg(long, value_name = "PATH")]
+    output: PathBuf,
+    /// Configuration file: `[defaults]` (bins, cdf_resolution, max_categories) and
+    /// `[[fields]]` (kind, bins) shape the profile.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+pub fn run(cmd: ReferenceCommand) -> anyhow::Result<ExitCode> {
+    let ReferenceCommand::Build(args) = cmd;
+    let config = load_config(args.config.as_deref())?;
+    let file = read_data_file(&args.input).context("cannot read the input")?;
+    let (profile, notes) = build_profile(&file, &config.defaults, &config.overrides());
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    write_atomically(&args.output, &profile.to_json())
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    eprintln!(
+        "wrote {}: {} features from {} records",
+        args.output.display(),
+        profile.features.len(),
+        profile.records
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write to a temporary file beside the target, fsync, then rename over it, so a
+/// crash never leaves a half-written profile.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // Profiles are not secret: readable like any file the user writes.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
