@@ -3,9 +3,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use driftscope::stats::profile::{FeatureSpec, ProfileBuilder};
-use driftscope::stats::{
-    DriftSettings, FeatureKind, Reference, ValueSink, WindowInfo, score_window,
-};
+use driftscope::stats::{DriftSettings, FeatureKind, Reference, ValueSink, WindowInfo, score_window};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
@@ -13,10 +11,7 @@ use std::hint::black_box;
 struct Lcg(u64);
 impl Lcg {
     fn next_f64(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
     fn normal(&mut self) -> f64 {
@@ -28,16 +23,8 @@ impl Lcg {
 fn reference(resolution: usize) -> Reference {
     let mut rng = Lcg(7);
     let specs = vec![
-        FeatureSpec {
-            name: "x".into(),
-            kind: FeatureKind::Numeric,
-            bins: 10,
-        },
-        FeatureSpec {
-            name: "c".into(),
-            kind: FeatureKind::Categorical,
-            bins: 10,
-        },
+        FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 },
+        FeatureSpec { name: "c".into(), kind: FeatureKind::Categorical, bins: 10 },
     ];
     let mut b = ProfileBuilder::new(specs, resolution, 1000);
     b.add_records(100_000);
@@ -45,16 +32,8 @@ fn reference(resolution: usize) -> Reference {
         b.numeric(0, rng.normal());
         b.category(1, &format!("category-{}", i % 20));
     }
-    let settings = DriftSettings {
-        cdf_resolution: resolution,
-        ..Default::default()
-    };
-    Reference::new(
-        b.finish("bench".into(), "now".into()),
-        settings,
-        &BTreeMap::new(),
-    )
-    .unwrap()
+    let settings = DriftSettings { cdf_resolution: resolution, ..Default::default() };
+    Reference::new(b.finish("bench".into(), "now".into()), settings, &BTreeMap::new()).unwrap()
 }
 
 fn sketch_updates(c: &mut Criterion) {
@@ -65,23 +44,17 @@ fn sketch_updates(c: &mut Criterion) {
         let r = reference(resolution);
         let mut window = r.new_window();
         group.throughput(Throughput::Elements(values.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new("numeric", resolution),
-            &values,
-            |b, values| {
-                b.iter(|| {
-                    for &x in values {
-                        window.numeric(0, black_box(x));
-                    }
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("numeric", resolution), &values, |b, values| {
+            b.iter(|| {
+                for &x in values {
+                    window.numeric(0, black_box(x));
+                }
+            })
+        });
     }
     let r = reference(1024);
     let mut window = r.new_window();
-    let categories: Vec<String> = (0..10_000)
-        .map(|i| format!("category-{}", (i * 7) % 21))
-        .collect();
+    let categories: Vec<String> = (0..10_000).map(|i| format!("category-{}", (i * 7) % 21)).collect();
     group.throughput(Throughput::Elements(categories.len() as u64));
     group.bench_function("categorical", |b| {
         b.iter(|| {
@@ -105,10 +78,9 @@ fn scoring(c: &mut Criterion) {
             window.category(1, &format!("category-{}", i % 25));
         }
         // Two features scored: the per-feature cost is half of this.
-        group.bench_function(
-            BenchmarkId::new("numeric_and_categorical", resolution),
-            |b| b.iter(|| black_box(score_window(&r, &window, WindowInfo::default()))),
-        );
+        group.bench_function(BenchmarkId::new("numeric_and_categorical", resolution), |b| {
+            b.iter(|| black_box(score_window(&r, &window, WindowInfo::default())))
+        });
     }
     group.finish();
 }

@@ -10,18 +10,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, key: String, message: String },
 }
 
 /// The whole configuration. Every table rejects unknown keys.
@@ -38,6 +31,57 @@ pub struct Config {
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub outputs: OutputsConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The HTTP server: metrics, health, API and dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; an empty string turns the server off.
+    pub listen: String,
+    /// Bearer token required on `/api/*` when set (use `${ENV}`).
+    pub api_token: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:9464".into(), api_token: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputsConfig {
+    /// Append every window report as one JSON line to this file.
+    pub reports_file: Option<PathBuf>,
+    /// Reports kept in memory per stream for the HTTP API.
+    pub history: usize,
+}
+
+impl Default for OutputsConfig {
+    fn default() -> Self {
+        OutputsConfig { reports_file: None, history: 200 }
+    }
+}
+
+/// Where driftscope keeps what must survive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory for stream-taken reference profiles (and checkpoints).
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { dir: PathBuf::from("driftscope-state") }
+    }
 }
 
 /// One monitored field and its scoring choices.
@@ -178,44 +222,38 @@ pub struct ReferenceConfig {
 impl Config {
     /// Reads, expands `${ENV}` references in string values, parses and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.into(),
-            error,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
         Config::from_toml(&text, path)
     }
 
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let mut value: toml::Value = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
+        expand_env(&mut value, &mut String::new()).map_err(|(key, message)| ConfigError::Invalid {
             path: path.into(),
-            message: e.to_string(),
+            key,
+            message,
         })?;
-        expand_env(&mut value, &mut String::new()).map_err(|(key, message)| {
-            ConfigError::Invalid {
-                path: path.into(),
-                key,
-                message,
-            }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            key: e.path().to_string(),
+            message: e.inner().to_string(),
         })?;
-        let config: Config =
-            serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
-                path: path.into(),
-                key: e.path().to_string(),
-                message: e.inner().to_string(),
-            })?;
-        config
-            .validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                path: path.into(),
-                key,
-                message,
-            })?;
+        config.validate().map_err(|(key, message)| ConfigError::Invalid {
+            path: path.into(),
+            key,
+            message,
+        })?;
         Ok(config)
     }
 
     /// A copy safe to print or serve: secret-looking values replaced.
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
+        if copy.http.api_token.is_some() {
+            copy.http.api_token = Some(REDACTED.into());
+        }
         for (key, value) in copy.kafka.properties.iter_mut() {
             if is_secret_key(key) {
                 *value = REDACTED.into();
@@ -226,20 +264,20 @@ impl Config {
 
     /// Overrides from the top-level `[[fields]]`, by feature name.
     pub fn overrides(&self) -> BTreeMap<String, FeatureOverride> {
-        self.fields
-            .iter()
-            .map(|f| (f.name.clone(), f.as_override()))
-            .collect()
+        self.fields.iter().map(|f| (f.name.clone(), f.as_override())).collect()
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         validate_settings(&self.defaults, "defaults")?;
         validate_fields(&self.fields, "fields")?;
-        if self.kafka.max_message_bytes == 0 {
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err((
-                "kafka.max_message_bytes".into(),
-                "must be at least 1".into(),
+                "http.listen".into(),
+                format!("`{}` is not an address like 0.0.0.0:9464", self.http.listen),
             ));
+        }
+        if self.kafka.max_message_bytes == 0 {
+            return Err(("kafka.max_message_bytes".into(), "must be at least 1".into()));
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
@@ -257,16 +295,10 @@ impl Config {
                 s.reference.from_stream.is_some(),
             ];
             if sources.iter().filter(|&&b| b).count() != 1 {
-                return Err((
-                    key("reference"),
-                    "set exactly one of `profile`, `data`, `from_stream`".into(),
-                ));
+                return Err((key("reference"), "set exactly one of `profile`, `data`, `from_stream`".into()));
             }
             if s.reference.from_stream == Some(0) {
-                return Err((
-                    key("reference.from_stream"),
-                    "must be at least 1 record".into(),
-                ));
+                return Err((key("reference.from_stream"), "must be at least 1 record".into()));
             }
             match &s.window {
                 WindowConfig::TumblingCount { size } if *size == 0 => {
@@ -275,10 +307,7 @@ impl Config {
                 WindowConfig::SlidingCount { size, slide }
                     if *slide == 0 || slide > size || size % slide != 0 =>
                 {
-                    return Err((
-                        key("window.slide"),
-                        "must be at least 1 and divide `size`".into(),
-                    ));
+                    return Err((key("window.slide"), "must be at least 1 and divide `size`".into()));
                 }
                 WindowConfig::TumblingTime { size, time, .. } => {
                     if size.is_zero() {
@@ -291,15 +320,9 @@ impl Config {
                         ));
                     }
                 }
-                WindowConfig::SlidingTime {
-                    size, slide, time, ..
-                } => {
-                    if slide.is_zero() || slide > size || size.as_millis() % slide.as_millis() != 0
-                    {
-                        return Err((
-                            key("window.slide"),
-                            "must be positive and divide `size`".into(),
-                        ));
+                WindowConfig::SlidingTime { size, slide, time, .. } => {
+                    if slide.is_zero() || slide > size || size.as_millis() % slide.as_millis() != 0 {
+                        return Err((key("window.slide"), "must be positive and divide `size`".into()));
                     }
                     if *time == TimeBasis::Event && s.event_time_field.is_none() {
                         return Err((
@@ -321,9 +344,7 @@ pub const REDACTED: &str = "<redacted>";
 /// librdkafka properties that carry credentials.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "jaas", "token", "key.pem", "keystore"]
-        .iter()
-        .any(|s| key.contains(s))
+    ["password", "secret", "jaas", "token", "key.pem", "keystore"].iter().any(|s| key.contains(s))
 }
 
 fn validate_settings(s: &DriftSettings, key: &str) -> Result<(), (String, String)> {
@@ -357,10 +378,7 @@ fn validate_fields(fields: &[FieldConfig], key: &str) -> Result<(), (String, Str
         if let (Some(kind), Some(metric)) = (f.kind, f.primary_metric)
             && !metric.applies_to(kind)
         {
-            return Err((
-                k("primary_metric"),
-                format!("`{metric}` does not apply to a {kind} feature"),
-            ));
+            return Err((k("primary_metric"), format!("`{metric}` does not apply to a {kind} feature")));
         }
         if let Some(t) = f.threshold
             && (!t.is_finite() || t < 0.0)
@@ -381,12 +399,8 @@ fn validate_fields(fields: &[FieldConfig], key: &str) -> Result<(), (String, Str
 fn expand_env(value: &mut toml::Value, key: &mut String) -> Result<(), (String, String)> {
     match value {
         toml::Value::String(s) if s.contains("${") => {
-            *s = expand_str(s).map_err(|var| {
-                (
-                    key.clone(),
-                    format!("environment variable `{var}` is not set"),
-                )
-            })?;
+            *s = expand_str(s)
+                .map_err(|var| (key.clone(), format!("environment variable `{var}` is not set")))?;
         }
         toml::Value::Table(table) => {
             for (k, v) in table.iter_mut() {
@@ -457,9 +471,7 @@ mod tests {
 
     #[test]
     fn bad_value_names_its_path() {
-        let e = parse("[[fields]]\nname = \"a\"\nprimary_metric = \"nope\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[[fields]]\nname = \"a\"\nprimary_metric = \"nope\"\n").unwrap_err().to_string();
         assert!(e.contains("fields[0].primary_metric"), "{e}");
         let e = parse("[defaults]\nbins = 1\n").unwrap_err().to_string();
         assert!(e.contains("defaults.bins"), "{e}");
@@ -471,13 +483,8 @@ mod tests {
         unsafe { std::env::set_var("DRIFTSCOPE_TEST_GROUP", "g1") };
         let c = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_TEST_GROUP}-x\"\n").unwrap();
         assert_eq!(c.kafka.group_id, "g1-x");
-        let e = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_SURELY_UNSET_VAR}\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("kafka.group_id") && e.contains("DRIFTSCOPE_SURELY_UNSET_VAR"),
-            "{e}"
-        );
+        let e = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_SURELY_UNSET_VAR}\"\n").unwrap_err().to_string();
+        assert!(e.contains("kafka.group_id") && e.contains("DRIFTSCOPE_SURELY_UNSET_VAR"), "{e}");
         assert_eq!(expand_str("a$${b}").unwrap(), "a${b}");
     }
 }

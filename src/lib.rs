@@ -5,6 +5,12 @@
 
 pub mod config;
 pub mod decode;
+pub mod fsutil;
 pub mod ingest;
+pub mod monitor;
 pub mod offline;
+pub mod outputs;
+pub mod secret;
+pub mod service;
 pub mod stats;
+pub mod telemetry;

@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Consume Kafka streams and score every window against its reference.
+    Run(cli::run::RunArgs),
     /// Score a data file against a reference, as one window (exit 0: no drift, 1: drift, 2: error).
     Score(cli::score::ScoreArgs),
     /// Build and save reference profiles.
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let result = match cli.command {
+        Command::Run(args) => cli::run::run(args),
         Command::Score(args) => cli::score::run(args),
         Command::Reference(cmd) => cli::reference::run(cmd),
         Command::Config(cmd) => cli::config_check::run(cmd),
@@ -50,9 +53,11 @@ fn main() -> ExitCode {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         builder.json().init();
     } else {

@@ -19,10 +19,7 @@ pub enum OfflineError {
     #[error("{path}: {error}")]
     Profile { path: PathBuf, error: ProfileError },
     #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     #[error(transparent)]
     Override(#[from] OverrideError),
 }
@@ -40,21 +37,13 @@ pub fn read_reference_source(path: &Path) -> Result<ReferenceSource, OfflineErro
         let mut head = [0u8; 256];
         let n = std::fs::File::open(path)
             .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-            .map_err(|error| OfflineError::Io {
-                path: path.into(),
-                error,
-            })?;
+            .map_err(|error| OfflineError::Io { path: path.into(), error })?;
         head[..n].windows(18).any(|w| w == b"driftscope-profile")
     };
     if is_profile {
-        let bytes = std::fs::read(path).map_err(|error| OfflineError::Io {
-            path: path.into(),
-            error,
-        })?;
-        let profile = Profile::from_json(&bytes).map_err(|error| OfflineError::Profile {
-            path: path.into(),
-            error,
-        })?;
+        let bytes = std::fs::read(path).map_err(|error| OfflineError::Io { path: path.into(), error })?;
+        let profile =
+            Profile::from_json(&bytes).map_err(|error| OfflineError::Profile { path: path.into(), error })?;
         Ok(ReferenceSource::Profile(profile))
     } else {
         Ok(ReferenceSource::Data(read_data_file(path)?))
@@ -98,11 +87,7 @@ pub fn build_profile(
     let bindings: Vec<ColumnBinding> = specs
         .iter()
         .enumerate()
-        .map(|(feature, s)| ColumnBinding {
-            column: s.name.clone(),
-            feature,
-            kind: s.kind,
-        })
+        .map(|(feature, s)| ColumnBinding { column: s.name.clone(), feature, kind: s.kind })
         .collect();
     let mut builder = ProfileBuilder::new(specs, settings.cdf_resolution, settings.max_categories);
     for batch in &file.batches {
@@ -131,9 +116,7 @@ pub fn prepare_reference(
     known.retain(|name, _| {
         let present = profile.feature(name).is_some();
         if !present {
-            notes.push(format!(
-                "[[fields]] `{name}` is not a column of the reference: ignored"
-            ));
+            notes.push(format!("[[fields]] `{name}` is not a column of the reference: ignored"));
         }
         present
     });
@@ -146,22 +129,15 @@ pub fn score_file(reference: &Reference, current: &DataFile) -> Report {
         .features
         .iter()
         .enumerate()
-        .map(|(feature, f)| ColumnBinding {
-            column: f.name.clone(),
-            feature,
-            kind: f.kind,
-        })
+        .map(|(feature, f)| ColumnBinding { column: f.name.clone(), feature, kind: f.kind })
         .collect();
     let mut sketch = reference.new_window();
     for batch in &current.batches {
         fold_batch(batch, &bindings, &mut sketch);
     }
     let rows = sketch.records;
-    let window = WindowInfo {
-        start: "0".into(),
-        end: rows.saturating_sub(1).to_string(),
-        ..WindowInfo::default()
-    };
+    let window =
+        WindowInfo { start: "0".into(), end: rows.saturating_sub(1).to_string(), ..WindowInfo::default() };
     let mut report = score_window(reference, &sketch, window);
     for field in current.schema.fields() {
         if reference.feature_index(field.name()).is_none() {

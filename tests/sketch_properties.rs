@@ -5,9 +5,7 @@
 use driftscope::stats::grid::cdf_distances;
 use driftscope::stats::profile::{FeatureSpec, FeatureStats, ProfileBuilder};
 use driftscope::stats::sketch::FeatureSketch;
-use driftscope::stats::{
-    DriftSettings, FeatureKind, Reference, ValueSink, WindowInfo, score_window,
-};
+use driftscope::stats::{DriftSettings, FeatureKind, Reference, ValueSink, WindowInfo, score_window};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -18,28 +16,16 @@ fn reference_of(
     max_categories: usize,
 ) -> Reference {
     let specs = vec![
-        FeatureSpec {
-            name: "x".into(),
-            kind: FeatureKind::Numeric,
-            bins: 10,
-        },
-        FeatureSpec {
-            name: "c".into(),
-            kind: FeatureKind::Categorical,
-            bins: 10,
-        },
+        FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 },
+        FeatureSpec { name: "c".into(), kind: FeatureKind::Categorical, bins: 10 },
     ];
     let mut b = ProfileBuilder::new(specs, resolution, max_categories);
     b.add_records(numeric.len().max(categories.len()) as u64);
     numeric.iter().for_each(|&x| b.numeric(0, x));
     categories.iter().for_each(|c| b.category(1, c));
     let profile = b.finish("test".into(), "now".into());
-    let settings = DriftSettings {
-        cdf_resolution: resolution,
-        max_categories,
-        min_samples: 1,
-        ..Default::default()
-    };
+    let settings =
+        DriftSettings { cdf_resolution: resolution, max_categories, min_samples: 1, ..Default::default() };
     Reference::new(profile, settings, &BTreeMap::new()).unwrap()
 }
 

@@ -27,11 +27,7 @@ fn cases() -> Vec<PathBuf> {
 
 fn config_of(case: &Path) -> Config {
     let path = case.join("config.toml");
-    if path.exists() {
-        Config::load(&path).unwrap()
-    } else {
-        Config::default()
-    }
+    if path.exists() { Config::load(&path).unwrap() } else { Config::default() }
 }
 
 fn score_case(case: &Path, ext: &str, through_saved_profile: bool) -> Report {
@@ -39,8 +35,7 @@ fn score_case(case: &Path, ext: &str, through_saved_profile: bool) -> Report {
     let overrides = config.overrides();
     let reference = read_data_file(&case.join(format!("reference.{ext}"))).unwrap();
     let source = if through_saved_profile {
-        let (profile, _) =
-            driftscope::offline::build_profile(&reference, &config.defaults, &overrides);
+        let (profile, _) = driftscope::offline::build_profile(&reference, &config.defaults, &overrides);
         ReferenceSource::Profile(Profile::from_json(&profile.to_json()).unwrap())
     } else {
         ReferenceSource::Data(reference)
@@ -58,45 +53,27 @@ struct Errors {
 
 fn check_feature(case: &str, got: &FeatureReport, want: &Value, errors: &mut Errors) {
     let ctx = format!("{case}/{}", got.name);
-    let num = |k: &str| {
-        want[k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{ctx}: expected.{k}"))
-    };
+    let num = |k: &str| want[k].as_f64().unwrap_or_else(|| panic!("{ctx}: expected.{k}"));
     assert_eq!(got.kind.as_str(), want["kind"], "{ctx} kind");
     assert_eq!(got.samples as f64, num("samples"), "{ctx} samples");
     assert_eq!(got.missing as f64, num("missing"), "{ctx} missing");
     assert_eq!(got.non_finite as f64, num("non_finite"), "{ctx} non_finite");
-    assert!(
-        (got.missing_share - num("missing_share")).abs() < 1e-12,
-        "{ctx} missing_share"
-    );
+    assert!((got.missing_share - num("missing_share")).abs() < 1e-12, "{ctx} missing_share");
     assert!(
         (got.reference_missing_share - num("reference_missing_share")).abs() < 1e-12,
         "{ctx} ref missing"
     );
-    assert_eq!(
-        got.missing_drifted, want["missing_drifted"],
-        "{ctx} missing_drifted"
-    );
+    assert_eq!(got.missing_drifted, want["missing_drifted"], "{ctx} missing_drifted");
     let status = match got.status {
         Status::Ok => "ok",
         Status::InsufficientData => "insufficient_data",
     };
     assert_eq!(status, want["status"], "{ctx} status");
-    assert_eq!(
-        got.primary_metric.as_str(),
-        want["primary_metric"],
-        "{ctx} primary"
-    );
+    assert_eq!(got.primary_metric.as_str(), want["primary_metric"], "{ctx} primary");
     assert_eq!(got.threshold, num("threshold"), "{ctx} threshold");
     assert_eq!(got.drifted, want["drifted"], "{ctx} drifted");
     if let Some(overflow) = want.get("category_overflow") {
-        assert_eq!(
-            got.category_overflow.map(|o| o as f64),
-            overflow.as_f64(),
-            "{ctx} overflow"
-        );
+        assert_eq!(got.category_overflow.map(|o| o as f64), overflow.as_f64(), "{ctx} overflow");
     }
     let scores = want["scores"].as_object().unwrap();
     assert_eq!(
@@ -108,10 +85,7 @@ fn check_feature(case: &str, got: &FeatureReport, want: &Value, errors: &mut Err
     );
     for (key, expected) in scores {
         let expected = expected.as_f64().unwrap();
-        let actual = *got
-            .scores
-            .get(key)
-            .unwrap_or_else(|| panic!("{ctx}: no score {key}"));
+        let actual = *got.scores.get(key).unwrap_or_else(|| panic!("{ctx}: no score {key}"));
         let ok = match key.as_str() {
             "ks_statistic" => {
                 errors.ks = errors.ks.max((actual - expected).abs());
@@ -123,14 +97,12 @@ fn check_feature(case: &str, got: &FeatureReport, want: &Value, errors: &mut Err
                 near_alpha || (actual < 0.05) == (expected < 0.05)
             }
             "wasserstein" => {
-                errors.wasserstein_rel = errors
-                    .wasserstein_rel
-                    .max((actual - expected).abs() / expected.max(1e-12));
+                errors.wasserstein_rel =
+                    errors.wasserstein_rel.max((actual - expected).abs() / expected.max(1e-12));
                 (actual - expected).abs() <= 0.01 + 0.02 * expected
             }
             "chi_square_statistic" | "chi_square_p_value" => {
-                (actual - expected).abs() <= 1e-6 * expected.abs()
-                    || (actual - expected).abs() < 1e-300
+                (actual - expected).abs() <= 1e-6 * expected.abs() || (actual - expected).abs() < 1e-300
             }
             _ => (actual - expected).abs() <= 1e-9 * expected.abs().max(1.0),
         };
@@ -143,33 +115,15 @@ fn check_case(case: &Path, report: &Report, errors: &mut Errors) {
         serde_json::from_slice(&std::fs::read(case.join("expected.json")).unwrap()).unwrap();
     let name = case.file_name().unwrap().to_string_lossy().into_owned();
     let want_features = expected["features"].as_object().unwrap();
-    assert_eq!(
-        report.features.len(),
-        want_features.len(),
-        "{name}: feature count"
-    );
+    assert_eq!(report.features.len(), want_features.len(), "{name}: feature count");
     for f in &report.features {
         check_feature(&name, f, &want_features[&f.name], errors);
     }
     let d = &expected["dataset"];
-    assert_eq!(
-        report.dataset.features_evaluated as f64,
-        d["features_evaluated"].as_f64().unwrap(),
-        "{name}"
-    );
-    assert_eq!(
-        report.dataset.features_drifted as f64,
-        d["features_drifted"].as_f64().unwrap(),
-        "{name}"
-    );
-    assert!(
-        (report.dataset.drift_share - d["drift_share"].as_f64().unwrap()).abs() < 1e-12,
-        "{name}"
-    );
-    assert_eq!(
-        report.dataset.drifted, d["drifted"],
-        "{name}: dataset drifted"
-    );
+    assert_eq!(report.dataset.features_evaluated as f64, d["features_evaluated"].as_f64().unwrap(), "{name}");
+    assert_eq!(report.dataset.features_drifted as f64, d["features_drifted"].as_f64().unwrap(), "{name}");
+    assert!((report.dataset.drift_share - d["drift_share"].as_f64().unwrap()).abs() < 1e-12, "{name}");
+    assert_eq!(report.dataset.drifted, d["drifted"], "{name}: dataset drifted");
 }
 
 #[test]
@@ -214,13 +168,7 @@ fn bin_edges_match_numpy_quantiles() {
                     .iter()
                     .map(|v| v.as_f64().unwrap())
                     .collect();
-                assert_eq!(
-                    p.bin_edges.len(),
-                    want.len(),
-                    "{}/{}",
-                    case.display(),
-                    f.name
-                );
+                assert_eq!(p.bin_edges.len(), want.len(), "{}/{}", case.display(), f.name);
                 for (a, b) in p.bin_edges.iter().zip(&want) {
                     assert!(
                         (a - b).abs() <= 1e-12 * b.abs().max(1.0),

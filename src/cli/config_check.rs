@@ -25,10 +25,7 @@ pub struct CheckArgs {
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     let ConfigCommand::Check(args) = cmd;
     let config = Config::load(&args.config).context("invalid configuration")?;
-    print!(
-        "{}",
-        toml::to_string_pretty(&config.redacted()).context("cannot print the configuration")?
-    );
+    print!("{}", toml::to_string_pretty(&config.redacted()).context("cannot print the configuration")?);
     eprintln!("{}: ok", args.config.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 
 pub mod config_check;
 pub mod reference;
+pub mod run;
 pub mod score;
 
 use anyhow::Context;

@@ -6,8 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use driftscope::ingest::files::read_data_file;
 use driftscope::offline::build_profile;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
@@ -41,7 +40,7 @@ pub fn run(cmd: ReferenceCommand) -> anyhow::Result<ExitCode> {
     for note in &notes {
         eprintln!("note: {note}");
     }
-    write_atomically(&args.output, &profile.to_json())
+    driftscope::fsutil::write_atomically(&args.output, &profile.to_json())
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     eprintln!(
         "wrote {}: {} features from {} records",
@@ -50,23 +49,4 @@ pub fn run(cmd: ReferenceCommand) -> anyhow::Result<ExitCode> {
         profile.records
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Write to a temporary file beside the target, fsync, then rename over it, so a
-/// crash never leaves a half-written profile.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    // Profiles are not secret: readable like any file the user writes.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

@@ -50,32 +50,16 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Table => print!("{}", render_table(&report)),
     }
-    Ok(if report.dataset.drifted {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if report.dataset.drifted { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// A terminal table: one row per feature, then the dataset verdict and notes.
 pub fn render_table(report: &Report) -> String {
-    let header = [
-        "feature",
-        "kind",
-        "samples",
-        "missing",
-        "metric",
-        "score",
-        "threshold",
-        "drift",
-        "missing drift",
-    ];
+    let header =
+        ["feature", "kind", "samples", "missing", "metric", "score", "threshold", "drift", "missing drift"];
     let mut rows: Vec<[String; 9]> = Vec::new();
     for f in &report.features {
-        let score = f
-            .scores
-            .get(f.primary_metric.decision_key())
-            .map_or("-".into(), |v| format_number(*v));
+        let score = f.scores.get(f.primary_metric.decision_key()).map_or("-".into(), |v| format_number(*v));
         let drift = match f.status {
             Status::InsufficientData => "n/a (too few samples)".to_owned(),
             Status::Ok if f.drifted => "DRIFT".to_owned(),
@@ -90,11 +74,7 @@ pub fn render_table(report: &Report) -> String {
             score,
             format_number(f.threshold),
             drift,
-            if f.missing_drifted {
-                "DRIFT".into()
-            } else {
-                "ok".into()
-            },
+            if f.missing_drifted { "DRIFT".into() } else { "ok".into() },
         ]);
     }
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -105,11 +85,7 @@ pub fn render_table(report: &Report) -> String {
     }
     let mut out = String::new();
     let line = |cells: &[&str], out: &mut String| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(padded.join("  ").trim_end());
         out.push('\n');
     };
@@ -125,10 +101,7 @@ pub fn render_table(report: &Report) -> String {
         &mut out,
     );
     for row in &rows {
-        line(
-            &row.iter().map(String::as_str).collect::<Vec<_>>(),
-            &mut out,
-        );
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>(), &mut out);
     }
     let d = &report.dataset;
     out.push_str(&format!(
@@ -138,11 +111,7 @@ pub fn render_table(report: &Report) -> String {
         d.features_evaluated,
         d.drift_share,
         d.threshold,
-        if d.drifted {
-            "DATASET DRIFT"
-        } else {
-            "no dataset drift"
-        }
+        if d.drifted { "DATASET DRIFT" } else { "no dataset drift" }
     ));
     for note in &report.notes {
         out.push_str(&format!("note: {note}\n"));
@@ -151,9 +120,5 @@ pub fn render_table(report: &Report) -> String {
 }
 
 fn format_number(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
+    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) { format!("{v:.3e}") } else { format!("{v:.4}") }
 }

@@ -73,13 +73,8 @@ fn fold_numeric<S: ValueSink>(column: &ArrayRef, feature: usize, sink: &mut S) {
             }
         }
     } else {
-        (0..column.len()).for_each(|i| {
-            if column.is_null(i) {
-                sink.missing(feature)
-            } else {
-                sink.invalid(feature)
-            }
-        });
+        (0..column.len())
+            .for_each(|i| if column.is_null(i) { sink.missing(feature) } else { sink.invalid(feature) });
     }
 }
 
@@ -87,13 +82,8 @@ fn fold_categorical<S: ValueSink>(column: &ArrayRef, feature: usize, sink: &mut 
     let strings = match cast(column, &DataType::Utf8) {
         Ok(strings) => strings,
         Err(_) => {
-            return (0..column.len()).for_each(|i| {
-                if column.is_null(i) {
-                    sink.missing(feature)
-                } else {
-                    sink.invalid(feature)
-                }
-            });
+            return (0..column.len())
+                .for_each(|i| if column.is_null(i) { sink.missing(feature) } else { sink.invalid(feature) });
         }
     };
     for value in strings.as_string::<i32>().iter() {
@@ -101,5 +91,86 @@ fn fold_categorical<S: ValueSink>(column: &ArrayRef, feature: usize, sink: &mut 
             None => sink.missing(feature),
             Some(text) => sink.category(feature, text),
         }
+    }
+}
+
+/// Why an Arrow IPC message could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ArrowRecordError {
+    #[error("undecodable Arrow IPC: {0}")]
+    Undecodable(String),
+    #[error("none of the monitored columns is in the message's schema")]
+    WrongSchema,
+}
+
+impl ArrowRecordError {
+    /// The bounded label used in metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ArrowRecordError::Undecodable(_) => "undecodable_arrow",
+            ArrowRecordError::WrongSchema => "wrong_schema",
+        }
+    }
+}
+
+/// The record batches of one Kafka message holding an Arrow IPC stream (or file).
+/// A message whose schema has none of the monitored columns is refused whole.
+pub fn decode_ipc_message(
+    payload: &[u8],
+    bindings: &[ColumnBinding],
+) -> Result<Vec<RecordBatch>, ArrowRecordError> {
+    let undecodable = |e: arrow::error::ArrowError| ArrowRecordError::Undecodable(e.to_string());
+    let batches: Vec<RecordBatch> = if payload.starts_with(b"ARROW1") {
+        let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(payload), None)
+            .map_err(undecodable)?;
+        reader.collect::<Result<_, _>>().map_err(undecodable)?
+    } else {
+        let reader = arrow::ipc::reader::StreamReader::try_new(payload, None).map_err(undecodable)?;
+        let schema = reader.schema();
+        if !bindings.is_empty() && bindings.iter().all(|b| schema.field_with_name(&b.column).is_err()) {
+            return Err(ArrowRecordError::WrongSchema);
+        }
+        reader.collect::<Result<_, _>>().map_err(undecodable)?
+    };
+    if let Some(first) = batches.first()
+        && !bindings.is_empty()
+        && bindings.iter().all(|b| first.schema().field_with_name(&b.column).is_err())
+    {
+        return Err(ArrowRecordError::WrongSchema);
+    }
+    Ok(batches)
+}
+
+/// Event times (ms since the epoch) of a batch's rows from `column`: timestamps of any
+/// unit, integers or floats taken as milliseconds, or RFC 3339 text. `None` per row
+/// when absent or unusable.
+pub fn event_times_ms(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
+    use arrow::datatypes::{Int64Type, TimeUnit};
+    let rows = batch.num_rows();
+    let Some(array) = batch.column_by_name(column) else {
+        return vec![None; rows];
+    };
+    let as_ms = match array.data_type() {
+        DataType::Timestamp(_, tz) => cast(array, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
+            .and_then(|a| cast(&a, &DataType::Int64)),
+        t if t.is_numeric() => cast(array, &DataType::Int64),
+        _ => {
+            let Ok(strings) = cast(array, &DataType::Utf8) else {
+                return vec![None; rows];
+            };
+            return strings
+                .as_string::<i32>()
+                .iter()
+                .map(|v| {
+                    let t = humantime::parse_rfc3339_weak(v?.trim()).ok()?;
+                    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+                    i64::try_from(d.as_millis()).ok()
+                })
+                .collect();
+        }
+    };
+    match as_ms {
+        Ok(values) => values.as_primitive::<Int64Type>().iter().collect(),
+        Err(_) => vec![None; rows],
     }
 }

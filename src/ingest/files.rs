@@ -15,10 +15,7 @@ const BATCH_ROWS: usize = 8192;
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error(
@@ -51,11 +48,7 @@ impl DataFile {
 
 /// The format of `path`, from its extension or, failing that, its magic bytes.
 pub fn detect_format(path: &Path) -> Result<DataFormat, FileError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "csv" => return Ok(DataFormat::Csv),
         "parquet" | "pq" => return Ok(DataFormat::Parquet),
@@ -64,14 +57,8 @@ pub fn detect_format(path: &Path) -> Result<DataFormat, FileError> {
         _ => {}
     }
     let mut magic = [0u8; 6];
-    let mut file = File::open(path).map_err(|error| FileError::Io {
-        path: path.into(),
-        error,
-    })?;
-    let read = file.read(&mut magic).map_err(|error| FileError::Io {
-        path: path.into(),
-        error,
-    })?;
+    let mut file = File::open(path).map_err(|error| FileError::Io { path: path.into(), error })?;
+    let read = file.read(&mut magic).map_err(|error| FileError::Io { path: path.into(), error })?;
     match &magic[..read] {
         [b'P', b'A', b'R', b'1', ..] => Ok(DataFormat::Parquet),
         b"ARROW1" | [0xff, 0xff, 0xff, 0xff, ..] => Ok(DataFormat::ArrowIpc),
@@ -81,88 +68,49 @@ pub fn detect_format(path: &Path) -> Result<DataFormat, FileError> {
 
 /// Reads a whole data file.
 pub fn read_data_file(path: &Path) -> Result<DataFile, FileError> {
-    let format_err = |message: String| FileError::Format {
-        path: path.into(),
-        message,
-    };
-    let open = || {
-        File::open(path).map_err(|error| FileError::Io {
-            path: path.into(),
-            error,
-        })
-    };
+    let format_err = |message: String| FileError::Format { path: path.into(), message };
+    let open = || File::open(path).map_err(|error| FileError::Io { path: path.into(), error });
     let (schema, batches) = match detect_format(path)? {
         DataFormat::Csv => read_csv(open()?).map_err(format_err)?,
         DataFormat::Parquet => {
-            let builder =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open()?)
-                    .map_err(|e| format_err(e.to_string()))?;
-            let reader = builder
-                .with_batch_size(BATCH_ROWS)
-                .build()
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open()?)
                 .map_err(|e| format_err(e.to_string()))?;
+            let reader =
+                builder.with_batch_size(BATCH_ROWS).build().map_err(|e| format_err(e.to_string()))?;
             let schema = reader.schema();
-            let batches = reader
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format_err(e.to_string()))?;
+            let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| format_err(e.to_string()))?;
             (schema, batches)
         }
         DataFormat::ArrowIpc => {
             let mut file = open()?;
             let mut magic = [0u8; 6];
-            let is_file = file
-                .read(&mut magic)
-                .map(|n| n == 6 && &magic == b"ARROW1")
-                .unwrap_or(false);
-            file.rewind().map_err(|error| FileError::Io {
-                path: path.into(),
-                error,
-            })?;
+            let is_file = file.read(&mut magic).map(|n| n == 6 && &magic == b"ARROW1").unwrap_or(false);
+            file.rewind().map_err(|error| FileError::Io { path: path.into(), error })?;
             if is_file {
                 let reader = arrow::ipc::reader::FileReader::try_new(BufReader::new(file), None)
                     .map_err(|e| format_err(e.to_string()))?;
                 let schema = reader.schema();
-                (
-                    schema,
-                    reader
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format_err(e.to_string()))?,
-                )
+                (schema, reader.collect::<Result<Vec<_>, _>>().map_err(|e| format_err(e.to_string()))?)
             } else {
                 let reader = arrow::ipc::reader::StreamReader::try_new(BufReader::new(file), None)
                     .map_err(|e| format_err(e.to_string()))?;
                 let schema = reader.schema();
-                (
-                    schema,
-                    reader
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format_err(e.to_string()))?,
-                )
+                (schema, reader.collect::<Result<Vec<_>, _>>().map_err(|e| format_err(e.to_string()))?)
             }
         }
         DataFormat::JsonLines => {
             let mut reader = BufReader::new(open()?);
-            let (schema, _) =
-                arrow::json::reader::infer_json_schema_from_seekable(&mut reader, None)
-                    .map_err(|e| format_err(e.to_string()))?;
+            let (schema, _) = arrow::json::reader::infer_json_schema_from_seekable(&mut reader, None)
+                .map_err(|e| format_err(e.to_string()))?;
             let schema = Arc::new(schema);
             let reader = arrow::json::ReaderBuilder::new(schema.clone())
                 .with_batch_size(BATCH_ROWS)
                 .build(reader)
                 .map_err(|e| format_err(e.to_string()))?;
-            (
-                schema,
-                reader
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format_err(e.to_string()))?,
-            )
+            (schema, reader.collect::<Result<Vec<_>, _>>().map_err(|e| format_err(e.to_string()))?)
         }
     };
-    Ok(DataFile {
-        path: path.into(),
-        schema,
-        batches,
-    })
+    Ok(DataFile { path: path.into(), schema, batches })
 }
 
 /// CSV with types decided per column from all its values: numbers (including `NaN`,
@@ -170,59 +118,37 @@ pub fn read_data_file(path: &Path) -> Result<DataFile, FileError> {
 /// text; an empty field is missing. Written by hand over the `csv` crate because
 /// arrow-csv's inference reads `NaN`/`inf` columns as text.
 fn read_csv(file: File) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(BufReader::new(file));
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(str::to_owned)
-        .collect();
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(BufReader::new(file));
+    let headers: Vec<String> =
+        reader.headers().map_err(|e| e.to_string())?.iter().map(str::to_owned).collect();
     let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); headers.len()];
     for (row, record) in reader.records().enumerate() {
         let record = record.map_err(|e| format!("row {}: {e}", row + 2))?;
         for (column, value) in columns.iter_mut().zip(record.iter()) {
-            column.push(if value.is_empty() {
-                None
-            } else {
-                Some(value.to_owned())
-            });
+            column.push(if value.is_empty() { None } else { Some(value.to_owned()) });
         }
     }
     let mut fields = Vec::with_capacity(headers.len());
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(headers.len());
     for (name, values) in headers.iter().zip(columns) {
         let present = || values.iter().flatten();
-        let (data_type, array): (DataType, ArrayRef) =
-            if present().all(|v| v.trim().parse::<i64>().is_ok()) {
-                // Integers stay integers, so a categorical override reads `1`, not `1.0`.
-                let parsed: Int64Array = values
-                    .iter()
-                    .map(|v| v.as_ref().and_then(|v| v.trim().parse().ok()))
-                    .collect();
-                (DataType::Int64, Arc::new(parsed))
-            } else if present().all(|v| v.trim().parse::<f64>().is_ok()) {
-                let parsed: Float64Array = values
-                    .iter()
-                    .map(|v| v.as_ref().and_then(|v| v.trim().parse().ok()))
-                    .collect();
-                (DataType::Float64, Arc::new(parsed))
-            } else if present()
-                .all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"))
-            {
-                let parsed: BooleanArray = values
-                    .iter()
-                    .map(|v| v.as_ref().map(|v| v.eq_ignore_ascii_case("true")))
-                    .collect();
-                (DataType::Boolean, Arc::new(parsed))
-            } else {
-                (
-                    DataType::Utf8,
-                    Arc::new(values.iter().map(|v| v.as_deref()).collect::<StringArray>()),
-                )
-            };
+        let (data_type, array): (DataType, ArrayRef) = if present().all(|v| v.trim().parse::<i64>().is_ok()) {
+            // Integers stay integers, so a categorical override reads `1`, not `1.0`.
+            let parsed: Int64Array =
+                values.iter().map(|v| v.as_ref().and_then(|v| v.trim().parse().ok())).collect();
+            (DataType::Int64, Arc::new(parsed))
+        } else if present().all(|v| v.trim().parse::<f64>().is_ok()) {
+            let parsed: Float64Array =
+                values.iter().map(|v| v.as_ref().and_then(|v| v.trim().parse().ok())).collect();
+            (DataType::Float64, Arc::new(parsed))
+        } else if present().all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false")) {
+            let parsed: BooleanArray =
+                values.iter().map(|v| v.as_ref().map(|v| v.eq_ignore_ascii_case("true"))).collect();
+            (DataType::Boolean, Arc::new(parsed))
+        } else {
+            (DataType::Utf8, Arc::new(values.iter().map(|v| v.as_deref()).collect::<StringArray>()))
+        };
         fields.push(Field::new(name, data_type, true));
         arrays.push(array);
     }

@@ -1,3 +1,4 @@
 //! Ingest: where records come from (data files, Kafka).
 
 pub mod files;
+pub mod kafka;

@@ -96,9 +96,7 @@ impl CategoricalSketch {
 
     /// Values counted (every non-missing, valid value, including `__other__`).
     pub fn count(&self) -> u64 {
-        self.reference_counts.iter().sum::<u64>()
-            + self.new_counts.values().sum::<u64>()
-            + self.overflow
+        self.reference_counts.iter().sum::<u64>() + self.new_counts.values().sum::<u64>() + self.overflow
     }
 
     pub fn index(&self) -> &Arc<CategoryIndex> {
@@ -120,11 +118,7 @@ impl CategoricalSketch {
     /// Folds another window's sketch in; new categories beyond the cap join `__other__`.
     pub fn merge(&mut self, other: &CategoricalSketch) {
         debug_assert!(Arc::ptr_eq(&self.index, &other.index));
-        for (a, &b) in self
-            .reference_counts
-            .iter_mut()
-            .zip(&other.reference_counts)
-        {
+        for (a, &b) in self.reference_counts.iter_mut().zip(&other.reference_counts) {
             if *a == 0 && b > 0 {
                 self.distinct += 1;
             }
@@ -158,11 +152,7 @@ impl CategoricalSketch {
     pub fn to_parts(&self) -> CategoricalSketchParts {
         CategoricalSketchParts {
             reference_counts: self.reference_counts.clone(),
-            new_categories: self
-                .new_categories()
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            new_categories: self.new_categories().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             overflow: self.overflow,
             missing: self.missing,
             invalid: self.invalid,
@@ -175,22 +165,15 @@ impl CategoricalSketch {
         max_categories: usize,
         parts: CategoricalSketchParts,
     ) -> Option<Self> {
-        if parts.reference_counts.len() != index.len()
-            || parts.new_categories.len() > max_categories
-        {
+        if parts.reference_counts.len() != index.len() || parts.new_categories.len() > max_categories {
             return None;
         }
-        let distinct =
-            parts.reference_counts.iter().filter(|&&c| c > 0).count() + parts.new_categories.len();
+        let distinct = parts.reference_counts.iter().filter(|&&c| c > 0).count() + parts.new_categories.len();
         Some(CategoricalSketch {
             index,
             max_categories,
             reference_counts: parts.reference_counts,
-            new_counts: parts
-                .new_categories
-                .into_iter()
-                .map(|(k, v)| (k.into_boxed_str(), v))
-                .collect(),
+            new_counts: parts.new_categories.into_iter().map(|(k, v)| (k.into_boxed_str(), v)).collect(),
             distinct,
             overflow: parts.overflow,
             missing: parts.missing,

@@ -67,18 +67,12 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let frac = h - lo as f64;
     let (a, b) = (sorted[lo], sorted[hi]);
     // numpy's _lerp: a + (b - a) * t, evaluated from the nearer end for t >= 0.5.
-    if frac >= 0.5 {
-        b - (b - a) * (1.0 - frac)
-    } else {
-        a + (b - a) * frac
-    }
+    if frac >= 0.5 { b - (b - a) * (1.0 - frac) } else { a + (b - a) * frac }
 }
 
 /// The binned metrics' edges: `quantile(R, k / bins)` for k in 1..bins, duplicates dropped.
 pub fn bin_edges(sorted: &[f64], bins: usize) -> Vec<f64> {
-    let mut edges: Vec<f64> = (1..bins)
-        .map(|k| quantile_sorted(sorted, k as f64 / bins as f64))
-        .collect();
+    let mut edges: Vec<f64> = (1..bins).map(|k| quantile_sorted(sorted, k as f64 / bins as f64)).collect();
     edges.dedup();
     edges
 }
@@ -99,9 +93,7 @@ pub fn grid_edges(sorted: &[f64], bin_edges: &[f64], resolution: usize) -> Vec<f
     } else {
         let last = sorted.len() - 1;
         // Order statistics, so a value repeated more than a cell's worth sits on an edge.
-        (0..=half)
-            .map(|j| sorted[(j as u128 * last as u128 / half as u128) as usize])
-            .collect()
+        (0..=half).map(|j| sorted[(j as u128 * last as u128 / half as u128) as usize]).collect()
     };
     let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
     if max > min {
@@ -142,10 +134,7 @@ pub fn cdf_distances(edges: &[f64], reference: &[Cell], window: &[Cell]) -> CdfD
     let n = reference.iter().map(Cell::count).sum::<u64>() as f64;
     let m = window.iter().map(Cell::count).sum::<u64>() as f64;
     if n == 0.0 || m == 0.0 || edges.is_empty() {
-        return CdfDistances {
-            ks_statistic: 0.0,
-            wasserstein: 0.0,
-        };
+        return CdfDistances { ks_statistic: 0.0, wasserstein: 0.0 };
     }
     let mut ks: f64 = 0.0;
     let mut area = 0.0;
@@ -183,11 +172,7 @@ pub fn cdf_distances(edges: &[f64], reference: &[Cell], window: &[Cell]) -> CdfD
             if w_r > 0.0 && w_c > 0.0 {
                 let mean_r = right - int_r / w_r;
                 let mean_c = right - int_c / w_c;
-                let middle = if mean_r < mean_c {
-                    base + w_r
-                } else {
-                    base - w_c
-                };
+                let middle = if mean_r < mean_c { base + w_r } else { base - w_c };
                 ks = ks.max(middle.abs());
             }
         } else {
@@ -203,40 +188,17 @@ pub fn cdf_distances(edges: &[f64], reference: &[Cell], window: &[Cell]) -> CdfD
     let top = &window[edges.len()];
     area += (top.interior_sum - top.interior_count as f64 * last) / m;
 
-    CdfDistances {
-        ks_statistic: ks.clamp(0.0, 1.0),
-        wasserstein: area.max(0.0),
-    }
+    CdfDistances { ks_statistic: ks.clamp(0.0, 1.0), wasserstein: area.max(0.0) }
 }
 
 /// Area of `|F_R - F_C|` over a cell where the two may cross, modelling each side's
 /// interior mass as a point mass at its interior mean (which keeps each side's
 /// integral exact).
-fn crossing_cell_area(
-    left: f64,
-    right: f64,
-    base: f64,
-    w_r: f64,
-    w_c: f64,
-    int_r: f64,
-    int_c: f64,
-) -> f64 {
-    let mean_r = if w_r > 0.0 {
-        right - int_r / w_r
-    } else {
-        right
-    };
-    let mean_c = if w_c > 0.0 {
-        right - int_c / w_c
-    } else {
-        right
-    };
+fn crossing_cell_area(left: f64, right: f64, base: f64, w_r: f64, w_c: f64, int_r: f64, int_c: f64) -> f64 {
+    let mean_r = if w_r > 0.0 { right - int_r / w_r } else { right };
+    let mean_c = if w_c > 0.0 { right - int_c / w_c } else { right };
     let (first, second) = (mean_r.min(mean_c), mean_r.max(mean_c));
-    let middle = if mean_r < mean_c {
-        base + w_r
-    } else {
-        base - w_c
-    };
+    let middle = if mean_r < mean_c { base + w_r } else { base - w_c };
     base.abs() * (first - left)
         + middle.abs() * (second - first)
         + (base + w_r - w_c).abs() * (right - second)
@@ -278,11 +240,7 @@ mod tests {
         let reference = [1.0, 2.0, 2.0, 3.0, 5.0];
         let window = [1.5, 2.0, 4.0, 6.0];
         let edges = grid_edges(&reference, &[], 100);
-        let d = cdf_distances(
-            &edges,
-            &cells_of(&edges, &reference),
-            &cells_of(&edges, &window),
-        );
+        let d = cdf_distances(&edges, &cells_of(&edges, &reference), &cells_of(&edges, &window));
         // scipy.stats.ks_2samp([1,2,2,3,5],[1.5,2,4,6]).statistic == 0.3
         assert!((d.ks_statistic - 0.3).abs() < 1e-12, "{d:?}");
         // scipy.stats.wasserstein_distance(...) == 0.825

@@ -11,6 +11,7 @@ pub mod report;
 pub mod score;
 pub mod settings;
 pub mod sketch;
+pub mod window;
 
 pub use profile::{FeatureSpec, Profile, ProfileBuilder, ProfileError};
 pub use reference::{OverrideError, Reference};

@@ -138,18 +138,12 @@ impl Profile {
         let header: Header = serde_json::from_slice(bytes)
             .map_err(|e| ProfileError::NotAProfile(format!("not a JSON profile ({e})")))?;
         if header.format.as_deref() != Some(PROFILE_FORMAT) {
-            return Err(ProfileError::NotAProfile(format!(
-                "missing `\"format\": \"{PROFILE_FORMAT}\"`"
-            )));
+            return Err(ProfileError::NotAProfile(format!("missing `\"format\": \"{PROFILE_FORMAT}\"`")));
         }
-        let version = header
-            .format_version
-            .ok_or_else(|| ProfileError::Invalid("missing `format_version`".into()))?;
+        let version =
+            header.format_version.ok_or_else(|| ProfileError::Invalid("missing `format_version`".into()))?;
         if version > PROFILE_VERSION || version == 0 {
-            return Err(ProfileError::UnsupportedVersion {
-                found: version,
-                supported: PROFILE_VERSION,
-            });
+            return Err(ProfileError::UnsupportedVersion { found: version, supported: PROFILE_VERSION });
         }
         let profile: Profile =
             serde_json::from_slice(bytes).map_err(|e| ProfileError::Invalid(e.to_string()))?;
@@ -171,9 +165,8 @@ impl Profile {
             }
             match &f.stats {
                 FeatureStats::Numeric(p) => {
-                    let sorted = |v: &[f64]| {
-                        v.iter().all(|x| x.is_finite()) && v.windows(2).all(|w| w[0] < w[1])
-                    };
+                    let sorted =
+                        |v: &[f64]| v.iter().all(|x| x.is_finite()) && v.windows(2).all(|w| w[0] < w[1]);
                     if !sorted(&p.bin_edges) || !sorted(&p.grid_edges) {
                         return Err(bad("edges must be finite and strictly increasing"));
                     }
@@ -183,9 +176,7 @@ impl Profile {
                     if p.grid_cells.len() != p.grid_edges.len() + 1 {
                         return Err(bad("grid_cells must have one more entry than grid_edges"));
                     }
-                    if p.bin_edges
-                        .iter()
-                        .any(|e| p.grid_edges.binary_search_by(|g| g.total_cmp(e)).is_err())
+                    if p.bin_edges.iter().any(|e| p.grid_edges.binary_search_by(|g| g.total_cmp(e)).is_err())
                     {
                         return Err(bad("every bin edge must be a grid edge"));
                     }
@@ -222,17 +213,8 @@ pub struct FeatureSpec {
 }
 
 enum Accumulator {
-    Numeric {
-        values: Vec<f64>,
-        missing: u64,
-        non_finite: u64,
-        invalid: u64,
-    },
-    Categorical {
-        counts: FxHashMap<String, u64>,
-        missing: u64,
-        invalid: u64,
-    },
+    Numeric { values: Vec<f64>, missing: u64, non_finite: u64, invalid: u64 },
+    Categorical { counts: FxHashMap<String, u64>, missing: u64, invalid: u64 },
 }
 
 /// Collects reference values (a [`ValueSink`]) and turns them into a [`Profile`].
@@ -249,26 +231,15 @@ impl ProfileBuilder {
         let columns = specs
             .iter()
             .map(|s| match s.kind {
-                FeatureKind::Numeric => Accumulator::Numeric {
-                    values: Vec::new(),
-                    missing: 0,
-                    non_finite: 0,
-                    invalid: 0,
-                },
-                FeatureKind::Categorical => Accumulator::Categorical {
-                    counts: FxHashMap::default(),
-                    missing: 0,
-                    invalid: 0,
-                },
+                FeatureKind::Numeric => {
+                    Accumulator::Numeric { values: Vec::new(), missing: 0, non_finite: 0, invalid: 0 }
+                }
+                FeatureKind::Categorical => {
+                    Accumulator::Categorical { counts: FxHashMap::default(), missing: 0, invalid: 0 }
+                }
             })
             .collect();
-        ProfileBuilder {
-            specs,
-            cdf_resolution,
-            max_categories,
-            records: 0,
-            columns,
-        }
+        ProfileBuilder { specs, cdf_resolution, max_categories, records: 0, columns }
     }
 
     pub fn specs(&self) -> &[FeatureSpec] {
@@ -279,18 +250,21 @@ impl ProfileBuilder {
         self.records
     }
 
+    pub fn cdf_resolution(&self) -> usize {
+        self.cdf_resolution
+    }
+
+    pub fn max_categories(&self) -> usize {
+        self.max_categories
+    }
+
     pub fn finish(self, source: String, created_at: String) -> Profile {
         let features = self
             .specs
             .into_iter()
             .zip(self.columns)
             .map(|(spec, column)| match column {
-                Accumulator::Numeric {
-                    mut values,
-                    missing,
-                    non_finite,
-                    invalid,
-                } => {
+                Accumulator::Numeric { mut values, missing, non_finite, invalid } => {
                     values.sort_unstable_by(f64::total_cmp);
                     FeatureProfile {
                         name: spec.name,
@@ -304,19 +278,12 @@ impl ProfileBuilder {
                         )),
                     }
                 }
-                Accumulator::Categorical {
-                    counts,
-                    missing,
-                    invalid,
-                } => FeatureProfile {
+                Accumulator::Categorical { counts, missing, invalid } => FeatureProfile {
                     name: spec.name,
                     missing,
                     non_finite: 0,
                     invalid,
-                    stats: FeatureStats::Categorical(categorical_profile(
-                        counts,
-                        self.max_categories,
-                    )),
+                    stats: FeatureStats::Categorical(categorical_profile(counts, self.max_categories)),
                 },
             })
             .collect();
@@ -373,29 +340,16 @@ fn numeric_profile(sorted: &[f64], bins: usize, resolution: usize) -> NumericPro
     }
 }
 
-fn categorical_profile(
-    counts: FxHashMap<String, u64>,
-    max_categories: usize,
-) -> CategoricalProfile {
+fn categorical_profile(counts: FxHashMap<String, u64>, max_categories: usize) -> CategoricalProfile {
     let n = counts.values().sum();
-    let mut categories: Vec<CategoryCount> = counts
-        .into_iter()
-        .map(|(name, count)| CategoryCount { name, count })
-        .collect();
+    let mut categories: Vec<CategoryCount> =
+        counts.into_iter().map(|(name, count)| CategoryCount { name, count }).collect();
     // Most frequent first, names breaking ties, so the kept set is deterministic.
     categories.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
-    let other = categories
-        .iter()
-        .skip(max_categories)
-        .map(|c| c.count)
-        .sum();
+    let other = categories.iter().skip(max_categories).map(|c| c.count).sum();
     categories.truncate(max_categories);
     categories.sort_by(|a, b| a.name.cmp(&b.name));
-    CategoricalProfile {
-        n,
-        categories,
-        other,
-    }
+    CategoricalProfile { n, categories, other }
 }
 
 impl ValueSink for ProfileBuilder {
@@ -405,9 +359,7 @@ impl ValueSink for ProfileBuilder {
 
     fn numeric(&mut self, feature: usize, x: f64) {
         match &mut self.columns[feature] {
-            Accumulator::Numeric {
-                values, non_finite, ..
-            } => {
+            Accumulator::Numeric { values, non_finite, .. } => {
                 if x.is_finite() {
                     values.push(x)
                 } else {
@@ -433,17 +385,13 @@ impl ValueSink for ProfileBuilder {
 
     fn missing(&mut self, feature: usize) {
         match &mut self.columns[feature] {
-            Accumulator::Numeric { missing, .. } | Accumulator::Categorical { missing, .. } => {
-                *missing += 1
-            }
+            Accumulator::Numeric { missing, .. } | Accumulator::Categorical { missing, .. } => *missing += 1,
         }
     }
 
     fn invalid(&mut self, feature: usize) {
         match &mut self.columns[feature] {
-            Accumulator::Numeric { invalid, .. } | Accumulator::Categorical { invalid, .. } => {
-                *invalid += 1
-            }
+            Accumulator::Numeric { invalid, .. } | Accumulator::Categorical { invalid, .. } => *invalid += 1,
         }
     }
 }

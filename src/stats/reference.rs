@@ -34,13 +34,8 @@ pub struct ScoredFeature {
 
 #[derive(Debug)]
 pub enum FeatureModel {
-    Numeric {
-        grid: Arc<NumericGrid>,
-        cell_bins: Vec<u32>,
-    },
-    Categorical {
-        index: Arc<CategoryIndex>,
-    },
+    Numeric { grid: Arc<NumericGrid>, cell_bins: Vec<u32> },
+    Categorical { index: Arc<CategoryIndex> },
 }
 
 /// The reference a window is scored against.
@@ -71,39 +66,26 @@ impl Reference {
         let mut features = Vec::with_capacity(profile.features.len());
         for f in &profile.features {
             let over = overrides.get(&f.name).cloned().unwrap_or_default();
-            let err = |key, message: String| OverrideError {
-                feature: f.name.clone(),
-                key,
-                message,
-            };
+            let err = |key, message: String| OverrideError { feature: f.name.clone(), key, message };
             let kind = f.kind();
             if let Some(k) = over.kind
                 && k != kind
             {
                 return Err(err(
                     "kind",
-                    format!(
-                        "is {k} but the reference profile holds it as {kind}; rebuild the profile"
-                    ),
+                    format!("is {k} but the reference profile holds it as {kind}; rebuild the profile"),
                 ));
             }
-            let primary_metric = over
-                .primary_metric
-                .unwrap_or_else(|| Metric::default_for(kind, f.n()));
+            let primary_metric = over.primary_metric.unwrap_or_else(|| Metric::default_for(kind, f.n()));
             if !primary_metric.applies_to(kind) {
                 return Err(err(
                     "primary_metric",
                     format!("`{primary_metric}` does not apply to a {kind} feature"),
                 ));
             }
-            let threshold = over
-                .threshold
-                .unwrap_or_else(|| primary_metric.default_threshold());
+            let threshold = over.threshold.unwrap_or_else(|| primary_metric.default_threshold());
             if !threshold.is_finite() || threshold < 0.0 {
-                return Err(err(
-                    "threshold",
-                    format!("must be a finite number >= 0, got {threshold}"),
-                ));
+                return Err(err("threshold", format!("must be a finite number >= 0, got {threshold}")));
             }
             let model = match &f.stats {
                 FeatureStats::Numeric(p) => {
@@ -119,17 +101,12 @@ impl Reference {
                         ));
                     }
                     FeatureModel::Numeric {
-                        grid: Arc::new(NumericGrid {
-                            edges: p.grid_edges.clone(),
-                            shift: p.mean,
-                        }),
+                        grid: Arc::new(NumericGrid { edges: p.grid_edges.clone(), shift: p.mean }),
                         cell_bins: grid::bins_of_cells(&p.grid_edges, &p.bin_edges),
                     }
                 }
                 FeatureStats::Categorical(p) => FeatureModel::Categorical {
-                    index: Arc::new(CategoryIndex::new(
-                        p.categories.iter().map(|c| c.name.as_str()),
-                    )),
+                    index: Arc::new(CategoryIndex::new(p.categories.iter().map(|c| c.name.as_str()))),
                 },
             };
             features.push(ScoredFeature {
@@ -141,11 +118,7 @@ impl Reference {
                 model,
             });
         }
-        Ok(Reference {
-            profile,
-            settings,
-            features,
-        })
+        Ok(Reference { profile, settings, features })
     }
 
     /// An empty sketch for one window of this reference.

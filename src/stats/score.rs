@@ -14,19 +14,12 @@ use std::collections::BTreeMap;
 const WASSERSTEIN_STD_FLOOR: f64 = 0.001;
 
 /// Scores a window; `window.records` is taken from the sketch.
-pub fn score_window(
-    reference: &Reference,
-    sketch: &WindowSketch,
-    mut window: WindowInfo,
-) -> Report {
+pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: WindowInfo) -> Report {
     window.records = sketch.records;
     let settings = &reference.settings;
     let mut features = Vec::with_capacity(reference.features.len());
-    for ((feature, profile), feature_sketch) in reference
-        .features
-        .iter()
-        .zip(&reference.profile.features)
-        .zip(&sketch.features)
+    for ((feature, profile), feature_sketch) in
+        reference.features.iter().zip(&reference.profile.features).zip(&sketch.features)
     {
         let (samples, non_finite, scores, category_overflow) =
             match (&feature.model, &profile.stats, feature_sketch) {
@@ -34,12 +27,7 @@ pub fn score_window(
                     FeatureModel::Numeric { cell_bins, .. },
                     FeatureStats::Numeric(p),
                     FeatureSketch::Numeric(s),
-                ) => (
-                    s.count(),
-                    s.non_finite,
-                    numeric_scores(p, cell_bins, s),
-                    None,
-                ),
+                ) => (s.count(), s.non_finite, numeric_scores(p, cell_bins, s), None),
                 (
                     FeatureModel::Categorical { .. },
                     FeatureStats::Categorical(p),
@@ -48,11 +36,8 @@ pub fn score_window(
                 _ => (0, 0, BTreeMap::new(), None),
             };
         let missing = feature_sketch.missing();
-        let missing_share = if sketch.records == 0 {
-            0.0
-        } else {
-            (missing + non_finite) as f64 / sketch.records as f64
-        };
+        let missing_share =
+            if sketch.records == 0 { 0.0 } else { (missing + non_finite) as f64 / sketch.records as f64 };
         let evaluated = samples >= settings.min_samples && profile.n() > 0 && !scores.is_empty();
         let drifted = evaluated && decide(feature, &scores);
         features.push(FeatureReport {
@@ -65,13 +50,8 @@ pub fn score_window(
             missing_share,
             reference_missing_share: feature.reference_missing_share,
             missing_drifted: sketch.records > 0
-                && (missing_share - feature.reference_missing_share).abs()
-                    > settings.missing_share_threshold,
-            status: if evaluated {
-                Status::Ok
-            } else {
-                Status::InsufficientData
-            },
+                && (missing_share - feature.reference_missing_share).abs() > settings.missing_share_threshold,
+            status: if evaluated { Status::Ok } else { Status::InsufficientData },
             primary_metric: feature.primary_metric,
             threshold: feature.threshold,
             drifted,
@@ -81,11 +61,7 @@ pub fn score_window(
     }
     let evaluated = features.iter().filter(|f| f.status == Status::Ok).count() as u64;
     let drifted = features.iter().filter(|f| f.drifted).count() as u64;
-    let drift_share = if evaluated == 0 {
-        0.0
-    } else {
-        drifted as f64 / evaluated as f64
-    };
+    let drift_share = if evaluated == 0 { 0.0 } else { drifted as f64 / evaluated as f64 };
     Report {
         stream: None,
         window,
@@ -104,9 +80,7 @@ pub fn score_window(
 
 fn decide(feature: &ScoredFeature, scores: &BTreeMap<String, f64>) -> bool {
     let metric = feature.primary_metric;
-    scores
-        .get(metric.decision_key())
-        .is_some_and(|&v| metric.drifted(v, feature.threshold))
+    scores.get(metric.decision_key()).is_some_and(|&v| metric.drifted(v, feature.threshold))
 }
 
 fn insert_binned(scores: &mut BTreeMap<String, f64>, b: &BinnedScores) {
@@ -126,27 +100,15 @@ fn numeric_scores(
         return scores;
     }
     let window_bins = sketch.bin_counts(cell_bins, profile.bin_counts.len());
-    insert_binned(
-        &mut scores,
-        &metrics::binned_scores(&profile.bin_counts, &window_bins),
-    );
+    insert_binned(&mut scores, &metrics::binned_scores(&profile.bin_counts, &window_bins));
     let d = grid::cdf_distances(&profile.grid_edges, &profile.grid_cells, sketch.cells());
     scores.insert("ks_statistic".into(), d.ks_statistic);
-    scores.insert(
-        "ks_p_value".into(),
-        metrics::ks_p_value(d.ks_statistic, profile.n, sketch.count()),
-    );
-    scores.insert(
-        "wasserstein".into(),
-        d.wasserstein / profile.std.max(WASSERSTEIN_STD_FLOOR),
-    );
+    scores.insert("ks_p_value".into(), metrics::ks_p_value(d.ks_statistic, profile.n, sketch.count()));
+    scores.insert("wasserstein".into(), d.wasserstein / profile.std.max(WASSERSTEIN_STD_FLOOR));
     scores
 }
 
-fn categorical_scores(
-    profile: &CategoricalProfile,
-    sketch: &CategoricalSketch,
-) -> BTreeMap<String, f64> {
+fn categorical_scores(profile: &CategoricalProfile, sketch: &CategoricalSketch) -> BTreeMap<String, f64> {
     let mut scores = BTreeMap::new();
     let m = sketch.count();
     if profile.n == 0 || m == 0 {
@@ -171,21 +133,14 @@ fn categorical_scores(
         new_records += count;
     }
     let other_window = sketch.overflow
-        + new_categories
-            .iter()
-            .filter(|(name, _)| *name == OTHER_CATEGORY)
-            .map(|&(_, c)| c)
-            .sum::<u64>();
+        + new_categories.iter().filter(|(name, _)| *name == OTHER_CATEGORY).map(|&(_, c)| c).sum::<u64>();
     new_records += other_window - sketch.overflow;
     if profile.other > 0 || other_window > 0 {
         reference_row.push(profile.other);
         window_row.push(other_window);
     }
-    let (reference_row, window_row): (Vec<u64>, Vec<u64>) = reference_row
-        .into_iter()
-        .zip(window_row)
-        .filter(|&(r, c)| r + c > 0)
-        .unzip();
+    let (reference_row, window_row): (Vec<u64>, Vec<u64>) =
+        reference_row.into_iter().zip(window_row).filter(|&(r, c)| r + c > 0).unzip();
     let binned = metrics::binned_scores(&reference_row, &window_row);
     insert_binned(&mut scores, &binned);
     let (statistic, p_value) = metrics::chi_square_homogeneity(&reference_row, &window_row);

@@ -114,11 +114,7 @@ impl Metric {
 
     /// Whether `value` (the decision key's value) means drift at `threshold`.
     pub fn drifted(self, value: f64, threshold: f64) -> bool {
-        if self.is_test() {
-            value < threshold
-        } else {
-            value >= threshold
-        }
+        if self.is_test() { value < threshold } else { value >= threshold }
     }
 }
 

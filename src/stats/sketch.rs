@@ -48,10 +48,7 @@ pub struct WindowSketch {
 
 impl WindowSketch {
     pub fn new(features: Vec<FeatureSketch>) -> Self {
-        WindowSketch {
-            records: 0,
-            features,
-        }
+        WindowSketch { records: 0, features }
     }
 
     /// Folds another sketch of the same reference into this one.

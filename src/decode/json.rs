@@ -1,0 +1,1530 @@
+//! JSON records into sketches: this module owns the decoding of one JSON message (a
+//! Kafka record value) into the values of the monitored features, addressed by RFC 6901
+//! JSON pointers, following the spec's "Which values take part" and "Categorical
+//! features" rules.
+//!
+//! It sits on the per-message hot path, so a record is parsed once, streaming, with
+//! serde_json's `Deserializer` driven by seeds that route keys through a trie of the
+//! configured pointers; unmonitored values are skipped without being built and the
+//! captured values go into scratch buffers that are reused from record to record. A
+//! record is held by the decoder between [`JsonDecoder::decode`] and
+//! [`JsonDecoder::apply`], so a record that turns out malformed halfway through never
+//! reaches a sink.
+
+use crate::stats::settings::FeatureKind;
+use crate::stats::sketch::ValueSink;
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::fmt;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The most segments a pointer may have. Decoding recurses once per segment, so this
+/// keeps the stack bounded by the configuration and well under serde_json's own
+/// recursion limit (128), whatever the input.
+pub const MAX_POINTER_SEGMENTS: usize = 64;
+
+/// A monitored field: where it is in the record, which feature it feeds and its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonField {
+    /// An RFC 6901 JSON pointer through object members, e.g. `/age` or
+    /// `/user/country`; `~1` stands for `/` and `~0` for `~` inside a key.
+    pub pointer: String,
+    /// The feature's position in the reference (the index given to the sink).
+    pub feature: usize,
+    /// How the value is read: a number, or a category taken by its text.
+    pub kind: FeatureKind,
+}
+
+/// Why a set of [`JsonField`]s (plus the event-time pointer) cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonFieldsError {
+    /// The pointer is not valid RFC 6901 syntax, or is too deep.
+    #[error("JSON pointer {pointer:?}: {problem}")]
+    Syntax {
+        /// The pointer as configured.
+        pointer: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// Two fields read the same place.
+    #[error("JSON pointer {pointer:?} is configured for two fields")]
+    DuplicatePointer {
+        /// The pointer as configured.
+        pointer: String,
+    },
+    /// One pointer names a value and another goes inside that value.
+    #[error("JSON pointer {inner:?} goes inside {outer:?}, which is itself a monitored value")]
+    Overlap {
+        /// The pointer to the monitored value.
+        outer: String,
+        /// The pointer that goes inside it.
+        inner: String,
+    },
+    /// Two fields feed the same feature, which would count it twice per record.
+    #[error("JSON pointers {first:?} and {second:?} both feed feature {feature}")]
+    DuplicateFeature {
+        /// The feature index.
+        feature: usize,
+        /// The first pointer feeding it.
+        first: String,
+        /// The second pointer feeding it.
+        second: String,
+    },
+}
+
+/// Why a message was rejected as a whole. A rejected record is not counted anywhere
+/// but in the caller's error metrics, labelled with [`RecordError::reason`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The payload is empty or only whitespace (e.g. a tombstone).
+    #[error("empty payload")]
+    Empty,
+    /// The payload is not JSON (syntax error, truncated, invalid UTF-8 in a monitored
+    /// value, trailing garbage).
+    #[error("malformed JSON: {message}")]
+    Malformed {
+        /// serde_json's description, with line and column.
+        message: String,
+    },
+    /// The payload is JSON but its top level is not an object.
+    #[error("the record is not a JSON object")]
+    NotAnObject,
+}
+
+impl RecordError {
+    /// A short snake_case label from a fixed set, fit for a Prometheus label value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::Empty => "empty",
+            RecordError::Malformed { .. } => "malformed_json",
+            RecordError::NotAnObject => "not_an_object",
+        }
+    }
+
+    fn malformed(e: serde_json::Error) -> RecordError {
+        RecordError::Malformed { message: e.to_string() }
+    }
+}
+
+/// Decodes JSON messages into feature values, reusing its buffers from one message to
+/// the next. One decoder per consuming thread.
+#[derive(Debug, Clone)]
+pub struct JsonDecoder {
+    plan: Plan,
+    record: Record,
+    /// Whether `record` holds a successfully decoded message.
+    has_record: bool,
+    /// The payload with non-standard tokens blanked out, for the fallback parse.
+    rewritten: Vec<u8>,
+    /// Where the fallback blanked out tokens, in payload offsets, ascending.
+    marks: Vec<(usize, NonFinite)>,
+}
+
+impl JsonDecoder {
+    /// Compiles the pointers of `fields` and of the optional event-time field into a
+    /// decoder. The event-time pointer may coincide with a field's pointer.
+    pub fn new(fields: &[JsonField], event_time: Option<&str>) -> Result<Self, JsonFieldsError> {
+        let plan = Plan::new(fields, event_time)?;
+        let record = Record {
+            values: vec![Captured::Absent; plan.fields.len()],
+            event: Captured::Absent,
+            text: String::new(),
+            stamps: vec![0; plan.nodes.len()],
+            generation: 0,
+        };
+        Ok(JsonDecoder { plan, record, has_record: false, rewritten: Vec::new(), marks: Vec::new() })
+    }
+
+    /// Parses one message. On `Ok` the record is held until the next `decode`, for
+    /// [`apply`](Self::apply) and [`event_time_ms`](Self::event_time_ms); on `Err` the
+    /// decoder holds no record, so nothing of it can reach a sink.
+    pub fn decode(&mut self, payload: &[u8]) -> Result<(), RecordError> {
+        self.has_record = false;
+        match payload.iter().find(|b| !is_json_whitespace(**b)) {
+            None => return Err(RecordError::Empty),
+            Some(b'{') => {}
+            Some(_) => return Err(self.classify_non_object(payload)),
+        }
+        self.record.start();
+        let strict = parse_object(&self.plan, &mut self.record, payload, None);
+        let Err(error) = strict else {
+            self.has_record = true;
+            return Ok(());
+        };
+        // The slow path, taken only by records strict parsing refused: either Python's
+        // bare NaN/Infinity tokens, or a number beyond f64 where a container was
+        // expected. Both re-parse in tolerant mode, where every monitored value is
+        // first taken as raw text so that serde_json never has to materialise a number.
+        let found = find_non_standard(payload, &mut self.rewritten, &mut self.marks);
+        let retry = if found {
+            &self.rewritten[..]
+        } else if error.to_string().starts_with("number out of range") {
+            self.marks.clear();
+            payload
+        } else {
+            return Err(RecordError::malformed(error));
+        };
+        self.record.start();
+        let tolerant = Tolerant { base: retry.as_ptr().addr(), marks: &self.marks };
+        match parse_object(&self.plan, &mut self.record, retry, Some(tolerant)) {
+            Ok(()) => {
+                self.has_record = true;
+                Ok(())
+            }
+            Err(e) => Err(RecordError::malformed(e)),
+        }
+    }
+
+    /// The event time of the last decoded record: `None` when no event-time field is
+    /// configured, no record is held, or the field is absent or null; `Some(Err(()))`
+    /// when it holds something that is not a time; otherwise milliseconds since the
+    /// Unix epoch, from a JSON number (epoch milliseconds, fraction floored) or an
+    /// RFC 3339 string (`Z` or a numeric offset; a missing zone is taken as UTC).
+    pub fn event_time_ms(&self) -> Option<Result<i64, ()>> {
+        if !self.has_record {
+            return None;
+        }
+        match &self.record.event {
+            Captured::Absent | Captured::Null => None,
+            Captured::Number(x) => Some(epoch_ms_from_number(*x)),
+            Captured::Text(start, end) => {
+                Some(self.record.text.get(*start..*end).ok_or(()).and_then(epoch_ms_from_rfc3339))
+            }
+            Captured::Invalid => Some(Err(())),
+        }
+    }
+
+    /// Hands the last decoded record to `sink`: `add_records(1)`, then exactly one call
+    /// per configured field. Does nothing when no record is held (nothing decoded yet,
+    /// or the last `decode` failed).
+    pub fn apply<S: ValueSink>(&self, sink: &mut S) {
+        if !self.has_record {
+            return;
+        }
+        sink.add_records(1);
+        for (field, value) in self.plan.fields.iter().zip(&self.record.values) {
+            let feature = field.feature;
+            match value {
+                Captured::Absent | Captured::Null => sink.missing(feature),
+                Captured::Number(x) => sink.numeric(feature, *x),
+                Captured::Text(start, end) => match self.record.text.get(*start..*end) {
+                    Some(text) => sink.category(feature, text),
+                    None => sink.invalid(feature),
+                },
+                Captured::Invalid => sink.invalid(feature),
+            }
+        }
+    }
+
+    /// Tells a payload whose top level is not an object from one that is not JSON.
+    fn classify_non_object(&mut self, payload: &[u8]) -> RecordError {
+        match serde_json::from_slice::<IgnoredAny>(payload) {
+            Ok(_) => RecordError::NotAnObject,
+            Err(e) => {
+                if find_non_standard(payload, &mut self.rewritten, &mut self.marks)
+                    && serde_json::from_slice::<IgnoredAny>(&self.rewritten).is_ok()
+                {
+                    RecordError::NotAnObject
+                } else {
+                    RecordError::malformed(e)
+                }
+            }
+        }
+    }
+}
+
+fn is_json_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn epoch_ms_from_number(x: f64) -> Result<i64, ()> {
+    let ms = x.floor();
+    // i64::MAX as f64 rounds up to 2^63, which is already out of range.
+    if ms.is_finite() && ms >= i64::MIN as f64 && ms < i64::MAX as f64 { Ok(ms as i64) } else { Err(()) }
+}
+
+/// humantime only knows UTC (`Z`, `+00:00` or no zone), so a numeric offset is split
+/// off here and applied to the UTC reading of the rest.
+fn epoch_ms_from_rfc3339(text: &str) -> Result<i64, ()> {
+    let bytes = text.as_bytes();
+    let mut offset_minutes = 0i64;
+    let mut stamp = text;
+    if bytes.len() > 6 && bytes[bytes.len() - 3] == b':' {
+        let sign = match bytes[bytes.len() - 6] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => 0,
+        };
+        if sign != 0 {
+            let digits = |i: usize| -> Result<i64, ()> {
+                match (bytes[i], bytes[i + 1]) {
+                    (a @ b'0'..=b'9', b @ b'0'..=b'9') => Ok(i64::from(a - b'0') * 10 + i64::from(b - b'0')),
+                    _ => Err(()),
+                }
+            };
+            let hours = digits(bytes.len() - 5)?;
+            let minutes = digits(bytes.len() - 2)?;
+            if hours > 23 || minutes > 59 {
+                return Err(());
+            }
+            offset_minutes = sign * (hours * 60 + minutes);
+            stamp = text.get(..text.len() - 6).ok_or(())?;
+        }
+    }
+    let time = humantime::parse_rfc3339_weak(stamp).map_err(|_| ())?;
+    let since: Duration = time.duration_since(UNIX_EPOCH).map_err(|_| ())?;
+    let utc_ms = i64::try_from(since.as_millis()).map_err(|_| ())?;
+    utc_ms.checked_sub(offset_minutes * 60_000).ok_or(())
+}
+
+// ---------------------------------------------------------------------------------
+// The compiled pointers.
+
+/// The pointers as a trie over object keys. Node 0 is the top-level object.
+#[derive(Debug, Clone)]
+struct Plan {
+    nodes: Vec<Node>,
+    /// Per configured field, in configuration order (the order of the sink calls).
+    fields: Vec<FieldTarget>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FieldTarget {
+    feature: usize,
+    kind: FeatureKind,
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    /// A value that must be an object for the fields under it to be found.
+    Inner {
+        children: FxHashMap<Box<str>, u32>,
+        /// The fields (indices into `Plan::fields`) anywhere below, made invalid
+        /// together when this value is not an object.
+        fields_under: Box<[u32]>,
+        event_time_under: bool,
+    },
+    /// A monitored value: a field's, the event time's, or both.
+    Leaf { field: Option<u32>, event_time: bool },
+}
+
+impl Plan {
+    fn new(fields: &[JsonField], event_time: Option<&str>) -> Result<Plan, JsonFieldsError> {
+        let mut nodes = vec![Node::Inner {
+            children: FxHashMap::default(),
+            fields_under: Box::new([]),
+            event_time_under: false,
+        }];
+        // For error messages: the first pointer that created each node.
+        let mut pointers = vec![String::new()];
+        let mut feature_pointer: FxHashMap<usize, &str> = FxHashMap::default();
+        let targets = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.pointer.as_str(), Some(i)))
+            .chain(event_time.map(|p| (p, None)));
+        for (pointer, field) in targets {
+            let segments = parse_pointer(pointer)?;
+            if let Some(i) = field {
+                let feature = fields[i].feature;
+                if let Some(first) = feature_pointer.insert(feature, pointer) {
+                    return Err(JsonFieldsError::DuplicateFeature {
+                        feature,
+                        first: first.to_string(),
+                        second: pointer.to_string(),
+                    });
+                }
+            }
+            let mut node = 0usize;
+            for (depth, segment) in segments.iter().enumerate() {
+                let last = depth + 1 == segments.len();
+                let existing = match &nodes[node] {
+                    Node::Inner { children, .. } => children.get(segment.as_str()).copied(),
+                    Node::Leaf { .. } => None,
+                };
+                node = match existing {
+                    Some(child) => child as usize,
+                    None => {
+                        let child = nodes.len();
+                        nodes.push(if last {
+                            Node::Leaf { field: None, event_time: false }
+                        } else {
+                            Node::Inner {
+                                children: FxHashMap::default(),
+                                fields_under: Box::new([]),
+                                event_time_under: false,
+                            }
+                        });
+                        pointers.push(pointer.to_string());
+                        if let Node::Inner { children, .. } = &mut nodes[node] {
+                            children.insert(segment.as_str().into(), child as u32);
+                        }
+                        child
+                    }
+                };
+                let overlap = match (&nodes[node], last) {
+                    (Node::Leaf { .. }, false) => Some((pointers[node].clone(), pointer)),
+                    (Node::Inner { .. }, true) => Some((pointer.to_string(), &*pointers[node])),
+                    _ => None,
+                };
+                if let Some((outer, inner)) = overlap {
+                    return Err(JsonFieldsError::Overlap { outer, inner: inner.to_string() });
+                }
+            }
+            if let Node::Leaf { field: leaf_field, event_time: leaf_event } = &mut nodes[node] {
+                match field {
+                    Some(i) if leaf_field.is_none() => *leaf_field = Some(i as u32),
+                    Some(_) => {
+                        return Err(JsonFieldsError::DuplicatePointer { pointer: pointer.to_string() });
+                    }
+                    None => *leaf_event = true,
+                }
+            }
+        }
+        fill_under(&mut nodes, 0);
+        Ok(Plan {
+            nodes,
+            fields: fields.iter().map(|f| FieldTarget { feature: f.feature, kind: f.kind }).collect(),
+        })
+    }
+}
+
+/// The fields and whether the event time are below `node`.
+fn collect_under(nodes: &[Node], node: usize) -> (Vec<u32>, bool) {
+    match &nodes[node] {
+        Node::Leaf { field, event_time } => (field.iter().copied().collect(), *event_time),
+        Node::Inner { children, .. } => {
+            let mut fields = Vec::new();
+            let mut event = false;
+            for &child in children.values() {
+                let (f, e) = collect_under(nodes, child as usize);
+                fields.extend(f);
+                event |= e;
+            }
+            fields.sort_unstable();
+            (fields, event)
+        }
+    }
+}
+
+fn fill_under(nodes: &mut [Node], node: usize) {
+    let (fields, event) = collect_under(nodes, node);
+    let children: Vec<u32> = match &mut nodes[node] {
+        Node::Leaf { .. } => return,
+        Node::Inner { children, fields_under, event_time_under } => {
+            *fields_under = fields.into_boxed_slice();
+            *event_time_under = event;
+            children.values().copied().collect()
+        }
+    };
+    for child in children {
+        fill_under(nodes, child as usize);
+    }
+}
+
+/// Splits an RFC 6901 pointer into its unescaped segments.
+fn parse_pointer(pointer: &str) -> Result<Vec<String>, JsonFieldsError> {
+    let syntax = |problem| JsonFieldsError::Syntax { pointer: pointer.to_string(), problem };
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(syntax(if pointer.is_empty() {
+            "the empty pointer names the whole record, not a field"
+        } else {
+            "a pointer must start with '/'"
+        }));
+    };
+    let mut segments = Vec::new();
+    for raw in rest.split('/') {
+        let mut segment = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '~' {
+                match chars.next() {
+                    Some('0') => segment.push('~'),
+                    Some('1') => segment.push('/'),
+                    _ => return Err(syntax("'~' must be followed by '0' or '1'")),
+                }
+            } else {
+                segment.push(c);
+            }
+        }
+        segments.push(segment);
+    }
+    if segments.len() > MAX_POINTER_SEGMENTS {
+        return Err(syntax("more than 64 segments"));
+    }
+    Ok(segments)
+}
+
+// ---------------------------------------------------------------------------------
+// The record being decoded.
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Captured {
+    Absent,
+    Null,
+    Number(f64),
+    /// A range of `Record::text`.
+    Text(usize, usize),
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    /// Per configured field.
+    values: Vec<Captured>,
+    event: Captured,
+    /// The text of every categorical value (and event-time string) of the record.
+    text: String,
+    /// Per trie node: the generation in which it was met, so that a duplicate key is
+    /// recognised without clearing anything between records.
+    stamps: Vec<u32>,
+    generation: u32,
+}
+
+impl Record {
+    fn start(&mut self) {
+        self.values.fill(Captured::Absent);
+        self.event = Captured::Absent;
+        self.text.clear();
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamps.fill(0);
+            self.generation = 1;
+        }
+    }
+
+    /// Whether this is the first time `node` is met in the record (the first
+    /// occurrence of a duplicated key wins).
+    #[inline]
+    fn first_visit(&mut self, node: u32) -> bool {
+        match self.stamps.get_mut(node as usize) {
+            Some(stamp) if *stamp != self.generation => {
+                *stamp = self.generation;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn push_text(&mut self, text: &str) -> Captured {
+        let start = self.text.len();
+        self.text.push_str(text);
+        Captured::Text(start, self.text.len())
+    }
+
+    fn invalidate_under(&mut self, plan: &Plan, node: u32) {
+        if let Some(Node::Inner { fields_under, event_time_under, .. }) = plan.nodes.get(node as usize) {
+            for &f in fields_under.iter() {
+                if let Some(v) = self.values.get_mut(f as usize) {
+                    *v = Captured::Invalid;
+                }
+            }
+            if *event_time_under {
+                self.event = Captured::Invalid;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Non-standard tokens.
+
+/// A bare token Python's `json.dumps` writes for a non-finite float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NonFinite {
+    NaN,
+    Infinity,
+    NegInfinity,
+}
+
+impl NonFinite {
+    fn value(self) -> f64 {
+        match self {
+            NonFinite::NaN => f64::NAN,
+            NonFinite::Infinity => f64::INFINITY,
+            NonFinite::NegInfinity => f64::NEG_INFINITY,
+        }
+    }
+
+    fn token(self) -> &'static str {
+        match self {
+            NonFinite::NaN => "NaN",
+            NonFinite::Infinity => "Infinity",
+            NonFinite::NegInfinity => "-Infinity",
+        }
+    }
+}
+
+/// Copies `payload` into `out` with every bare `NaN`, `Infinity` and `-Infinity`
+/// outside strings replaced by a `0` padded with spaces to the same length, so offsets
+/// are unchanged and the tolerant parse can recognise the token by where it stood.
+/// Returns whether any was found.
+fn find_non_standard(payload: &[u8], out: &mut Vec<u8>, marks: &mut Vec<(usize, NonFinite)>) -> bool {
+    marks.clear();
+    out.clear();
+    out.extend_from_slice(payload);
+    let mut i = 0;
+    let mut in_string = false;
+    while i < out.len() {
+        let b = out[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        let token = match b {
+            b'"' => {
+                in_string = true;
+                None
+            }
+            b'N' if out[i..].starts_with(b"NaN") => Some(NonFinite::NaN),
+            b'I' if out[i..].starts_with(b"Infinity") => Some(NonFinite::Infinity),
+            b'-' if out[i..].starts_with(b"-Infinity") => Some(NonFinite::NegInfinity),
+            _ => None,
+        };
+        match token {
+            Some(token) => {
+                let len = token.token().len();
+                out[i] = b'0';
+                out[i + 1..i + len].fill(b' ');
+                marks.push((i, token));
+                i += len;
+            }
+            None => i += 1,
+        }
+    }
+    !marks.is_empty()
+}
+
+// ---------------------------------------------------------------------------------
+// The streaming parse.
+
+/// Set for the fallback parse: containers on the pointer paths are taken as raw text
+/// first, and leaves are checked against the blanked-out tokens.
+#[derive(Clone, Copy)]
+struct Tolerant<'m> {
+    /// The address of the parsed buffer, to turn a raw value into an offset.
+    base: usize,
+    marks: &'m [(usize, NonFinite)],
+}
+
+struct Ctx<'a> {
+    plan: &'a Plan,
+    record: &'a mut Record,
+    tolerant: Option<Tolerant<'a>>,
+}
+
+fn parse_object(
+    plan: &Plan,
+    record: &mut Record,
+    buf: &[u8],
+    tolerant: Option<Tolerant<'_>>,
+) -> Result<(), serde_json::Error> {
+    let mut ctx = Ctx { plan, record, tolerant };
+    let mut de = serde_json::Deserializer::from_slice(buf);
+    de::Deserializer::deserialize_map(&mut de, ObjectVisitor { ctx: &mut ctx, node: 0 })?;
+    de.end()
+}
+
+/// Looks a key up among a node's children; the key is borrowed from the payload (or
+/// from serde_json's scratch when escaped), never allocated.
+struct KeySeed<'p>(&'p FxHashMap<Box<str>, u32>);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<u32>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<u32>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<u32>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    #[inline]
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<u32>, E> {
+        Ok(self.0.get(key).copied())
+    }
+}
+
+/// The value at an inner trie node: an object to descend into.
+struct ObjectSeed<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    node: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.ctx.tolerant.is_none() {
+            return d.deserialize_any(ObjectVisitor { ctx: self.ctx, node: self.node });
+        }
+        // A number out of f64 range here would make deserialize_any fail, so the value
+        // is skimmed as raw text and only an object is parsed (again).
+        let raw = <&RawValue>::deserialize(d)?;
+        match raw.get().as_bytes().first() {
+            Some(b'{') => {
+                let mut inner = serde_json::Deserializer::from_str(raw.get());
+                de::Deserializer::deserialize_map(
+                    &mut inner,
+                    ObjectVisitor { ctx: self.ctx, node: self.node },
+                )
+                .map_err(de::Error::custom)
+            }
+            // A null parent: the fields under it are absent, as in `visit_unit`.
+            Some(b'n') => Ok(()),
+            _ => {
+                self.ctx.record.invalidate_under(self.ctx.plan, self.node);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Tolerant<'_> {
+    fn lookup(&self, raw: &str) -> Option<NonFinite> {
+        if self.marks.is_empty() {
+            return None;
+        }
+        let offset = raw.as_ptr().addr().wrapping_sub(self.base);
+        self.marks.binary_search_by_key(&offset, |&(at, _)| at).ok().map(|i| self.marks[i].1)
+    }
+}
+
+struct ObjectVisitor<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    node: u32,
+}
+
+impl ObjectVisitor<'_, '_> {
+    fn not_an_object<E>(self) -> Result<(), E> {
+        self.ctx.record.invalidate_under(self.ctx.plan, self.node);
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let plan = self.ctx.plan;
+        let Some(Node::Inner { children, .. }) = plan.nodes.get(self.node as usize) else {
+            return Err(de::Error::custom("internal: not an inner node"));
+        };
+        while let Some(child) = map.next_key_seed(KeySeed(children))? {
+            match child {
+                Some(child) if self.ctx.record.first_visit(child) => match &plan.nodes[child as usize] {
+                    Node::Inner { .. } => {
+                        map.next_value_seed(ObjectSeed { ctx: &mut *self.ctx, node: child })?
+                    }
+                    Node::Leaf { field, event_time } => map.next_value_seed(LeafSeed {
+                        ctx: &mut *self.ctx,
+                        field: *field,
+                        event_time: *event_time,
+                    })?,
+                },
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        // A null parent: the fields under it are absent, like an absent parent.
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.not_an_object()
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.not_an_object()
+    }
+}
+
+/// The value at a leaf, taken as raw text: numbers are parsed here (serde_json refuses
+/// numbers beyond f64, std's parser saturates them to infinity) and a categorical
+/// number keeps its exact JSON spelling.
+struct LeafSeed<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    field: Option<u32>,
+    event_time: bool,
+}
+
+/// What a raw JSON value is, by its first byte.
+enum Raw<'r> {
+    Null,
+    /// `true`, `false` or a number: kept as spelled.
+    Literal(&'r str),
+    Number(&'r str),
+    NonFinite(NonFinite),
+    /// A string, with its quotes.
+    Str(&'r str),
+    Container,
+}
+
+impl<'de> DeserializeSeed<'de> for LeafSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let raw = <&RawValue>::deserialize(d)?.get();
+        let kind = match self.ctx.tolerant.and_then(|t| t.lookup(raw)) {
+            Some(token) => Raw::NonFinite(token),
+            None => match raw.as_bytes().first() {
+                Some(b'n') => Raw::Null,
+                Some(b't' | b'f') => Raw::Literal(raw),
+                Some(b'"') => Raw::Str(raw),
+                Some(b'{' | b'[') | None => Raw::Container,
+                Some(_) => Raw::Number(raw),
+            },
+        };
+        let plan = self.ctx.plan;
+        let record = &mut *self.ctx.record;
+        if let Some(f) = self.field {
+            let captured = match plan.fields.get(f as usize).map(|t| t.kind) {
+                Some(FeatureKind::Numeric) => numeric_value(&kind),
+                Some(FeatureKind::Categorical) => categorical_value(record, &kind),
+                None => Captured::Invalid,
+            };
+            if let Some(slot) = record.values.get_mut(f as usize) {
+                *slot = captured;
+            }
+        }
+        if self.event_time {
+            record.event = match kind {
+                Raw::Null => Captured::Null,
+                Raw::Number(_) | Raw::NonFinite(_) => numeric_value(&kind),
+                Raw::Str(quoted) => unescape_into(record, quoted),
+                Raw::Literal(_) | Raw::Container => Captured::Invalid,
+            };
+        }
+        Ok(())
+    }
+}
+
+fn numeric_value(raw: &Raw<'_>) -> Captured {
+    match raw {
+        Raw::Null => Captured::Null,
+        // Validated by serde_json as a JSON number, which std's grammar includes.
+        Raw::Number(text) => text.parse::<f64>().map_or(Captured::Invalid, Captured::Number),
+        Raw::NonFinite(token) => Captured::Number(token.value()),
+        Raw::Literal(_) | Raw::Str(_) | Raw::Container => Captured::Invalid,
+    }
+}
+
+fn categorical_value(record: &mut Record, raw: &Raw<'_>) -> Captured {
+    match raw {
+        Raw::Null => Captured::Null,
+        Raw::Literal(text) | Raw::Number(text) => record.push_text(text),
+        Raw::NonFinite(token) => record.push_text(token.token()),
+        Raw::Str(quoted) => unescape_into(record, quoted),
+        Raw::Container => Captured::Invalid,
+    }
+}
+
+/// Appends a raw JSON string's value to the record's text.
+fn unescape_into(record: &mut Record, quoted: &str) -> Captured {
+    let inner = quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or("");
+    if !inner.contains('\\') {
+        return record.push_text(inner);
+    }
+    // Escapes are rare: let serde_json decode them rather than keep a second decoder.
+    let start = record.text.len();
+    let mut de = serde_json::Deserializer::from_str(quoted);
+    match de::Deserializer::deserialize_str(&mut de, AppendStr(&mut record.text)) {
+        Ok(()) => Captured::Text(start, record.text.len()),
+        Err(_) => {
+            // e.g. a lone surrogate escape, which serde_json's skimming lets through.
+            record.text.truncate(start);
+            Captured::Invalid
+        }
+    }
+}
+
+struct AppendStr<'t>(&'t mut String);
+
+impl<'de> Visitor<'de> for AppendStr<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a feature received for one record.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Got {
+        /// The bits, so that NaN compares equal to itself.
+        Num(u64),
+        Cat(String),
+        Missing,
+        Invalid,
+    }
+
+    fn num(x: f64) -> Got {
+        Got::Num(x.to_bits())
+    }
+
+    fn cat(s: &str) -> Got {
+        Got::Cat(s.to_string())
+    }
+
+    /// Records every call, in order.
+    #[derive(Debug, Default)]
+    struct TestSink {
+        records: u64,
+        calls: Vec<(usize, Got)>,
+    }
+
+    impl ValueSink for TestSink {
+        fn add_records(&mut self, n: u64) {
+            self.records += n;
+        }
+        fn numeric(&mut self, feature: usize, x: f64) {
+            self.calls.push((feature, num(x)));
+        }
+        fn category(&mut self, feature: usize, value: &str) {
+            self.calls.push((feature, cat(value)));
+        }
+        fn missing(&mut self, feature: usize) {
+            self.calls.push((feature, Got::Missing));
+        }
+        fn invalid(&mut self, feature: usize) {
+            self.calls.push((feature, Got::Invalid));
+        }
+    }
+
+    fn fields(spec: &[(&str, FeatureKind)]) -> Vec<JsonField> {
+        spec.iter()
+            .enumerate()
+            .map(|(feature, (pointer, kind))| JsonField {
+                pointer: pointer.to_string(),
+                feature,
+                kind: *kind,
+            })
+            .collect()
+    }
+
+    /// Applies the held record and checks the call shape: one record, then exactly one
+    /// call per feature. Returns what each feature got, by feature index.
+    fn applied(decoder: &JsonDecoder, n: usize) -> Vec<Got> {
+        let mut sink = TestSink::default();
+        decoder.apply(&mut sink);
+        assert_eq!(sink.records, 1);
+        assert_eq!(sink.calls.len(), n, "one call per field: {:?}", sink.calls);
+        let mut got = vec![None; n];
+        for (feature, value) in sink.calls {
+            assert!(got[feature].is_none(), "feature {feature} called twice");
+            got[feature] = Some(value);
+        }
+        got.into_iter().map(|g| g.expect("every feature")).collect()
+    }
+
+    fn assert_nothing_applied(decoder: &JsonDecoder) {
+        let mut sink = TestSink::default();
+        decoder.apply(&mut sink);
+        assert_eq!(sink.records, 0);
+        assert!(sink.calls.is_empty(), "{:?}", sink.calls);
+    }
+
+    fn decode(spec: &[(&str, FeatureKind)], payload: &str) -> Result<Vec<Got>, RecordError> {
+        let mut decoder = JsonDecoder::new(&fields(spec), None).expect("valid fields");
+        match decoder.decode(payload.as_bytes()) {
+            Ok(()) => Ok(applied(&decoder, spec.len())),
+            Err(e) => {
+                assert_nothing_applied(&decoder);
+                Err(e)
+            }
+        }
+    }
+
+    fn one_numeric(payload: &str) -> Got {
+        decode(&[("/x", FeatureKind::Numeric)], payload).expect("decodes")[0].clone()
+    }
+
+    fn one_categorical(payload: &str) -> Got {
+        decode(&[("/x", FeatureKind::Categorical)], payload).expect("decodes")[0].clone()
+    }
+
+    use FeatureKind::{Categorical as C, Numeric as N};
+
+    #[test]
+    fn numeric_field_takes_json_numbers() {
+        assert_eq!(one_numeric(r#"{"x": 1.5}"#), num(1.5));
+        assert_eq!(one_numeric(r#"{"x": -3}"#), num(-3.0));
+        assert_eq!(one_numeric(r#"{"x": 18446744073709551616}"#), num(1.8446744073709552e19));
+        assert_eq!(one_numeric(r#"{"x": 2.5E-3}"#), num(0.0025));
+        assert_eq!(one_numeric(r#"{"x": -0}"#), num(-0.0));
+    }
+
+    #[test]
+    fn numeric_field_null_or_absent_is_missing() {
+        assert_eq!(one_numeric(r#"{"x": null}"#), Got::Missing);
+        assert_eq!(one_numeric(r#"{"y": 1}"#), Got::Missing);
+        assert_eq!(one_numeric("{}"), Got::Missing);
+    }
+
+    #[test]
+    fn numeric_field_with_other_types_is_invalid() {
+        for value in [r#""1.5""#, "true", "false", "{}", r#"{"x":1}"#, "[]", "[1, 2]"] {
+            let payload = format!(r#"{{"x": {value}}}"#);
+            assert_eq!(one_numeric(&payload), Got::Invalid, "{payload}");
+        }
+    }
+
+    #[test]
+    fn quoted_non_finite_names_are_invalid_numbers() {
+        for value in [r#""NaN""#, r#""Infinity""#, r#""-Infinity""#] {
+            let payload = format!(r#"{{"x": {value}}}"#);
+            assert_eq!(one_numeric(&payload), Got::Invalid, "{payload}");
+        }
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_infinite_not_malformed() {
+        assert_eq!(one_numeric(r#"{"x": 1e400}"#), num(f64::INFINITY));
+        assert_eq!(one_numeric(r#"{"x": -1e400}"#), num(f64::NEG_INFINITY));
+        assert_eq!(one_numeric(r#"{"x": 1e-400}"#), num(0.0));
+        // Unmonitored, and where an object was expected.
+        let spec = [("/x", N), ("/o/y", N)];
+        assert_eq!(decode(&spec, r#"{"big": 1e400, "x": 2, "o": 1e400}"#), Ok(vec![num(2.0), Got::Invalid]));
+        assert_eq!(decode(&spec, r#"{"o": -1e999, "x": 1e400}"#), Ok(vec![num(f64::INFINITY), Got::Invalid]));
+    }
+
+    #[test]
+    fn bare_non_finite_tokens_decode_as_non_finite() {
+        assert_eq!(one_numeric(r#"{"x": NaN}"#), num(f64::NAN));
+        assert_eq!(one_numeric(r#"{"x": Infinity}"#), num(f64::INFINITY));
+        assert_eq!(one_numeric(r#"{"x":-Infinity}"#), num(f64::NEG_INFINITY));
+        let spec = [("/a", N), ("/b", N), ("/c", C), ("/s", C), ("/n/y", N)];
+        // In unmonitored places, in arrays, next to strings that spell them.
+        let payload = r#"{"u": [NaN, Infinity, -Infinity], "a": NaN, "s": "NaN -Infinity",
+            "v": {"w": -Infinity}, "b": 1.0, "c": Infinity, "n": NaN}"#;
+        assert_eq!(
+            decode(&spec, payload),
+            Ok(vec![num(f64::NAN), num(1.0), cat("Infinity"), cat("NaN -Infinity"), Got::Invalid])
+        );
+        // Escaped quotes do not confuse the scan for strings.
+        let payload = r#"{"s": "a \"NaN\" b", "a": NaN}"#;
+        assert_eq!(
+            decode(&spec, payload),
+            Ok(vec![num(f64::NAN), Got::Missing, Got::Missing, cat(r#"a "NaN" b"#), Got::Missing])
+        );
+    }
+
+    #[test]
+    fn bare_tokens_do_not_rescue_malformed_records() {
+        for payload in [r#"{"x": NaN"#, r#"{"x": NaNa}"#, r#"{"x": Inf}"#, r#"{"x": NaN,}"#] {
+            let e = decode(&[("/x", N)], payload).expect_err(payload);
+            assert_eq!(e.reason(), "malformed_json", "{payload}");
+        }
+    }
+
+    #[test]
+    fn categorical_field_takes_strings_and_literal_json_text() {
+        assert_eq!(one_categorical(r#"{"x": "red"}"#), cat("red"));
+        assert_eq!(one_categorical(r#"{"x": ""}"#), cat(""));
+        assert_eq!(
+            one_categorical(r#"{"x": "a\"b\\c\u00e9\n\ud83d\ude00"}"#),
+            cat("a\"b\\c\u{e9}\n\u{1f600}")
+        );
+        assert_eq!(one_categorical(r#"{"x": 1}"#), cat("1"));
+        assert_eq!(one_categorical(r#"{"x": 1.50}"#), cat("1.50"));
+        assert_eq!(one_categorical(r#"{"x": -2E+3}"#), cat("-2E+3"));
+        assert_eq!(one_categorical(r#"{"x": 1e400}"#), cat("1e400"));
+        assert_eq!(one_categorical(r#"{"x": true}"#), cat("true"));
+        assert_eq!(one_categorical(r#"{"x": false}"#), cat("false"));
+        assert_eq!(one_categorical(r#"{"x": NaN}"#), cat("NaN"));
+        assert_eq!(one_categorical(r#"{"x": null}"#), Got::Missing);
+        assert_eq!(one_categorical(r#"{}"#), Got::Missing);
+        assert_eq!(one_categorical(r#"{"x": {"a": 1}}"#), Got::Invalid);
+        assert_eq!(one_categorical(r#"{"x": ["a"]}"#), Got::Invalid);
+    }
+
+    #[test]
+    fn lone_surrogate_in_a_category_is_invalid() {
+        assert_eq!(one_categorical(r#"{"x": "\ud800"}"#), Got::Invalid);
+    }
+
+    #[test]
+    fn first_occurrence_of_a_duplicate_key_wins() {
+        let spec = [("/x", N), ("/c", C), ("/o/y", N)];
+        let payload = r#"{"x": 1, "c": "a", "x": 2, "o": {"y": 5}, "c": "b", "x": "s",
+            "o": {"y": 6}, "o": 7}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![num(1.0), cat("a"), num(5.0)]));
+        // A first occurrence that is null or invalid still wins.
+        let payload = r#"{"x": null, "x": 2, "c": [], "c": "b", "o": 1, "o": {"y": 6}}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![Got::Missing, Got::Invalid, Got::Invalid]));
+        // Within a nested object too.
+        let payload = r#"{"o": {"y": 1, "y": 2}}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![Got::Missing, Got::Missing, num(1.0)]));
+    }
+
+    #[test]
+    fn nested_pointers_go_through_objects() {
+        let spec = [("/user/country", C), ("/user/age", N), ("/user/address/zip", C), ("/top", N)];
+        let payload = r#"{"top": 3, "user": {"name": "x", "age": 41,
+            "address": {"zip": "0815", "street": {"deep": [1, {"a": 2}]}}, "country": "NZ"}}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![cat("NZ"), num(41.0), cat("0815"), num(3.0)]));
+        // An intermediate value that is not an object makes the fields under it invalid.
+        for parent in ["5", r#""NZ""#, "true", "[1, {}]", "1e400", "NaN"] {
+            let payload = format!(r#"{{"user": {parent}, "top": 1}}"#);
+            assert_eq!(
+                decode(&spec, &payload),
+                Ok(vec![Got::Invalid, Got::Invalid, Got::Invalid, num(1.0)]),
+                "{payload}"
+            );
+        }
+        let payload = r#"{"user": {"age": 1, "address": "somewhere"}}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![Got::Missing, num(1.0), Got::Invalid, Got::Missing]));
+        // A null or absent parent leaves them missing.
+        let payload = r#"{"user": null}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![Got::Missing; 4]));
+        assert_eq!(decode(&spec, "{}"), Ok(vec![Got::Missing; 4]));
+    }
+
+    #[test]
+    fn nested_pointers_in_the_tolerant_path() {
+        let spec = [("/user/age", N), ("/user/c", C), ("/z", N)];
+        let payload = r#"{"user": {"age": NaN, "c": Infinity, "n": 1e400}, "z": -Infinity}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![num(f64::NAN), cat("Infinity"), num(f64::NEG_INFINITY)]));
+        let payload = r#"{"x": NaN, "user": {"age": 1, "c": "a\u0062", "age": 2}, "user": 3}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![num(1.0), cat("ab"), Got::Missing]));
+        let payload = r#"{"x": NaN, "user": null}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![Got::Missing; 3]));
+    }
+
+    #[test]
+    fn pointer_escapes_and_escaped_keys() {
+        let spec = [("/a~1b", N), ("/m~0n", N), ("/", N), ("/p/~01", C)];
+        let payload = r#"{"a/b": 1, "m~n": 2, "": 3, "p": {"~1": "t"}}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![num(1.0), num(2.0), num(3.0), cat("t")]));
+        // Keys are compared unescaped.
+        let payload = r#"{"a\/b": 1, "m\u007en": 2}"#;
+        assert_eq!(decode(&spec, payload), Ok(vec![num(1.0), num(2.0), Got::Missing, Got::Missing]));
+    }
+
+    #[test]
+    fn top_level_must_be_an_object() {
+        for payload in ["[1, 2]", r#""text""#, "1", "null", "true", "[NaN]", "  []  "] {
+            assert_eq!(decode(&[("/x", N)], payload), Err(RecordError::NotAnObject), "{payload}");
+        }
+        assert_eq!(RecordError::NotAnObject.reason(), "not_an_object");
+    }
+
+    #[test]
+    fn empty_and_garbage_payloads_are_errors() {
+        assert_eq!(decode(&[("/x", N)], ""), Err(RecordError::Empty));
+        assert_eq!(decode(&[("/x", N)], " \n\t "), Err(RecordError::Empty));
+        assert_eq!(RecordError::Empty.reason(), "empty");
+        let mut decoder = JsonDecoder::new(&fields(&[("/x", N)]), Some("/t")).expect("fields");
+        let garbage: [&[u8]; 6] =
+            [b"\x00\x01\x02", b"\xff\xfe{", b"{\"x\": 1", b"{\"x\": \"\xff\"}", b"{\"x\" 1}", b"}{"];
+        for payload in garbage {
+            let e = decoder.decode(payload).expect_err("garbage");
+            assert_eq!(e.reason(), "malformed_json", "{payload:?}");
+            assert!(matches!(e, RecordError::Malformed { .. }));
+            assert_nothing_applied(&decoder);
+            assert_eq!(decoder.event_time_ms(), None);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_outside_monitored_values_is_tolerated() {
+        let mut decoder = JsonDecoder::new(&fields(&[("/x", N)]), None).expect("fields");
+        decoder.decode(b"{\"u\": \"\xff\", \"x\": 1}").expect("skimmed strings are not checked");
+        assert_eq!(applied(&decoder, 1), vec![num(1.0)]);
+    }
+
+    #[test]
+    fn malformed_tail_hands_nothing_to_the_sink() {
+        let spec = [("/x", N), ("/c", C)];
+        let mut decoder = JsonDecoder::new(&fields(&spec), Some("/t")).expect("fields");
+        decoder.decode(br#"{"x": 1, "c": "a", "t": 5}"#).expect("good record");
+        assert_eq!(applied(&decoder, 2), vec![num(1.0), cat("a")]);
+        // Every monitored value was read before the tail went wrong; and the previous
+        // record is not held any more either.
+        for bad in [
+            &br#"{"x": 2, "c": "b", "t": 6, "z": [1, 2}"#[..],
+            br#"{"x": 2, "c": "b", "t": 6} trailing"#,
+            br#"{"x": 2, "c": "b", "t": 6, "n": NaN, "z": tru}"#,
+            br#"{"x": 2, "c": "b", "t": 6, "n": 1e400"#,
+        ] {
+            assert!(decoder.decode(bad).is_err());
+            assert_nothing_applied(&decoder);
+            assert_eq!(decoder.event_time_ms(), None);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_or_a_decode_never_a_crash() {
+        let spec = [("/x", N), ("/a", C)];
+        let open = "[".repeat(10_000);
+        let e = decode(&spec, &open).expect_err("unterminated");
+        assert_eq!(e.reason(), "malformed_json");
+        let e = decode(&spec, &format!(r#"{{"x": {open}"#)).expect_err("unterminated");
+        assert_eq!(e.reason(), "malformed_json");
+        // Well-formed depth is skimmed without recursion, so it is not limited.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            decode(&spec, &format!(r#"{{"u": {deep}, "x": 1, "a": {deep}}}"#)),
+            Ok(vec![num(1.0), Got::Invalid])
+        );
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(50_000), "}".repeat(50_000));
+        assert_eq!(decode(&spec, &objects), Ok(vec![Got::Missing, Got::Invalid]));
+        let objects = format!("{}{}", r#"{"a":"#.repeat(50_000), "}".repeat(49_999));
+        assert!(decode(&spec, &objects).is_err());
+        assert_eq!(decode(&spec, &deep), Err(RecordError::NotAnObject));
+    }
+
+    #[test]
+    fn deepest_pointer_decodes() {
+        let pointer = "/a".repeat(MAX_POINTER_SEGMENTS);
+        let spec = [(pointer.as_str(), N)];
+        let payload =
+            format!("{}7{}", r#"{"a":"#.repeat(MAX_POINTER_SEGMENTS), "}".repeat(MAX_POINTER_SEGMENTS));
+        assert_eq!(decode(&spec, &payload), Ok(vec![num(7.0)]));
+        let payload = payload.replacen('7', "NaN", 1);
+        assert_eq!(decode(&spec, &payload), Ok(vec![num(f64::NAN)]));
+    }
+
+    #[test]
+    fn ten_megabyte_payloads_decode() {
+        let spec = [("/x", N), ("/c", C)];
+        let big = "y".repeat(10 << 20);
+        let payload = format!(r#"{{"blob": "{big}", "x": 1, "c": "{big}"}}"#);
+        let got = decode(&spec, &payload).expect("decodes");
+        assert_eq!(got[0], num(1.0));
+        assert_eq!(got[1], Got::Cat(big.clone()));
+        let numbers = vec!["1.25"; 2 << 20].join(",");
+        let payload = format!(r#"{{"u": [{numbers}], "x": NaN}}"#);
+        assert_eq!(decode(&spec, &payload), Ok(vec![num(f64::NAN), Got::Missing]));
+        let truncated = &payload[..payload.len() - 1];
+        assert!(decode(&spec, truncated).is_err());
+    }
+
+    #[test]
+    fn buffers_are_reused_across_records() {
+        let spec = [("/c", C), ("/d", C), ("/x", N)];
+        let mut decoder = JsonDecoder::new(&fields(&spec), None).expect("fields");
+        let records = [
+            (
+                r#"{"c": "first-long-value", "d": "b", "x": 1}"#,
+                vec![cat("first-long-value"), cat("b"), num(1.0)],
+            ),
+            (r#"{"d": "c"}"#, vec![Got::Missing, cat("c"), Got::Missing]),
+            (r#"{"c": 2.50, "x": NaN, "d": true}"#, vec![cat("2.50"), cat("true"), num(f64::NAN)]),
+            (r#"{"c": "z", "c": "y"}"#, vec![cat("z"), Got::Missing, Got::Missing]),
+        ];
+        for _ in 0..3 {
+            for (payload, expected) in &records {
+                decoder.decode(payload.as_bytes()).expect(payload);
+                assert_eq!(&applied(&decoder, 3), expected, "{payload}");
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_detection_survives_generation_wraparound() {
+        let mut decoder = JsonDecoder::new(&fields(&[("/x", N)]), None).expect("fields");
+        decoder.record.generation = u32::MAX - 2;
+        for i in 0..6 {
+            let payload = format!(r#"{{"x": {i}, "x": 100}}"#);
+            decoder.decode(payload.as_bytes()).expect("decodes");
+            assert_eq!(applied(&decoder, 1), vec![num(f64::from(i))]);
+        }
+    }
+
+    fn event_time(payload: &str) -> Option<Result<i64, ()>> {
+        let mut decoder = JsonDecoder::new(&fields(&[("/x", N)]), Some("/meta/ts")).expect("fields");
+        decoder.decode(payload.as_bytes()).expect("decodes");
+        decoder.event_time_ms()
+    }
+
+    #[test]
+    fn event_time_from_numbers() {
+        assert_eq!(event_time(r#"{"meta": {"ts": 1714564800123}}"#), Some(Ok(1714564800123)));
+        assert_eq!(event_time(r#"{"meta": {"ts": 1714564800123.9}}"#), Some(Ok(1714564800123)));
+        assert_eq!(event_time(r#"{"meta": {"ts": -1.5}}"#), Some(Ok(-2)));
+        assert_eq!(event_time(r#"{"meta": {"ts": 1e400}}"#), Some(Err(())));
+        assert_eq!(event_time(r#"{"meta": {"ts": 1e19}}"#), Some(Err(())));
+        assert_eq!(event_time(r#"{"meta": {"ts": NaN}}"#), Some(Err(())));
+    }
+
+    #[test]
+    fn event_time_from_rfc3339() {
+        let ms = 1714564800000; // 2024-05-01T12:00:00Z
+        assert_eq!(event_time(r#"{"meta": {"ts": "2024-05-01T12:00:00Z"}}"#), Some(Ok(ms)));
+        assert_eq!(event_time(r#"{"meta": {"ts": "2024-05-01T12:00:00.123456Z"}}"#), Some(Ok(ms + 123)));
+        assert_eq!(event_time(r#"{"meta": {"ts": "2024-05-01 12:00:00"}}"#), Some(Ok(ms)));
+        assert_eq!(event_time(r#"{"meta": {"ts": "2024-05-01T12:00:00+00:00"}}"#), Some(Ok(ms)));
+        assert_eq!(event_time(r#"{"meta": {"ts": "2024-05-01T14:30:00.5+02:30"}}"#), Some(Ok(ms + 500)));
+        assert_eq!(event_time(r#"{"meta": {"ts": "2024-05-01T07:00:00-05:00"}}"#), Some(Ok(ms)));
+        assert_eq!(event_time(r#"{"meta": {"ts": "2024-05-01T12:00:00\u005a"}}"#), Some(Ok(ms)));
+    }
+
+    #[test]
+    fn event_time_that_is_not_a_time() {
+        for ts in [
+            r#""yesterday""#,
+            r#""2024-13-01T00:00:00Z""#,
+            r#""2024-05-01T12:00:00+25:00""#,
+            r#""1714564800000""#,
+            r#""""#,
+            "true",
+            "[1]",
+            r#"{"a": 1}"#,
+        ] {
+            let payload = format!(r#"{{"meta": {{"ts": {ts}}}}}"#);
+            assert_eq!(event_time(&payload), Some(Err(())), "{payload}");
+        }
+        assert_eq!(event_time(r#"{"meta": 5}"#), Some(Err(())));
+    }
+
+    #[test]
+    fn event_time_absent_null_or_unconfigured() {
+        assert_eq!(event_time(r#"{"meta": {"ts": null}}"#), None);
+        assert_eq!(event_time(r#"{"meta": {}}"#), None);
+        assert_eq!(event_time(r#"{"meta": null}"#), None);
+        assert_eq!(event_time(r#"{}"#), None);
+        let mut decoder = JsonDecoder::new(&fields(&[("/x", N)]), None).expect("fields");
+        decoder.decode(br#"{"ts": 5, "x": 1}"#).expect("decodes");
+        assert_eq!(decoder.event_time_ms(), None);
+    }
+
+    #[test]
+    fn event_time_may_share_a_fields_pointer() {
+        let spec = [("/ts", C), ("/x", N)];
+        let mut decoder = JsonDecoder::new(&fields(&spec), Some("/ts")).expect("fields");
+        decoder.decode(br#"{"ts": 1714564800000, "x": 1}"#).expect("decodes");
+        assert_eq!(applied(&decoder, 2), vec![cat("1714564800000"), num(1.0)]);
+        assert_eq!(decoder.event_time_ms(), Some(Ok(1714564800000)));
+    }
+
+    fn config_error(spec: &[(&str, FeatureKind)], event_time: Option<&str>) -> JsonFieldsError {
+        JsonDecoder::new(&fields(spec), event_time).expect_err("bad config")
+    }
+
+    #[test]
+    fn pointer_syntax_is_checked() {
+        for pointer in ["", "age", "/a~", "/a~2", "/~x/b"] {
+            let e = config_error(&[(pointer, N)], None);
+            assert!(matches!(&e, JsonFieldsError::Syntax { pointer: p, .. } if p == pointer), "{e}");
+            assert!(e.to_string().contains(&format!("{pointer:?}")), "{e}");
+        }
+        let too_deep = "/a".repeat(MAX_POINTER_SEGMENTS + 1);
+        assert!(matches!(config_error(&[(&too_deep, N)], None), JsonFieldsError::Syntax { .. }));
+        assert!(matches!(config_error(&[("/x", N)], Some("ts")), JsonFieldsError::Syntax { .. }));
+    }
+
+    #[test]
+    fn duplicate_and_overlapping_pointers_are_rejected() {
+        let e = config_error(&[("/a", N), ("/b", C), ("/a", C)], None);
+        assert_eq!(e, JsonFieldsError::DuplicatePointer { pointer: "/a".into() });
+        assert!(e.to_string().contains("\"/a\""));
+        let e = config_error(&[("/a", N), ("/a/b", N)], None);
+        assert_eq!(e, JsonFieldsError::Overlap { outer: "/a".into(), inner: "/a/b".into() });
+        let e = config_error(&[("/a/b/c", N), ("/a/b", N)], None);
+        assert_eq!(e, JsonFieldsError::Overlap { outer: "/a/b".into(), inner: "/a/b/c".into() });
+        assert!(e.to_string().contains("\"/a/b/c\"") && e.to_string().contains("\"/a/b\""));
+        let e = config_error(&[("/a/b", N)], Some("/a"));
+        assert_eq!(e, JsonFieldsError::Overlap { outer: "/a".into(), inner: "/a/b".into() });
+        let e = config_error(&[("/t", N)], Some("/t/ms"));
+        assert_eq!(e, JsonFieldsError::Overlap { outer: "/t".into(), inner: "/t/ms".into() });
+        // Siblings and a shared prefix of key text are fine.
+        assert!(JsonDecoder::new(&fields(&[("/a/b", N), ("/a/bc", N), ("/ab", N)]), Some("/a/t")).is_ok());
+    }
+
+    #[test]
+    fn two_fields_for_one_feature_are_rejected() {
+        let mut f = fields(&[("/a", N), ("/b", N)]);
+        f[1].feature = 0;
+        let e = JsonDecoder::new(&f, None).expect_err("same feature");
+        assert_eq!(
+            e,
+            JsonFieldsError::DuplicateFeature { feature: 0, first: "/a".into(), second: "/b".into() }
+        );
+    }
+
+    #[test]
+    fn sink_calls_follow_configuration_order_and_feature_indices() {
+        let f = vec![
+            JsonField { pointer: "/b".into(), feature: 2, kind: N },
+            JsonField { pointer: "/a".into(), feature: 0, kind: C },
+            JsonField { pointer: "/c".into(), feature: 1, kind: N },
+        ];
+        let mut decoder = JsonDecoder::new(&f, None).expect("fields");
+        decoder.decode(br#"{"a": "x", "b": 2, "c": "bad"}"#).expect("decodes");
+        let mut sink = TestSink::default();
+        decoder.apply(&mut sink);
+        assert_eq!(sink.calls, vec![(2, num(2.0)), (0, cat("x")), (1, Got::Invalid)]);
+    }
+
+    #[test]
+    fn reasons_are_snake_case_labels() {
+        let e = decode(&[("/x", N)], "{").expect_err("malformed");
+        for reason in [e.reason(), RecordError::Empty.reason(), RecordError::NotAnObject.reason()] {
+            assert!(reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{reason}");
+        }
+    }
+
+    /// Checks the decoder's contract on any input: no panic; on `Err` nothing reaches
+    /// a sink; on `Ok` one record and exactly one call per field.
+    fn check_contract(payload: &[u8]) -> Result<(), TestCaseError> {
+        let spec = [("/a", N), ("/b", C), ("/o/x", N), ("/o/y", C), ("/~1", N)];
+        let mut decoder = JsonDecoder::new(&fields(&spec), Some("/t")).expect("fields");
+        let result = decoder.decode(payload);
+        let _ = decoder.event_time_ms();
+        let mut sink = TestSink::default();
+        decoder.apply(&mut sink);
+        match result {
+            Ok(()) => {
+                prop_assert_eq!(sink.records, 1);
+                let mut features: Vec<usize> = sink.calls.iter().map(|(f, _)| *f).collect();
+                features.sort_unstable();
+                prop_assert_eq!(features, vec![0, 1, 2, 3, 4]);
+                // What strict serde_json accepts as an object, the decoder accepts too.
+            }
+            Err(e) => {
+                prop_assert_eq!(sink.records, 0);
+                prop_assert!(sink.calls.is_empty());
+                prop_assert!(["empty", "malformed_json", "not_an_object"].contains(&e.reason()));
+                if let Ok(serde_json::Value::Object(_)) = serde_json::from_slice(payload) {
+                    prop_assert!(false, "serde_json accepts what the decoder refused: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn json_ish() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            Just("{"),
+            Just("}"),
+            Just("["),
+            Just("]"),
+            Just(":"),
+            Just(","),
+            Just(" "),
+            Just("\"a\""),
+            Just("\"b\""),
+            Just("\"o\""),
+            Just("\"x\""),
+            Just("\"y\""),
+            Just("\"t\""),
+            Just("\"/\""),
+            Just("\"NaN\""),
+            Just("\"\\\"\""),
+            Just("\"\\u0061\""),
+            Just("\"2024-05-01T12:00:00Z\""),
+            Just("1"),
+            Just("-2.50"),
+            Just("1e400"),
+            Just("NaN"),
+            Just("Infinity"),
+            Just("-Infinity"),
+            Just("true"),
+            Just("null"),
+            Just("\"\\ud800\""),
+            Just("\\"),
+            Just("\""),
+        ];
+        prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
+    }
+
+    fn object_ish() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            Just("1"),
+            Just("1.50"),
+            Just("NaN"),
+            Just("-Infinity"),
+            Just("1e400"),
+            Just("\"s\""),
+            Just("null"),
+            Just("true"),
+            Just("[1,NaN]"),
+            Just("{}"),
+            Just("{\"x\":2,\"y\":\"z\"}"),
+            Just("{\"x\":NaN,\"x\":[]}"),
+            Just("1714564800000"),
+        ];
+        let key = prop_oneof![Just("a"), Just("b"), Just("o"), Just("t"), Just("/"), Just("u"),];
+        prop::collection::vec((key, value), 0..8).prop_map(|kv| {
+            let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", body.join(","))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(payload in prop::collection::vec(any::<u8>(), 0..256)) {
+            check_contract(&payload)?;
+        }
+
+        #[test]
+        fn json_ish_text_never_panics(payload in json_ish()) {
+            check_contract(payload.as_bytes())?;
+        }
+
+        #[test]
+        fn object_ish_text_decodes(payload in object_ish()) {
+            check_contract(payload.as_bytes())?;
+            let mut decoder = JsonDecoder::new(&fields(&[("/a", N)]), None).expect("fields");
+            prop_assert!(decoder.decode(payload.as_bytes()).is_ok(), "{}", payload);
+        }
+
+        #[test]
+        fn truncations_of_valid_records_are_whole_or_rejected(
+            payload in object_ish(),
+            cut in 0usize..200,
+        ) {
+            let cut = cut.min(payload.len());
+            check_contract(&payload.as_bytes()[..cut])?;
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Kafka plumbing: the consumer-group client (offsets stored and committed only by
+//! driftscope, never automatically), its rebalance hooks, and the dead-letter producer.
+
+use crate::config::KafkaConfig;
+use rdkafka::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Offsets that are safe to commit, by topic and partition: the next offset to read.
+pub type SafeOffsets = BTreeMap<(String, i32), i64>;
+
+/// Consumer lag per topic partition, from librdkafka's statistics.
+pub type LagReport = BTreeMap<(String, i32), i64>;
+
+/// Shared between the consumer's callbacks (run inside `poll`) and the rest of the
+/// process: rebalance notices, the commit-safe offsets, readiness and lag.
+#[derive(Default)]
+pub struct MonitorContext {
+    /// Set when partitions were revoked; the monitor drops its open windows.
+    pub revoked: AtomicBool,
+    /// Partitions currently assigned to this instance.
+    pub assigned: AtomicUsize,
+    /// The latest offsets the monitor found safe; committed synchronously before a
+    /// rebalance gives partitions up.
+    pub safe: Mutex<SafeOffsets>,
+    /// Latest consumer lag per partition.
+    pub lag: Mutex<LagReport>,
+    /// Fetch errors since start (broker down, ...), for readiness.
+    pub fetch_errors: AtomicU64,
+    /// Whether a broker connection is up (librdkafka statistics; cleared at once when
+    /// librdkafka reports all brokers down).
+    pub connected: AtomicBool,
+    /// Set once the group gave this instance an assignment (possibly empty).
+    pub joined: AtomicBool,
+    /// Streams whose reference is still being taken from the stream.
+    pub pending_references: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl MonitorContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut lag = LagReport::new();
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" entry.
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                }
+            }
+        }
+        if let Ok(mut guard) = self.lag.lock() {
+            *guard = lag;
+        }
+        let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.connected.store(up, Ordering::SeqCst);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{log_message}")
+            }
+            _ => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
+        }
+    }
+}
+
+/// librdkafka settings for the monitor's consumer: manual commits only, reading from
+/// the earliest offset when the group has none. `kafka.properties` override these.
+pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000")
+        .set("fetch.message.max.bytes", (kafka.max_message_bytes.max(1 << 20) + 1024).to_string());
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+pub fn create_consumer(
+    kafka: &KafkaConfig,
+    context: Arc<MonitorContext>,
+) -> KafkaResult<BaseConsumer<ArcContext>> {
+    consumer_config(kafka).create_with_context(ArcContext(context))
+}
+
+/// The context handed to librdkafka: a shared handle, so the rest of the process can
+/// read what the callbacks saw.
+pub struct ArcContext(pub Arc<MonitorContext>);
+
+impl ClientContext for ArcContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = false;
+    fn stats(&self, statistics: Statistics) {
+        self.0.stats(statistics)
+    }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.0.log(level, fac, log_message)
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.0.connected.store(false, Ordering::SeqCst);
+        }
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ArcContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let safe = self.0.safe.lock().map(|s| s.clone()).unwrap_or_default();
+            let mut list = TopicPartitionList::new();
+            for elem in partitions.elements() {
+                if let Some(&offset) = safe.get(&(elem.topic().to_owned(), elem.partition())) {
+                    let _ = list.add_partition_offset(elem.topic(), elem.partition(), Offset::Offset(offset));
+                }
+            }
+            if list.count() > 0
+                && let Err(e) = consumer.commit(&list, CommitMode::Sync)
+            {
+                tracing::warn!(error = %e, "commit before rebalance failed; uncommitted records will be read again");
+            }
+            self.0.revoked.store(true, Ordering::SeqCst);
+            tracing::info!(partitions = partitions.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                self.0.assigned.store(partitions.count(), Ordering::SeqCst);
+                self.0.joined.store(true, Ordering::SeqCst);
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => self.0.assigned.store(0, Ordering::SeqCst),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Copies bad records to a dead-letter topic, with the reason and the record's
+/// coordinates in headers. Never blocks the monitor: when the producer's queue is full
+/// the copy is dropped and counted.
+pub struct DeadLetters {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+    pub dropped: AtomicU64,
+}
+
+/// Header names on dead-lettered records.
+pub const DLQ_REASON_HEADER: &str = "driftscope-reason";
+pub const DLQ_SOURCE_HEADER: &str = "driftscope-source";
+
+impl DeadLetters {
+    pub fn new(kafka: &KafkaConfig, topic: &str) -> KafkaResult<Self> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("message.max.bytes", (kafka.max_message_bytes.max(1 << 20) * 2).to_string())
+            .set("linger.ms", "20");
+        for (key, value) in &kafka.properties {
+            // Consumer-only properties would make the producer refuse to start.
+            if !matches!(
+                key.as_str(),
+                "group.id" | "auto.offset.reset" | "enable.auto.commit" | "enable.auto.offset.store"
+            ) {
+                config.set(key, value);
+            }
+        }
+        Ok(DeadLetters { producer: config.create()?, topic: topic.to_owned(), dropped: AtomicU64::new(0) })
+    }
+
+    pub fn send(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        reason: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) {
+        let source = format!("{topic}/{partition}/{offset}");
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: DLQ_REASON_HEADER, value: Some(reason) })
+            .insert(Header { key: DLQ_SOURCE_HEADER, value: Some(source.as_str()) });
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(payload).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if self.producer.send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits (bounded) for queued copies to be delivered.
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}

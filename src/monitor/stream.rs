@@ -1,0 +1,471 @@
+//! One monitored stream: its decoder, its reference (loaded, profiled from data, or
+//! being taken from the stream's first records), and its windows.
+
+use crate::config::{
+    Config, FieldConfig, MessageFormat, ReferenceConfig, StreamConfig, TimeBasis, WindowConfig,
+};
+use crate::decode::arrow::{ArrowRecordError, ColumnBinding, decode_ipc_message, event_times_ms, fold_batch};
+use crate::decode::json::{JsonDecoder, JsonField};
+use crate::ingest::files::read_data_file;
+use crate::offline::{build_profile, now_rfc3339};
+use crate::stats::Reference;
+use crate::stats::profile::{FeatureSpec, Profile, ProfileBuilder};
+use crate::stats::settings::{FeatureKind, FeatureOverride};
+use crate::stats::window::{ClosedWindow, PaneClock, Span, WindowSpec, Windower};
+use crate::telemetry::StreamCounters;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A setting of one stream that cannot work; `key` is the config path.
+#[derive(Debug, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct StreamSetupError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a record was not used; `reason` is a bounded metric label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRecord {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+enum Decoder {
+    Json(Box<JsonDecoder>),
+    Arrow { bindings: Vec<ColumnBinding>, event_time: Option<String> },
+}
+
+enum ReferenceState {
+    Ready(Arc<Reference>),
+    /// Taking the reference from the stream's first records.
+    Building {
+        builder: ProfileBuilder,
+        target: u64,
+        spans: Vec<Span>,
+        settings: crate::stats::DriftSettings,
+    },
+    /// Only while a finished stream reference is being swapped in.
+    Taking,
+}
+
+pub struct StreamState {
+    pub name: String,
+    pub topics: Vec<String>,
+    decoder: Decoder,
+    reference: ReferenceState,
+    overrides: BTreeMap<String, FeatureOverride>,
+    windower: Windower,
+    event_time: bool,
+    processing_time_windows: bool,
+    saved_profile: PathBuf,
+    pub counters: StreamCounters,
+}
+
+impl StreamState {
+    pub fn new(
+        index: usize,
+        stream: &StreamConfig,
+        config: &Config,
+        counters: StreamCounters,
+    ) -> Result<StreamState, StreamSetupError> {
+        let key = |k: &str| format!("streams[{index}].{k}");
+        let err = |k: &str, message: String| StreamSetupError { key: key(k), message };
+        // Stream fields refine the global [[fields]] of the same name.
+        let mut overrides = config.overrides();
+        for f in &stream.fields {
+            let o = overrides.entry(f.name.clone()).or_default();
+            let s = f.as_override();
+            o.kind = s.kind.or(o.kind);
+            o.primary_metric = s.primary_metric.or(o.primary_metric);
+            o.threshold = s.threshold.or(o.threshold);
+            o.bins = s.bins.or(o.bins);
+        }
+        let saved_profile = config.state.dir.join(format!("{}.reference.profile", sanitize(&stream.name)));
+        let settings = config.defaults.clone();
+
+        let loaded: Option<Profile> = match &stream.reference {
+            ReferenceConfig { profile: Some(path), .. } => {
+                Some(load_profile(path).map_err(|m| err("reference.profile", m))?)
+            }
+            ReferenceConfig { data: Some(path), .. } => {
+                let file = read_data_file(path).map_err(|e| err("reference.data", e.to_string()))?;
+                Some(build_profile(&file, &settings, &overrides).0)
+            }
+            ReferenceConfig { from_stream: Some(_), .. } if saved_profile.exists() => {
+                tracing::info!(stream = %stream.name, path = %saved_profile.display(), "using the reference taken from the stream earlier");
+                Some(load_profile(&saved_profile).map_err(|m| err("reference.from_stream", m))?)
+            }
+            _ => None,
+        };
+
+        let (fields, reference) = match loaded {
+            Some(mut profile) => {
+                let fields: Vec<FieldConfig> = if stream.fields.is_empty() {
+                    profile
+                        .features
+                        .iter()
+                        .map(|f| FieldConfig { name: f.name.clone(), ..Default::default() })
+                        .collect()
+                } else {
+                    stream.fields.clone()
+                };
+                // The reference keeps exactly the monitored features, in field order.
+                let mut features = Vec::with_capacity(fields.len());
+                for (j, f) in fields.iter().enumerate() {
+                    let Some(feature) = profile.feature(&f.name).cloned() else {
+                        return Err(err(
+                            &format!("fields[{j}].name"),
+                            format!("`{}` is not in the reference", f.name),
+                        ));
+                    };
+                    features.push(feature);
+                }
+                profile.features = features;
+                let mut settings = settings.clone();
+                settings.cdf_resolution = profile.cdf_resolution;
+                let known: BTreeMap<_, _> = overrides
+                    .iter()
+                    .filter(|(n, _)| profile.feature(n).is_some())
+                    .map(|(n, o)| (n.clone(), o.clone()))
+                    .collect();
+                let reference =
+                    Reference::new(profile, settings, &known).map_err(|e| err("fields", e.to_string()))?;
+                let fields: Vec<(String, Option<String>, FeatureKind)> = fields
+                    .iter()
+                    .zip(&reference.features)
+                    .map(|(f, r)| (f.name.clone(), f.path.clone(), r.kind))
+                    .collect();
+                (fields, ReferenceState::Ready(Arc::new(reference)))
+            }
+            None => {
+                let target = stream.reference.from_stream.unwrap_or(1);
+                let specs: Vec<FeatureSpec> = stream
+                    .fields
+                    .iter()
+                    .map(|f| FeatureSpec {
+                        name: f.name.clone(),
+                        kind: f.kind.unwrap_or(FeatureKind::Numeric),
+                        bins: overrides.get(&f.name).and_then(|o| o.bins).unwrap_or(settings.bins),
+                    })
+                    .collect();
+                let fields = specs
+                    .iter()
+                    .zip(&stream.fields)
+                    .map(|(s, f)| (s.name.clone(), f.path.clone(), s.kind))
+                    .collect();
+                // Check the overrides against these fields now, not when the reference is complete.
+                let empty =
+                    ProfileBuilder::new(specs.clone(), settings.cdf_resolution, settings.max_categories)
+                        .finish(String::new(), String::new());
+                Reference::new(empty, settings.clone(), &overrides)
+                    .map_err(|e| err("fields", e.to_string()))?;
+                let builder = ProfileBuilder::new(specs, settings.cdf_resolution, settings.max_categories);
+                (
+                    fields,
+                    ReferenceState::Building {
+                        builder,
+                        target,
+                        spans: Vec::new(),
+                        settings: settings.clone(),
+                    },
+                )
+            }
+        };
+
+        let decoder = match stream.format {
+            MessageFormat::Json => {
+                let json_fields: Vec<JsonField> = fields
+                    .iter()
+                    .enumerate()
+                    .map(|(feature, (name, path, kind))| JsonField {
+                        pointer: path
+                            .clone()
+                            .unwrap_or_else(|| format!("/{}", name.replace('~', "~0").replace('/', "~1"))),
+                        feature,
+                        kind: *kind,
+                    })
+                    .collect();
+                let decoder = JsonDecoder::new(&json_fields, stream.event_time_field.as_deref())
+                    .map_err(|e| err("fields", e.to_string()))?;
+                Decoder::Json(Box::new(decoder))
+            }
+            MessageFormat::ArrowIpc => Decoder::Arrow {
+                bindings: fields
+                    .iter()
+                    .enumerate()
+                    .map(|(feature, (name, path, kind))| ColumnBinding {
+                        column: path.clone().unwrap_or_else(|| name.clone()),
+                        feature,
+                        kind: *kind,
+                    })
+                    .collect(),
+                event_time: stream.event_time_field.clone(),
+            },
+        };
+
+        let (spec, time) = window_spec(&stream.window);
+        Ok(StreamState {
+            name: stream.name.clone(),
+            topics: stream.topics.clone(),
+            decoder,
+            reference,
+            overrides,
+            windower: Windower::new(spec),
+            event_time: time == Some(TimeBasis::Event),
+            processing_time_windows: time == Some(TimeBasis::Processing),
+            saved_profile,
+            counters,
+        })
+    }
+
+    /// The reference, once there is one.
+    pub fn reference(&self) -> Option<&Arc<Reference>> {
+        match &self.reference {
+            ReferenceState::Ready(r) => Some(r),
+            ReferenceState::Building { .. } | ReferenceState::Taking => None,
+        }
+    }
+
+    /// Folds one message in. `now_ms` is the processing time.
+    pub fn process(
+        &mut self,
+        payload: &[u8],
+        source: u32,
+        offset: i64,
+        now_ms: i64,
+        closed: &mut Vec<ClosedWindow>,
+    ) -> Result<(), BadRecord> {
+        match &mut self.decoder {
+            Decoder::Json(decoder) => {
+                decoder
+                    .decode(payload)
+                    .map_err(|e| BadRecord { reason: e.reason(), detail: e.to_string() })?;
+                let time = if self.event_time {
+                    match decoder.event_time_ms() {
+                        Some(Ok(t)) => t,
+                        _ => {
+                            return Err(BadRecord {
+                                reason: "bad_event_time",
+                                detail: "event time missing or unusable".into(),
+                            });
+                        }
+                    }
+                } else {
+                    now_ms
+                };
+                match &mut self.reference {
+                    ReferenceState::Building { builder, spans, .. } => {
+                        decoder.apply(builder);
+                        cover(spans, source, offset);
+                    }
+                    ReferenceState::Taking => {}
+                    ReferenceState::Ready(reference) => {
+                        if self.event_time {
+                            self.windower.observe_event_time(time);
+                        }
+                        match self.windower.pane_for(time, reference) {
+                            Ok(pane) => {
+                                decoder.apply(&mut pane.sketch);
+                                pane.cover(source, offset, now_ms);
+                            }
+                            Err(_) => {
+                                self.windower.note_late();
+                                self.counters.late_records.inc();
+                            }
+                        }
+                        self.windower.after_record(closed);
+                    }
+                }
+            }
+            Decoder::Arrow { bindings, event_time } => {
+                let batches = decode_ipc_message(payload, bindings)
+                    .map_err(|e: ArrowRecordError| BadRecord { reason: e.reason(), detail: e.to_string() })?;
+                for batch in batches {
+                    let times =
+                        event_time.as_deref().filter(|_| self.event_time).map(|c| event_times_ms(&batch, c));
+                    let mut row = 0;
+                    while row < batch.num_rows() {
+                        // Rows go to a pane in runs: the same event-time pane, and no
+                        // more than a count pane still has room for.
+                        let mut end = row + 1;
+                        let time = match &times {
+                            Some(t) => match t[row] {
+                                Some(ms) => {
+                                    while end < batch.num_rows() && t[end] == Some(ms) {
+                                        end += 1;
+                                    }
+                                    ms
+                                }
+                                None => {
+                                    self.counters.invalid("bad_event_time");
+                                    row += 1;
+                                    continue;
+                                }
+                            },
+                            None => {
+                                end = batch.num_rows();
+                                now_ms
+                            }
+                        };
+                        match &mut self.reference {
+                            ReferenceState::Building { builder, spans, .. } => {
+                                fold_batch(&batch.slice(row, end - row), bindings, builder);
+                                cover(spans, source, offset);
+                            }
+                            ReferenceState::Taking => {}
+                            ReferenceState::Ready(reference) => {
+                                if let PaneClock::Records(per_pane) = self.windower.spec().clock {
+                                    let open =
+                                        self.windower.open_panes().back().map_or(0, |p| p.sketch.records);
+                                    let room =
+                                        per_pane.saturating_sub(open % per_pane.max(1)).max(1) as usize;
+                                    end = end.min(row + room);
+                                }
+                                if self.event_time {
+                                    self.windower.observe_event_time(time);
+                                }
+                                match self.windower.pane_for(time, reference) {
+                                    Ok(pane) => {
+                                        fold_batch(&batch.slice(row, end - row), bindings, &mut pane.sketch);
+                                        pane.cover(source, offset, now_ms);
+                                    }
+                                    Err(_) => {
+                                        for _ in row..end {
+                                            self.windower.note_late();
+                                            self.counters.late_records.inc();
+                                        }
+                                    }
+                                }
+                                self.windower.after_record(closed);
+                            }
+                        }
+                        row = end;
+                    }
+                }
+            }
+        }
+        self.finish_reference_if_complete();
+        Ok(())
+    }
+
+    /// Turns a complete stream-taken reference into the live one, saving it first so a
+    /// restart scores against the same reference. A failed save is logged loudly and the
+    /// reference is used from memory (a restart would take it again).
+    fn finish_reference_if_complete(&mut self) {
+        let complete = matches!(&self.reference, ReferenceState::Building { builder, target, .. } if builder.records() >= *target);
+        if !complete {
+            return;
+        }
+        let ReferenceState::Building { builder, settings, .. } =
+            std::mem::replace(&mut self.reference, ReferenceState::Taking)
+        else {
+            return;
+        };
+        let profile = builder.finish(format!("stream:{}", self.name), now_rfc3339());
+        let saved = self
+            .saved_profile
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| crate::fsutil::write_atomically(&self.saved_profile, &profile.to_json()));
+        if let Err(e) = saved {
+            tracing::error!(stream = %self.name, path = %self.saved_profile.display(), error = %e, "cannot save the reference taken from the stream; a restart will take it again");
+        }
+        match Reference::new(profile, settings, &self.overrides) {
+            Ok(reference) => {
+                tracing::info!(stream = %self.name, records = reference.profile.records, "reference taken from the stream");
+                self.reference = ReferenceState::Ready(Arc::new(reference));
+            }
+            // Overrides were checked against these very fields at start-up.
+            Err(e) => {
+                tracing::error!(stream = %self.name, error = %e, "reference taken from the stream is unusable")
+            }
+        }
+    }
+
+    /// Closes time windows whose end has passed.
+    pub fn tick(&mut self, now_ms: i64, closed: &mut Vec<ClosedWindow>) {
+        if self.processing_time_windows || self.event_time {
+            self.windower.advance(now_ms, self.event_time, closed);
+        }
+    }
+
+    /// The lowest offset of `source` still needed (held by an open window or by the
+    /// reference being taken).
+    pub fn lowest_open_offset(&self, source: u32) -> Option<i64> {
+        let building = match &self.reference {
+            ReferenceState::Building { spans, .. } => {
+                spans.iter().find(|s| s.source == source).map(|s| s.first)
+            }
+            ReferenceState::Ready(_) | ReferenceState::Taking => None,
+        };
+        match (building, self.windower.lowest_open_offset(source)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forgets everything not yet emitted (after partitions were revoked, the records
+    /// are read again from the committed offsets).
+    pub fn discard_open(&mut self) {
+        self.windower.discard_open();
+        if let ReferenceState::Building { builder, spans, .. } = &mut self.reference {
+            let specs = builder.specs().to_vec();
+            *builder = ProfileBuilder::new(specs, builder.cdf_resolution(), builder.max_categories());
+            spans.clear();
+        }
+    }
+}
+
+fn cover(spans: &mut Vec<Span>, source: u32, offset: i64) {
+    match spans.iter_mut().find(|s| s.source == source) {
+        Some(s) => {
+            s.first = s.first.min(offset);
+            s.last = s.last.max(offset);
+        }
+        None => spans.push(Span { source, first: offset, last: offset }),
+    }
+}
+
+fn load_profile(path: &Path) -> Result<Profile, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Profile::from_json(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The window spec and time basis of a window config.
+pub fn window_spec(window: &WindowConfig) -> (WindowSpec, Option<TimeBasis>) {
+    let ms = |d: &std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
+    let lateness = |d: &std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    match window {
+        WindowConfig::TumblingCount { size } => {
+            (WindowSpec { clock: PaneClock::Records(*size), panes_per_window: 1 }, None)
+        }
+        WindowConfig::SlidingCount { size, slide } => (
+            WindowSpec {
+                clock: PaneClock::Records(*slide),
+                panes_per_window: (size / slide).max(1) as usize,
+            },
+            None,
+        ),
+        WindowConfig::TumblingTime { size, time, allowed_lateness } => (
+            WindowSpec {
+                clock: PaneClock::Millis { pane_ms: ms(size), lateness_ms: lateness(allowed_lateness) },
+                panes_per_window: 1,
+            },
+            Some(*time),
+        ),
+        WindowConfig::SlidingTime { size, slide, time, allowed_lateness } => (
+            WindowSpec {
+                clock: PaneClock::Millis { pane_ms: ms(slide), lateness_ms: lateness(allowed_lateness) },
+                panes_per_window: (ms(size) / ms(slide)).max(1) as usize,
+            },
+            Some(*time),
+        ),
+    }
+}
+
+/// A stream name made safe as a file name.
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}

@@ -1,0 +1,95 @@
+//! Outputs: where scored windows go. Every report updates the Prometheus gauges, is
+//! kept in a bounded history for the API, and is appended to the reports file when
+//! one is configured.
+
+pub mod http;
+pub mod metrics;
+
+use crate::monitor::ScoredWindow;
+use crate::stats::report::Report;
+use crate::telemetry::Telemetry;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// The recent reports of every stream, newest last, for the HTTP API and dashboard.
+#[derive(Default)]
+pub struct History {
+    capacity: usize,
+    streams: RwLock<BTreeMap<String, VecDeque<Arc<Report>>>>,
+}
+
+impl History {
+    pub fn new(capacity: usize, streams: impl IntoIterator<Item = String>) -> Self {
+        History {
+            capacity: capacity.max(1),
+            streams: RwLock::new(streams.into_iter().map(|s| (s, VecDeque::new())).collect()),
+        }
+    }
+
+    pub fn push(&self, report: Arc<Report>) {
+        let Ok(mut streams) = self.streams.write() else {
+            return;
+        };
+        let list = streams.entry(report.stream.clone().unwrap_or_default()).or_default();
+        if list.len() == self.capacity {
+            list.pop_front();
+        }
+        list.push_back(report);
+    }
+
+    /// The newest `limit` reports of `stream`, oldest first; `None` for an unknown stream.
+    pub fn recent(&self, stream: &str, limit: usize) -> Option<Vec<Arc<Report>>> {
+        let streams = self.streams.read().ok()?;
+        let list = streams.get(stream)?;
+        Some(list.iter().skip(list.len().saturating_sub(limit)).cloned().collect())
+    }
+
+    pub fn latest(&self, stream: &str) -> Option<Option<Arc<Report>>> {
+        let streams = self.streams.read().ok()?;
+        Some(streams.get(stream)?.back().cloned())
+    }
+
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams.read().map(|s| s.keys().cloned().collect()).unwrap_or_default()
+    }
+}
+
+/// Fans a scored window out to every output.
+pub struct Outputs {
+    pub telemetry: Arc<Telemetry>,
+    pub history: Arc<History>,
+    reports_file: Option<(PathBuf, std::fs::File)>,
+}
+
+impl Outputs {
+    pub fn new(
+        telemetry: Arc<Telemetry>,
+        history: Arc<History>,
+        reports_file: Option<PathBuf>,
+    ) -> std::io::Result<Outputs> {
+        let reports_file = match reports_file {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                Some((path, file))
+            }
+            None => None,
+        };
+        Ok(Outputs { telemetry, history, reports_file })
+    }
+
+    pub fn handle(&mut self, window: ScoredWindow) {
+        let report = window.report;
+        metrics::record_report(&self.telemetry, &report);
+        self.telemetry.scoring_seconds.observe(report.stream.as_deref().unwrap_or(""), window.scoring);
+        if let Some((path, file)) = &mut self.reports_file {
+            let mut line = serde_json::to_vec(&*report).unwrap_or_default();
+            line.push(b'\n');
+            if let Err(e) = file.write_all(&line).and_then(|_| file.flush()) {
+                tracing::error!(path = %path.display(), error = %e, "cannot append to the reports file");
+            }
+        }
+        self.history.push(report);
+    }
+}

@@ -1,0 +1,140 @@
+//! `driftscope run` as a library call: builds the monitor and the outputs from one
+//! config, runs them until the shutdown signal, and stops them in order (the monitor
+//! finishes its record and commits, the outputs drain what it sent).
+
+use crate::config::Config;
+use crate::ingest::kafka::MonitorContext;
+use crate::monitor::{Monitor, MonitorError, ScoredWindow};
+use crate::outputs::{History, Outputs};
+use crate::telemetry::Telemetry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no [[streams]] configured: nothing to monitor")]
+    NoStreams,
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error("outputs: {0}")]
+    Outputs(std::io::Error),
+    #[error("http server cannot listen on {0}: {1}")]
+    Http(String, std::io::Error),
+    #[error("the monitor thread panicked")]
+    Panicked,
+}
+
+/// Reports in flight between the monitor and the outputs; when full, the monitor
+/// waits (backpressure) instead of buffering without bound.
+const REPORT_QUEUE: usize = 64;
+
+/// Shared handles of a running service, for the HTTP server and tests.
+#[derive(Clone)]
+pub struct ServiceHandles {
+    pub telemetry: Arc<Telemetry>,
+    pub history: Arc<History>,
+    pub kafka: Arc<MonitorContext>,
+}
+
+/// Runs until `shutdown` resolves; returns after a clean stop.
+pub async fn run(
+    config: Config,
+    handles: ServiceHandles,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    if config.streams.is_empty() {
+        return Err(ServiceError::NoStreams);
+    }
+    let (tx, mut rx) = mpsc::channel::<ScoredWindow>(REPORT_QUEUE);
+    let monitor = Monitor::new(&config, &handles.telemetry, handles.kafka.clone(), tx)?;
+    let mut outputs =
+        Outputs::new(handles.telemetry.clone(), handles.history.clone(), config.outputs.reports_file.clone())
+            .map_err(ServiceError::Outputs)?;
+    // Listen before consuming, so a taken port fails start-up instead of a running monitor.
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = match config.http.listen.as_str() {
+        "" => None,
+        listen => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| ServiceError::Http(listen.to_owned(), e))?;
+            let local = listener.local_addr().map_err(|e| ServiceError::Http(listen.to_owned(), e))?;
+            tracing::info!(address = %local, "http server listening: /metrics /healthz /readyz /api/v1");
+            let state = http_state(&config, &handles);
+            let app = crate::outputs::http::router(state, axum::Router::new());
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = http_stop_rx.await;
+                    })
+                    .await;
+            }))
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor_stop = stop.clone();
+    let monitor_thread = std::thread::Builder::new()
+        .name("driftscope-monitor".into())
+        .spawn(move || monitor.run(monitor_stop))
+        .map_err(ServiceError::Outputs)?;
+    let drain = tokio::spawn(async move {
+        while let Some(window) = rx.recv().await {
+            outputs.handle(window);
+        }
+    });
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.store(true, Ordering::SeqCst);
+    let result = tokio::task::spawn_blocking(move || monitor_thread.join())
+        .await
+        .map_err(|_| ServiceError::Panicked)?
+        .map_err(|_| ServiceError::Panicked)?;
+    let _ = drain.await;
+    let _ = http_stop_tx.send(());
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    result.map_err(ServiceError::from)
+}
+
+fn http_state(config: &Config, handles: &ServiceHandles) -> crate::outputs::http::HttpState {
+    crate::outputs::http::HttpState {
+        telemetry: handles.telemetry.clone(),
+        history: handles.history.clone(),
+        kafka: handles.kafka.clone(),
+        streams: Arc::new(
+            config
+                .streams
+                .iter()
+                .map(|s| crate::outputs::http::StreamInfo {
+                    name: s.name.clone(),
+                    topics: s.topics.clone(),
+                    format: format!("{:?}", s.format).to_lowercase(),
+                })
+                .collect(),
+        ),
+        api_token: config.http.api_token.as_deref().map(Arc::from),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

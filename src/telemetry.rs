@@ -1,0 +1,300 @@
+//! Process telemetry as Prometheus metrics: counters the monitor bumps as it works
+//! (handles resolved once per stream, so the hot path never looks up a label) and the
+//! gauges the outputs set from each report. Label values come from config and the
+//! reference only, never from record contents.
+
+use hdrhistogram::Histogram;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct Telemetry {
+    pub registry: Registry,
+    pub records: IntCounterVec,
+    pub invalid: IntCounterVec,
+    pub windows_closed: IntCounterVec,
+    pub late_records: IntCounterVec,
+    pub dead_lettered: IntCounterVec,
+    pub drift_score: GaugeVec,
+    pub drift_threshold: GaugeVec,
+    pub drift_detected: IntGaugeVec,
+    pub missing_share: GaugeVec,
+    pub dataset_drift_share: GaugeVec,
+    pub dataset_drifted: IntGaugeVec,
+    pub window_samples: IntGaugeVec,
+    pub consumer_lag: IntGaugeVec,
+    pub triggers: IntCounterVec,
+    pub trigger_queue_depth: IntGauge,
+    pub event_lag_seconds: HdrSummary,
+    pub scoring_seconds: HdrSummary,
+    pub build_info: Gauge,
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    // Names are fixed and unique: registration cannot collide.
+    let _ = registry.register(Box::new(c.clone()));
+    c
+}
+
+impl Telemetry {
+    pub fn new() -> Telemetry {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+        };
+        let build_info = register(
+            &r,
+            Gauge::with_opts(
+                Opts::new("driftscope_build_info", "Build information; always 1.")
+                    .const_label("version", env!("CARGO_PKG_VERSION")),
+            )
+            .expect("static metric definition"),
+        );
+        build_info.set(1.0);
+        Telemetry {
+            records: counter("driftscope_records_total", "Records consumed, good or bad.", &["stream"]),
+            invalid: counter(
+                "driftscope_records_invalid_total",
+                "Records that could not be used, by reason.",
+                &["stream", "reason"],
+            ),
+            windows_closed: counter(
+                "driftscope_windows_closed_total",
+                "Windows scored and reported.",
+                &["stream"],
+            ),
+            late_records: counter(
+                "driftscope_late_records_total",
+                "Records that arrived after their event-time window closed.",
+                &["stream"],
+            ),
+            dead_lettered: counter(
+                "driftscope_dead_lettered_total",
+                "Bad records copied to the dead-letter topic.",
+                &["stream"],
+            ),
+            drift_score: gauge(
+                "driftscope_drift_score",
+                "Every score of the last closed window, by report score key.",
+                &["stream", "feature", "metric"],
+            ),
+            drift_threshold: gauge(
+                "driftscope_drift_threshold",
+                "Threshold of the feature's primary metric.",
+                &["stream", "feature"],
+            ),
+            drift_detected: int_gauge(
+                "driftscope_drift_detected",
+                "1 if the feature's primary metric drifted in the last window.",
+                &["stream", "feature"],
+            ),
+            missing_share: gauge(
+                "driftscope_missing_share",
+                "Share of missing or non-finite values in the last window.",
+                &["stream", "feature"],
+            ),
+            dataset_drift_share: gauge(
+                "driftscope_dataset_drift_share",
+                "Share of evaluated features that drifted in the last window.",
+                &["stream"],
+            ),
+            dataset_drifted: int_gauge(
+                "driftscope_dataset_drifted",
+                "1 if the last window's dataset drift share reached its threshold.",
+                &["stream"],
+            ),
+            window_samples: int_gauge(
+                "driftscope_window_samples",
+                "Values of the feature that entered the last window's distribution.",
+                &["stream", "feature"],
+            ),
+            consumer_lag: int_gauge(
+                "driftscope_consumer_lag_records",
+                "Records between the consumer's position and the partition's end.",
+                &["topic", "partition"],
+            ),
+            triggers: counter(
+                "driftscope_triggers_total",
+                "Trigger deliveries by outcome.",
+                &["trigger", "outcome"],
+            ),
+            trigger_queue_depth: register(
+                &r,
+                IntGauge::new("driftscope_trigger_queue_depth", "Fired triggers not yet delivered or dead.")
+                    .expect("static metric definition"),
+            ),
+            event_lag_seconds: register(
+                &r,
+                HdrSummary::new(
+                    "driftscope_event_lag_seconds",
+                    "Processing time minus event time of records (streams with an event_time_field).",
+                ),
+            ),
+            scoring_seconds: register(
+                &r,
+                HdrSummary::new("driftscope_window_scoring_seconds", "Time to score a window."),
+            ),
+            build_info,
+            registry: r,
+        }
+    }
+
+    /// The counters one stream bumps, resolved once.
+    pub fn stream(&self, stream: &str) -> StreamCounters {
+        StreamCounters {
+            stream: stream.to_owned(),
+            records: self.records.with_label_values(&[stream]),
+            windows_closed: self.windows_closed.with_label_values(&[stream]),
+            late_records: self.late_records.with_label_values(&[stream]),
+            dead_lettered: self.dead_lettered.with_label_values(&[stream]),
+            invalid_family: self.invalid.clone(),
+            invalid: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        let _ = encoder.encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+pub struct StreamCounters {
+    pub stream: String,
+    pub records: IntCounter,
+    pub windows_closed: IntCounter,
+    pub late_records: IntCounter,
+    pub dead_lettered: IntCounter,
+    invalid_family: IntCounterVec,
+    /// Resolved invalid-record counters by reason; bad records are rare, so a short
+    /// list behind a lock costs nothing on the good path.
+    invalid: Mutex<Vec<(&'static str, IntCounter)>>,
+}
+
+impl StreamCounters {
+    pub fn invalid(&self, reason: &'static str) {
+        let Ok(mut list) = self.invalid.lock() else {
+            return;
+        };
+        if let Some((_, c)) = list.iter().find(|(r, _)| *r == reason) {
+            c.inc();
+        } else {
+            let c = self.invalid_family.with_label_values(&[self.stream.as_str(), reason]);
+            c.inc();
+            list.push((reason, c));
+        }
+    }
+
+    pub fn invalid_count(&self, reason: &str) -> u64 {
+        self.invalid_family.with_label_values(&[self.stream.as_str(), reason]).get()
+    }
+}
+
+/// Quantiles published by the summaries.
+pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+
+/// One stream's histogram (microseconds) and the sum of its values (seconds).
+type StreamHistogram = (Histogram<u64>, f64);
+
+/// A Prometheus summary per stream whose quantiles come from an HDR histogram
+/// (microsecond resolution, 1 us to 1 h): the `prometheus` crate has no summary type.
+#[derive(Clone)]
+pub struct HdrSummary {
+    desc: Desc,
+    inner: Arc<Mutex<BTreeMap<String, StreamHistogram>>>,
+}
+
+impl HdrSummary {
+    pub fn new(name: &str, help: &str) -> Self {
+        let desc = Desc::new(name.into(), help.into(), vec!["stream".into()], Default::default())
+            .expect("static metric definition");
+        HdrSummary { desc, inner: Arc::new(Mutex::new(BTreeMap::new())) }
+    }
+
+    fn empty() -> Histogram<u64> {
+        Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds")
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, stream: &str, value: Duration) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let (h, sum) = inner.entry(stream.to_owned()).or_insert_with(|| (Self::empty(), 0.0));
+        h.saturating_record((value.as_micros() as u64).clamp(1, 3_600_000_000));
+        *sum += value.as_secs_f64();
+    }
+
+    /// Adds a histogram (microseconds) recorded elsewhere, e.g. by the monitor thread,
+    /// which keeps its own so the hot path takes no lock.
+    pub fn absorb(&self, stream: &str, micros: &Histogram<u64>) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let (h, sum) = inner.entry(stream.to_owned()).or_insert_with(|| (Self::empty(), 0.0));
+        let _ = h.add(micros);
+        *sum += micros.mean() * micros.len() as f64 / 1e6;
+    }
+
+    /// (count, quantile values in seconds) for one stream.
+    pub fn snapshot(&self, stream: &str) -> Option<(u64, Vec<f64>)> {
+        let inner = self.inner.lock().ok()?;
+        let (h, _) = inner.get(stream)?;
+        Some((h.len(), QUANTILES.iter().map(|&q| h.value_at_quantile(q) as f64 / 1e6).collect()))
+    }
+}
+
+impl Collector for HdrSummary {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::SUMMARY);
+        let Ok(inner) = self.inner.lock() else { return vec![family] };
+        let metrics = inner
+            .iter()
+            .map(|(stream, (h, sum))| {
+                let mut label = LabelPair::default();
+                label.set_name("stream".into());
+                label.set_value(stream.clone());
+                let mut summary = Summary::default();
+                summary.set_sample_count(h.len());
+                summary.set_sample_sum(*sum);
+                summary.set_quantile(
+                    QUANTILES
+                        .iter()
+                        .map(|&q| {
+                            let mut quantile = Quantile::default();
+                            quantile.set_quantile(q);
+                            quantile.set_value(h.value_at_quantile(q) as f64 / 1e6);
+                            quantile
+                        })
+                        .collect(),
+                );
+                let mut metric = Metric::default();
+                metric.set_label(vec![label]);
+                metric.set_summary(summary);
+                metric
+            })
+            .collect();
+        family.set_metric(metrics);
+        vec![family]
+    }
+}

@@ -1,0 +1,200 @@
+//! Helpers for tests against the real Kafka broker that `scripts/kafka.sh` starts:
+//! topic creation, producing, running the `driftscope` binary, and waiting on
+//! conditions with a bound instead of sleeping.
+#![allow(dead_code)]
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The broker's address, or `None` when the user opted out of broker tests with
+/// `DRIFTSCOPE_SKIP_KAFKA_TESTS=1`. Without the opt-out a missing broker fails loudly.
+pub fn broker() -> Option<String> {
+    let bootstrap = std::env::var("DRIFTSCOPE_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    if std::env::var_os("DRIFTSCOPE_SKIP_KAFKA_TESTS").is_some() {
+        eprintln!("DRIFTSCOPE_SKIP_KAFKA_TESTS is set: skipping a test that needs the Kafka broker");
+        return None;
+    }
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("kafka client");
+    if let Err(e) = consumer.fetch_metadata(None, Duration::from_secs(15)) {
+        panic!(
+            "no Kafka broker at {bootstrap} ({e}). Start one with `scripts/kafka.sh start` \
+             (scripts/test.sh does), or set DRIFTSCOPE_SKIP_KAFKA_TESTS=1 to skip these tests"
+        );
+    }
+    Some(bootstrap)
+}
+
+/// A topic name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let results = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .expect("create topic");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "16777216")
+        .create()
+        .expect("producer")
+}
+
+/// Produces payloads in order to one partition and waits until all are acknowledged.
+pub fn produce(bootstrap: &str, topic: &str, partition: i32, payloads: &[Vec<u8>]) {
+    let p = producer(bootstrap);
+    for payload in payloads {
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(payload).partition(partition);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    p.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("all messages acknowledged");
+}
+
+/// Polls `check` until it returns `Some`, failing after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// A running `driftscope` process; killed if the test panics.
+pub struct Driftscope {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Driftscope {
+    pub fn start(args: &[&str], dir: &Path) -> Driftscope {
+        let log = dir.join(format!("driftscope-{}.log", unique("run")));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_driftscope"))
+            .args(args)
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start driftscope");
+        Driftscope { child, log }
+    }
+
+    /// SIGTERM, then the exit status (bounded wait).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc_kill(pid, 15) };
+        let status =
+            wait_for("driftscope to exit", Duration::from_secs(60), || self.child.try_wait().unwrap());
+        std::mem::forget(self);
+        status
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Driftscope {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Reports appended so far to a reports file (JSON Lines).
+pub fn read_reports(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("report line"))
+        .collect()
+}
+
+/// A plain HTTP/1.1 request over a fresh connection: (status, body).
+pub fn http(method: &str, addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to driftscope http");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let chunked = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (status, if chunked { dechunk(&body) } else { body })
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The address the HTTP server logged that it listens on.
+pub fn http_address(run: &Driftscope) -> String {
+    wait_for("the http server address in the log", Duration::from_secs(60), || {
+        let log = run.log_text();
+        let line = log.lines().find(|l| l.contains("http server listening"))?;
+        let start = line.find("address=")? + "address=".len();
+        Some(line[start..].split_whitespace().next()?.to_owned())
+    })
+}
