@@ -23,6 +23,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "building"
 cargo build --all-targets --quiet
 
+step "deploy files (compose schema, promtool)"
+scripts/check-deploy.sh
+
 if [ -z "${DRIFTSCOPE_SKIP_KAFKA_TESTS:-}" ]; then
   step "starting the Kafka broker"
   scripts/kafka.sh start

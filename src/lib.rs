@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod fsutil;
 pub mod ingest;
 pub mod monitor;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// driftscope watches the data an ML model sees and says, with numbers, when it has
 /// drifted from what the model was trained on.
 #[derive(Parser, Debug)]
-#[command(name = "driftscope", version, about, long_about = None, propagate_version = true)]
+#[command(name = "driftscope", version, propagate_version = true)]
 struct Cli {
     /// Log format on stderr: `text` (human-readable) or `json`. Levels follow RUST_LOG.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -20,6 +20,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run everything on this machine: a Kafka mock cluster, synthetic streams with injected drift, the dashboard.
+    Demo(cli::demo::DemoArgs),
+    /// Produce the demo's synthetic streams to a real Kafka (the compose stack's producer).
+    ProduceDemo(cli::demo::ProduceDemoArgs),
     /// Consume Kafka streams and score every window against its reference.
     Run(cli::run::RunArgs),
     /// Score a data file against a reference, as one window (exit 0: no drift, 1: drift, 2: error).
@@ -34,8 +38,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // The demo prints its own progress; its logs stay at warnings unless RUST_LOG says otherwise.
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    init_logging(&cli.log_format, default_level);
     let result = match cli.command {
+        Command::Demo(args) => cli::demo::run(args),
+        Command::ProduceDemo(args) => cli::demo::produce(args),
         Command::Run(args) => cli::run::run(args),
         Command::Score(args) => cli::score::run(args),
         Command::Reference(cmd) => cli::reference::run(cmd),
@@ -50,9 +58,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -35,6 +35,22 @@ pub struct ServiceHandles {
     pub telemetry: Arc<Telemetry>,
     pub history: Arc<History>,
     pub kafka: Arc<MonitorContext>,
+    /// Where the HTTP server listens, once it does.
+    pub http_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+}
+
+impl ServiceHandles {
+    pub fn new(config: &Config) -> ServiceHandles {
+        ServiceHandles {
+            telemetry: Arc::new(Telemetry::new()),
+            history: Arc::new(History::new(
+                config.outputs.history,
+                config.streams.iter().map(|s| s.name.clone()),
+            )),
+            kafka: Arc::new(MonitorContext::default()),
+            http_addr: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
 }
 
 /// Runs until `shutdown` resolves; returns after a clean stop.
@@ -61,6 +77,7 @@ pub async fn run(
                 .map_err(|e| ServiceError::Http(listen.to_owned(), e))?;
             let local = listener.local_addr().map_err(|e| ServiceError::Http(listen.to_owned(), e))?;
             tracing::info!(address = %local, "http server listening: /metrics /healthz /readyz /api/v1");
+            let _ = handles.http_addr.set(local);
             let state = http_state(&config, &handles);
             let app = crate::outputs::http::router(state, axum::Router::new());
             Some(tokio::spawn(async move {

@@ -148,6 +148,25 @@ impl Telemetry {
         }
     }
 
+    /// Creates every series a stream or trigger can have at zero, so dashboards and
+    /// alerts see them before the first event (and `rate()` works from the start).
+    pub fn init_series(&self, streams: &[&str], triggers: &[&str], invalid_reasons: &[&str]) {
+        for &stream in streams {
+            self.records.with_label_values(&[stream]);
+            self.windows_closed.with_label_values(&[stream]);
+            self.late_records.with_label_values(&[stream]);
+            self.dead_lettered.with_label_values(&[stream]);
+            for &reason in invalid_reasons {
+                self.invalid.with_label_values(&[stream, reason]);
+            }
+        }
+        for &trigger in triggers {
+            for outcome in TRIGGER_OUTCOMES {
+                self.triggers.with_label_values(&[trigger, outcome]);
+            }
+        }
+    }
+
     /// The counters one stream bumps, resolved once.
     pub fn stream(&self, stream: &str) -> StreamCounters {
         StreamCounters {
@@ -206,6 +225,9 @@ impl StreamCounters {
         self.invalid_family.with_label_values(&[self.stream.as_str(), reason]).get()
     }
 }
+
+/// Outcomes counted in `driftscope_triggers_total`.
+pub const TRIGGER_OUTCOMES: [&str; 4] = ["fired", "delivered", "retry", "dead"];
 
 /// Quantiles published by the summaries.
 pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];

@@ -2,6 +2,7 @@
 //! and the glue from arguments to the library.
 
 pub mod config_check;
+pub mod demo;
 pub mod reference;
 pub mod run;
 pub mod score;

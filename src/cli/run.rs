@@ -3,13 +3,9 @@
 use anyhow::Context;
 use clap::Args;
 use driftscope::config::Config;
-use driftscope::ingest::kafka::MonitorContext;
-use driftscope::outputs::History;
 use driftscope::service::{self, ServiceHandles};
-use driftscope::telemetry::Telemetry;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -31,14 +27,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let handles = ServiceHandles {
-        telemetry: Arc::new(Telemetry::new()),
-        history: Arc::new(History::new(
-            config.outputs.history,
-            config.streams.iter().map(|s| s.name.clone()),
-        )),
-        kafka: Arc::new(MonitorContext::default()),
-    };
+    let handles = ServiceHandles::new(&config);
     runtime.block_on(service::run(config, handles, service::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -141,12 +141,23 @@ impl JsonDecoder {
     /// [`apply`](Self::apply) and [`event_time_ms`](Self::event_time_ms); on `Err` the
     /// decoder holds no record, so nothing of it can reach a sink.
     pub fn decode(&mut self, payload: &[u8]) -> Result<(), RecordError> {
+        self.decode_with(payload, true)
+    }
+
+    /// `fast: false` skips the scanner, for tests that compare the two paths.
+    fn decode_with(&mut self, payload: &[u8], fast: bool) -> Result<(), RecordError> {
         self.has_record = false;
         match payload.iter().find(|b| !is_json_whitespace(**b)) {
             None => return Err(RecordError::Empty),
             Some(b'{') => {}
             Some(_) => return Err(self.classify_non_object(payload)),
         }
+        self.record.start();
+        if fast && scan::record(&self.plan, &mut self.record, payload).is_some() {
+            self.has_record = true;
+            return Ok(());
+        }
+        // serde_json decides every record the scanner declined, from a clean slate.
         self.record.start();
         let strict = parse_object(&self.plan, &mut self.record, payload, None);
         let Err(error) = strict else {
@@ -300,20 +311,26 @@ struct FieldTarget {
 enum Node {
     /// A value that must be an object for the fields under it to be found.
     Inner {
-        children: FxHashMap<Box<str>, u32>,
+        children: KeyTable,
         /// The fields (indices into `Plan::fields`) anywhere below, made invalid
         /// together when this value is not an object.
         fields_under: Box<[u32]>,
         event_time_under: bool,
     },
     /// A monitored value: a field's, the event time's, or both.
-    Leaf { field: Option<u32>, event_time: bool },
+    Leaf {
+        field: Option<u32>,
+        event_time: bool,
+        /// Only a numeric field reads it, so the strict parse may let serde_json parse
+        /// the number in place.
+        plain_numeric: bool,
+    },
 }
 
 impl Plan {
     fn new(fields: &[JsonField], event_time: Option<&str>) -> Result<Plan, JsonFieldsError> {
         let mut nodes = vec![Node::Inner {
-            children: FxHashMap::default(),
+            children: KeyTable::default(),
             fields_under: Box::new([]),
             event_time_under: false,
         }];
@@ -341,7 +358,7 @@ impl Plan {
             for (depth, segment) in segments.iter().enumerate() {
                 let last = depth + 1 == segments.len();
                 let existing = match &nodes[node] {
-                    Node::Inner { children, .. } => children.get(segment.as_str()).copied(),
+                    Node::Inner { children, .. } => children.get(segment.as_bytes()),
                     Node::Leaf { .. } => None,
                 };
                 node = match existing {
@@ -349,17 +366,17 @@ impl Plan {
                     None => {
                         let child = nodes.len();
                         nodes.push(if last {
-                            Node::Leaf { field: None, event_time: false }
+                            Node::Leaf { field: None, event_time: false, plain_numeric: false }
                         } else {
                             Node::Inner {
-                                children: FxHashMap::default(),
+                                children: KeyTable::default(),
                                 fields_under: Box::new([]),
                                 event_time_under: false,
                             }
                         });
                         pointers.push(pointer.to_string());
                         if let Node::Inner { children, .. } = &mut nodes[node] {
-                            children.insert(segment.as_str().into(), child as u32);
+                            children.insert(segment, child as u32);
                         }
                         child
                     }
@@ -373,7 +390,7 @@ impl Plan {
                     return Err(JsonFieldsError::Overlap { outer, inner: inner.to_string() });
                 }
             }
-            if let Node::Leaf { field: leaf_field, event_time: leaf_event } = &mut nodes[node] {
+            if let Node::Leaf { field: leaf_field, event_time: leaf_event, .. } = &mut nodes[node] {
                 match field {
                     Some(i) if leaf_field.is_none() => *leaf_field = Some(i as u32),
                     Some(_) => {
@@ -384,6 +401,11 @@ impl Plan {
             }
         }
         fill_under(&mut nodes, 0);
+        for node in &mut nodes {
+            if let Node::Leaf { field: Some(f), event_time: false, plain_numeric } = node {
+                *plain_numeric = fields.get(*f as usize).is_some_and(|f| f.kind == FeatureKind::Numeric);
+            }
+        }
         Ok(Plan {
             nodes,
             fields: fields.iter().map(|f| FieldTarget { feature: f.feature, kind: f.kind }).collect(),
@@ -391,14 +413,121 @@ impl Plan {
     }
 }
 
+/// The keys of one object node: open addressing over a hash of at most 16 bytes of the
+/// key. A general-purpose map was the decoder's largest cost (hashing every byte, then
+/// a `memcmp` call); here a key of up to 16 bytes is hashed and compared as two
+/// machine words.
+#[derive(Debug, Clone, Default)]
+struct KeyTable {
+    /// A power of two long, at most a quarter full, so that probes are short and
+    /// always end.
+    slots: Box<[KeySlot]>,
+    /// The full key per slot, compared only for keys longer than 16 bytes.
+    keys: Box<[Box<[u8]>]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KeySlot {
+    words: (u64, u64),
+    len: usize,
+    /// `VACANT` for an empty slot.
+    child: u32,
+}
+
+const VACANT: u32 = u32::MAX;
+
+impl KeyTable {
+    #[inline(always)]
+    fn get(&self, key: &[u8]) -> Option<u32> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let words = key_words(key);
+        let mut i = slot_index(key_hash(words, key.len()), mask);
+        loop {
+            let slot = self.slots.get(i)?;
+            if slot.child == VACANT {
+                return None;
+            }
+            if slot.words == words
+                && slot.len == key.len()
+                && (key.len() <= 16 || self.keys.get(i).is_some_and(|k| **k == *key))
+            {
+                return Some(slot.child);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds a key (configuration time only: the table is rebuilt).
+    fn insert(&mut self, key: &str, child: u32) {
+        let mut entries: Vec<(Box<[u8]>, u32)> = self
+            .slots
+            .iter()
+            .zip(self.keys.iter())
+            .filter(|(slot, _)| slot.child != VACANT)
+            .map(|(slot, key)| (key.clone(), slot.child))
+            .collect();
+        entries.push((key.as_bytes().into(), child));
+        let size = (entries.len() * 4).next_power_of_two();
+        let vacant = KeySlot { words: (0, 0), len: 0, child: VACANT };
+        let mut slots = vec![vacant; size];
+        let mut keys: Vec<Box<[u8]>> = vec![Box::default(); size];
+        for (key, child) in entries {
+            let words = key_words(&key);
+            let mut i = slot_index(key_hash(words, key.len()), size - 1);
+            while slots[i].child != VACANT {
+                i = (i + 1) & (size - 1);
+            }
+            slots[i] = KeySlot { words, len: key.len(), child };
+            keys[i] = key;
+        }
+        self.slots = slots.into_boxed_slice();
+        self.keys = keys.into_boxed_slice();
+    }
+
+    fn children(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots.iter().map(|s| s.child).filter(|&c| c != VACANT)
+    }
+}
+
+/// Two words that, with the length, identify a key of up to 16 bytes exactly (the
+/// loads overlap to cover every byte); for a longer key its first and last 8 bytes.
+#[inline]
+fn key_words(key: &[u8]) -> (u64, u64) {
+    let n = key.len();
+    if let (Some(first), Some(last)) = (key.first_chunk::<8>(), key.last_chunk::<8>()) {
+        (u64::from_le_bytes(*first), u64::from_le_bytes(*last))
+    } else if let (Some(first), Some(last)) = (key.first_chunk::<4>(), key.last_chunk::<4>()) {
+        (u64::from(u32::from_le_bytes(*first)), u64::from(u32::from_le_bytes(*last)))
+    } else if n > 0 {
+        let b = |i: usize| u64::from(key[i]);
+        (b(0) | b(n / 2) << 8 | b(n - 1) << 16, 0)
+    } else {
+        (0, 0)
+    }
+}
+
+/// The top bits of the hash: the low bits of a product depend on the low bits of the
+/// key only, which are the same for keys like `f0`, `f1`, ...
+#[inline(always)]
+fn slot_index(hash: u64, mask: usize) -> usize {
+    (hash >> (64 - mask.count_ones().max(1))) as usize & mask
+}
+
+#[inline(always)]
+fn key_hash((w0, w1): (u64, u64), len: usize) -> u64 {
+    let product =
+        u128::from(w0 ^ 0x243f_6a88_85a3_08d3) * u128::from(w1 ^ 0x1319_8a2e_0370_7344 ^ len as u64);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
 /// The fields and whether the event time are below `node`.
 fn collect_under(nodes: &[Node], node: usize) -> (Vec<u32>, bool) {
     match &nodes[node] {
-        Node::Leaf { field, event_time } => (field.iter().copied().collect(), *event_time),
+        Node::Leaf { field, event_time, .. } => (field.iter().copied().collect(), *event_time),
         Node::Inner { children, .. } => {
             let mut fields = Vec::new();
             let mut event = false;
-            for &child in children.values() {
+            for child in children.children() {
                 let (f, e) = collect_under(nodes, child as usize);
                 fields.extend(f);
                 event |= e;
@@ -416,7 +545,7 @@ fn fill_under(nodes: &mut [Node], node: usize) {
         Node::Inner { children, fields_under, event_time_under } => {
             *fields_under = fields.into_boxed_slice();
             *event_time_under = event;
-            children.values().copied().collect()
+            children.children().collect()
         }
     };
     for child in children {
@@ -603,6 +732,320 @@ fn find_non_standard(payload: &[u8], out: &mut Vec<u8>, marks: &mut Vec<(usize, 
 }
 
 // ---------------------------------------------------------------------------------
+// The fast path.
+
+/// A hand-written scanner for the common record, tried before serde_json because the
+/// serde machinery costs about as much again as the JSON itself (see the benchmark).
+/// It validates everything it reads, to serde_json's rules, and declines (`None`) at
+/// anything it does not handle or that might be an error: escapes in keys, non-standard
+/// tokens, a lone `-`, a control character in a string, nesting deeper than 64 in a
+/// skipped value, trailing bytes. A declined record is decoded again by serde_json from
+/// scratch, so the scanner only has to be right about the records it accepts, and a
+/// test checks it against the serde_json path. Leaf values go through [`capture`], the
+/// same code as on the serde_json path.
+mod scan {
+    use super::{Node, Plan, Raw, Record, capture};
+
+    /// Bytes that end the plain run of a string: `"`, `\` and control characters.
+    static STRING_STOP: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            table[b] = true;
+            b += 1;
+        }
+        table[b'"' as usize] = true;
+        table[b'\\' as usize] = true;
+        table
+    };
+
+    /// The deepest nesting a skipped value may have here (one bit per level).
+    const MAX_SKIP_DEPTH: u32 = 64;
+
+    /// Decodes `buf` (a payload whose first non-blank byte is `{`) into `record`.
+    pub(super) fn record(plan: &Plan, record: &mut Record, buf: &[u8]) -> Option<()> {
+        let mut scanner = Scanner { buf, pos: 0, plan, record };
+        scanner.ws();
+        scanner.eat(b'{')?;
+        scanner.object(0)?;
+        scanner.ws();
+        (scanner.pos == buf.len()).then_some(())
+    }
+
+    struct Scanner<'b, 'p> {
+        buf: &'b [u8],
+        pos: usize,
+        plan: &'p Plan,
+        record: &'p mut Record,
+    }
+
+    impl<'b> Scanner<'b, '_> {
+        #[inline(always)]
+        fn peek(&self) -> Option<u8> {
+            self.buf.get(self.pos).copied()
+        }
+
+        #[inline(always)]
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+                self.pos += 1;
+            }
+        }
+
+        #[inline(always)]
+        fn eat(&mut self, byte: u8) -> Option<()> {
+            (self.peek()? == byte).then(|| self.pos += 1)
+        }
+
+        #[inline(always)]
+        fn literal(&mut self, word: &[u8]) -> Option<()> {
+            let end = self.pos.checked_add(word.len())?;
+            (self.buf.get(self.pos..end)? == word).then(|| self.pos = end)
+        }
+
+        /// The rest of a string after its opening quote; returns whether it had escapes.
+        #[inline(always)]
+        fn string(&mut self) -> Option<bool> {
+            let mut escaped = false;
+            loop {
+                while !STRING_STOP[usize::from(self.peek()?)] {
+                    self.pos += 1;
+                }
+                match self.peek()? {
+                    b'"' => {
+                        self.pos += 1;
+                        return Some(escaped);
+                    }
+                    b'\\' => {
+                        escaped = true;
+                        self.pos += 1;
+                        self.escape()?;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// Checked as serde_json checks escapes it skims: surrogates are not paired
+        /// here, and [`super::unescape_into`] decides about them where it matters.
+        fn escape(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
+                b'u' => {
+                    let hex = self.buf.get(self.pos + 1..self.pos + 5)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    self.pos += 5;
+                }
+                _ => return None,
+            }
+            Some(())
+        }
+
+        #[inline(always)]
+        fn digits(&mut self) -> Option<()> {
+            let start = self.pos;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.pos += 1;
+            }
+            (self.pos > start).then_some(())
+        }
+
+        /// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+        #[inline(always)]
+        fn number(&mut self) -> Option<()> {
+            if self.peek()? == b'-' {
+                self.pos += 1;
+            }
+            match self.peek()? {
+                b'0' => {
+                    self.pos += 1;
+                    if let Some(b'0'..=b'9') = self.peek() {
+                        return None;
+                    }
+                }
+                b'1'..=b'9' => self.digits()?,
+                _ => return None,
+            }
+            if self.peek() == Some(b'.') {
+                self.pos += 1;
+                self.digits()?;
+            }
+            if let Some(b'e' | b'E') = self.peek() {
+                self.pos += 1;
+                if let Some(b'+' | b'-') = self.peek() {
+                    self.pos += 1;
+                }
+                self.digits()?;
+            }
+            Some(())
+        }
+
+        /// `"key"` then `:`, with the blanks around them.
+        fn member_key(&mut self) -> Option<()> {
+            self.eat(b'"')?;
+            self.string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            Some(())
+        }
+
+        /// Validates and steps over one value, iteratively.
+        fn skip_value(&mut self) -> Option<()> {
+            // One bit per open container, set for an object.
+            let mut objects: u64 = 0;
+            let mut depth = 0u32;
+            loop {
+                match self.peek()? {
+                    open @ (b'{' | b'[') => {
+                        self.pos += 1;
+                        self.ws();
+                        let close = if open == b'{' { b'}' } else { b']' };
+                        if self.peek()? == close {
+                            self.pos += 1;
+                        } else {
+                            if depth == MAX_SKIP_DEPTH {
+                                return None;
+                            }
+                            depth += 1;
+                            objects = objects << 1 | u64::from(open == b'{');
+                            if open == b'{' {
+                                self.member_key()?;
+                            }
+                            continue;
+                        }
+                    }
+                    b'"' => {
+                        self.pos += 1;
+                        self.string()?;
+                    }
+                    b'-' | b'0'..=b'9' => self.number()?,
+                    b't' => self.literal(b"true")?,
+                    b'f' => self.literal(b"false")?,
+                    b'n' => self.literal(b"null")?,
+                    _ => return None,
+                }
+                // After a value: close containers until one continues.
+                loop {
+                    if depth == 0 {
+                        return Some(());
+                    }
+                    self.ws();
+                    let in_object = objects & 1 == 1;
+                    match self.peek()? {
+                        b',' => {
+                            self.pos += 1;
+                            self.ws();
+                            if in_object {
+                                self.member_key()?;
+                            }
+                            break;
+                        }
+                        b'}' if in_object => {}
+                        b']' if !in_object => {}
+                        _ => return None,
+                    }
+                    self.pos += 1;
+                    objects >>= 1;
+                    depth -= 1;
+                }
+            }
+        }
+
+        /// The members of an object at trie node `node`, after its `{`.
+        fn object(&mut self, node: u32) -> Option<()> {
+            let plan = self.plan;
+            let Node::Inner { children, .. } = plan.nodes.get(node as usize)? else {
+                return None;
+            };
+            self.ws();
+            if self.peek()? == b'}' {
+                self.pos += 1;
+                return Some(());
+            }
+            loop {
+                self.eat(b'"')?;
+                let start = self.pos;
+                if self.string()? {
+                    return None;
+                }
+                let child = children.get(self.buf.get(start..self.pos - 1)?);
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                match child {
+                    Some(child) if self.record.first_visit(child) => match plan.nodes.get(child as usize)? {
+                        Node::Inner { .. } => match self.peek()? {
+                            b'{' => {
+                                self.pos += 1;
+                                self.object(child)?;
+                            }
+                            b'n' => self.literal(b"null")?,
+                            _ => {
+                                self.skip_value()?;
+                                self.record.invalidate_under(plan, child);
+                            }
+                        },
+                        Node::Leaf { field, event_time, .. } => self.leaf(*field, *event_time)?,
+                    },
+                    _ => self.skip_value()?,
+                }
+                self.ws();
+                match self.peek()? {
+                    b',' => {
+                        self.pos += 1;
+                        self.ws();
+                    }
+                    b'}' => {
+                        self.pos += 1;
+                        return Some(());
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        #[inline(always)]
+        fn leaf(&mut self, field: Option<u32>, event_time: bool) -> Option<()> {
+            let start = self.pos;
+            let raw = match self.peek()? {
+                b'"' => {
+                    self.pos += 1;
+                    self.string()?;
+                    // serde_json checks UTF-8 in a monitored value; let it report.
+                    Raw::Str(std::str::from_utf8(self.buf.get(start..self.pos)?).ok()?)
+                }
+                b'-' | b'0'..=b'9' => {
+                    self.number()?;
+                    Raw::Number(std::str::from_utf8(self.buf.get(start..self.pos)?).ok()?)
+                }
+                b't' => {
+                    self.literal(b"true")?;
+                    Raw::Literal("true")
+                }
+                b'f' => {
+                    self.literal(b"false")?;
+                    Raw::Literal("false")
+                }
+                b'n' => {
+                    self.literal(b"null")?;
+                    Raw::Null
+                }
+                b'{' | b'[' => {
+                    self.skip_value()?;
+                    Raw::Container
+                }
+                _ => return None,
+            };
+            capture(self.plan, self.record, field, event_time, &raw);
+            Some(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // The streaming parse.
 
 /// Set for the fallback parse: containers on the pointer paths are taken as raw text
@@ -632,15 +1075,18 @@ fn parse_object(
     de.end()
 }
 
-/// Looks a key up among a node's children; the key is borrowed from the payload (or
-/// from serde_json's scratch when escaped), never allocated.
-struct KeySeed<'p>(&'p FxHashMap<Box<str>, u32>);
+/// Looks a key up among a node's children. The key is taken as bytes, borrowed from the
+/// payload (or from serde_json's scratch when escaped): never allocated, and not
+/// UTF-8-checked, like every other value serde_json skims (a key that is not UTF-8 cannot
+/// equal a configured one anyway).
+struct KeySeed<'p>(&'p KeyTable);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<u32>;
 
+    #[inline]
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<u32>, D::Error> {
-        d.deserialize_str(self)
+        d.deserialize_bytes(self)
     }
 }
 
@@ -652,8 +1098,12 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 
     #[inline]
+    fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Option<u32>, E> {
+        Ok(self.0.get(key))
+    }
+
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<u32>, E> {
-        Ok(self.0.get(key).copied())
+        Ok(self.0.get(key.as_bytes()))
     }
 }
 
@@ -732,7 +1182,15 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, '_> {
                     Node::Inner { .. } => {
                         map.next_value_seed(ObjectSeed { ctx: &mut *self.ctx, node: child })?
                     }
-                    Node::Leaf { field, event_time } => map.next_value_seed(LeafSeed {
+                    Node::Leaf { field: Some(field), plain_numeric: true, .. }
+                        if self.ctx.tolerant.is_none() =>
+                    {
+                        let value = map.next_value_seed(NumberSeed)?;
+                        if let Some(slot) = self.ctx.record.values.get_mut(*field as usize) {
+                            *slot = value;
+                        }
+                    }
+                    Node::Leaf { field, event_time, .. } => map.next_value_seed(LeafSeed {
                         ctx: &mut *self.ctx,
                         field: *field,
                         event_time: *event_time,
@@ -777,6 +1235,61 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, '_> {
     }
 }
 
+/// The value of a numeric-only leaf in the strict parse, parsed by serde_json in place.
+/// A number beyond f64 fails the parse here; the tolerant parse then reads it as text.
+struct NumberSeed;
+
+impl<'de> DeserializeSeed<'de> for NumberSeed {
+    type Value = Captured;
+
+    #[inline]
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Captured, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NumberSeed {
+    type Value = Captured;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_f64<E>(self, x: f64) -> Result<Captured, E> {
+        Ok(Captured::Number(x))
+    }
+
+    fn visit_i64<E>(self, x: i64) -> Result<Captured, E> {
+        Ok(Captured::Number(x as f64))
+    }
+
+    fn visit_u64<E>(self, x: u64) -> Result<Captured, E> {
+        Ok(Captured::Number(x as f64))
+    }
+
+    fn visit_unit<E>(self) -> Result<Captured, E> {
+        Ok(Captured::Null)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Captured, E> {
+        Ok(Captured::Invalid)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Captured, E> {
+        Ok(Captured::Invalid)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Captured, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Captured::Invalid)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Captured, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Captured::Invalid)
+    }
+}
+
 /// The value at a leaf, taken as raw text: numbers are parsed here (serde_json refuses
 /// numbers beyond f64, std's parser saturates them to infinity) and a categorical
 /// number keeps its exact JSON spelling.
@@ -813,27 +1326,31 @@ impl<'de> DeserializeSeed<'de> for LeafSeed<'_, '_> {
                 Some(_) => Raw::Number(raw),
             },
         };
-        let plan = self.ctx.plan;
-        let record = &mut *self.ctx.record;
-        if let Some(f) = self.field {
-            let captured = match plan.fields.get(f as usize).map(|t| t.kind) {
-                Some(FeatureKind::Numeric) => numeric_value(&kind),
-                Some(FeatureKind::Categorical) => categorical_value(record, &kind),
-                None => Captured::Invalid,
-            };
-            if let Some(slot) = record.values.get_mut(f as usize) {
-                *slot = captured;
-            }
-        }
-        if self.event_time {
-            record.event = match kind {
-                Raw::Null => Captured::Null,
-                Raw::Number(_) | Raw::NonFinite(_) => numeric_value(&kind),
-                Raw::Str(quoted) => unescape_into(record, quoted),
-                Raw::Literal(_) | Raw::Container => Captured::Invalid,
-            };
-        }
+        capture(self.ctx.plan, self.ctx.record, self.field, self.event_time, &kind);
         Ok(())
+    }
+}
+
+/// Records a leaf's value for its field and/or the event time; shared by the scanner and
+/// the serde_json paths so that both read a value identically.
+fn capture(plan: &Plan, record: &mut Record, field: Option<u32>, event_time: bool, raw: &Raw<'_>) {
+    if let Some(f) = field {
+        let captured = match plan.fields.get(f as usize).map(|t| t.kind) {
+            Some(FeatureKind::Numeric) => numeric_value(raw),
+            Some(FeatureKind::Categorical) => categorical_value(record, raw),
+            None => Captured::Invalid,
+        };
+        if let Some(slot) = record.values.get_mut(f as usize) {
+            *slot = captured;
+        }
+    }
+    if event_time {
+        record.event = match raw {
+            Raw::Null => Captured::Null,
+            Raw::Number(_) | Raw::NonFinite(_) => numeric_value(raw),
+            Raw::Str(quoted) => unescape_into(record, quoted),
+            Raw::Literal(_) | Raw::Container => Captured::Invalid,
+        };
     }
 }
 

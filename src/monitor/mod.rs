@@ -31,10 +31,24 @@ pub enum MonitorError {
     OutputsGone,
 }
 
+/// Every reason a record can be refused for (the `reason` label of
+/// `driftscope_records_invalid_total`): a bounded set, never taken from record contents.
+pub const INVALID_REASONS: [&str; 7] = [
+    "empty",
+    "oversize",
+    "malformed_json",
+    "not_an_object",
+    "undecodable_arrow",
+    "wrong_schema",
+    "bad_event_time",
+];
+
 /// A scored window on its way to the outputs.
 #[derive(Debug, Clone)]
 pub struct ScoredWindow {
     pub report: Arc<Report>,
+    /// Reference vs window shares per bin or category, for the dashboard.
+    pub distributions: Arc<Vec<crate::stats::distribution::FeatureDistribution>>,
     /// How long scoring took.
     pub scoring: Duration,
 }
@@ -90,6 +104,8 @@ impl Monitor {
         context: Arc<MonitorContext>,
         reports: mpsc::Sender<ScoredWindow>,
     ) -> Result<Monitor, MonitorError> {
+        let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
+        telemetry.init_series(&names, &[], &INVALID_REASONS);
         let mut streams = Vec::with_capacity(config.streams.len());
         let mut routes = FxHashMap::default();
         for (i, s) in config.streams.iter().enumerate() {
@@ -300,7 +316,10 @@ impl Pipeline {
         report.stream = Some(state.name.clone());
         state.counters.windows_closed.inc();
         log_window(&report);
-        self.reports.blocking_send(ScoredWindow { report: Arc::new(report), scoring }).map_err(|_| ())
+        let distributions = Arc::new(crate::stats::distribution::distributions(reference, &window.sketch));
+        self.reports
+            .blocking_send(ScoredWindow { report: Arc::new(report), distributions, scoring })
+            .map_err(|_| ())
     }
 
     /// After a revocation: open windows are dropped and positions forgotten, since the

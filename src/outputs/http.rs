@@ -37,6 +37,7 @@ pub fn router(state: HttpState, extra_api: Router<HttpState>) -> Router {
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/reports/latest", get(latest_report))
         .route("/api/v1/reports", get(reports))
+        .route("/api/v1/distributions/latest", get(latest_distributions))
         .merge(extra_api)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -159,6 +160,17 @@ async fn latest_report(State(state): State<HttpState>, Query(query): Query<Repor
     };
     match state.history.latest(&stream).flatten() {
         Some(report) => axum::Json(&*report).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("stream `{stream}` has not closed a window yet")),
+    }
+}
+
+async fn latest_distributions(State(state): State<HttpState>, Query(query): Query<ReportQuery>) -> Response {
+    let stream = match stream_param(&state, &query) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    match state.history.distributions(&stream) {
+        Some(latest) => axum::Json(latest).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("stream `{stream}` has not closed a window yet")),
     }
 }

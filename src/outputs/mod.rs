@@ -18,6 +18,15 @@ use std::sync::{Arc, RwLock};
 pub struct History {
     capacity: usize,
     streams: RwLock<BTreeMap<String, VecDeque<Arc<Report>>>>,
+    distributions: RwLock<BTreeMap<String, LatestDistributions>>,
+}
+
+/// The newest window's distributions of one stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatestDistributions {
+    pub stream: String,
+    pub window: crate::stats::WindowInfo,
+    pub features: Arc<Vec<crate::stats::distribution::FeatureDistribution>>,
 }
 
 impl History {
@@ -25,6 +34,7 @@ impl History {
         History {
             capacity: capacity.max(1),
             streams: RwLock::new(streams.into_iter().map(|s| (s, VecDeque::new())).collect()),
+            distributions: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -49,6 +59,16 @@ impl History {
     pub fn latest(&self, stream: &str) -> Option<Option<Arc<Report>>> {
         let streams = self.streams.read().ok()?;
         Some(streams.get(stream)?.back().cloned())
+    }
+
+    pub fn set_distributions(&self, latest: LatestDistributions) {
+        if let Ok(mut map) = self.distributions.write() {
+            map.insert(latest.stream.clone(), latest);
+        }
+    }
+
+    pub fn distributions(&self, stream: &str) -> Option<LatestDistributions> {
+        self.distributions.read().ok()?.get(stream).cloned()
     }
 
     pub fn stream_names(&self) -> Vec<String> {
@@ -90,6 +110,11 @@ impl Outputs {
                 tracing::error!(path = %path.display(), error = %e, "cannot append to the reports file");
             }
         }
+        self.history.set_distributions(LatestDistributions {
+            stream: report.stream.clone().unwrap_or_default(),
+            window: report.window.clone(),
+            features: window.distributions,
+        });
         self.history.push(report);
     }
 }

@@ -2,6 +2,7 @@
 //! scoring. Pure and I/O-free, shared by `score`, `run` and the benchmarks.
 
 pub mod categorical;
+pub mod distribution;
 pub mod grid;
 pub mod metrics;
 pub mod numeric;
@@ -15,7 +16,7 @@ pub mod window;
 
 pub use profile::{FeatureSpec, Profile, ProfileBuilder, ProfileError};
 pub use reference::{OverrideError, Reference};
-pub use report::{Report, WindowInfo};
+pub use report::{Report, Status, WindowInfo};
 pub use score::score_window;
 pub use settings::{DriftSettings, FeatureKind, FeatureOverride, Metric};
 pub use sketch::{ValueSink, WindowSketch};

@@ -1,0 +1,175 @@
+//! `driftscope demo`: the whole product on one machine with no external services.
+//! librdkafka's in-process mock cluster carries a synthetic model's feature and
+//! prediction streams; after a clean phase the generator injects drift (a shifted
+//! numeric feature, a new category, more missing values, a shifted prediction score);
+//! the full monitor, HTTP server and dashboard run as in production, and a local
+//! webhook receiver verifies and prints each trigger it gets.
+
+use crate::config::{
+    Config, FieldConfig, HttpConfig, KafkaConfig, MessageFormat, ReferenceConfig, StreamConfig, WindowConfig,
+};
+use crate::stats::FeatureKind;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+pub const FEATURES_TOPIC: &str = "demo-features";
+pub const PREDICTIONS_TOPIC: &str = "demo-predictions";
+/// Records per stream that become the reference.
+pub const REFERENCE_RECORDS: u64 = 5_000;
+/// Records per window.
+pub const WINDOW_RECORDS: u64 = 2_000;
+/// Clean records per stream before drift is injected: the reference and four windows.
+pub const CLEAN_RECORDS: u64 = REFERENCE_RECORDS + 4 * WINDOW_RECORDS;
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub duration: Duration,
+    /// Records per second per stream.
+    pub rate: u64,
+    pub port: u16,
+    pub seed: u64,
+}
+
+/// The config the demo runs the monitor with: two streams of one model, references
+/// taken from the clean phase.
+pub fn demo_config(bootstrap: &str, port: u16, state_dir: &std::path::Path) -> Config {
+    let field = |name: &str, kind: FeatureKind| FieldConfig {
+        name: name.into(),
+        kind: Some(kind),
+        ..Default::default()
+    };
+    let stream = |name: &str, topic: &str, fields: Vec<FieldConfig>| StreamConfig {
+        name: name.into(),
+        topics: vec![topic.into()],
+        format: MessageFormat::Json,
+        event_time_field: None,
+        window: WindowConfig::TumblingCount { size: WINDOW_RECORDS },
+        reference: ReferenceConfig { from_stream: Some(REFERENCE_RECORDS), ..Default::default() },
+        fields,
+    };
+    let mut config = Config {
+        kafka: KafkaConfig {
+            brokers: bootstrap.into(),
+            group_id: "driftscope-demo".into(),
+            ..Default::default()
+        },
+        http: HttpConfig { listen: format!("127.0.0.1:{port}"), api_token: None },
+        streams: vec![
+            stream(
+                "features",
+                FEATURES_TOPIC,
+                vec![
+                    field("age", FeatureKind::Numeric),
+                    field("income", FeatureKind::Numeric),
+                    field("tenure_months", FeatureKind::Numeric),
+                    field("country", FeatureKind::Categorical),
+                    field("device", FeatureKind::Categorical),
+                ],
+            ),
+            stream("predictions", PREDICTIONS_TOPIC, vec![field("score", FeatureKind::Numeric)]),
+        ],
+        ..Default::default()
+    };
+    config.state.dir = state_dir.to_path_buf();
+    config
+}
+
+/// A synthetic model's traffic; `drifted` switches on every injected change.
+pub struct Generator {
+    rng: StdRng,
+    id: u64,
+}
+
+impl Generator {
+    pub fn new(seed: u64) -> Self {
+        Generator { rng: StdRng::seed_from_u64(seed), id: 0 }
+    }
+
+    fn normal(&mut self) -> f64 {
+        // Box-Muller: two uniforms give one standard normal.
+        let u: f64 = self.rng.random::<f64>().max(1e-12);
+        let v: f64 = self.rng.random();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    /// One feature record and its prediction, as JSON.
+    pub fn next(&mut self, drifted: bool) -> (String, String) {
+        self.id += 1;
+        let age = (40.0 + 12.0 * self.normal() + if drifted { 9.0 } else { 0.0 }).clamp(18.0, 95.0).round();
+        let income = (10.6 + 0.5 * self.normal()).exp() * if drifted { 1.6 } else { 1.0 };
+        let tenure_missing = self.rng.random::<f64>() < if drifted { 0.25 } else { 0.01 };
+        let tenure = (self.rng.random::<f64>() * 72.0).floor();
+        let countries = ["US", "DE", "FR", "GB", "IN"];
+        let country = if drifted && self.rng.random::<f64>() < 0.3 {
+            "BR"
+        } else {
+            countries[self.rng.random_range(0..countries.len())]
+        };
+        let device = ["mobile", "desktop", "tablet"]
+            [usize::from(self.rng.random::<f64>() > 0.6) + usize::from(self.rng.random::<f64>() > 0.9)];
+        let tenure = if tenure_missing { "null".to_owned() } else { tenure.to_string() };
+        let features = format!(
+            r#"{{"id":{},"age":{age},"income":{income:.2},"tenure_months":{tenure},"country":"{country}","device":"{device}"}}"#,
+            self.id
+        );
+        let logit = -0.9 + 0.6 * self.normal() + if drifted { 1.1 } else { 0.0 };
+        let score = 1.0 / (1.0 + (-logit).exp());
+        let prediction = format!(r#"{{"id":{},"score":{score:.5}}}"#, self.id);
+        (features, prediction)
+    }
+}
+
+/// Produces both streams at `rate` records per second each until `stop`; the first
+/// `clean_records` are clean, the rest drifted. Counts what it produced.
+pub async fn produce(
+    bootstrap: String,
+    rate: u64,
+    seed: u64,
+    clean_records: u64,
+    produced: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "5").create()?;
+    let mut generator = Generator::new(seed);
+    // Ticks of 10 ms, each producing its share of the rate.
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_tick = (rate as f64 / 100.0).max(0.01);
+    let mut owed = 0.0;
+    while !stop.load(Ordering::SeqCst) {
+        ticker.tick().await;
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let n = produced.load(Ordering::SeqCst);
+            let (features, prediction) = generator.next(n >= clean_records);
+            let key = n.to_string();
+            for (topic, payload) in [(FEATURES_TOPIC, &features), (PREDICTIONS_TOPIC, &prediction)] {
+                let mut record = BaseRecord::<str, str>::to(topic).key(&key).payload(payload.as_str());
+                // A full local queue only means we are ahead of the mock broker: retry.
+                while let Err((_, r)) = producer.send(record) {
+                    record = r;
+                    tokio::task::yield_now().await;
+                }
+            }
+            produced.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+    Ok(())
+}
+
+/// Starts the mock cluster with the demo's topics.
+pub fn mock_cluster() -> Result<MockCluster<'static, DefaultProducerContext>, rdkafka::error::KafkaError> {
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(FEATURES_TOPIC, 1, 1)?;
+    cluster.create_topic(PREDICTIONS_TOPIC, 1, 1)?;
+    Ok(cluster)
+}
