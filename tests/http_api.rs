@@ -54,16 +54,14 @@ kind = "categorical"
         ),
     )
     .unwrap();
-    let run = {
+    let mut run = {
         // SAFETY: set before the child starts; no other thread reads it.
         unsafe { std::env::set_var("DRIFTSCOPE_TEST_API_TOKEN", TOKEN) };
         Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path())
     };
     let addr = http_address(&run);
     assert_eq!(http("GET", &addr, "/healthz", None).0, 200);
-    wait_for("3 windows", Duration::from_secs(120), || {
-        (read_reports(&reports_file).len() >= 3).then_some(())
-    });
+    run.wait_reports(&reports_file, 3, Duration::from_secs(120));
     wait_for("ready", Duration::from_secs(60), || {
         (http("GET", &addr, "/readyz", None).0 == 200).then_some(())
     });

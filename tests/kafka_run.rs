@@ -61,6 +61,9 @@ group_id = "{group}"
 [state]
 dir = "{state}"
 
+[http]
+listen = "127.0.0.1:0"
+
 [outputs]
 reports_file = "{reports}"
 
@@ -96,11 +99,8 @@ fn window_reports_equal_offline_score_on_the_same_records() {
         "",
         "",
     );
-    let run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
-    let reports = wait_for("4 window reports", Duration::from_secs(120), || {
-        let r = read_reports(&setup.reports_path());
-        (r.len() >= 4).then_some(r)
-    });
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
+    let reports = run.wait_reports(&setup.reports_path(), 4, Duration::from_secs(120));
     assert!(run.terminate().success());
 
     let (reference, _) = prepare_reference(
@@ -148,11 +148,8 @@ fn drift_is_flagged_where_injected_and_clean_windows_stay_quiet() {
         "",
         "",
     );
-    let run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
-    let reports = wait_for("4 window reports", Duration::from_secs(120), || {
-        let r = read_reports(&setup.reports_path());
-        (r.len() >= 4).then_some(r)
-    });
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
+    let reports = run.wait_reports(&setup.reports_path(), 4, Duration::from_secs(120));
     assert!(run.terminate().success());
     let drifted: Vec<bool> = reports.iter().map(|r| r["dataset"]["drifted"].as_bool().unwrap()).collect();
     assert_eq!(drifted, vec![false, false, true, true], "clean, clean, drifted, drifted");
@@ -205,11 +202,8 @@ kind = "categorical"
         &format!("dead_letter_topic = \"{dlq}\"\nmax_message_bytes = 4096"),
         fields,
     );
-    let run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
-    let reports = wait_for("1 window report", Duration::from_secs(120), || {
-        let r = read_reports(&setup.reports_path());
-        (!r.is_empty()).then_some(r)
-    });
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
+    let reports = run.wait_reports(&setup.reports_path(), 1, Duration::from_secs(120));
     assert!(run.terminate().success());
     // 100 reference records, then 100 good-or-invalid-valued ones in the window.
     assert_eq!(reports[0]["window"]["records"], 100);
@@ -259,19 +253,15 @@ fn stop_and_restart_loses_no_committed_record_and_windows_stay_complete() {
 
     // First run: reference from offsets 0..99, windows 100..399, 400..699, 700..999;
     // 1000..1149 are still in the open window when it stops, so they are not committed.
-    let run = Driftscope::start(&args, setup.dir.path());
-    wait_for("3 windows", Duration::from_secs(120), || {
-        (read_reports(&setup.reports_path()).len() >= 3).then_some(())
-    });
+    let mut run = Driftscope::start(&args, setup.dir.path());
+    run.wait_reports(&setup.reports_path(), 3, Duration::from_secs(120));
     assert!(run.terminate().success(), "SIGTERM is a clean exit");
 
     // More records while it is down, then a second run from the committed offsets.
     let second: Vec<Vec<u8>> = (1150..1600).map(payload).collect();
     produce(&setup.bootstrap, &setup.topic, 0, &second);
-    let run = Driftscope::start(&args, setup.dir.path());
-    wait_for("5 windows", Duration::from_secs(120), || {
-        (read_reports(&setup.reports_path()).len() >= 5).then_some(())
-    });
+    let mut run = Driftscope::start(&args, setup.dir.path());
+    run.wait_reports(&setup.reports_path(), 5, Duration::from_secs(120));
     assert!(run.terminate().success());
 
     let reports = read_reports(&setup.reports_path());
@@ -317,11 +307,8 @@ fn arrow_ipc_messages_score_like_the_same_rows_offline() {
     let text =
         std::fs::read_to_string(&config).unwrap().replace("format = \"json\"", "format = \"arrow_ipc\"");
     std::fs::write(&config, text).unwrap();
-    let run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
-    let reports = wait_for("4 window reports", Duration::from_secs(120), || {
-        let r = read_reports(&setup.reports_path());
-        (r.len() >= 4).then_some(r)
-    });
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
+    let reports = run.wait_reports(&setup.reports_path(), 4, Duration::from_secs(120));
     assert!(run.terminate().success());
     let (reference, _) = prepare_reference(
         ReferenceSource::Data(read_data_file(&reference_path).unwrap()),

@@ -122,6 +122,18 @@ impl Driftscope {
         status
     }
 
+    /// Waits until the reports file holds at least `n` reports; fails at once if the
+    /// process exits.
+    pub fn wait_reports(&mut self, path: &Path, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        wait_for(&format!("{n} window reports"), timeout, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("driftscope exited early ({status}):\n{}", self.log_text());
+            }
+            let reports = read_reports(path);
+            (reports.len() >= n).then_some(reports)
+        })
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -131,6 +143,14 @@ impl Drop for Driftscope {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- driftscope log tail ({}) ---", self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
