@@ -45,8 +45,8 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address to listen on; an empty string turns the server off.
     pub listen: String,
-    /// Bearer token required on `/api/*` when set (use `${ENV}`).
-    pub api_token: Option<String>,
+    /// Bearer token required on `/api/*` when set (use `${ENV}`); never printed.
+    pub api_token: Option<crate::secret::Secret>,
 }
 
 impl Default for HttpConfig {
@@ -251,9 +251,6 @@ impl Config {
     /// A copy safe to print or serve: secret-looking values replaced.
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
-        if copy.http.api_token.is_some() {
-            copy.http.api_token = Some(REDACTED.into());
-        }
         for (key, value) in copy.kafka.properties.iter_mut() {
             if is_secret_key(key) {
                 *value = REDACTED.into();

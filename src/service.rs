@@ -131,7 +131,7 @@ fn http_state(config: &Config, handles: &ServiceHandles) -> crate::outputs::http
                 })
                 .collect(),
         ),
-        api_token: config.http.api_token.as_deref().map(Arc::from),
+        api_token: config.http.api_token.clone().map(Arc::new),
     }
 }
 
