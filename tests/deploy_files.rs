@@ -15,9 +15,7 @@ fn repo(path: &str) -> String {
 fn exported() -> BTreeSet<String> {
     let t = Telemetry::new();
     t.init_series(&["s"], &["t"], &INVALID_REASONS);
-    for gauge in [&t.drift_score] {
-        gauge.with_label_values(&["s", "f", "psi"]).set(0.0);
-    }
+    t.drift_score.with_label_values(&["s", "f", "psi"]).set(0.0);
     for gauge in [&t.drift_threshold, &t.missing_share] {
         gauge.with_label_values(&["s", "f"]).set(0.0);
     }
