@@ -37,6 +37,9 @@ pub struct Config {
     pub outputs: OutputsConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// Retraining triggers.
+    #[serde(default)]
+    pub triggers: Vec<crate::outputs::triggers::TriggerConfig>,
 }
 
 /// The HTTP server: metrics, health, API and dashboard.
@@ -276,6 +279,8 @@ impl Config {
         if self.kafka.max_message_bytes == 0 {
             return Err(("kafka.max_message_bytes".into(), "must be at least 1".into()));
         }
+        let stream_names: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
+        crate::outputs::triggers::validate(&self.triggers, &stream_names)?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let key = |k: &str| format!("streams[{i}].{k}");

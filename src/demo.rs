@@ -173,3 +173,82 @@ pub fn mock_cluster() -> Result<MockCluster<'static, DefaultProducerContext>, rd
     cluster.create_topic(PREDICTIONS_TOPIC, 1, 1)?;
     Ok(cluster)
 }
+
+/// The demo's trigger: a signed webhook to the local receiver when a stream's dataset
+/// drifts in two windows in a row.
+pub fn demo_trigger(
+    receiver_url: &str,
+    secret: &str,
+) -> Result<crate::outputs::triggers::TriggerConfig, toml::de::Error> {
+    toml::from_str(&format!(
+        r#"
+name = "retrain-demo-model"
+kind = {{ type = "webhook", url = "{receiver_url}", secret = "{secret}" }}
+condition = {{ dataset_drift = true, consecutive_windows = 2, cooldown = "10m", clear_windows = 2 }}
+delivery = {{ initial_backoff = "200ms", max_backoff = "5s" }}
+"#
+    ))
+}
+
+/// A fresh `whsec_` signing secret for one demo run.
+pub fn new_webhook_secret(seed: u64) -> String {
+    use base64::Engine;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5ec7);
+    let key: [u8; 24] = rng.random();
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+/// What the receiver saw, for the demo's printout and its tests.
+#[derive(Debug, Clone)]
+pub struct ReceivedTrigger {
+    pub id: String,
+    pub verified: bool,
+    pub stream: String,
+    pub window_index: u64,
+    pub drifted: Vec<String>,
+}
+
+/// A local webhook receiver: verifies each delivery's Standard Webhooks signature and
+/// reports it on `received`. Answers 204 to valid deliveries, 401 to others.
+pub async fn webhook_receiver(
+    secret: &str,
+    received: tokio::sync::mpsc::UnboundedSender<ReceivedTrigger>,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::http::{HeaderMap, StatusCode};
+    let key = crate::outputs::triggers::signing::WebhookKey::from_secret(&crate::secret::Secret::new(secret))
+        .map_err(std::io::Error::other)?;
+    let key = Arc::new(key);
+    let app = axum::Router::new().route(
+        "/hooks/retrain",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let key = key.clone();
+            let received = received.clone();
+            async move {
+                let header =
+                    |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let id = header("webhook-id");
+                let timestamp: i64 = header("webhook-timestamp").parse().unwrap_or(0);
+                let verified = key.verify(&id, timestamp, &body, &header("webhook-signature"));
+                let envelope: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let data = &envelope["data"];
+                let _ = received.send(ReceivedTrigger {
+                    id,
+                    verified,
+                    stream: data["stream"].as_str().unwrap_or("").to_owned(),
+                    window_index: data["window"]["index"].as_u64().unwrap_or(0),
+                    drifted: data["drifted_features"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|f| f["name"].as_str().map(str::to_owned)).collect())
+                        .unwrap_or_default(),
+                });
+                if verified { StatusCode::NO_CONTENT } else { StatusCode::UNAUTHORIZED }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
+}

@@ -4,6 +4,8 @@
 //! marker. The value is reachable only through [`Secret::expose`], which makes every
 //! use greppable.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::path::Path;

@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::ingest::kafka::MonitorContext;
 use crate::monitor::{Monitor, MonitorError, ScoredWindow};
+use crate::outputs::triggers::{TriggerEngine, TriggerHandle};
 use crate::outputs::{History, Outputs};
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub enum ServiceError {
     Monitor(#[from] MonitorError),
     #[error("outputs: {0}")]
     Outputs(std::io::Error),
+    #[error(transparent)]
+    Triggers(#[from] crate::outputs::triggers::TriggerError),
     #[error("http server cannot listen on {0}: {1}")]
     Http(String, std::io::Error),
     #[error("the monitor thread panicked")]
@@ -64,9 +67,29 @@ pub async fn run(
     }
     let (tx, mut rx) = mpsc::channel::<ScoredWindow>(REPORT_QUEUE);
     let monitor = Monitor::new(&config, &handles.telemetry, handles.kafka.clone(), tx)?;
-    let mut outputs =
-        Outputs::new(handles.telemetry.clone(), handles.history.clone(), config.outputs.reports_file.clone())
-            .map_err(ServiceError::Outputs)?;
+    let (engine, trigger_handle) = if config.triggers.is_empty() {
+        (None, None)
+    } else {
+        let (engine, handle) = TriggerEngine::open(
+            &config.triggers,
+            &config.state.dir,
+            Some(&config.kafka),
+            handles.telemetry.clone(),
+        )?;
+        for problem in handle.problems() {
+            tracing::error!(problem = %problem, "trigger state");
+        }
+        let names: Vec<&str> = config.triggers.iter().map(|t| t.name.as_str()).collect();
+        handles.telemetry.init_series(&[], &names, &[]);
+        (Some(engine), Some(handle))
+    };
+    let mut outputs = Outputs::new(
+        handles.telemetry.clone(),
+        handles.history.clone(),
+        config.outputs.reports_file.clone(),
+        engine,
+    )
+    .map_err(ServiceError::Outputs)?;
     // Listen before consuming, so a taken port fails start-up instead of a running monitor.
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = match config.http.listen.as_str() {
@@ -78,8 +101,8 @@ pub async fn run(
             let local = listener.local_addr().map_err(|e| ServiceError::Http(listen.to_owned(), e))?;
             tracing::info!(address = %local, "http server listening: /metrics /healthz /readyz /api/v1");
             let _ = handles.http_addr.set(local);
-            let state = http_state(&config, &handles);
-            let app = crate::outputs::http::router(state, axum::Router::new());
+            let state = http_state(&config, &handles, trigger_handle.clone());
+            let app = crate::outputs::http::router(state);
             Some(tokio::spawn(async move {
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -100,6 +123,12 @@ pub async fn run(
             outputs.handle(window);
         }
     });
+    let (delivery_stop_tx, delivery_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let delivery = trigger_handle.as_ref().map(|h| {
+        h.spawn_delivery(async move {
+            let _ = delivery_stop_rx.await;
+        })
+    });
     shutdown.await;
     tracing::info!("shutting down");
     stop.store(true, Ordering::SeqCst);
@@ -108,6 +137,11 @@ pub async fn run(
         .map_err(|_| ServiceError::Panicked)?
         .map_err(|_| ServiceError::Panicked)?;
     let _ = drain.await;
+    // Deliveries in flight finish; what is left stays in the outbox for the next start.
+    let _ = delivery_stop_tx.send(());
+    if let Some(delivery) = delivery {
+        let _ = delivery.await;
+    }
     let _ = http_stop_tx.send(());
     if let Some(http) = http {
         let _ = http.await;
@@ -115,7 +149,11 @@ pub async fn run(
     result.map_err(ServiceError::from)
 }
 
-fn http_state(config: &Config, handles: &ServiceHandles) -> crate::outputs::http::HttpState {
+fn http_state(
+    config: &Config,
+    handles: &ServiceHandles,
+    triggers: Option<TriggerHandle>,
+) -> crate::outputs::http::HttpState {
     crate::outputs::http::HttpState {
         telemetry: handles.telemetry.clone(),
         history: handles.history.clone(),
@@ -132,6 +170,7 @@ fn http_state(config: &Config, handles: &ServiceHandles) -> crate::outputs::http
                 .collect(),
         ),
         api_token: config.http.api_token.clone().map(Arc::new),
+        triggers,
     }
 }
 

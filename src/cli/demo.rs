@@ -49,8 +49,32 @@ async fn run_demo(options: DemoOptions) -> anyhow::Result<()> {
     let cluster = demo::mock_cluster().context("cannot start the Kafka mock cluster")?;
     let bootstrap = cluster.bootstrap_servers();
     let state = tempfile::tempdir().context("cannot create a state directory")?;
-    let config = demo::demo_config(&bootstrap, options.port, state.path());
+    let mut config = demo::demo_config(&bootstrap, options.port, state.path());
+    let secret = demo::new_webhook_secret(options.seed);
+    let (received_tx, mut received_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (receiver_addr, receiver) =
+        demo::webhook_receiver(&secret, received_tx).await.context("cannot start the webhook receiver")?;
+    config.triggers.push(
+        demo::demo_trigger(&format!("http://{receiver_addr}/hooks/retrain"), &secret)
+            .context("demo trigger config")?,
+    );
     let handles = ServiceHandles::new(&config);
+    let printer = tokio::spawn(async move {
+        while let Some(t) = received_rx.recv().await {
+            if std::io::stdout().is_terminal() {
+                print!("\r\x1b[2K");
+            }
+            println!(
+                "{} webhook received by the local receiver: trigger {} for `{}` window {} (drifted: {}), signature {}",
+                if t.verified { "TRIGGER DELIVERED:" } else { "TRIGGER REJECTED:" },
+                t.id,
+                t.stream,
+                t.window_index,
+                t.drifted.join(", "),
+                if t.verified { "verified" } else { "INVALID" }
+            );
+        }
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let produced = Arc::new(AtomicU64::new(0));
     let producer = tokio::spawn(demo::produce(
@@ -74,6 +98,8 @@ async fn run_demo(options: DemoOptions) -> anyhow::Result<()> {
     stop.store(true, Ordering::SeqCst);
     let _ = producer.await;
     let _ = reporter.await;
+    receiver.abort();
+    let _ = printer.await;
     println!();
     result.context("the monitor failed")?;
     println!("demo finished");

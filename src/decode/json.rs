@@ -3,13 +3,23 @@
 //! JSON pointers, following the spec's "Which values take part" and "Categorical
 //! features" rules.
 //!
-//! It sits on the per-message hot path, so a record is parsed once, streaming, with
-//! serde_json's `Deserializer` driven by seeds that route keys through a trie of the
-//! configured pointers; unmonitored values are skipped without being built and the
-//! captured values go into scratch buffers that are reused from record to record. A
+//! It sits on the per-message hot path, so a record is parsed once, streaming, with keys
+//! routed through a trie of the configured pointers; unmonitored values are validated
+//! and skipped without being built, and the captured values go into scratch buffers
+//! reused from record to record (no allocation per record in the steady state). A
 //! record is held by the decoder between [`JsonDecoder::decode`] and
 //! [`JsonDecoder::apply`], so a record that turns out malformed halfway through never
 //! reaches a sink.
+//!
+//! Three parses, each tried only when the one before declined:
+//! 1. a hand-written scanner (`scan`) for the common record, about twice as fast as
+//!    serde_json driven through serde's visitors;
+//! 2. serde_json's streaming `Deserializer` with `DeserializeSeed`s, which decides every
+//!    record the scanner declines (it is the reference: the scanner accepts nothing
+//!    that this path would reject or read differently, which the tests check);
+//! 3. a tolerant re-parse for records strict JSON refuses but the spec wants counted:
+//!    Python's bare `NaN`/`Infinity`/`-Infinity`, and numbers beyond f64 where an
+//!    object was expected.
 
 use crate::stats::settings::FeatureKind;
 use crate::stats::sketch::ValueSink;
@@ -738,13 +748,13 @@ fn find_non_standard(payload: &[u8], out: &mut Vec<u8>, marks: &mut Vec<(usize, 
 /// serde machinery costs about as much again as the JSON itself (see the benchmark).
 /// It validates everything it reads, to serde_json's rules, and declines (`None`) at
 /// anything it does not handle or that might be an error: escapes in keys, non-standard
-/// tokens, a lone `-`, a control character in a string, nesting deeper than 64 in a
-/// skipped value, trailing bytes. A declined record is decoded again by serde_json from
-/// scratch, so the scanner only has to be right about the records it accepts, and a
-/// test checks it against the serde_json path. Leaf values go through [`capture`], the
-/// same code as on the serde_json path.
+/// tokens, a control character in a string, nesting deeper than 64 in a skipped value,
+/// trailing bytes. A declined record is decoded again by serde_json from scratch, so
+/// the scanner only has to be right about the records it accepts, and tests check it
+/// against the serde_json path. Leaf values go through [`capture`], the same code as on
+/// the serde_json path, except plain numeric fields, whose numbers are read in place.
 mod scan {
-    use super::{Node, Plan, Raw, Record, capture};
+    use super::{Captured, Node, Plan, Raw, Record, capture};
 
     /// Bytes that end the plain run of a string: `"`, `\` and control characters.
     static STRING_STOP: [bool; 256] = {
@@ -758,6 +768,12 @@ mod scan {
         table[b'\\' as usize] = true;
         table
     };
+
+    /// The powers of ten that are exact in f64.
+    static POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17,
+        1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
 
     /// The deepest nesting a skipped value may have here (one bit per level).
     const MAX_SKIP_DEPTH: u32 = 64;
@@ -779,7 +795,7 @@ mod scan {
         record: &'p mut Record,
     }
 
-    impl<'b> Scanner<'b, '_> {
+    impl Scanner<'_, '_> {
         #[inline(always)]
         fn peek(&self) -> Option<u8> {
             self.buf.get(self.pos).copied()
@@ -826,7 +842,7 @@ mod scan {
             }
         }
 
-        /// Checked as serde_json checks escapes it skims: surrogates are not paired
+        /// Checked as serde_json checks the escapes it skims: surrogates are not paired
         /// here, and [`super::unescape_into`] decides about them where it matters.
         fn escape(&mut self) -> Option<()> {
             match self.peek()? {
@@ -880,6 +896,83 @@ mod scan {
                 self.digits()?;
             }
             Some(())
+        }
+
+        /// A number's value, read while it is validated. The common case takes the exact
+        /// fast path (a significand up to 2^53 and a power of ten up to 10^22 are both
+        /// exact in f64, so one correctly rounded operation gives the correctly rounded
+        /// result); anything else goes to std's parser, which saturates beyond f64 as
+        /// the serde_json path does. Either way the same bits as serde_json's reading.
+        #[inline(always)]
+        fn number_value(&mut self) -> Option<f64> {
+            let start = self.pos;
+            let negative = self.peek()? == b'-';
+            if negative {
+                self.pos += 1;
+            }
+            let mut significand: u64 = 0;
+            let mut digits = 0u32;
+            let mut exponent: i64 = 0;
+            match self.peek()? {
+                b'0' => {
+                    self.pos += 1;
+                    if let Some(b'0'..=b'9') = self.peek() {
+                        return None;
+                    }
+                }
+                b'1'..=b'9' => {
+                    while let Some(d @ b'0'..=b'9') = self.peek() {
+                        significand = significand.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                        digits += 1;
+                        self.pos += 1;
+                    }
+                }
+                _ => return None,
+            }
+            if self.peek() == Some(b'.') {
+                self.pos += 1;
+                let first = self.pos;
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    significand = significand.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                    digits += 1;
+                    self.pos += 1;
+                }
+                if self.pos == first {
+                    return None;
+                }
+                exponent -= (self.pos - first) as i64;
+            }
+            if let Some(b'e' | b'E') = self.peek() {
+                self.pos += 1;
+                let sign = match self.peek()? {
+                    b'-' => {
+                        self.pos += 1;
+                        -1
+                    }
+                    b'+' => {
+                        self.pos += 1;
+                        1
+                    }
+                    _ => 1,
+                };
+                let first = self.pos;
+                let mut e: i64 = 0;
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    e = (e * 10 + i64::from(d - b'0')).min(1 << 32);
+                    self.pos += 1;
+                }
+                if self.pos == first {
+                    return None;
+                }
+                exponent += sign * e;
+            }
+            if digits <= 19 && significand <= 1 << 53 && (-22..=22).contains(&exponent) {
+                let magnitude = significand as f64;
+                let power = POW10[exponent.unsigned_abs() as usize];
+                let x = if exponent < 0 { magnitude / power } else { magnitude * power };
+                return Some(if negative { -x } else { x });
+            }
+            std::str::from_utf8(self.buf.get(start..self.pos)?).ok()?.parse::<f64>().ok()
         }
 
         /// `"key"` then `:`, with the blanks around them.
@@ -988,6 +1081,14 @@ mod scan {
                                 self.record.invalidate_under(plan, child);
                             }
                         },
+                        Node::Leaf { field: Some(field), plain_numeric: true, .. }
+                            if matches!(self.peek(), Some(b'-' | b'0'..=b'9')) =>
+                        {
+                            let x = self.number_value()?;
+                            if let Some(slot) = self.record.values.get_mut(*field as usize) {
+                                *slot = Captured::Number(x);
+                            }
+                        }
                         Node::Leaf { field, event_time, .. } => self.leaf(*field, *event_time)?,
                     },
                     _ => self.skip_value()?,
@@ -1013,9 +1114,10 @@ mod scan {
             let raw = match self.peek()? {
                 b'"' => {
                     self.pos += 1;
-                    self.string()?;
+                    let escaped = self.string()?;
                     // serde_json checks UTF-8 in a monitored value; let it report.
-                    Raw::Str(std::str::from_utf8(self.buf.get(start..self.pos)?).ok()?)
+                    let quoted = std::str::from_utf8(self.buf.get(start..self.pos)?).ok()?;
+                    if escaped { Raw::Str(quoted) } else { Raw::PlainStr(quoted.get(1..quoted.len() - 1)?) }
                 }
                 b'-' | b'0'..=b'9' => {
                     self.number()?;
@@ -1098,6 +1200,16 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 
     #[inline]
+    fn visit_borrowed_bytes<E: de::Error>(self, key: &'de [u8]) -> Result<Option<u32>, E> {
+        // Taken as bytes, serde_json lets raw control characters through; JSON does not.
+        // (A key with escapes arrives unescaped in `visit_bytes`, where an escaped
+        // control character is legitimate.)
+        if key.iter().any(|&b| b < 0x20) {
+            return Err(E::custom("control character in an object key"));
+        }
+        Ok(self.0.get(key))
+    }
+
     fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Option<u32>, E> {
         Ok(self.0.get(key))
     }
@@ -1308,6 +1420,8 @@ enum Raw<'r> {
     NonFinite(NonFinite),
     /// A string, with its quotes.
     Str(&'r str),
+    /// A string's text, known to hold no escapes (the scanner saw them all).
+    PlainStr(&'r str),
     Container,
 }
 
@@ -1349,6 +1463,7 @@ fn capture(plan: &Plan, record: &mut Record, field: Option<u32>, event_time: boo
             Raw::Null => Captured::Null,
             Raw::Number(_) | Raw::NonFinite(_) => numeric_value(raw),
             Raw::Str(quoted) => unescape_into(record, quoted),
+            Raw::PlainStr(text) => record.push_text(text),
             Raw::Literal(_) | Raw::Container => Captured::Invalid,
         };
     }
@@ -1360,7 +1475,7 @@ fn numeric_value(raw: &Raw<'_>) -> Captured {
         // Validated by serde_json as a JSON number, which std's grammar includes.
         Raw::Number(text) => text.parse::<f64>().map_or(Captured::Invalid, Captured::Number),
         Raw::NonFinite(token) => Captured::Number(token.value()),
-        Raw::Literal(_) | Raw::Str(_) | Raw::Container => Captured::Invalid,
+        Raw::Literal(_) | Raw::Str(_) | Raw::PlainStr(_) | Raw::Container => Captured::Invalid,
     }
 }
 
@@ -1370,6 +1485,7 @@ fn categorical_value(record: &mut Record, raw: &Raw<'_>) -> Captured {
         Raw::Literal(text) | Raw::Number(text) => record.push_text(text),
         Raw::NonFinite(token) => record.push_text(token.token()),
         Raw::Str(quoted) => unescape_into(record, quoted),
+        Raw::PlainStr(text) => record.push_text(text),
         Raw::Container => Captured::Invalid,
     }
 }
@@ -1696,6 +1812,8 @@ mod tests {
         let mut decoder = JsonDecoder::new(&fields(&[("/x", N)]), None).expect("fields");
         decoder.decode(b"{\"u\": \"\xff\", \"x\": 1}").expect("skimmed strings are not checked");
         assert_eq!(applied(&decoder, 1), vec![num(1.0)]);
+        decoder.decode(b"{\"\xff\": 2, \"x\": 3}").expect("keys are compared as bytes");
+        assert_eq!(applied(&decoder, 1), vec![num(3.0)]);
     }
 
     #[test]
@@ -2017,6 +2135,167 @@ mod tests {
         })
     }
 
+    /// A record's captured values with texts resolved, comparable across decoders.
+    fn resolved(decoder: &JsonDecoder) -> Vec<Option<Got>> {
+        let record = &decoder.record;
+        record
+            .values
+            .iter()
+            .chain(std::iter::once(&record.event))
+            .map(|v| match v {
+                Captured::Absent => None,
+                Captured::Null => Some(Got::Missing),
+                Captured::Number(x) => Some(num(*x)),
+                Captured::Text(a, b) => Some(cat(&record.text[*a..*b])),
+                Captured::Invalid => Some(Got::Invalid),
+            })
+            .collect()
+    }
+
+    /// Whatever the scanner accepts, serde_json accepts too, with the same values.
+    fn check_scanner_agrees(payload: &[u8]) -> Result<(), TestCaseError> {
+        let spec = [("/a", N), ("/b", C), ("/o/x", N), ("/o/y", C), ("/~1", N), ("/e", C)];
+        let mut fast = JsonDecoder::new(&fields(&spec), Some("/t")).expect("fields");
+        let mut slow = fast.clone();
+        let slow_result = slow.decode_with(payload, false);
+        fast.record.start();
+        let first = payload.iter().find(|b| !is_json_whitespace(**b));
+        if first == Some(&b'{') && scan::record(&fast.plan, &mut fast.record, payload).is_some() {
+            prop_assert!(slow_result.is_ok(), "scanner accepted what serde_json refused: {:?}", slow_result);
+            prop_assert_eq!(resolved(&fast), resolved(&slow));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_edge_cases() {
+        let cases: &[&str] = &[
+            r#"{"a": 0.1, "b": 1.50, "o": {"x": -0, "y": "\u00e9"}, "/": 1e22, "t": "2024-05-01T12:00:00Z"}"#,
+            r#"{"a": 9007199254740993, "b": -0.0, "/": 123456789012345678901234567890}"#,
+            r#"{"a": 1e-400, "b": 1E400, "/": 4.9e-324, "e": 2.2250738585072014e-308}"#,
+            r#"{"a": 0.30000000000000004, "/": 1.7976931348623157e308, "o": 5}"#,
+            r#"{"a": 123.456e-7, "/": -1e23, "b": "\"", "o": {"x": [1, {"y": 2}], "y": null}}"#,
+            r#"{"a": 01}"#,
+            r#"{"a": 1.}"#,
+            r#"{"a": .5}"#,
+            r#"{"a": -}"#,
+            r#"{"a": 1e}"#,
+            r#"{"a": 1e+}"#,
+            r#"{"a": +1}"#,
+            r#"{"a": 1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"u": [1,]}"#,
+            r#"{"u": {"k": 1,}}"#,
+            r#"{"u": {1: 2}}"#,
+            r#"{"u": [}"#,
+            r#"{"u": {]}"#,
+            r#"{"u": "\x"}"#,
+            r#"{"u": "\u12G4"}"#,
+            r#"{"u": "\ud800", "b": "\ud800"}"#,
+            r#"{"u": tru}"#,
+            r#"{"u": nul, "a": 1}"#,
+            "{\"u\": \"a\tb\"}",
+            "{\"b\": \"a\u{1}b\"}",
+            "{\"a\":1}\n",
+            "{\"a\":1} {}",
+            "\t{ \"a\" : 1 , \"b\" : \"x\" }\r\n",
+        ];
+        for case in cases {
+            check_scanner_agrees(case.as_bytes()).expect(case);
+        }
+        check_scanner_agrees(b"{\"b\": \"\xff\"}").expect("invalid UTF-8");
+        let deep = format!("{{\"u\": {}{}, \"a\": 2}}", "[".repeat(70), "]".repeat(70));
+        check_scanner_agrees(deep.as_bytes()).expect("deep");
+    }
+
+    #[test]
+    fn scanner_takes_the_common_records() {
+        let spec = [("/a", N), ("/b", C), ("/o/x", N), ("/o/y", C)];
+        let mut decoder = JsonDecoder::new(&fields(&spec), Some("/t")).expect("fields");
+        for payload in [
+            r#"{"id": "e-1", "t": "2024-05-01T12:00:00Z", "a": -12.5e-3, "b": "red", "o": {"x": 1, "y": 2}}"#,
+            r#"{"a": null, "b": true, "o": null, "u": [1, "two", {"three": [null, false]}], "t": 17}"#,
+            r#"{"b": "Z\u00fcrich \ud83d\ude00", "o": {"x": "1", "y": ["no"]}, "u": "\"quoted\"\n"}"#,
+            r#"{"a": 123456789012345678901234567890, "o": 7, "b": 1.50}"#,
+            "{}",
+        ] {
+            decoder.record.start();
+            assert!(
+                scan::record(&decoder.plan, &mut decoder.record, payload.as_bytes()).is_some(),
+                "{payload}"
+            );
+            check_scanner_agrees(payload.as_bytes()).expect(payload);
+        }
+        let deep = format!(r#"{{"a": 1, "u": {}{}}}"#, "[".repeat(70), "]".repeat(70));
+        for declined in [r#"{"a": NaN}"#, r#"{"a\u0062": 1}"#, &deep] {
+            decoder.record.start();
+            assert!(scan::record(&decoder.plan, &mut decoder.record, declined.as_bytes()).is_none());
+            assert!(decoder.decode(declined.as_bytes()).is_ok(), "{declined}");
+        }
+    }
+
+    #[test]
+    fn key_table_finds_exactly_its_keys() {
+        let long_a = format!("prefix_0123456789_{}_suffix_0123456789", "A");
+        let long_b = format!("prefix_0123456789_{}_suffix_0123456789", "B");
+        let mut keys: Vec<String> = (0..300).map(|i| format!("f{i}")).collect();
+        keys.extend(
+            ["", "x", "xy", "xyz", "abcd", "abcde", "abcdefgh", "abcdefghi", "0123456789abcdef"]
+                .iter()
+                .map(|k| k.to_string()),
+        );
+        keys.extend(["0123456789abcdefg".to_string(), long_a.clone(), long_b.clone(), "é/~".to_string()]);
+        let mut table = KeyTable::default();
+        assert_eq!(table.get(b"x"), None);
+        for (i, k) in keys.iter().enumerate() {
+            table.insert(k, i as u32);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(table.get(k.as_bytes()), Some(i as u32), "{k:?}");
+        }
+        let long_c = long_a.replace('A', "C");
+        for miss in ["f300", "f", "g0", "F0", "yx", "xz", "abcdefg", "abcdefgi", "0123456789abcdeF", &long_c]
+        {
+            assert_eq!(table.get(miss.as_bytes()), None, "{miss:?}");
+        }
+        let children: Vec<u32> = table.children().collect();
+        assert_eq!(children.len(), keys.len());
+    }
+
+    #[test]
+    fn raw_control_characters_in_keys_are_malformed() {
+        let e = decode(&[("/x", N)], "{\"a\nb\": 1, \"x\": 2}").expect_err("raw newline in a key");
+        assert_eq!(e.reason(), "malformed_json");
+        // Escaped, they are ordinary key text.
+        assert_eq!(decode(&[("/a\nb", N)], r#"{"a\nb": 1}"#), Ok(vec![num(1.0)]));
+    }
+
+    fn number_text() -> impl Strategy<Value = String> {
+        (
+            any::<bool>(),
+            prop_oneof![Just("0".to_string()), "[1-9][0-9]{0,24}"],
+            prop::option::of("[0-9]{1,24}"),
+            prop::option::of(("[eE]", "[+-]?", "[0-9]{1,4}")),
+        )
+            .prop_map(|(neg, int, frac, exp)| {
+                let mut s = String::new();
+                if neg {
+                    s.push('-');
+                }
+                s.push_str(&int);
+                if let Some(frac) = frac {
+                    s.push('.');
+                    s.push_str(&frac);
+                }
+                if let Some((e, sign, digits)) = exp {
+                    s.push_str(&e);
+                    s.push_str(&sign);
+                    s.push_str(&digits);
+                }
+                s
+            })
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(payload in prop::collection::vec(any::<u8>(), 0..256)) {
@@ -2033,6 +2312,29 @@ mod tests {
             check_contract(payload.as_bytes())?;
             let mut decoder = JsonDecoder::new(&fields(&[("/a", N)]), None).expect("fields");
             prop_assert!(decoder.decode(payload.as_bytes()).is_ok(), "{}", payload);
+        }
+
+        #[test]
+        fn scanner_agrees_with_serde_json(payload in object_ish()) {
+            check_scanner_agrees(payload.as_bytes())?;
+        }
+
+        #[test]
+        fn scanner_agrees_with_serde_json_on_soup(payload in json_ish()) {
+            check_scanner_agrees(format!("{{{payload}").as_bytes())?;
+            check_scanner_agrees(payload.as_bytes())?;
+        }
+
+        #[test]
+        fn scanner_reads_numbers_as_serde_json_does(x in number_text(), y in number_text()) {
+            let payload = format!(r#"{{"a": {x}, "b": {y}, "/": {y}, "o": {{"x": {x}}}}}"#);
+            check_scanner_agrees(payload.as_bytes())?;
+        }
+
+        #[test]
+        fn scanner_reads_f64_round_trips(x in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
+            let payload = format!(r#"{{"a": {x}, "b": {x:e}, "/": {x:?}}}"#);
+            check_scanner_agrees(payload.as_bytes())?;
         }
 
         #[test]

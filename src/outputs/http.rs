@@ -22,6 +22,7 @@ pub struct HttpState {
     pub kafka: Arc<MonitorContext>,
     pub streams: Arc<Vec<StreamInfo>>,
     pub api_token: Option<Arc<crate::secret::Secret>>,
+    pub triggers: Option<super::triggers::TriggerHandle>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,16 +32,18 @@ pub struct StreamInfo {
     pub format: String,
 }
 
-/// The router with every endpoint; `extra` routes (dashboard, triggers) are merged in.
-pub fn router(state: HttpState, extra_api: Router<HttpState>) -> Router {
+/// The router with every endpoint.
+pub fn router(state: HttpState) -> Router {
     let api = Router::new()
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/reports/latest", get(latest_report))
         .route("/api/v1/reports", get(reports))
         .route("/api/v1/distributions/latest", get(latest_distributions))
-        .merge(extra_api)
+        .route("/api/v1/triggers", get(list_triggers))
+        .route("/api/v1/triggers/{id}/retry", axum::routing::post(retry_trigger))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .merge(super::dashboard::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -163,6 +166,29 @@ async fn latest_distributions(State(state): State<HttpState>, Query(query): Quer
     match state.history.distributions(&stream) {
         Some(latest) => axum::Json(latest).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("stream `{stream}` has not closed a window yet")),
+    }
+}
+
+async fn list_triggers(State(state): State<HttpState>) -> Response {
+    match &state.triggers {
+        Some(handle) => axum::Json(handle.list()).into_response(),
+        None => axum::Json(Vec::<()>::new()).into_response(),
+    }
+}
+
+async fn retry_trigger(
+    State(state): State<HttpState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    use super::triggers::RetryError;
+    let Some(handle) = &state.triggers else {
+        return error(StatusCode::NOT_FOUND, "no triggers are configured");
+    };
+    match handle.retry(&id).await {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(e @ RetryError::NotFound(..)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ RetryError::AlreadyDelivered(..)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

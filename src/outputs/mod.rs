@@ -2,8 +2,10 @@
 //! kept in a bounded history for the API, and is appended to the reports file when
 //! one is configured.
 
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
+pub mod triggers;
 
 use crate::monitor::ScoredWindow;
 use crate::stats::report::Report;
@@ -80,6 +82,7 @@ impl History {
 pub struct Outputs {
     pub telemetry: Arc<Telemetry>,
     pub history: Arc<History>,
+    triggers: Option<triggers::TriggerEngine>,
     reports_file: Option<(PathBuf, std::fs::File)>,
 }
 
@@ -88,6 +91,7 @@ impl Outputs {
         telemetry: Arc<Telemetry>,
         history: Arc<History>,
         reports_file: Option<PathBuf>,
+        triggers: Option<triggers::TriggerEngine>,
     ) -> std::io::Result<Outputs> {
         let reports_file = match reports_file {
             Some(path) => {
@@ -96,7 +100,7 @@ impl Outputs {
             }
             None => None,
         };
-        Ok(Outputs { telemetry, history, reports_file })
+        Ok(Outputs { telemetry, history, triggers, reports_file })
     }
 
     pub fn handle(&mut self, window: ScoredWindow) {
@@ -108,6 +112,17 @@ impl Outputs {
             line.push(b'\n');
             if let Err(e) = file.write_all(&line).and_then(|_| file.flush()) {
                 tracing::error!(path = %path.display(), error = %e, "cannot append to the reports file");
+            }
+        }
+        if let Some(engine) = &mut self.triggers {
+            match engine.on_report(&report) {
+                Ok(fired) => {
+                    for id in fired {
+                        tracing::info!(trigger = %id, stream = report.stream.as_deref().unwrap_or(""), "retraining trigger fired");
+                    }
+                }
+                // The fired event is still queued in memory; its durable copy failed.
+                Err(e) => tracing::error!(error = %e, "cannot persist a fired trigger to the outbox"),
             }
         }
         self.history.set_distributions(LatestDistributions {

@@ -1,0 +1,349 @@
+//! Conditions and drift episodes, free of I/O and clocks of their own: whether a
+//! report meets a trigger's condition (holds, is clear, or cannot tell), and the
+//! per-stream episode state machine that turns a sequence of verdicts into at most one
+//! firing per episode (consecutive windows, cooldown, re-arming after clean windows).
+//! Time is whatever the caller passes, so tests script window sequences.
+
+use super::config::{ConditionConfig, Require};
+use crate::stats::report::{FeatureReport, Report, Status};
+use serde::{Deserialize, Serialize};
+
+/// A report's verdict on one condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The condition holds in this window.
+    Holds,
+    /// The condition does not hold: a clean window.
+    Clear,
+    /// The window cannot tell (features missing or with too little data): it neither
+    /// extends nor breaks a streak.
+    Unknown,
+}
+
+/// A score that crossed a `score` condition's limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// The feature.
+    pub feature: String,
+    /// The score key.
+    pub score: String,
+    /// Its value in the window.
+    pub value: f64,
+}
+
+/// Evaluates `condition` on `report`; for `score` conditions also returns the scores
+/// that crossed the limit.
+pub fn evaluate(condition: &ConditionConfig, report: &Report) -> (Verdict, Vec<Observed>) {
+    if let Some(key) = &condition.score {
+        return evaluate_score(condition, key, report);
+    }
+    if !condition.features.is_empty() {
+        return (evaluate_features(condition, report), Vec::new());
+    }
+    let verdict = if report.dataset.features_evaluated == 0 {
+        Verdict::Unknown
+    } else if report.dataset.drifted {
+        Verdict::Holds
+    } else {
+        Verdict::Clear
+    };
+    (verdict, Vec::new())
+}
+
+/// `Some(drifted)` for a feature that was evaluated, `None` when it is missing or had
+/// too little data.
+fn feature_drifted(report: &Report, name: &str) -> Option<bool> {
+    report.feature(name).filter(|f| f.status == Status::Ok).map(|f| f.drifted)
+}
+
+fn evaluate_features(condition: &ConditionConfig, report: &Report) -> Verdict {
+    let states: Vec<Option<bool>> = condition.features.iter().map(|f| feature_drifted(report, f)).collect();
+    match condition.require {
+        Require::Any => {
+            if states.contains(&Some(true)) {
+                Verdict::Holds
+            } else if states.contains(&None) {
+                Verdict::Unknown
+            } else {
+                Verdict::Clear
+            }
+        }
+        Require::All => {
+            if states.contains(&Some(false)) {
+                Verdict::Clear
+            } else if states.contains(&None) {
+                Verdict::Unknown
+            } else {
+                Verdict::Holds
+            }
+        }
+    }
+}
+
+fn score_value(feature: &FeatureReport, key: &str) -> Option<f64> {
+    let value = if key == "missing_share" {
+        Some(feature.missing_share)
+    } else if feature.status == Status::Ok {
+        feature.scores.get(key).copied()
+    } else {
+        None
+    };
+    value.filter(|v| v.is_finite())
+}
+
+fn evaluate_score(condition: &ConditionConfig, key: &str, report: &Report) -> (Verdict, Vec<Observed>) {
+    let crosses = |v: f64| match (condition.above, condition.below) {
+        (Some(limit), _) => v > limit,
+        (None, Some(limit)) => v < limit,
+        (None, None) => false,
+    };
+    let mut known = false;
+    let mut observed = Vec::new();
+    let features =
+        report.features.iter().filter(|f| condition.feature.as_ref().is_none_or(|name| &f.name == name));
+    for f in features {
+        if let Some(value) = score_value(f, key) {
+            known = true;
+            if crosses(value) {
+                observed.push(Observed { feature: f.name.clone(), score: key.to_owned(), value });
+            }
+        }
+    }
+    let verdict = if !observed.is_empty() {
+        Verdict::Holds
+    } else if known {
+        Verdict::Clear
+    } else {
+        Verdict::Unknown
+    };
+    (verdict, observed)
+}
+
+/// The episode state of one trigger on one stream; persisted so that a restart
+/// neither fires again nor forgets a cooldown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Episode {
+    /// Windows in a row in which the condition held.
+    pub consecutive: u32,
+    /// Clean windows in a row since the trigger fired (counts only while disarmed).
+    pub clear: u32,
+    /// Whether the trigger may fire: false from firing until `clear_windows` clean
+    /// windows have passed.
+    pub armed: bool,
+    /// No firing before this time (milliseconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_until_ms: Option<i64>,
+    /// Outbox sequence number of the last event this episode fired (0: none).
+    #[serde(default)]
+    pub last_fired_seq: u64,
+}
+
+impl Default for Episode {
+    fn default() -> Self {
+        Episode { consecutive: 0, clear: 0, armed: true, cooldown_until_ms: None, last_fired_seq: 0 }
+    }
+}
+
+/// What one window did to an episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do.
+    Quiet,
+    /// Fire now (the episode has been updated as fired).
+    Fire,
+    /// The condition would fire but the cooldown is still running.
+    Suppressed,
+}
+
+impl Episode {
+    /// Advances the episode by one window's verdict at time `now_ms`.
+    pub fn step(&mut self, verdict: Verdict, now_ms: i64, condition: &ConditionConfig) -> Step {
+        match verdict {
+            Verdict::Unknown => Step::Quiet,
+            Verdict::Clear => {
+                self.consecutive = 0;
+                if !self.armed {
+                    self.clear = self.clear.saturating_add(1);
+                    if self.clear >= condition.clear_windows {
+                        self.armed = true;
+                        self.clear = 0;
+                    }
+                }
+                Step::Quiet
+            }
+            Verdict::Holds => {
+                self.clear = 0;
+                self.consecutive = self.consecutive.saturating_add(1);
+                if !self.armed || self.consecutive < condition.consecutive_windows {
+                    Step::Quiet
+                } else if self.cooldown_until_ms.is_some_and(|until| now_ms < until) {
+                    Step::Suppressed
+                } else {
+                    Step::Fire
+                }
+            }
+        }
+    }
+
+    /// Records a firing at `clock_ms`: disarms and starts the cooldown.
+    pub fn fired(&mut self, clock_ms: i64, seq: u64, condition: &ConditionConfig) {
+        self.armed = false;
+        self.consecutive = 0;
+        self.clear = 0;
+        let cooldown = i64::try_from(condition.cooldown.as_millis()).unwrap_or(i64::MAX);
+        self.cooldown_until_ms = Some(clock_ms.saturating_add(cooldown));
+        self.last_fired_seq = self.last_fired_seq.max(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn condition(consecutive: u32, cooldown_ms: u64, clear: u32) -> ConditionConfig {
+        ConditionConfig {
+            dataset_drift: true,
+            features: vec![],
+            require: Require::Any,
+            score: None,
+            feature: None,
+            above: None,
+            below: None,
+            streams: vec![],
+            consecutive_windows: consecutive,
+            cooldown: Duration::from_millis(cooldown_ms),
+            clear_windows: clear,
+        }
+    }
+
+    /// Runs a script of verdicts ('D' holds, '.' clear, '?' unknown), one window per
+    /// 10 ms, and returns the indices of the windows that fired and were suppressed.
+    fn run(script: &str, c: &ConditionConfig) -> (Vec<usize>, Vec<usize>) {
+        let mut e = Episode::default();
+        let (mut fired, mut suppressed) = (vec![], vec![]);
+        for (i, ch) in script.chars().enumerate() {
+            let verdict = match ch {
+                'D' => Verdict::Holds,
+                '.' => Verdict::Clear,
+                _ => Verdict::Unknown,
+            };
+            let now = i as i64 * 10;
+            match e.step(verdict, now, c) {
+                Step::Fire => {
+                    e.fired(now, i as u64 + 1, c);
+                    fired.push(i);
+                }
+                Step::Suppressed => suppressed.push(i),
+                Step::Quiet => {}
+            }
+        }
+        (fired, suppressed)
+    }
+
+    #[test]
+    fn fires_once_per_episode() {
+        let c = condition(2, 0, 1);
+        assert_eq!(run("DDDDDDDD", &c).0, vec![1]);
+        assert_eq!(run("D.D.D.D", &c).0, Vec::<usize>::new());
+        assert_eq!(run("DD.DD", &c).0, vec![1, 4]);
+        // Unknown windows neither extend nor break a streak.
+        assert_eq!(run("D?D", &c).0, vec![2]);
+        assert_eq!(run("DD?DD", &c).0, vec![1]);
+    }
+
+    #[test]
+    fn hysteresis_needs_clear_windows() {
+        let c = condition(1, 0, 3);
+        assert_eq!(run("D..D...D", &c).0, vec![0, 7]);
+        assert_eq!(run("D..?.D", &c).0, vec![0, 5]);
+    }
+
+    #[test]
+    fn cooldown_suppresses_then_allows() {
+        // Windows every 10 ms; a 45 ms cooldown from the firing at window 0.
+        let c = condition(1, 45, 1);
+        let (fired, suppressed) = run("D.DDDDD", &c);
+        assert_eq!(fired, vec![0, 5]);
+        assert_eq!(suppressed, vec![2, 3, 4]);
+    }
+
+    fn report(features: Vec<(&str, bool, Status, f64)>) -> Report {
+        use crate::stats::report::*;
+        use crate::stats::settings::{FeatureKind, Metric};
+        Report {
+            stream: Some("s".into()),
+            window: WindowInfo::default(),
+            reference: ReferenceInfo::default(),
+            dataset: DatasetVerdict {
+                features_evaluated: features.len() as u64,
+                features_drifted: features.iter().filter(|f| f.1).count() as u64,
+                drift_share: 0.0,
+                threshold: 0.5,
+                drifted: false,
+            },
+            features: features
+                .into_iter()
+                .map(|(name, drifted, status, psi)| FeatureReport {
+                    name: name.into(),
+                    kind: FeatureKind::Numeric,
+                    samples: 100,
+                    missing: 0,
+                    non_finite: 0,
+                    invalid: 0,
+                    missing_share: 0.0,
+                    reference_missing_share: 0.0,
+                    missing_drifted: false,
+                    status,
+                    primary_metric: Metric::Psi,
+                    threshold: 0.2,
+                    drifted,
+                    category_overflow: None,
+                    scores: [("psi".to_owned(), psi)].into_iter().collect(),
+                })
+                .collect(),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn feature_and_score_conditions() {
+        let mut c = condition(1, 0, 1);
+        c.dataset_drift = false;
+        c.features = vec!["a".into(), "b".into()];
+        let r = report(vec![("a", true, Status::Ok, 0.5), ("b", false, Status::Ok, 0.1)]);
+        assert_eq!(evaluate(&c, &r).0, Verdict::Holds);
+        c.require = Require::All;
+        assert_eq!(evaluate(&c, &r).0, Verdict::Clear);
+        let r2 = report(vec![("a", true, Status::Ok, 0.5), ("b", false, Status::InsufficientData, 0.0)]);
+        assert_eq!(evaluate(&c, &r2).0, Verdict::Unknown);
+        c.require = Require::Any;
+        let r3 = report(vec![("a", false, Status::Ok, 0.1)]);
+        assert_eq!(evaluate(&c, &r3).0, Verdict::Unknown, "b is missing");
+
+        c.features.clear();
+        c.score = Some("psi".into());
+        c.above = Some(0.3);
+        let (v, observed) = evaluate(&c, &r);
+        assert_eq!(v, Verdict::Holds);
+        assert_eq!(observed.len(), 1);
+        assert_eq!(observed[0].feature, "a");
+        c.feature = Some("b".into());
+        assert_eq!(evaluate(&c, &r).0, Verdict::Clear);
+        assert_eq!(evaluate(&c, &r2).0, Verdict::Unknown);
+        c.feature = None;
+        c.above = None;
+        c.below = Some(0.2);
+        assert_eq!(evaluate(&c, &r).1[0].feature, "b");
+
+        let mut d = condition(1, 0, 1);
+        let mut r4 = report(vec![]);
+        assert_eq!(evaluate(&d, &r4).0, Verdict::Unknown);
+        r4.dataset.features_evaluated = 2;
+        r4.dataset.drifted = true;
+        assert_eq!(evaluate(&d, &r4).0, Verdict::Holds);
+        d.dataset_drift = true;
+        r4.dataset.drifted = false;
+        assert_eq!(evaluate(&d, &r4).0, Verdict::Clear);
+    }
+}
