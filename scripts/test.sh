@@ -39,3 +39,6 @@ fi
 
 step "tests"
 cargo test --all-targets "${extra[@]}"
+
+step "dashboard in a real browser (headless Chromium)"
+scripts/dashboard-test.sh "${CARGO_TARGET_DIR:-target}/debug/driftscope"

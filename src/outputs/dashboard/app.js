@@ -1178,9 +1178,17 @@
     if (button) selectStream(button.dataset.stream);
   });
 
+  /** On one-column layouts the distribution is below the cards: bring it into view. */
+  function revealDistribution() {
+    const box = el.distributionChart.getBoundingClientRect();
+    if (box.top > window.innerHeight || box.bottom < 0) el.distributionChart.scrollIntoView({ block: 'center', behavior: 'smooth' });
+  }
+
   el.featureGrid.addEventListener('click', (e) => {
     const card = e.target.closest('.feature-card');
-    if (card) selectFeature(card.dataset.feature);
+    if (!card) return;
+    selectFeature(card.dataset.feature);
+    revealDistribution();
   });
 
   el.featureGrid.addEventListener('keydown', (e) => {
@@ -1189,6 +1197,7 @@
     if (!card) return;
     e.preventDefault();
     selectFeature(card.dataset.feature);
+    revealDistribution();
   });
 
   el.featureSelect.addEventListener('change', () => selectFeature(el.featureSelect.value));
