@@ -175,6 +175,7 @@ impl Telemetry {
             windows_closed: self.windows_closed.with_label_values(&[stream]),
             late_records: self.late_records.with_label_values(&[stream]),
             dead_lettered: self.dead_lettered.with_label_values(&[stream]),
+            event_lag: self.event_lag_seconds.clone(),
             invalid_family: self.invalid.clone(),
             invalid: Mutex::new(Vec::new()),
         }
@@ -201,6 +202,9 @@ pub struct StreamCounters {
     pub windows_closed: IntCounter,
     pub late_records: IntCounter,
     pub dead_lettered: IntCounter,
+    /// Event lag summary; the monitor records into its own histogram and hands it over
+    /// at each window close, so no lock is taken per record.
+    pub event_lag: HdrSummary,
     invalid_family: IntCounterVec,
     /// Resolved invalid-record counters by reason; bad records are rare, so a short
     /// list behind a lock costs nothing on the good path.
@@ -267,7 +271,9 @@ impl HdrSummary {
     pub fn absorb(&self, stream: &str, micros: &Histogram<u64>) {
         let Ok(mut inner) = self.inner.lock() else { return };
         let (h, sum) = inner.entry(stream.to_owned()).or_insert_with(|| (Self::empty(), 0.0));
-        let _ = h.add(micros);
+        if h.add(micros).is_err() {
+            return;
+        }
         *sum += micros.mean() * micros.len() as f64 / 1e6;
     }
 
@@ -318,5 +324,21 @@ impl Collector for HdrSummary {
             .collect();
         family.set_metric(metrics);
         vec![family]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_absorb_histograms_recorded_elsewhere() {
+        let t = Telemetry::new();
+        let mut local = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        local.saturating_record(3_600_000_000);
+        local.saturating_record(1_000);
+        t.event_lag_seconds.absorb("s", &local);
+        let text = t.render();
+        assert!(text.contains("driftscope_event_lag_seconds_count{stream=\"s\"} 2"), "{text}");
     }
 }

@@ -180,7 +180,15 @@ fn event_time_windows_close_by_watermark_and_count_late_records() {
     let (config, reports) = write_config(dir.path(), "event", &kafka, &stream);
     let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
     let got = run.wait_reports(&reports, 2, Duration::from_secs(120));
+    let (_, metrics) = http("GET", &http_address(&run), "/metrics", None);
     assert!(run.terminate().success());
+    // Event lag is measured for every record with an event time (here years old).
+    let lag_count: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("driftscope_event_lag_seconds_count{stream=\"s\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no event lag summary in\n{metrics}"));
+    assert!(lag_count >= 270.0, "{lag_count}");
     assert_eq!(got[0]["window"]["records"], 150);
     assert_eq!(got[0]["window"]["start"], "2023-11-14T22:13:20.000Z");
     assert_eq!(got[0]["window"]["end"], "2023-11-14T22:13:30.000Z");

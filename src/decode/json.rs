@@ -331,8 +331,8 @@ enum Node {
     Leaf {
         field: Option<u32>,
         event_time: bool,
-        /// Only a numeric field reads it, so the strict parse may let serde_json parse
-        /// the number in place.
+        /// Only a numeric field reads it, so its number can be read in place (by the
+        /// scanner, or by serde_json in the strict parse) instead of as raw text.
         plain_numeric: bool,
     },
 }

@@ -317,6 +317,7 @@ impl Pipeline {
         state.counters.windows_closed.inc();
         log_window(&report);
         let distributions = Arc::new(crate::stats::distribution::distributions(reference, &window.sketch));
+        self.streams[stream].publish_event_lag();
         self.reports
             .blocking_send(ScoredWindow { report: Arc::new(report), distributions, scoring })
             .map_err(|_| ())

@@ -61,6 +61,8 @@ pub struct StreamState {
     processing_time_windows: bool,
     saved_profile: PathBuf,
     pub counters: StreamCounters,
+    /// Processing time minus event time (us) since the last window close.
+    event_lag: hdrhistogram::Histogram<u64>,
 }
 
 impl StreamState {
@@ -217,6 +219,8 @@ impl StreamState {
             processing_time_windows: time == Some(TimeBasis::Processing),
             saved_profile,
             counters,
+            event_lag: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                .expect("static histogram bounds"),
         })
     }
 
@@ -242,6 +246,10 @@ impl StreamState {
                 decoder
                     .decode(payload)
                     .map_err(|e| BadRecord { reason: e.reason(), detail: e.to_string() })?;
+                if let Some(Ok(t)) = decoder.event_time_ms() {
+                    let lag_us = (now_ms.saturating_sub(t).max(0) as u64).saturating_mul(1000);
+                    self.event_lag.saturating_record(lag_us.clamp(1, 3_600_000_000));
+                }
                 let time = if self.event_time {
                     match decoder.event_time_ms() {
                         Some(Ok(t)) => t,
@@ -381,6 +389,14 @@ impl StreamState {
             Err(e) => {
                 tracing::error!(stream = %self.name, error = %e, "reference taken from the stream is unusable")
             }
+        }
+    }
+
+    /// Publishes the event lag recorded since the last call.
+    pub fn publish_event_lag(&mut self) {
+        if !self.event_lag.is_empty() {
+            self.counters.event_lag.absorb(&self.name, &self.event_lag);
+            self.event_lag.reset();
         }
     }
 
