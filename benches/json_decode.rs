@@ -76,7 +76,7 @@ fn messages(seed: u64, n: usize) -> Vec<Vec<u8>> {
             );
             for f in 0..NUMERIC {
                 let x = rng.normal() * (f as f64 + 1.0) + f as f64;
-                m.push_str(&format!(",\"f{f}\":{x:.4}"));
+                m.push_str(&format!(",\"f{f}\":{x:.3}"));
             }
             for c in 0..CATEGORICAL {
                 let w = WORDS[(rng.next_u64() % WORDS.len() as u64) as usize];

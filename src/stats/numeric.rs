@@ -10,6 +10,14 @@ use std::sync::Arc;
 pub struct NumericGrid {
     pub edges: Vec<f64>,
     pub shift: f64,
+    pub index: grid::GridIndex,
+}
+
+impl NumericGrid {
+    pub fn new(edges: Vec<f64>, shift: f64) -> NumericGrid {
+        let index = grid::GridIndex::new(&edges);
+        NumericGrid { edges, shift, index }
+    }
 }
 
 /// Moments and counts that need no grid.
@@ -62,7 +70,8 @@ impl NumericSketch {
             self.non_finite += 1;
             return;
         }
-        grid::add_value(&self.grid.edges, &mut self.cells, x);
+        let cell = self.grid.index.locate(&self.grid.edges, x);
+        grid::add_value_at(&self.grid.edges, &mut self.cells, x, cell);
         self.count += 1;
         self.min = self.min.min(x);
         self.max = self.max.max(x);

@@ -101,7 +101,7 @@ impl Reference {
                         ));
                     }
                     FeatureModel::Numeric {
-                        grid: Arc::new(NumericGrid { edges: p.grid_edges.clone(), shift: p.mean }),
+                        grid: Arc::new(NumericGrid::new(p.grid_edges.clone(), p.mean)),
                         cell_bins: grid::bins_of_cells(&p.grid_edges, &p.bin_edges),
                     }
                 }
