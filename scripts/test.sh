@@ -42,3 +42,6 @@ cargo test --all-targets "${extra[@]}"
 
 step "dashboard in a real browser (headless Chromium)"
 scripts/dashboard-test.sh "${CARGO_TARGET_DIR:-target}/debug/driftscope"
+
+step "benchmark harness, quick mode (proves it runs; speed is reported, never asserted)"
+scripts/bench.sh --quick

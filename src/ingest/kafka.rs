@@ -90,6 +90,12 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "1000")
+        // librdkafka waits fetch.queue.backoff.ms (default 1 s) once its local queue is
+        // over the threshold: measured, that idles the monitor for ~0.8 s every ~15
+        // windows (126k -> 505k msg/s end to end with 10 ms).
+        .set("fetch.queue.backoff.ms", "10")
+        // The prefetch buffer dominates RSS at its 64 MiB default.
+        .set("queued.max.messages.kbytes", "16384")
         .set("fetch.message.max.bytes", (kafka.max_message_bytes.max(1 << 20) + 1024).to_string());
     for (key, value) in &kafka.properties {
         config.set(key, value);

@@ -1,0 +1,285 @@
+//! End-to-end on the real broker: produce N messages to a fresh topic, then read them
+//! to the end with (a) a bare rdkafka BaseConsumer that drops them and (b) the
+//! `driftscope run` binary, each in a fresh consumer group.
+
+use super::sys;
+use super::workload::WINDOW_RECORDS;
+use anyhow::{Context, bail};
+use driftscope::config::KafkaConfig;
+use driftscope::ingest::kafka::consumer_config;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PARTITIONS: i32 = 4;
+
+/// Whether a broker answers at `bootstrap`, within a few seconds.
+pub fn broker_answers(bootstrap: &str) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "0")
+        .create()
+        .map_err(|e| e.to_string())?;
+    consumer.fetch_metadata(None, Duration::from_secs(8)).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn admin(bootstrap: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    Ok(ClientConfig::new().set("bootstrap.servers", bootstrap).create()?)
+}
+
+/// A topic created for this run; deleted again when dropped.
+pub struct Topic {
+    pub name: String,
+    bootstrap: String,
+}
+
+impl Topic {
+    pub fn create(bootstrap: &str, name: &str) -> anyhow::Result<Topic> {
+        let admin = admin(bootstrap)?;
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = runtime().block_on(
+            admin.create_topics(&[NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1))], &opts),
+        )?;
+        for r in results {
+            r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+        }
+        Ok(Topic { name: name.to_owned(), bootstrap: bootstrap.to_owned() })
+    }
+}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        if let Ok(admin) = admin(&self.bootstrap) {
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            let _ = runtime().block_on(admin.delete_topics(&[&self.name], &opts));
+        }
+    }
+}
+
+/// Produces `n` messages cycling through `pool`, round-robin over the partitions, and
+/// checks the topic's high watermarks add up to `n`. Returns the produce time.
+pub fn produce(bootstrap: &str, topic: &str, pool: &[Vec<u8>], n: u64) -> anyhow::Result<Duration> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .context("producer")?;
+    let started = Instant::now();
+    for i in 0..n {
+        let payload = &pool[(i % pool.len() as u64) as usize];
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .payload(payload.as_slice())
+            .partition((i % PARTITIONS as u64) as i32);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("produce: {e}"),
+            }
+        }
+        if i % 4096 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(300)).context("flush the producer")?;
+    let elapsed = started.elapsed();
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(15))?;
+        total += high - low;
+    }
+    if total as u64 != n {
+        bail!("the topic holds {total} messages after producing {n}: some deliveries failed");
+    }
+    Ok(elapsed)
+}
+
+/// One consumer's reading of the topic.
+#[derive(Clone, Debug)]
+pub struct ConsumeResult {
+    /// From the consumer's creation (or the process's spawn) to the last message.
+    pub total: Duration,
+    /// Messages per second from the first window's worth (WINDOW_RECORDS) to the end:
+    /// start-up and group join left out.
+    pub steady_rate: f64,
+    pub cpu_seconds: f64,
+    /// Peak RSS, KiB (driftscope only).
+    pub peak_rss_kib: Option<u64>,
+}
+
+fn bench_kafka_config(bootstrap: &str, group: &str, properties: &[(String, String)]) -> KafkaConfig {
+    KafkaConfig {
+        brokers: bootstrap.to_owned(),
+        group_id: group.to_owned(),
+        properties: properties.iter().cloned().collect(),
+        ..Default::default()
+    }
+}
+
+/// (a) A bare BaseConsumer with driftscope's own consumer settings, fresh group,
+/// subscribed to the topic, polling and dropping every message to the end.
+pub fn bare_consume(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    properties: &[(String, String)],
+    n: u64,
+    timeout: Duration,
+) -> anyhow::Result<ConsumeResult> {
+    let cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
+    let started = Instant::now();
+    let consumer: BaseConsumer =
+        consumer_config(&bench_kafka_config(bootstrap, group, properties)).create()?;
+    consumer.subscribe(&[topic])?;
+    let (mut count, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    let mut first_window: Option<Instant> = None;
+    while count < n {
+        if started.elapsed() > timeout {
+            bail!("bare consumer: timed out after {timeout:?} with {count} of {n} messages");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+                count += 1;
+                if count == WINDOW_RECORDS {
+                    first_window = Some(Instant::now());
+                }
+            }
+            Some(Err(_)) => errors += 1,
+            None => {}
+        }
+    }
+    let end = Instant::now();
+    std::hint::black_box((bytes, errors));
+    let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu0;
+    let t0 = first_window.unwrap_or(started);
+    let steady = (n - WINDOW_RECORDS.min(n)) as f64 / (end - t0).as_secs_f64().max(1e-9);
+    drop(consumer);
+    Ok(ConsumeResult { total: end - started, steady_rate: steady, cpu_seconds: cpu, peak_rss_kib: None })
+}
+
+/// Counts complete lines appended to a file, reading only what is new.
+struct LineCounter {
+    path: PathBuf,
+    position: u64,
+    lines: u64,
+}
+
+impl LineCounter {
+    fn poll(&mut self) -> u64 {
+        if let Ok(mut f) = std::fs::File::open(&self.path)
+            && f.seek(SeekFrom::Start(self.position)).is_ok()
+        {
+            let mut buf = Vec::new();
+            if f.read_to_end(&mut buf).is_ok() {
+                if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
+                    self.lines += buf[..=last].iter().filter(|&&b| b == b'\n').count() as u64;
+                    self.position += last as u64 + 1;
+                }
+            }
+        }
+        self.lines
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// (b) `driftscope run` with `config`, until its reports file holds n / window reports.
+pub fn driftscope_consume(
+    binary: &Path,
+    config: &Path,
+    reports: &Path,
+    log: &Path,
+    n: u64,
+    timeout: Duration,
+) -> anyhow::Result<ConsumeResult> {
+    let expected = n / WINDOW_RECORDS;
+    if expected < 2 {
+        bail!("end-to-end needs at least {} messages (two windows)", 2 * WINDOW_RECORDS);
+    }
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("start {}", binary.display()))?;
+    let pid = child.id().to_string();
+    let mut counter = LineCounter { path: reports.to_owned(), position: 0, lines: 0 };
+    let mut first: Option<Instant> = None;
+    let result = loop {
+        let lines = counter.poll();
+        let now = Instant::now();
+        if lines >= 1 && first.is_none() {
+            first = Some(now);
+        }
+        if lines >= expected {
+            // Read before stopping it: CPU time and peak RSS of the whole run.
+            let cpu = sys::cpu_seconds(&pid).unwrap_or(f64::NAN);
+            let hwm = sys::status_kib(&pid, "VmHWM");
+            let t1 = first.unwrap_or(started);
+            let steady = ((expected - 1) * WINDOW_RECORDS) as f64 / (now - t1).as_secs_f64().max(1e-9);
+            break Ok(ConsumeResult {
+                total: now - started,
+                steady_rate: steady,
+                cpu_seconds: cpu,
+                peak_rss_kib: hwm,
+            });
+        }
+        if let Some(status) = child.try_wait()? {
+            break Err(anyhow::anyhow!(
+                "driftscope exited ({status}) after {lines} of {expected} reports; log {}:\n{}",
+                log.display(),
+                log_tail(log)
+            ));
+        }
+        if started.elapsed() > timeout {
+            break Err(anyhow::anyhow!(
+                "driftscope: timed out after {timeout:?} with {lines} of {expected} reports; log {}:\n{}",
+                log.display(),
+                log_tail(log)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SIGTERM, bounded wait, then SIGKILL.
+    if child.try_wait()?.is_none() {
+        sys::signal(child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if child.try_wait()?.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    result
+}

@@ -1,0 +1,84 @@
+//! The in-process pipeline: the very per-stream code `driftscope run` folds a Kafka
+//! message with (`StreamState::process`: decode, pane, sketch, `after_record`; then
+//! `tick`), built from a generated configuration, plus `score_window` at every window
+//! close, as the monitor's `emit` does. Only Kafka and the outputs are left out.
+
+use super::workload;
+use driftscope::config::Config;
+use driftscope::monitor::stream::StreamState;
+use driftscope::stats::window::ClosedWindow;
+use driftscope::stats::{Reference, WindowInfo, score_window};
+use driftscope::telemetry::Telemetry;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct Pipeline {
+    state: StreamState,
+    reference: Arc<Reference>,
+    closed: Vec<ClosedWindow>,
+    offset: i64,
+    pub windows: u64,
+    pub bad: u64,
+    _telemetry: Telemetry,
+}
+
+impl Pipeline {
+    /// A pipeline over the profile at `profile` (format "json" or "arrow_ipc").
+    pub fn new(format: &str, profile: &Path, dir: &Path) -> anyhow::Result<Pipeline> {
+        let text = workload::config_toml(
+            "127.0.0.1:1",
+            "bench-inprocess",
+            "bench-inprocess",
+            format,
+            profile,
+            &dir.join("state"),
+            &dir.join("reports.jsonl"),
+            &[],
+        );
+        let path = dir.join(format!("inprocess-{format}.toml"));
+        std::fs::write(&path, &text)?;
+        let config = Config::load(&path)?;
+        let telemetry = Telemetry::new();
+        let state = StreamState::new(0, &config.streams[0], &config, telemetry.stream("bench"))
+            .map_err(|e| anyhow::anyhow!("stream setup: {e}"))?;
+        let reference = state.reference().cloned().ok_or_else(|| anyhow::anyhow!("no reference"))?;
+        Ok(Pipeline {
+            state,
+            reference,
+            closed: Vec::new(),
+            offset: 0,
+            windows: 0,
+            bad: 0,
+            _telemetry: telemetry,
+        })
+    }
+
+    pub fn reference(&self) -> &Arc<Reference> {
+        &self.reference
+    }
+
+    /// Folds one message in, and scores any window it closes.
+    #[inline]
+    pub fn process(&mut self, payload: &[u8]) {
+        let now = driftscope::monitor::now_ms();
+        if self.state.process(payload, 0, self.offset, now, &mut self.closed).is_err() {
+            self.bad += 1;
+        }
+        self.offset += 1;
+        self.state.tick(now, &mut self.closed);
+        if !self.closed.is_empty() {
+            self.score_closed();
+        }
+    }
+
+    #[cold]
+    fn score_closed(&mut self) {
+        for w in self.closed.drain(..) {
+            let info = WindowInfo { index: w.index, ..Default::default() };
+            let report = score_window(&self.reference, &w.sketch, info);
+            black_box(report.dataset.drifted);
+            self.windows += 1;
+        }
+    }
+}
