@@ -88,11 +88,9 @@ async fn run_demo(options: DemoOptions) -> anyhow::Result<()> {
     let reporter = tokio::spawn(report_progress(handles.clone(), produced, options.rate, stop.clone()));
 
     let duration = options.duration;
+    // Ends at --duration or on Ctrl-C / SIGTERM, whichever comes first.
     let shutdown = async move {
-        tokio::select! {
-            _ = tokio::time::sleep(duration) => {}
-            _ = service::shutdown_signal() => {}
-        }
+        let _ = tokio::time::timeout(duration, service::shutdown_signal()).await;
     };
     let result = service::run(config, handles, shutdown).await;
     stop.store(true, Ordering::SeqCst);
