@@ -115,10 +115,25 @@ impl ArrowRecordError {
 
 /// The record batches of one Kafka message holding an Arrow IPC stream (or file).
 /// A message whose schema has none of the monitored columns is refused whole.
+///
+/// The arrow readers can panic on corrupt buffers (an out-of-range slice), so decoding
+/// runs under `catch_unwind` and every array is fully validated before any value of it
+/// reaches a sketch: a corrupt message is counted, never a crash, never half-folded.
 pub fn decode_ipc_message(
     payload: &[u8],
     bindings: &[ColumnBinding],
 ) -> Result<Vec<RecordBatch>, ArrowRecordError> {
+    let batches = std::panic::catch_unwind(|| read_ipc(payload, bindings))
+        .map_err(|_| ArrowRecordError::Undecodable("corrupt Arrow IPC buffers".into()))??;
+    for batch in &batches {
+        for column in batch.columns() {
+            column.to_data().validate_full().map_err(|e| ArrowRecordError::Undecodable(e.to_string()))?;
+        }
+    }
+    Ok(batches)
+}
+
+fn read_ipc(payload: &[u8], bindings: &[ColumnBinding]) -> Result<Vec<RecordBatch>, ArrowRecordError> {
     let undecodable = |e: arrow::error::ArrowError| ArrowRecordError::Undecodable(e.to_string());
     let batches: Vec<RecordBatch> = if payload.starts_with(b"ARROW1") {
         let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(payload), None)
