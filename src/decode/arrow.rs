@@ -53,11 +53,15 @@ fn fold_numeric<S: ValueSink>(column: &ArrayRef, feature: usize, sink: &mut S) {
             Err(_) => return (0..column.len()).for_each(|_| sink.invalid(feature)),
         };
         let values = values.as_primitive::<Float64Type>();
-        for i in 0..values.len() {
-            if values.is_null(i) {
-                sink.missing(feature);
-            } else {
-                sink.numeric(feature, values.value(i));
+        if values.null_count() == 0 {
+            sink.numeric_slice(feature, values.values());
+        } else {
+            for i in 0..values.len() {
+                if values.is_null(i) {
+                    sink.missing(feature);
+                } else {
+                    sink.numeric(feature, values.value(i));
+                }
             }
         }
     } else if let Ok(strings) = cast(column, &DataType::Utf8) {

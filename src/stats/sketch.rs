@@ -9,6 +9,13 @@ pub trait ValueSink {
     /// `n` more records were decoded (each feature sees one value, missing or not, per record).
     fn add_records(&mut self, n: u64);
     fn numeric(&mut self, feature: usize, x: f64);
+    /// Many values of one feature at once (a column of a batch); sinks that can
+    /// resolve the feature once per slice override it.
+    fn numeric_slice(&mut self, feature: usize, values: &[f64]) {
+        for &x in values {
+            self.numeric(feature, x);
+        }
+    }
     fn category(&mut self, feature: usize, value: &str);
     /// The field was absent or null.
     fn missing(&mut self, feature: usize);
@@ -100,6 +107,13 @@ impl ValueSink for WindowSketch {
         match &mut self.features[feature] {
             FeatureSketch::Numeric(s) => s.observe(x),
             FeatureSketch::Categorical(s) => s.invalid += 1,
+        }
+    }
+
+    fn numeric_slice(&mut self, feature: usize, values: &[f64]) {
+        match &mut self.features[feature] {
+            FeatureSketch::Numeric(s) => values.iter().for_each(|&x| s.observe(x)),
+            FeatureSketch::Categorical(s) => s.invalid += values.len() as u64,
         }
     }
 
