@@ -993,7 +993,9 @@ fn main() -> ExitCode {
     // no arguments in a debug build, where figures mean nothing and a full run would
     // take minutes: say how to run it and stop.
     if !args.iter().any(|a| a == "--bench") {
-        println!("benchmark harness: run `scripts/bench.sh` (or `cargo bench --bench harness`); nothing to do under `cargo test`");
+        println!(
+            "benchmark harness: run `scripts/bench.sh` (or `cargo bench --bench harness`); nothing to do under `cargo test`"
+        );
         return ExitCode::SUCCESS;
     }
     let args: Vec<String> = args.into_iter().filter(|a| a != "--bench").collect();
