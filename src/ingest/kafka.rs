@@ -223,3 +223,24 @@ impl DeadLetters {
         let _ = self.producer.flush(timeout);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TLS and zstd are compiled in: a user's `security.protocol = "SSL"` and a
+    /// zstd-compressing producer upstream must not fail for want of a library.
+    #[test]
+    fn tls_and_zstd_are_available() {
+        let mut kafka = KafkaConfig::default();
+        kafka.properties.insert("security.protocol".into(), "SSL".into());
+        kafka.properties.insert("ssl.endpoint.identification.algorithm".into(), "https".into());
+        let consumer: KafkaResult<BaseConsumer> = consumer_config(&kafka).create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
+        let producer: KafkaResult<ThreadedProducer<DefaultProducerContext>> = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("compression.codec", "zstd")
+            .create();
+        assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+}
