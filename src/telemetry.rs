@@ -224,14 +224,10 @@ impl StreamCounters {
             list.push((reason, c));
         }
     }
-
-    pub fn invalid_count(&self, reason: &str) -> u64 {
-        self.invalid_family.with_label_values(&[self.stream.as_str(), reason]).get()
-    }
 }
 
 /// Outcomes counted in `driftscope_triggers_total`.
-pub const TRIGGER_OUTCOMES: [&str; 4] = ["fired", "delivered", "retry", "dead"];
+pub const TRIGGER_OUTCOMES: [&str; 6] = ["fired", "suppressed", "delivered", "retry", "dead", "manual_retry"];
 
 /// Quantiles published by the summaries.
 pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];

@@ -148,46 +148,4 @@ impl CategoricalSketch {
         self.missing = 0;
         self.invalid = 0;
     }
-
-    pub fn to_parts(&self) -> CategoricalSketchParts {
-        CategoricalSketchParts {
-            reference_counts: self.reference_counts.clone(),
-            new_categories: self.new_categories().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            overflow: self.overflow,
-            missing: self.missing,
-            invalid: self.invalid,
-        }
-    }
-
-    /// Rebuilds a sketch from its parts (checkpoints); `None` if they do not fit the index.
-    pub fn from_parts(
-        index: Arc<CategoryIndex>,
-        max_categories: usize,
-        parts: CategoricalSketchParts,
-    ) -> Option<Self> {
-        if parts.reference_counts.len() != index.len() || parts.new_categories.len() > max_categories {
-            return None;
-        }
-        let distinct = parts.reference_counts.iter().filter(|&&c| c > 0).count() + parts.new_categories.len();
-        Some(CategoricalSketch {
-            index,
-            max_categories,
-            reference_counts: parts.reference_counts,
-            new_counts: parts.new_categories.into_iter().map(|(k, v)| (k.into_boxed_str(), v)).collect(),
-            distinct,
-            overflow: parts.overflow,
-            missing: parts.missing,
-            invalid: parts.invalid,
-        })
-    }
-}
-
-/// The serialisable state of a [`CategoricalSketch`], without its shared index.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CategoricalSketchParts {
-    pub reference_counts: Vec<u64>,
-    pub new_categories: Vec<(String, u64)>,
-    pub overflow: u64,
-    pub missing: u64,
-    pub invalid: u64,
 }

@@ -1,8 +1,8 @@
 //! One window's sketches of every monitored feature, and [`ValueSink`], the interface
 //! through which decoders hand values to sketches and to profile builders alike.
 
-use super::categorical::{CategoricalSketch, CategoricalSketchParts};
-use super::numeric::{NumericSketch, NumericSketchParts};
+use super::categorical::CategoricalSketch;
+use super::numeric::NumericSketch;
 
 /// Where decoded values go. Features are addressed by their position in the reference.
 pub trait ValueSink {
@@ -80,20 +80,6 @@ impl WindowSketch {
             }
         }
     }
-
-    pub fn to_parts(&self) -> WindowSketchParts {
-        WindowSketchParts {
-            records: self.records,
-            features: self
-                .features
-                .iter()
-                .map(|f| match f {
-                    FeatureSketch::Numeric(s) => FeatureSketchParts::Numeric(s.to_parts()),
-                    FeatureSketch::Categorical(s) => FeatureSketchParts::Categorical(s.to_parts()),
-                })
-                .collect(),
-        }
-    }
 }
 
 impl ValueSink for WindowSketch {
@@ -140,18 +126,4 @@ impl ValueSink for WindowSketch {
             FeatureSketch::Categorical(s) => s.invalid += 1,
         }
     }
-}
-
-/// The serialisable state of a [`WindowSketch`] (checkpoints).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct WindowSketchParts {
-    pub records: u64,
-    pub features: Vec<FeatureSketchParts>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum FeatureSketchParts {
-    Numeric(NumericSketchParts),
-    Categorical(CategoricalSketchParts),
 }
