@@ -77,13 +77,22 @@ impl Default for OutputsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
-    /// Directory for stream-taken reference profiles (and checkpoints).
+    /// Directory for the checkpoint, stream-taken reference profiles and the triggers'
+    /// outbox.
     pub dir: PathBuf,
+    /// How often the open windows are checkpointed (when anything changed). Reports
+    /// wait for the checkpoint that holds them and offsets are committed only up to
+    /// it, so this is also the longest a report waits.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: std::time::Duration,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { dir: PathBuf::from("driftscope-state") }
+        StateConfig {
+            dir: PathBuf::from("driftscope-state"),
+            checkpoint_interval: std::time::Duration::from_secs(1),
+        }
     }
 }
 
@@ -274,6 +283,22 @@ impl Config {
             return Err((
                 "http.listen".into(),
                 format!("`{}` is not an address like 0.0.0.0:9464", self.http.listen),
+            ));
+        }
+        let interval = self.state.checkpoint_interval;
+        if interval < std::time::Duration::from_millis(10) || interval > std::time::Duration::from_secs(3600)
+        {
+            return Err(("state.checkpoint_interval".into(), "must be between 10ms and 1h".into()));
+        }
+        if let Some(strategy) = self.kafka.properties.get("partition.assignment.strategy")
+            && strategy.contains("cooperative")
+        {
+            return Err((
+                "kafka.properties.\"partition.assignment.strategy\"".into(),
+                "cooperative rebalancing is not supported: driftscope rolls its windows back to the last \
+                 checkpoint when partitions are revoked, which needs every partition re-read from its \
+                 committed offset (use range or roundrobin)"
+                    .into(),
             ));
         }
         if self.kafka.max_message_bytes == 0 {

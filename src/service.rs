@@ -56,17 +56,25 @@ impl ServiceHandles {
     }
 }
 
+/// Start-up choices that are not configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Set an existing checkpoint aside instead of restoring it (`--fresh-state`).
+    pub fresh_state: bool,
+}
+
 /// Runs until `shutdown` resolves; returns after a clean stop.
 pub async fn run(
     config: Config,
     handles: ServiceHandles,
+    options: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServiceError> {
     if config.streams.is_empty() {
         return Err(ServiceError::NoStreams);
     }
     let (tx, mut rx) = mpsc::channel::<ScoredWindow>(REPORT_QUEUE);
-    let monitor = Monitor::new(&config, &handles.telemetry, handles.kafka.clone(), tx)?;
+    let monitor = Monitor::new(&config, &handles.telemetry, handles.kafka.clone(), tx, options.fresh_state)?;
     let (engine, trigger_handle) = if config.triggers.is_empty() {
         (None, None)
     } else {

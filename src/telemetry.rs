@@ -30,8 +30,14 @@ pub struct Telemetry {
     pub trigger_queue_depth: IntGauge,
     pub event_lag_seconds: HdrSummary,
     pub scoring_seconds: HdrSummary,
+    pub checkpoints: IntCounterVec,
+    pub checkpoint_bytes: IntGauge,
+    pub records_replayed: IntCounterVec,
     pub build_info: Gauge,
 }
+
+/// The `outcome` label values of `driftscope_checkpoints_total`.
+pub const CHECKPOINT_OUTCOMES: [&str; 2] = ["written", "failed"];
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     // Names are fixed and unique: registration cannot collide.
@@ -143,6 +149,21 @@ impl Telemetry {
                 &r,
                 HdrSummary::new("driftscope_window_scoring_seconds", "Time to score a window."),
             ),
+            checkpoints: counter(
+                "driftscope_checkpoints_total",
+                "Checkpoints of the open windows to state.dir, by outcome (written, failed).",
+                &["outcome"],
+            ),
+            checkpoint_bytes: register(
+                &r,
+                IntGauge::new("driftscope_checkpoint_bytes", "Size of the last checkpoint written.")
+                    .expect("static metric definition"),
+            ),
+            records_replayed: counter(
+                "driftscope_records_skipped_replayed_total",
+                "Records read again after a restart or rebalance that the checkpoint already held.",
+                &["stream"],
+            ),
             build_info,
             registry: r,
         }
@@ -156,8 +177,14 @@ impl Telemetry {
             self.windows_closed.with_label_values(&[stream]);
             self.late_records.with_label_values(&[stream]);
             self.dead_lettered.with_label_values(&[stream]);
+            self.records_replayed.with_label_values(&[stream]);
             for &reason in invalid_reasons {
                 self.invalid.with_label_values(&[stream, reason]);
+            }
+        }
+        if !streams.is_empty() {
+            for outcome in CHECKPOINT_OUTCOMES {
+                self.checkpoints.with_label_values(&[outcome]);
             }
         }
         for &trigger in triggers {

@@ -66,6 +66,10 @@ kind = "categorical"
         (http("GET", &addr, "/readyz", None).0 == 200).then_some(())
     });
 
+    // Lag comes from librdkafka's statistics, published every second.
+    wait_for("consumer lag in /metrics", Duration::from_secs(30), || {
+        http("GET", &addr, "/metrics", None).1.contains("driftscope_consumer_lag_records{").then_some(())
+    });
     let (status, metrics) = http("GET", &addr, "/metrics", None);
     assert_eq!(status, 200);
     for series in [

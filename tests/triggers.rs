@@ -851,8 +851,10 @@ condition = { score = "psi", feature = "a", above = 0.3, consecutive_windows = 1
     let clean = report("payments", 2, 2, false);
     assert!(engine.on_report_at(&clean, now + Duration::from_secs(60)).unwrap().is_empty());
     // Window times are ignored: only the passed clock counts for the cooldown.
-    assert!(engine.on_report_at(&r, now + Duration::from_secs(540)).unwrap().is_empty());
-    assert_eq!(engine.on_report_at(&r, now + Duration::from_secs(601)).unwrap().len(), 1);
+    let later = report("payments", 3, 3, true);
+    assert!(engine.on_report_at(&later, now + Duration::from_secs(540)).unwrap().is_empty());
+    let latest = report("payments", 4, 4, true);
+    assert_eq!(engine.on_report_at(&latest, now + Duration::from_secs(601)).unwrap().len(), 1);
     let list = handle.list();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0].evidence.observed[0].value, 0.42);

@@ -92,7 +92,7 @@ async fn run_demo(options: DemoOptions) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = tokio::time::timeout(duration, service::shutdown_signal()).await;
     };
-    let result = service::run(config, handles, shutdown).await;
+    let result = service::run(config, handles, service::RunOptions::default(), shutdown).await;
     stop.store(true, Ordering::SeqCst);
     let _ = producer.await;
     let _ = reporter.await;

@@ -12,12 +12,22 @@ use std::process::ExitCode;
   driftscope run --config driftscope.toml
   RUST_LOG=driftscope=debug driftscope run --config driftscope.toml --log-format json
 
-Stops cleanly on SIGTERM or Ctrl-C: the record in hand is finished, offsets of emitted
-windows are committed, open windows are read again on the next start.")]
+Stops cleanly on SIGTERM or Ctrl-C: the record in hand is finished, the open windows are
+checkpointed to state.dir and offsets committed up to the checkpoint; the next start
+continues the same windows. After a crash (kill -9, power loss) the next start continues
+from the last checkpoint (every state.checkpoint_interval): no record is lost or counted
+twice in a window.")]
 pub struct RunArgs {
     /// Configuration file (TOML). See the README's configuration reference.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Start without the checkpoint in state.dir (it is renamed to
+    /// checkpoint.bin.discarded-<ms>, not deleted). Loses the open windows (their
+    /// records' offsets are already committed, so they are not read again) and the
+    /// API's report history; a warning says how many records that was. Use it when the
+    /// checkpoint is refused as corrupt or as not fitting a changed configuration.
+    #[arg(long)]
+    fresh_state: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -28,6 +38,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let handles = ServiceHandles::new(&config);
-    runtime.block_on(service::run(config, handles, service::shutdown_signal()))?;
+    let options = service::RunOptions { fresh_state: args.fresh_state };
+    runtime.block_on(service::run(config, handles, options, service::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -43,6 +43,9 @@ pub struct MonitorContext {
     pub joined: AtomicBool,
     /// Streams whose reference is still being taken from the stream.
     pub pending_references: Mutex<std::collections::BTreeSet<String>>,
+    /// Why the last checkpoint could not be written, while that lasts (consumption is
+    /// paused meanwhile, so nothing is committed or reported without a checkpoint).
+    pub state_error: Mutex<Option<String>>,
 }
 
 impl MonitorContext {

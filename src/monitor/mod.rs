@@ -1,8 +1,13 @@
 //! The streaming monitor: one thread that polls the consumer group, decodes each
-//! message into its stream's open windows, scores every window that closes, hands the
-//! report to the outputs through a bounded channel, and commits offsets only up to
-//! records whose windows were emitted (at-least-once, never ahead of the reports).
+//! message into its stream's open windows and scores every window that closes. State
+//! moves forward in checkpoints: every `state.checkpoint_interval` (or sooner when
+//! reports pile up) the open windows and recent reports are written to the checkpoint,
+//! then the reports it holds go to the outputs through a bounded channel, then offsets
+//! are committed up to what it covers. After a crash or a revocation the monitor goes
+//! back to the last checkpoint and skips records it already holds, so no record is
+//! lost and none is counted twice in a window.
 
+pub mod checkpoint;
 pub mod stream;
 
 use crate::config::Config;
@@ -11,10 +16,13 @@ use crate::stats::report::{OffsetRange, Report, WindowInfo};
 use crate::stats::score_window;
 use crate::stats::window::ClosedWindow;
 use crate::telemetry::Telemetry;
+use checkpoint::{Checkpoint, CheckpointError, SourcePosition, StreamCheckpoint};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +35,10 @@ pub enum MonitorError {
     Setup(#[from] StreamSetupError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot set the checkpoint aside: {0}")]
+    SetAside(std::io::Error),
     #[error("the outputs stopped accepting reports")]
     OutputsGone,
 }
@@ -51,6 +63,8 @@ pub struct ScoredWindow {
     pub distributions: Arc<Vec<crate::stats::distribution::FeatureDistribution>>,
     /// How long scoring took.
     pub scoring: Duration,
+    /// Sent again from the checkpoint after a restart: the outputs may have seen it.
+    pub replayed: bool,
 }
 
 /// A topic partition the monitor has read from.
@@ -61,6 +75,8 @@ struct Source {
     /// The offset after the last message read; unknown after a rebalance until the
     /// partition delivers again.
     next: Option<i64>,
+    /// Records below this offset are in the last checkpoint written.
+    saved: Option<i64>,
     committed: i64,
 }
 
@@ -89,7 +105,38 @@ struct Pipeline {
     /// Windows closed since the last emit, with their stream.
     closed: Vec<(usize, ClosedWindow)>,
     scratch: Vec<ClosedWindow>,
+    telemetry: Arc<Telemetry>,
+    checkpoint_path: PathBuf,
+    checkpoint_interval: Duration,
+    /// The last checkpoint written (or restored): where a revocation rolls back to.
+    last_checkpoint: Option<Checkpoint>,
+    last_checkpoint_at: Instant,
+    /// Whether anything changed since the last checkpoint.
+    dirty: bool,
+    /// Per stream, the newest reports (the API history; re-sent after a restart).
+    recent: Vec<RecentReports>,
+    recent_capacity: usize,
+    /// Scored windows waiting for the checkpoint that holds them.
+    unsent: Vec<ScoredWindow>,
+    /// Reports from the restored checkpoint, sent before consuming.
+    replay: Vec<ScoredWindow>,
+    /// The error of the last failed checkpoint, while consumption is paused for it.
+    checkpoint_failure: Option<String>,
+    paused: bool,
 }
+
+#[derive(Default, Clone)]
+struct RecentReports {
+    reports: VecDeque<Arc<Report>>,
+    distributions: Option<Arc<Vec<crate::stats::distribution::FeatureDistribution>>>,
+}
+
+/// Checkpoint early when this many reports wait for one.
+const UNSENT_LIMIT: usize = 32;
+/// Reports kept per stream in the checkpoint at least: more than can be in flight to
+/// the outputs (the report queue plus one batch), so a report is never dropped from
+/// the checkpoint before the outputs have it.
+const MIN_RECENT: usize = 128;
 
 /// At most one warning per second about bad records; the rest are counted.
 struct RateLimitedLog {
@@ -98,11 +145,15 @@ struct RateLimitedLog {
 }
 
 impl Monitor {
+    /// Builds the monitor and restores the checkpoint in `state.dir`, if any. With
+    /// `fresh_state` an existing checkpoint is set aside instead (and what that loses
+    /// is logged).
     pub fn new(
         config: &Config,
-        telemetry: &Telemetry,
+        telemetry: &Arc<Telemetry>,
         context: Arc<MonitorContext>,
         reports: mpsc::Sender<ScoredWindow>,
+        fresh_state: bool,
     ) -> Result<Monitor, MonitorError> {
         let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
         telemetry.init_series(&names, &[], &INVALID_REASONS);
@@ -125,35 +176,53 @@ impl Monitor {
             Some(topic) => Some(DeadLetters::new(&config.kafka, topic)?),
             None => None,
         };
-        Ok(Monitor {
-            consumer,
-            state: Pipeline {
-                context,
-                streams,
-                routes,
-                sources: Vec::new(),
-                dead_letters,
-                max_message_bytes: config.kafka.max_message_bytes,
-                reports,
-                bad_log: RateLimitedLog { last: None, suppressed: 0 },
-                closed: Vec::new(),
-                scratch: Vec::new(),
-            },
-        })
+        let recent = vec![RecentReports::default(); streams.len()];
+        let mut state = Pipeline {
+            context,
+            streams,
+            routes,
+            sources: Vec::new(),
+            dead_letters,
+            max_message_bytes: config.kafka.max_message_bytes,
+            reports,
+            bad_log: RateLimitedLog { last: None, suppressed: 0 },
+            closed: Vec::new(),
+            scratch: Vec::new(),
+            telemetry: telemetry.clone(),
+            checkpoint_path: config.state.dir.join(checkpoint::FILE_NAME),
+            checkpoint_interval: config.state.checkpoint_interval,
+            last_checkpoint: None,
+            last_checkpoint_at: Instant::now(),
+            dirty: false,
+            recent,
+            recent_capacity: config.outputs.history.max(MIN_RECENT),
+            unsent: Vec::new(),
+            replay: Vec::new(),
+            checkpoint_failure: None,
+            paused: false,
+        };
+        if fresh_state {
+            state.set_checkpoint_aside()?;
+        } else if let Some(saved) = checkpoint::load(&state.checkpoint_path)? {
+            state.restore(saved)?;
+        }
+        Ok(Monitor { consumer, state })
     }
 
     pub fn streams(&self) -> &[StreamState] {
         &self.state.streams
     }
 
-    /// Consumes until `shutdown` is set, then commits what is safe and returns. The
-    /// record in hand is finished; open windows are not emitted half-done (their
-    /// records are read again on the next start).
+    /// Consumes until `shutdown` is set, then checkpoints, hands the last reports to
+    /// the outputs, commits and returns. The record in hand is finished; open windows
+    /// stay open in the checkpoint and continue on the next start.
     pub fn run(mut self, shutdown: Arc<AtomicBool>) -> Result<(), MonitorError> {
         let topics: Vec<&str> = self.state.routes.keys().map(String::as_str).collect();
         self.consumer.subscribe(&topics)?;
         tracing::info!(topics = ?topics, streams = self.state.streams.len(), "monitor started");
-        let mut last_commit = Instant::now();
+        for window in std::mem::take(&mut self.state.replay) {
+            self.state.reports.blocking_send(window).map_err(|_| MonitorError::OutputsGone)?;
+        }
         let result = loop {
             if shutdown.load(Ordering::SeqCst) {
                 break Ok(());
@@ -161,7 +230,7 @@ impl Monitor {
             let polled = self.consumer.poll(Duration::from_millis(100));
             let state = &mut self.state;
             if state.context.revoked.swap(false, Ordering::SeqCst) {
-                state.forget_uncommitted();
+                state.roll_back();
             }
             let now_ms = now_ms();
             match polled {
@@ -170,8 +239,19 @@ impl Monitor {
                     let payload = message.payload().unwrap_or(&[]);
                     let key = message.key();
                     if let Some((stream, slot)) = state.source_slot(topic, partition) {
-                        state.sources[slot as usize].next = Some(offset + 1);
-                        state.process(stream, slot, payload, key, topic, partition, offset, now_ms);
+                        let source = &mut state.sources[slot as usize];
+                        if source.saved.is_some_and(|saved| offset < saved) {
+                            // Read again after a restart: the checkpoint already holds it.
+                            state
+                                .telemetry
+                                .records_replayed
+                                .with_label_values(&[&state.streams[stream].name])
+                                .inc();
+                        } else {
+                            source.next = Some(offset + 1);
+                            state.dirty = true;
+                            state.process(stream, slot, payload, key, topic, partition, offset, now_ms);
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -184,31 +264,30 @@ impl Monitor {
                 stream.tick(now_ms, &mut state.scratch);
                 state.closed.extend(state.scratch.drain(..).map(|w| (i, w)));
             }
-            let emitted = !state.closed.is_empty();
-            // Windows are scored in the order they closed; offsets follow the reports.
-            let closed = std::mem::take(&mut state.closed);
-            let mut failed = false;
-            for (stream, window) in closed {
-                if state.emit(stream, window).is_err() {
-                    failed = true;
-                    break;
+            // Windows are scored in the order they closed.
+            for (stream, window) in std::mem::take(&mut state.closed) {
+                state.emit(stream, window);
+            }
+            let due = state.last_checkpoint_at.elapsed() >= state.checkpoint_interval;
+            if (due && (state.dirty || state.checkpoint_failure.is_some()))
+                || state.unsent.len() >= UNSENT_LIMIT
+            {
+                if let Err(e) = state.advance(&self.consumer, CommitMode::Async) {
+                    break Err(e);
                 }
             }
-            if failed {
-                break Err(MonitorError::OutputsGone);
-            }
-            if emitted || last_commit.elapsed() >= Duration::from_secs(1) {
-                commit(&self.consumer, state, CommitMode::Async);
-                last_commit = Instant::now();
-            }
         };
-        commit(&self.consumer, &mut self.state, CommitMode::Sync);
+        let finished = if self.state.dirty || !self.state.unsent.is_empty() {
+            self.state.advance(&self.consumer, CommitMode::Sync)
+        } else {
+            Ok(())
+        };
         if let Some(dl) = &self.state.dead_letters {
             dl.flush(Duration::from_secs(5));
         }
         close_consumer(self.consumer);
         tracing::info!("monitor stopped");
-        result
+        result.and(finished)
     }
 }
 
@@ -228,6 +307,7 @@ impl Pipeline {
                     partition,
                     stream: route.stream,
                     next: None,
+                    saved: None,
                     committed: -1,
                 });
                 route.slots[p] = Some(slot);
@@ -284,10 +364,11 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, stream: usize, window: ClosedWindow) -> Result<(), ()> {
+    /// Scores a closed window; its report waits in `unsent` for the next checkpoint.
+    fn emit(&mut self, stream: usize, window: ClosedWindow) {
         let state = &self.streams[stream];
         let Some(reference) = state.reference() else {
-            return Ok(());
+            return;
         };
         let offsets = window
             .spans
@@ -318,38 +399,260 @@ impl Pipeline {
         log_window(&report);
         let distributions = Arc::new(crate::stats::distribution::distributions(reference, &window.sketch));
         self.streams[stream].publish_event_lag();
-        self.reports
-            .blocking_send(ScoredWindow { report: Arc::new(report), distributions, scoring })
-            .map_err(|_| ())
+        let report = Arc::new(report);
+        let recent = &mut self.recent[stream];
+        if recent.reports.len() == self.recent_capacity {
+            recent.reports.pop_front();
+        }
+        recent.reports.push_back(report.clone());
+        recent.distributions = Some(distributions.clone());
+        self.unsent.push(ScoredWindow { report, distributions, scoring, replayed: false });
     }
 
-    /// After a revocation: open windows are dropped and positions forgotten, since the
-    /// consumer resumes from the committed offsets.
-    fn forget_uncommitted(&mut self) {
-        for stream in &mut self.streams {
-            stream.discard_open();
+    /// Writes a checkpoint, then hands the reports it holds to the outputs, then
+    /// commits the offsets it covers. When the checkpoint cannot be written the
+    /// consumer is paused (not ready, nothing reported or committed) and the write is
+    /// retried every interval.
+    fn advance(&mut self, consumer: &BaseConsumer<ArcContext>, mode: CommitMode) -> Result<(), MonitorError> {
+        self.last_checkpoint_at = Instant::now();
+        let checkpoint = self.checkpoint();
+        match checkpoint::save(&self.checkpoint_path, &checkpoint) {
+            Ok(bytes) => {
+                self.telemetry.checkpoints.with_label_values(&["written"]).inc();
+                self.telemetry.checkpoint_bytes.set(bytes as i64);
+                if let Some(error) = self.checkpoint_failure.take() {
+                    tracing::info!(path = %self.checkpoint_path.display(), previous_error = %error, "checkpoint written again; consuming");
+                    if let Ok(mut guard) = self.context.state_error.lock() {
+                        *guard = None;
+                    }
+                }
+                if self.paused {
+                    if let Ok(assignment) = consumer.assignment() {
+                        let _ = consumer.resume(&assignment);
+                    }
+                    self.paused = false;
+                }
+            }
+            Err(e) => {
+                self.telemetry.checkpoints.with_label_values(&["failed"]).inc();
+                let message = format!("cannot write the checkpoint {}: {e}", self.checkpoint_path.display());
+                if self.checkpoint_failure.as_deref() != Some(message.as_str()) {
+                    tracing::error!(error = %message, "consumption paused until the checkpoint can be written; nothing is reported or committed meanwhile");
+                }
+                if let Ok(mut guard) = self.context.state_error.lock() {
+                    *guard = Some(message.clone());
+                }
+                self.checkpoint_failure = Some(message);
+                if !self.paused
+                    && let Ok(assignment) = consumer.assignment()
+                    && consumer.pause(&assignment).is_ok()
+                {
+                    self.paused = true;
+                }
+                return Ok(());
+            }
         }
+        for (source, position) in self.sources.iter_mut().zip(&checkpoint.sources) {
+            if position.position >= 0 {
+                source.saved = Some(position.position);
+            }
+        }
+        self.last_checkpoint = Some(checkpoint);
+        self.dirty = false;
+        for window in std::mem::take(&mut self.unsent) {
+            self.reports.blocking_send(window).map_err(|_| MonitorError::OutputsGone)?;
+        }
+        commit(consumer, self, mode);
+        Ok(())
+    }
+
+    /// The state as it is now. Positions are the next unread offsets, except where a
+    /// reference still being taken needs records again after a restart.
+    fn checkpoint(&self) -> Checkpoint {
+        let sources = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(slot, source)| {
+                let building = self.streams[source.stream].lowest_unsaved_offset(slot as u32);
+                let position = match (source.next, building) {
+                    (Some(next), Some(b)) => next.min(b),
+                    (Some(next), None) => next,
+                    (None, _) => source.saved.unwrap_or(-1),
+                };
+                SourcePosition {
+                    topic: source.topic.clone(),
+                    partition: source.partition,
+                    stream: self.streams[source.stream].name.clone(),
+                    position,
+                }
+            })
+            .collect();
+        let streams = self
+            .streams
+            .iter()
+            .zip(&self.recent)
+            .map(|(stream, recent)| {
+                let (window, reference) = stream.fingerprint();
+                StreamCheckpoint {
+                    name: stream.name.clone(),
+                    window,
+                    reference,
+                    windower: stream.snapshot(),
+                    recent: recent.reports.iter().cloned().collect(),
+                    latest_distributions: recent.distributions.clone(),
+                }
+            })
+            .collect();
+        Checkpoint { written_at_ms: now_ms(), sources, streams }
+    }
+
+    /// Restores a checkpoint at start-up: open windows, partition positions, and the
+    /// recent reports (queued to be sent again, marked as replayed).
+    fn restore(&mut self, saved: Checkpoint) -> Result<(), MonitorError> {
+        let path = self.checkpoint_path.clone();
+        let mismatch = |detail: String| CheckpointError::Mismatch { path: path.clone(), detail };
+        for stream in &saved.streams {
+            if !self.streams.iter().any(|s| s.name == stream.name) {
+                return Err(mismatch(format!("stream `{}` is no longer configured", stream.name)).into());
+            }
+        }
+        for (slot, position) in saved.sources.iter().enumerate() {
+            let fits = self
+                .routes
+                .get(&position.topic)
+                .is_some_and(|r| self.streams[r.stream].name == position.stream);
+            if !fits {
+                return Err(mismatch(format!(
+                    "topic `{}` is no longer read by stream `{}`",
+                    position.topic, position.stream
+                ))
+                .into());
+            }
+            let got = self.source_slot(&position.topic, position.partition).map(|(_, s)| s as usize);
+            if got != Some(slot) {
+                return Err(mismatch(format!(
+                    "partition {} of `{}` is listed twice",
+                    position.partition, position.topic
+                ))
+                .into());
+            }
+            self.sources[slot].saved = (position.position >= 0).then_some(position.position);
+        }
+        for (i, stream) in self.streams.iter_mut().enumerate() {
+            let Some(cp) = saved.stream(&stream.name) else { continue };
+            let (window, reference) = stream.fingerprint();
+            if cp.window != window {
+                return Err(mismatch(format!(
+                    "stream `{}`: windows were `{}`, now `{window}`",
+                    stream.name, cp.window
+                ))
+                .into());
+            }
+            // A checkpoint taken while the reference was still being taken holds no
+            // windows; it fits the reference taken since.
+            if cp.reference != reference && cp.windower.is_some() {
+                return Err(mismatch(format!("stream `{}`: the reference changed", stream.name)).into());
+            }
+            stream
+                .restore(cp.windower.as_ref())
+                .map_err(|e| mismatch(format!("stream `{}`: {e}", stream.name)))?;
+            let recent = &mut self.recent[i];
+            recent.reports = cp.recent.iter().cloned().collect();
+            recent.distributions = cp.latest_distributions.clone();
+            let newest = recent.reports.len();
+            for (n, report) in recent.reports.iter().enumerate() {
+                let distributions = if n + 1 == newest { recent.distributions.clone() } else { None };
+                self.replay.push(ScoredWindow {
+                    report: report.clone(),
+                    distributions: distributions.unwrap_or_default(),
+                    scoring: Duration::ZERO,
+                    replayed: true,
+                });
+            }
+        }
+        let open = saved.open_records();
+        tracing::info!(
+            path = %self.checkpoint_path.display(),
+            written_at = %format_ms(saved.written_at_ms),
+            open_records = ?open,
+            reports = self.replay.len(),
+            "checkpoint restored"
+        );
+        self.last_checkpoint = Some(saved);
+        Ok(())
+    }
+
+    /// `--fresh-state`: moves an existing checkpoint aside and says what that loses.
+    fn set_checkpoint_aside(&mut self) -> Result<(), MonitorError> {
+        let described = match checkpoint::load(&self.checkpoint_path) {
+            Ok(Some(c)) => format!(
+                "open windows holding {:?} records (their offsets are committed, so they are not read again) and {} recent reports of the API history",
+                c.open_records(),
+                c.streams.iter().map(|s| s.recent.len()).sum::<usize>()
+            ),
+            Ok(None) => String::new(),
+            Err(e) => format!("an unreadable checkpoint ({e})"),
+        };
+        if let Some(aside) =
+            checkpoint::set_aside(&self.checkpoint_path, now_ms()).map_err(MonitorError::SetAside)?
+        {
+            tracing::warn!(
+                moved_to = %aside.display(),
+                lost = %described,
+                "--fresh-state: starting without the checkpoint; what it held is lost. Records after the committed offsets are read as usual"
+            );
+        }
+        Ok(())
+    }
+
+    /// After a revocation: back to the last checkpoint. The consumer resumes every
+    /// partition from its committed offset, which is the checkpoint's position, so
+    /// records read since are read again (and windows closed since are scored again).
+    fn roll_back(&mut self) {
+        self.unsent.clear();
+        self.closed.clear();
         for source in &mut self.sources {
             source.next = None;
         }
+        match &self.last_checkpoint {
+            Some(saved) => {
+                for (stream, recent) in self.streams.iter_mut().zip(&mut self.recent) {
+                    let cp = saved.stream(&stream.name);
+                    if let Err(e) = stream.restore(cp.and_then(|c| c.windower.as_ref())) {
+                        tracing::error!(stream = %stream.name, error = %e, "cannot roll back to the checkpoint; dropping the open windows");
+                        stream.discard_open();
+                    }
+                    recent.reports = cp.map(|c| c.recent.iter().cloned().collect()).unwrap_or_default();
+                    recent.distributions = cp.and_then(|c| c.latest_distributions.clone());
+                }
+            }
+            None => {
+                for (stream, recent) in self.streams.iter_mut().zip(&mut self.recent) {
+                    stream.discard_open();
+                    *recent = RecentReports::default();
+                }
+            }
+        }
+        self.dirty = false;
+        self.paused = false;
+        tracing::info!("partitions revoked: rolled back to the last checkpoint");
     }
 }
 
-/// Commits, per partition, the lowest offset still needed by an open window (or the
-/// next unread offset when none is), whenever that moved forward.
+/// Commits, per partition, the position of the last checkpoint, whenever that moved
+/// forward, and publishes it for the commit before a rebalance.
 fn commit(consumer: &BaseConsumer<ArcContext>, state: &mut Pipeline, mode: CommitMode) {
     let mut list = TopicPartitionList::new();
     let mut safe = Vec::new();
-    for (slot, source) in state.sources.iter_mut().enumerate() {
-        let Some(next) = source.next else { continue };
-        let lowest_open = state.streams[source.stream].lowest_open_offset(slot as u32);
-        let offset = lowest_open.map_or(next, |o| o.min(next));
+    for source in state.sources.iter_mut() {
+        let Some(offset) = source.saved else { continue };
         if offset > source.committed
             && list.add_partition_offset(&source.topic, source.partition, Offset::Offset(offset)).is_ok()
         {
             source.committed = offset;
         }
-        safe.push(((source.topic.clone(), source.partition), offset.max(source.committed)));
+        safe.push(((source.topic.clone(), source.partition), offset));
     }
     if let Ok(mut guard) = state.context.safe.lock() {
         guard.extend(safe);
@@ -357,7 +660,7 @@ fn commit(consumer: &BaseConsumer<ArcContext>, state: &mut Pipeline, mode: Commi
     if list.count() > 0
         && let Err(e) = consumer.commit(&list, mode)
     {
-        tracing::warn!(error = %e, "offset commit failed; it is retried with the next window");
+        tracing::warn!(error = %e, "offset commit failed; it is retried after the next checkpoint");
         for elem in list.elements() {
             if let Some(source) =
                 state.sources.iter_mut().find(|s| s.topic == elem.topic() && s.partition == elem.partition())

@@ -11,7 +11,7 @@ use crate::offline::{build_profile, now_rfc3339};
 use crate::stats::Reference;
 use crate::stats::profile::{FeatureSpec, Profile, ProfileBuilder};
 use crate::stats::settings::{FeatureKind, FeatureOverride};
-use crate::stats::window::{ClosedWindow, PaneClock, Span, WindowSpec, Windower};
+use crate::stats::window::{ClosedWindow, PaneClock, Span, WindowSpec, Windower, WindowerState};
 use crate::telemetry::StreamCounters;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -407,18 +407,41 @@ impl StreamState {
         }
     }
 
-    /// The lowest offset of `source` still needed (held by an open window or by the
-    /// reference being taken).
-    pub fn lowest_open_offset(&self, source: u32) -> Option<i64> {
-        let building = match &self.reference {
+    /// The lowest offset of `source` held by the reference being taken: those records
+    /// are not in a checkpoint, so they must be read again after a restart.
+    pub fn lowest_unsaved_offset(&self, source: u32) -> Option<i64> {
+        match &self.reference {
             ReferenceState::Building { spans, .. } => {
                 spans.iter().find(|s| s.source == source).map(|s| s.first)
             }
             ReferenceState::Ready(_) | ReferenceState::Taking => None,
-        };
-        match (building, self.windower.lowest_open_offset(source)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        }
+    }
+
+    /// What a checkpoint of this stream must match to be restored: the window settings
+    /// (as text) and a digest of the reference's grids and categories (0 while the
+    /// reference is still being taken).
+    pub fn fingerprint(&self) -> (String, u32) {
+        let spec = self.windower.spec();
+        let window = format!("{:?} x {} pane(s)", spec.clock, spec.panes_per_window);
+        let digest = self.reference().map_or(0, |r| reference_digest(r));
+        (window, digest)
+    }
+
+    /// The open windows, for a checkpoint; `None` while the reference is being taken.
+    pub fn snapshot(&self) -> Option<WindowerState> {
+        self.reference().map(|_| self.windower.snapshot())
+    }
+
+    /// Puts the open windows of a checkpoint back (`None`: start with none open).
+    pub fn restore(&mut self, state: Option<&WindowerState>) -> Result<(), String> {
+        match (state, &self.reference) {
+            (Some(state), ReferenceState::Ready(reference)) => self.windower.restore(reference, state),
+            (Some(_), _) => Err("it holds windows but the reference is still to be taken".into()),
+            (None, _) => {
+                self.discard_open();
+                Ok(())
+            }
         }
     }
 
@@ -432,6 +455,35 @@ impl StreamState {
             spans.clear();
         }
     }
+}
+
+/// CRC-32 over what a window sketch is built on: each feature's name and kind, grid
+/// edges and shift, or category names.
+fn reference_digest(reference: &Reference) -> u32 {
+    use crate::stats::reference::FeatureModel;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&(reference.settings.max_categories as u64).to_le_bytes());
+    for feature in &reference.features {
+        hasher.update(feature.name.as_bytes());
+        hasher.update(&[0]);
+        match &feature.model {
+            FeatureModel::Numeric { grid, .. } => {
+                hasher.update(b"n");
+                hasher.update(&grid.shift.to_bits().to_le_bytes());
+                for edge in &grid.edges {
+                    hasher.update(&edge.to_bits().to_le_bytes());
+                }
+            }
+            FeatureModel::Categorical { index } => {
+                hasher.update(b"c");
+                for name in index.names() {
+                    hasher.update(name.as_bytes());
+                    hasher.update(&[0]);
+                }
+            }
+        }
+    }
+    hasher.finalize()
 }
 
 fn cover(spans: &mut Vec<Span>, source: u32, offset: i64) {

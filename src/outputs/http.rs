@@ -94,6 +94,11 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     if !state.kafka.connected.load(Ordering::SeqCst) {
         reasons.push("no connection to a Kafka broker".to_owned());
     }
+    if let Ok(error) = state.kafka.state_error.lock()
+        && let Some(error) = error.as_ref()
+    {
+        reasons.push(format!("state: {error}"));
+    }
     if let Ok(pending) = state.kafka.pending_references.lock() {
         reasons.extend(
             pending.iter().map(|s| format!("stream `{s}`: reference still being taken from the stream")),

@@ -149,3 +149,70 @@ impl CategoricalSketch {
         self.invalid = 0;
     }
 }
+
+/// The state of a [`CategoricalSketch`] without its reference index, for checkpoints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CategoricalSketchState {
+    /// `(reference category id, count)` of every category seen, ascending.
+    pub reference_counts: Vec<(u32, u64)>,
+    /// Categories the reference does not know, sorted by name.
+    pub new_counts: Vec<(String, u64)>,
+    pub overflow: u64,
+    pub missing: u64,
+    pub invalid: u64,
+}
+
+impl CategoricalSketch {
+    pub fn snapshot(&self) -> CategoricalSketchState {
+        CategoricalSketchState {
+            reference_counts: self
+                .reference_counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| (i as u32, *c))
+                .collect(),
+            new_counts: self.new_categories().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            overflow: self.overflow,
+            missing: self.missing,
+            invalid: self.invalid,
+        }
+    }
+
+    /// Rebuilds a sketch on `index` from a snapshot taken on the same index.
+    pub fn restore(
+        index: Arc<CategoryIndex>,
+        max_categories: usize,
+        state: &CategoricalSketchState,
+    ) -> Result<Self, String> {
+        let mut sketch = CategoricalSketch::new(index, max_categories);
+        let known = sketch.reference_counts.len();
+        for &(id, count) in &state.reference_counts {
+            let slot = sketch
+                .reference_counts
+                .get_mut(id as usize)
+                .ok_or_else(|| format!("category {id} is outside the reference's {known} categories"))?;
+            *slot = count;
+            if count > 0 {
+                sketch.distinct += 1;
+            }
+        }
+        for (name, count) in &state.new_counts {
+            if sketch.index.id(name).is_some() || sketch.new_counts.contains_key(name.as_str()) {
+                return Err(format!("category `{name}` is listed twice"));
+            }
+            sketch.new_counts.insert(name.as_str().into(), *count);
+            sketch.distinct += 1;
+        }
+        if state.new_counts.len() > max_categories {
+            return Err(format!(
+                "{} new categories, over the cap of {max_categories}",
+                state.new_counts.len()
+            ));
+        }
+        sketch.overflow = state.overflow;
+        sketch.missing = state.missing;
+        sketch.invalid = state.invalid;
+        Ok(sketch)
+    }
+}

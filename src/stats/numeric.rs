@@ -147,3 +147,67 @@ impl NumericSketch {
         self.invalid = 0;
     }
 }
+
+/// The state of a [`NumericSketch`] without its grid, for checkpoints: only the cells
+/// that hold values (a window rarely touches all of them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NumericSketchState {
+    /// `(cell index, cell)` of every non-empty cell, ascending.
+    pub cells: Vec<(u32, Cell)>,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub shifted_sum: f64,
+    pub shifted_sum_sq: f64,
+    pub missing: u64,
+    pub non_finite: u64,
+    pub invalid: u64,
+}
+
+impl NumericSketch {
+    pub fn snapshot(&self) -> NumericSketchState {
+        NumericSketchState {
+            cells: self
+                .cells
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c != Cell::default())
+                .map(|(i, c)| (i as u32, *c))
+                .collect(),
+            count: self.count,
+            min: self.min,
+            max: self.max,
+            shifted_sum: self.shifted_sum,
+            shifted_sum_sq: self.shifted_sum_sq,
+            missing: self.missing,
+            non_finite: self.non_finite,
+            invalid: self.invalid,
+        }
+    }
+
+    /// Rebuilds a sketch on `grid` from a snapshot taken on the same grid.
+    pub fn restore(grid: Arc<NumericGrid>, state: &NumericSketchState) -> Result<Self, String> {
+        let mut sketch = NumericSketch::new(grid);
+        let cells = sketch.cells.len();
+        for &(i, cell) in &state.cells {
+            let slot = sketch
+                .cells
+                .get_mut(i as usize)
+                .ok_or_else(|| format!("cell {i} is outside the reference grid of {cells} cells"))?;
+            *slot = cell;
+        }
+        let counted: u64 = sketch.cells.iter().map(Cell::count).sum();
+        if counted != state.count {
+            return Err(format!("cells hold {counted} values but the count is {}", state.count));
+        }
+        sketch.count = state.count;
+        sketch.min = state.min;
+        sketch.max = state.max;
+        sketch.shifted_sum = state.shifted_sum;
+        sketch.shifted_sum_sq = state.shifted_sum_sq;
+        sketch.missing = state.missing;
+        sketch.non_finite = state.non_finite;
+        sketch.invalid = state.invalid;
+        Ok(sketch)
+    }
+}

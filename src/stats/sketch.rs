@@ -1,8 +1,9 @@
 //! One window's sketches of every monitored feature, and [`ValueSink`], the interface
 //! through which decoders hand values to sketches and to profile builders alike.
 
-use super::categorical::CategoricalSketch;
-use super::numeric::NumericSketch;
+use super::categorical::{CategoricalSketch, CategoricalSketchState};
+use super::numeric::{NumericSketch, NumericSketchState};
+use super::reference::{FeatureModel, Reference};
 
 /// Where decoded values go. Features are addressed by their position in the reference.
 pub trait ValueSink {
@@ -125,5 +126,66 @@ impl ValueSink for WindowSketch {
             FeatureSketch::Numeric(s) => s.invalid += 1,
             FeatureSketch::Categorical(s) => s.invalid += 1,
         }
+    }
+}
+
+/// The state of one feature's sketch, for checkpoints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum FeatureSketchState {
+    Numeric(NumericSketchState),
+    Categorical(CategoricalSketchState),
+}
+
+/// The state of a [`WindowSketch`], for checkpoints; restored against the reference it
+/// was taken on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowSketchState {
+    pub records: u64,
+    pub features: Vec<FeatureSketchState>,
+}
+
+impl WindowSketch {
+    pub fn snapshot(&self) -> WindowSketchState {
+        WindowSketchState {
+            records: self.records,
+            features: self
+                .features
+                .iter()
+                .map(|f| match f {
+                    FeatureSketch::Numeric(s) => FeatureSketchState::Numeric(s.snapshot()),
+                    FeatureSketch::Categorical(s) => FeatureSketchState::Categorical(s.snapshot()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a window sketch of `reference` from a snapshot; refuses one whose
+    /// features do not fit the reference.
+    pub fn restore(reference: &Reference, state: &WindowSketchState) -> Result<Self, String> {
+        if state.features.len() != reference.features.len() {
+            return Err(format!(
+                "{} features, but the reference has {}",
+                state.features.len(),
+                reference.features.len()
+            ));
+        }
+        let mut features = Vec::with_capacity(state.features.len());
+        for (feature, saved) in reference.features.iter().zip(&state.features) {
+            let sketch = match (&feature.model, saved) {
+                (FeatureModel::Numeric { grid, .. }, FeatureSketchState::Numeric(s)) => {
+                    FeatureSketch::Numeric(NumericSketch::restore(grid.clone(), s)?)
+                }
+                (FeatureModel::Categorical { index }, FeatureSketchState::Categorical(s)) => {
+                    FeatureSketch::Categorical(CategoricalSketch::restore(
+                        index.clone(),
+                        reference.settings.max_categories,
+                        s,
+                    )?)
+                }
+                _ => return Err(format!("feature `{}` has another kind in the reference", feature.name)),
+            };
+            features.push(sketch);
+        }
+        Ok(WindowSketch { records: state.records, features })
     }
 }

@@ -290,3 +290,80 @@ impl Windower {
         &self.panes
     }
 }
+
+/// One open pane, for checkpoints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PaneState {
+    pub index: i64,
+    pub sketch: super::sketch::WindowSketchState,
+    pub spans: Vec<Span>,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Everything a [`Windower`] holds, for checkpoints: the open panes and the counters
+/// that number and close windows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowerState {
+    pub panes: Vec<PaneState>,
+    pub closed_below: i64,
+    pub next_window: u64,
+    pub next_count_pane: i64,
+    pub late_records: u64,
+    pub max_event_ms: Option<i64>,
+}
+
+impl Windower {
+    pub fn snapshot(&self) -> WindowerState {
+        WindowerState {
+            panes: self
+                .panes
+                .iter()
+                .map(|p| PaneState {
+                    index: p.index,
+                    sketch: p.sketch.snapshot(),
+                    spans: p.spans.clone(),
+                    first_ms: p.first_ms,
+                    last_ms: p.last_ms,
+                })
+                .collect(),
+            closed_below: self.closed_below,
+            next_window: self.next_window,
+            next_count_pane: self.next_count_pane,
+            late_records: self.late_records,
+            max_event_ms: self.max_event_ms,
+        }
+    }
+
+    /// Replaces this windower's state with a snapshot taken on the same reference and
+    /// window spec; on error the windower is left as it was.
+    pub fn restore(&mut self, reference: &Reference, state: &WindowerState) -> Result<(), String> {
+        let mut panes = VecDeque::with_capacity(state.panes.len());
+        let mut previous = None;
+        for p in &state.panes {
+            if previous.is_some_and(|i| i >= p.index) {
+                return Err(format!("pane {} is out of order", p.index));
+            }
+            previous = Some(p.index);
+            let sketch =
+                WindowSketch::restore(reference, &p.sketch).map_err(|e| format!("pane {}: {e}", p.index))?;
+            panes.push_back(Pane {
+                index: p.index,
+                sketch,
+                spans: p.spans.clone(),
+                first_ms: p.first_ms,
+                last_ms: p.last_ms,
+            });
+        }
+        while let Some(pane) = self.panes.pop_front() {
+            self.spare.push(pane.sketch);
+        }
+        self.panes = panes;
+        self.closed_below = state.closed_below;
+        self.next_window = state.next_window;
+        self.next_count_pane = state.next_count_pane;
+        self.late_records = state.late_records;
+        self.max_event_ms = state.max_event_ms;
+        Ok(())
+    }
+}

@@ -136,11 +136,23 @@ pub struct Episode {
     /// Outbox sequence number of the last event this episode fired (0: none).
     #[serde(default)]
     pub last_fired_seq: u64,
+    /// Index of the last window evaluated; reports sent again after a restart that are
+    /// not newer are not evaluated twice. Saved only with other changes: re-evaluating
+    /// windows that changed nothing changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_window: Option<u64>,
 }
 
 impl Default for Episode {
     fn default() -> Self {
-        Episode { consecutive: 0, clear: 0, armed: true, cooldown_until_ms: None, last_fired_seq: 0 }
+        Episode {
+            consecutive: 0,
+            clear: 0,
+            armed: true,
+            cooldown_until_ms: None,
+            last_fired_seq: 0,
+            last_window: None,
+        }
     }
 }
 

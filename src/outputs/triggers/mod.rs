@@ -362,6 +362,23 @@ impl TriggerEngine {
     /// writes (a few per window at most). When a write fails the error is returned,
     /// but the events fired are still queued for delivery by this process.
     pub fn on_report_at(&mut self, report: &Report, now: SystemTime) -> Result<Vec<String>, TriggerError> {
+        self.evaluate(report, now, false)
+    }
+
+    /// Like [`TriggerEngine::on_report`] for a report sent again from the monitor's
+    /// checkpoint after a restart: triggers that already evaluated this window (or a
+    /// later one) of the stream skip it, so a restart neither fires twice nor counts a
+    /// window twice towards `consecutive_windows`.
+    pub fn on_replayed_report(&mut self, report: &Report) -> Result<Vec<String>, TriggerError> {
+        self.evaluate(report, report_clock(report), true)
+    }
+
+    fn evaluate(
+        &mut self,
+        report: &Report,
+        now: SystemTime,
+        replayed: bool,
+    ) -> Result<Vec<String>, TriggerError> {
         let stream = report.stream.clone().unwrap_or_default();
         let clock_ms = to_ms(now);
         let mut fired = Vec::new();
@@ -380,7 +397,12 @@ impl TriggerEngine {
                 .or_default()
                 .entry(stream.clone())
                 .or_default();
-            let before = episode.clone();
+            if replayed && episode.last_window.is_some_and(|w| w >= report.window.index) {
+                continue;
+            }
+            let mut before = episode.clone();
+            episode.last_window = Some(report.window.index);
+            before.last_window = episode.last_window;
             match episode.step(verdict, clock_ms, condition) {
                 Step::Quiet => {}
                 Step::Suppressed => {
@@ -391,7 +413,13 @@ impl TriggerEngine {
                     let seq = self.state.next_seq.max(1);
                     self.state.next_seq = seq + 1;
                     episode.fired(clock_ms, seq, condition);
-                    let id = payload::new_trigger_id(&trigger.name, &stream, report.window.index);
+                    let id = payload::trigger_id(&trigger.name, &stream, &report.window);
+                    if self.shared.lock().entries.contains_key(&id) {
+                        // Fired before a crash that came before its episode was saved.
+                        tracing::info!(trigger = %trigger.name, id = %id, "trigger already fired for this window");
+                        changed = true;
+                        continue;
+                    }
                     let wall = SystemTime::now();
                     let evidence =
                         Evidence::from_report(id.clone(), &trigger.name, condition, report, observed, wall);

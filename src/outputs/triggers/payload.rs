@@ -5,7 +5,7 @@
 
 use super::condition::Observed;
 use super::config::{ConditionConfig, Require};
-use crate::stats::report::{OffsetRange, Report};
+use crate::stats::report::{OffsetRange, Report, WindowInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::SystemTime;
@@ -266,17 +266,39 @@ impl Evidence {
     }
 }
 
-/// A fresh trigger id: `<trigger>-<stream>-<window index>-<16 random hex digits>`,
-/// with characters of the stream name outside `[A-Za-z0-9._-]` replaced by `_`, so the
-/// id is safe in URLs and file names.
-pub fn new_trigger_id(trigger: &str, stream: &str, window_index: u64) -> String {
+/// The id of the event `trigger` fires on a window of `stream`:
+/// `<trigger>-<stream>-<window index>-<16 hex digits>`, the digits derived from the
+/// window's offsets (random for windows without offsets). Characters outside
+/// `[A-Za-z0-9._-]` are replaced by `_`, so the id is safe in URLs and file names.
+pub fn trigger_id(trigger: &str, stream: &str, window: &WindowInfo) -> String {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
             .collect()
     };
     let stream = if stream.is_empty() { "default".to_owned() } else { clean(stream) };
-    format!("{}-{stream}-{window_index}-{:016x}", clean(trigger), rand::random::<u64>())
+    // A stream window is identified by the records it covers: the same window scored
+    // again (after a restart) gets the same id, and instances of one group, which
+    // number their windows independently, never share one. Windows of files have no
+    // offsets: those ids are random.
+    let suffix = if window.offsets.is_empty() {
+        rand::random::<u64>()
+    } else {
+        let mut hasher = crc32fast::Hasher::new();
+        for range in &window.offsets {
+            hasher.update(range.topic.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(&range.partition.to_le_bytes());
+            hasher.update(&range.first.to_le_bytes());
+            hasher.update(&range.last.to_le_bytes());
+        }
+        let high = u64::from(hasher.finalize());
+        let mut hasher = crc32fast::Hasher::new_with_initial(0x9e37_79b9);
+        hasher.update(&window.index.to_le_bytes());
+        hasher.update(trigger.as_bytes());
+        (high << 32) | u64::from(hasher.finalize())
+    };
+    format!("{}-{stream}-{}-{suffix:016x}", clean(trigger), window.index)
 }
 
 /// Whether `id` has the character set of ids this module makes (file-name safe).
@@ -368,11 +390,20 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_unique_and_safe() {
-        let a = new_trigger_id("retrain", "pay/ments é", 7);
-        let b = new_trigger_id("retrain", "pay/ments é", 7);
-        assert_ne!(a, b);
+    fn ids_are_safe_and_follow_the_window() {
+        let file_window = WindowInfo { index: 7, ..Default::default() };
+        let a = trigger_id("retrain", "pay/ments é", &file_window);
+        let b = trigger_id("retrain", "pay/ments é", &file_window);
+        assert_ne!(a, b, "windows of files have random ids");
         assert!(a.starts_with("retrain-pay_ments__-7-"), "{a}");
+        let range = |first| OffsetRange { topic: "t".into(), partition: 0, first, last: first + 9 };
+        let stream_window =
+            |first| WindowInfo { index: 7, offsets: vec![range(first)], ..Default::default() };
+        let c = trigger_id("retrain", "s", &stream_window(0));
+        assert_eq!(c, trigger_id("retrain", "s", &stream_window(0)), "the same records, the same id");
+        assert_ne!(c, trigger_id("retrain", "s", &stream_window(10)), "other records, another id");
+        assert_ne!(c, trigger_id("other", "s", &stream_window(0)));
+        assert!(is_valid_id(&c));
         assert!(is_valid_id(&a));
         assert!(!is_valid_id("../etc/passwd"));
         assert!(!is_valid_id(".hidden"));
