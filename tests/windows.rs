@@ -135,3 +135,142 @@ fn discarding_open_panes_forgets_their_offsets() {
     w.discard_open();
     assert_eq!(w.lowest_open_offset(0), None);
 }
+
+mod checkpoints {
+    //! A windower checkpointed at any point, encoded as the checkpoint file encodes it
+    //! and restored into a new windower, closes exactly the windows the uninterrupted
+    //! one does.
+    use super::*;
+    use driftscope::monitor::checkpoint::{self, Checkpoint, StreamCheckpoint};
+    use proptest::prelude::*;
+
+    fn two_feature_reference() -> Reference {
+        let mut b = ProfileBuilder::new(
+            vec![
+                FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 },
+                FeatureSpec { name: "c".into(), kind: FeatureKind::Categorical, bins: 10 },
+            ],
+            256,
+            4,
+        );
+        b.add_records(100);
+        for i in 0..100 {
+            b.numeric(0, f64::from(i));
+            b.category(1, ["a", "b", "c"][i as usize % 3]);
+        }
+        let settings = DriftSettings { max_categories: 4, ..DriftSettings::default() };
+        Reference::new(b.finish("t".into(), "t".into()), settings, &BTreeMap::new()).unwrap()
+    }
+
+    /// A record: event time, value (NaN counts as non-finite), category, missing.
+    type Record = (i64, f64, u8, bool);
+
+    fn step(w: &mut Windower, r: &Reference, offset: usize, rec: &Record, out: &mut Vec<ClosedWindow>) {
+        let (t, x, c, missing) = *rec;
+        w.observe_event_time(t);
+        match w.pane_for(t, r) {
+            Ok(pane) => {
+                pane.cover((offset % 2) as u32, offset as i64, t);
+                pane.sketch.add_records(1);
+                if missing {
+                    pane.sketch.missing(0);
+                } else {
+                    pane.sketch.numeric(0, x);
+                }
+                pane.sketch.category(1, ["a", "b", "z", "y", "w", "v"][c as usize % 6]);
+            }
+            Err(_) => w.note_late(),
+        }
+        w.after_record(out);
+        w.advance(t, true, out);
+    }
+
+    fn summary(windows: &[ClosedWindow]) -> Vec<String> {
+        windows
+            .iter()
+            .map(|w| {
+                format!(
+                    "{} {} {} {:?} {} {:?}",
+                    w.index,
+                    w.start_ms,
+                    w.end_ms,
+                    w.spans,
+                    w.late_records,
+                    w.sketch.snapshot()
+                )
+            })
+            .collect()
+    }
+
+    fn round_trip(w: &Windower) -> driftscope::stats::window::WindowerState {
+        let saved = Checkpoint {
+            written_at_ms: 0,
+            sources: Vec::new(),
+            streams: vec![StreamCheckpoint {
+                name: "s".into(),
+                window: String::new(),
+                reference: 0,
+                windower: Some(w.snapshot()),
+                recent: Vec::new(),
+                latest_distributions: None,
+            }],
+        };
+        let bytes = checkpoint::encode(&saved).unwrap();
+        let back = checkpoint::decode(std::path::Path::new("mem"), &bytes).unwrap();
+        back.streams[0].windower.clone().unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn restored_windowers_close_the_same_windows(
+            records in prop::collection::vec(
+                (0i64..4_000, prop_oneof![4 => -50.0f64..150.0, 1 => Just(f64::NAN)], 0u8..6, prop::bool::weighted(0.1)),
+                1..300,
+            ),
+            cut in 0usize..300,
+            spec in prop_oneof![
+                Just(WindowSpec { clock: PaneClock::Records(7), panes_per_window: 1 }),
+                Just(WindowSpec { clock: PaneClock::Records(5), panes_per_window: 3 }),
+                Just(WindowSpec { clock: PaneClock::Millis { pane_ms: 500, lateness_ms: 300 }, panes_per_window: 1 }),
+                Just(WindowSpec { clock: PaneClock::Millis { pane_ms: 250, lateness_ms: 100 }, panes_per_window: 4 }),
+            ],
+        ) {
+            let r = two_feature_reference();
+            let cut = cut.min(records.len());
+            let mut whole = Windower::new(spec);
+            let mut expected = Vec::new();
+            for (i, rec) in records.iter().enumerate() {
+                step(&mut whole, &r, i, rec, &mut expected);
+            }
+
+            let mut first = Windower::new(spec);
+            let mut got = Vec::new();
+            for (i, rec) in records[..cut].iter().enumerate() {
+                step(&mut first, &r, i, rec, &mut got);
+            }
+            let state = round_trip(&first);
+            // The restored windower is a different one, with other spare sketches.
+            let mut second = Windower::new(spec);
+            second.restore(&r, &state).unwrap();
+            prop_assert_eq!(second.snapshot(), first.snapshot());
+            for (i, rec) in records.iter().enumerate().skip(cut) {
+                step(&mut second, &r, i, rec, &mut got);
+            }
+            prop_assert_eq!(summary(&got), summary(&expected));
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_another_reference_is_refused() {
+        let r = two_feature_reference();
+        let mut w = Windower::new(WindowSpec { clock: PaneClock::Records(10), panes_per_window: 1 });
+        let mut out = Vec::new();
+        step(&mut w, &r, 0, &(0, 1.0, 0, false), &mut out);
+        let state = w.snapshot();
+        let other = reference();
+        let mut fresh = Windower::new(WindowSpec { clock: PaneClock::Records(10), panes_per_window: 1 });
+        let err = fresh.restore(&other, &state).unwrap_err();
+        assert!(err.contains("features"), "{err}");
+    }
+}
