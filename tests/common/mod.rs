@@ -220,3 +220,74 @@ pub fn http_address(run: &Driftscope) -> String {
         Some(line[start..].split_whitespace().next()?.to_owned())
     })
 }
+
+/// A webhook receiver on loopback that answers 204 to every POST and keeps each
+/// delivery's `webhook-id` header and body, in arrival order.
+pub struct WebhookSink {
+    pub url: String,
+    pub deliveries: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl WebhookSink {
+    pub fn start() -> WebhookSink {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let deliveries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = deliveries.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let (mut id, mut length) = (String::new(), 0usize);
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let header = line.trim_end();
+                            if header.is_empty() {
+                                break;
+                            }
+                            if let Some((name, value)) = header.split_once(':') {
+                                match name.trim().to_ascii_lowercase().as_str() {
+                                    "webhook-id" => id = value.trim().to_owned(),
+                                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        kept.lock().unwrap().push((id, String::from_utf8_lossy(&body).into_owned()));
+                        let reply = "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
+                        if reader.get_mut().write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        WebhookSink { url, deliveries }
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.deliveries.lock().unwrap().iter().map(|(id, _)| id.clone()).collect()
+    }
+}
+
+/// SIGKILL: no chance to flush, checkpoint or commit anything.
+pub fn kill_hard(mut run: Driftscope) {
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    std::mem::forget(run);
+}
