@@ -31,6 +31,17 @@ impl Cell {
         self.interior_count + self.edge_count
     }
 
+    /// Adds one finite value, `on_edge` when it equals the cell's right edge.
+    #[inline]
+    pub fn add(&mut self, x: f64, on_edge: bool) {
+        if on_edge {
+            self.edge_count += 1;
+        } else {
+            self.interior_count += 1;
+            self.interior_sum += x;
+        }
+    }
+
     pub fn merge(&mut self, other: &Cell) {
         self.interior_count += other.interior_count;
         self.interior_sum += other.interior_sum;
@@ -45,17 +56,37 @@ pub fn locate(edges: &[f64], x: f64) -> usize {
     edges.partition_point(|&e| e < x)
 }
 
-/// Finds cells in O(1) for the hot path: a table over evenly spaced buckets between
-/// the first and last edge gives, per bucket, the first edge at or above the bucket's
-/// start, so a value needs one multiplication and a step or two instead of a binary
-/// search over ~1,000 edges. The table only picks a starting point; the result is
-/// exactly `locate`'s.
+/// Finds cells in O(1) for the hot path, exactly as `locate` does, with no
+/// data-dependent branch in the common case.
+///
+/// Values map to evenly spaced buckets between the first and last edge through
+/// `bucket(x) = round(clamp((x - low) * scale))`, which is monotone in `x` (every step is
+/// a correctly rounded, monotone operation). So an edge in a lower bucket than `x` is
+/// below `x`, one in a higher bucket is above it, and `locate(x)` is the number of edges
+/// in lower buckets (`starts[bucket]`, computed from the edges' own buckets, so no
+/// rounding at bucket boundaries can make it wrong) plus the number of edges of `x`'s
+/// own bucket below `x`. Edges past that bucket all compare above `x`, so the second
+/// term is simply how many of the next `PROBE` edges are below `x`: four comparisons
+/// added up, no loop. The edges are stored padded with `+inf` so those four always
+/// exist. Only a bucket holding `PROBE` or more edges can need more, and then a plain
+/// scan continues (rare: there are twice as many buckets as edges).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridIndex {
     low: f64,
     scale: f64,
+    /// The last bucket, `starts.len() - 1`.
+    top: f64,
+    /// Per bucket, the number of edges in lower buckets.
     starts: Vec<u32>,
+    /// The edges followed by `PROBE` copies of `+inf`.
+    padded: Vec<f64>,
 }
+
+/// Edges compared per lookup without branching.
+const PROBE: usize = 4;
+
+/// 2^52, where the spacing of doubles is 1.
+const MAGIC: f64 = 4503599627370496.0;
 
 impl GridIndex {
     pub fn new(edges: &[f64]) -> GridIndex {
@@ -65,20 +96,67 @@ impl GridIndex {
             (Some(&l), _) => (l, l + 1.0),
             _ => (0.0, 1.0),
         };
-        let scale = buckets as f64 / (high - low);
-        let starts = (0..=buckets).map(|b| locate(edges, low + b as f64 / scale) as u32).collect();
-        GridIndex { low, scale, starts }
+        let mut index = GridIndex {
+            low,
+            scale: buckets as f64 / (high - low),
+            top: buckets as f64,
+            starts: Vec::new(),
+            padded: Vec::new(),
+        };
+        // starts[b] = #{edges e : bucket(e) < b}; edges are sorted and `bucket` is
+        // monotone, so a running count over the edges gives it.
+        let mut starts = Vec::with_capacity(buckets + 1);
+        let mut below = 0usize;
+        for b in 0..=buckets {
+            while below < edges.len() && index.bucket(edges[below]) < b {
+                below += 1;
+            }
+            starts.push(below as u32);
+        }
+        index.starts = starts;
+        index.padded = edges.iter().copied().chain([f64::INFINITY; PROBE]).collect();
+        index
     }
 
-    /// `locate(edges, x)` for the edges this index was built from.
+    /// The bucket of a finite `x`, in `0..starts.len()`: `(x - low) * scale` rounded
+    /// to the nearest whole number and clamped to the table.
     #[inline]
-    pub fn locate(&self, edges: &[f64], x: f64) -> usize {
-        let bucket = ((x - self.low) * self.scale).clamp(0.0, (self.starts.len() - 1) as f64) as usize;
-        let mut i = self.starts[bucket] as usize;
-        while i > 0 && edges[i - 1] >= x {
-            i -= 1;
+    fn bucket(&self, x: f64) -> usize {
+        let v = (x - self.low) * self.scale;
+        // Written as comparisons so they compile to bare `minsd`/`maxsd`: a NaN `v`
+        // becomes `top`. The product is NaN only as `0 * inf` (`x == low` with an
+        // infinite scale, where every `x > low` gives `+inf`) or `inf * 0` (the
+        // overflowing top of a range too wide for a finite scale), so at the top of
+        // the order either way, and the bucket stays monotone in `x`.
+        let v = if v < self.top { v } else { self.top };
+        let v = if v > 0.0 { v } else { 0.0 };
+        // Adding 2^52 to a value in [0, 2^32) leaves its nearest whole number in the low
+        // mantissa bits: cheaper than a saturating float-to-integer cast, and rounding
+        // serves as well as truncation, because all that matters is that the same
+        // monotone function buckets the edges and the values.
+        (v + MAGIC).to_bits() as u32 as usize
+    }
+
+    /// `locate(edges, x)` for a finite `x` and the edges this index was built from,
+    /// and whether `x` equals the edge at that position (the cell's right edge).
+    #[inline]
+    pub fn locate(&self, x: f64) -> (usize, bool) {
+        let start = self.starts[self.bucket(x)] as usize;
+        // `start <= edges.len()`, so the PROBE padded slots exist.
+        let window: &[f64; PROBE] = self.padded[start..start + PROBE].try_into().expect("padded edges");
+        let mut i = start + window.iter().map(|&e| (e < x) as usize).sum::<usize>();
+        if i == start + PROBE {
+            i = self.scan_from(i, x);
         }
-        while i < edges.len() && edges[i] < x {
+        (i, self.padded[i] == x)
+    }
+
+    /// The slow continuation of `locate` for a bucket holding `PROBE` or more edges.
+    #[cold]
+    #[inline(never)]
+    fn scan_from(&self, mut i: usize, x: f64) -> usize {
+        // The `+inf` padding stops the scan for any finite `x`.
+        while self.padded[i] < x {
             i += 1;
         }
         i
@@ -94,13 +172,7 @@ pub fn add_value(edges: &[f64], cells: &mut [Cell], x: f64) {
 /// Adds one finite value whose cell `i` is already known.
 #[inline]
 pub fn add_value_at(edges: &[f64], cells: &mut [Cell], x: f64, i: usize) {
-    let cell = &mut cells[i];
-    if i < edges.len() && edges[i] == x {
-        cell.edge_count += 1;
-    } else {
-        cell.interior_count += 1;
-        cell.interior_sum += x;
-    }
+    cells[i].add(x, edges.get(i) == Some(&x));
 }
 
 /// numpy's default (linear) quantile of sorted finite values; `q` in [0, 1].
@@ -252,6 +324,7 @@ fn crossing_cell_area(left: f64, right: f64, base: f64, w_r: f64, w_c: f64, int_
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn cells_of(edges: &[f64], values: &[f64]) -> Vec<Cell> {
         let mut cells = vec![Cell::default(); edges.len() + 1];
@@ -261,25 +334,73 @@ mod tests {
         cells
     }
 
+    /// `GridIndex::locate` against the binary search, at, around and between edges.
+    fn check_index(edges: &[f64], extra: &[f64]) {
+        let index = GridIndex::new(edges);
+        let agrees = |x: f64| {
+            if !x.is_finite() {
+                return;
+            }
+            let want = locate(edges, x);
+            assert_eq!(index.locate(x), (want, edges.get(want) == Some(&x)), "{x} in {} edges", edges.len());
+        };
+        for &e in edges {
+            for x in [e, e.next_up(), e.next_down(), e.next_up().next_up(), e.next_down().next_down()] {
+                agrees(x);
+            }
+        }
+        for w in edges.windows(2) {
+            agrees(w[0] + (w[1] - w[0]) / 2.0);
+        }
+        for &x in extra {
+            agrees(x);
+        }
+        for x in [0.0, -0.0, f64::MIN, f64::MAX, f64::MIN_POSITIVE, -f64::MIN_POSITIVE, 1e300, -1e300] {
+            agrees(x);
+        }
+    }
+
     #[test]
     fn the_index_agrees_with_binary_search() {
-        let edges: Vec<f64> = (0..300).map(|i| ((i * i) as f64).sqrt() - 50.0).collect::<Vec<_>>();
-        let mut edges = edges;
+        let mut edges: Vec<f64> = (0..300).map(|i| ((i * i) as f64).sqrt() - 50.0).collect();
         edges.dedup();
-        let index = GridIndex::new(&edges);
-        for k in -2000..2000 {
-            let x = k as f64 * 0.173;
-            assert_eq!(index.locate(&edges, x), locate(&edges, x), "{x}");
-        }
-        for &e in &edges {
-            assert_eq!(index.locate(&edges, e), locate(&edges, e));
-            assert_eq!(index.locate(&edges, e.next_up()), locate(&edges, e.next_up()));
-            assert_eq!(index.locate(&edges, e.next_down()), locate(&edges, e.next_down()));
-        }
-        let single = [7.0];
-        let index = GridIndex::new(&single);
-        for x in [6.0, 7.0, 8.0, -1e300, 1e300] {
-            assert_eq!(index.locate(&single, x), locate(&single, x));
+        let steps: Vec<f64> = (-2000..2000).map(|k| k as f64 * 0.173).collect();
+        check_index(&edges, &steps);
+        check_index(&[7.0], &[6.0, 8.0]);
+        check_index(&[], &[1.0, -1.0]);
+        check_index(&[-0.0, 1.0], &[]);
+    }
+
+    #[test]
+    fn the_index_is_exact_on_crowded_and_extreme_grids() {
+        // Most edges in a sliver of the range: buckets there hold many edges.
+        let mut crowded: Vec<f64> = (0..1000).map(|i| 1.0 + i as f64 * 1e-9).collect();
+        crowded.extend([2.0, 1e6]);
+        check_index(&crowded, &[1.0000000005, 1.5]);
+        // A range whose width overflows, and one a few ulps wide.
+        check_index(&[-1e308, -1.0, 0.0, 1.0, 1e308], &[-5e307, 5e307]);
+        check_index(&[f64::MIN, f64::MAX], &[0.0]);
+        let tiny: Vec<f64> = (0..10).map(|i| 1.0 + i as f64 * f64::EPSILON).collect();
+        check_index(&tiny, &[]);
+        let denormal: Vec<f64> = (0..10).map(|i| i as f64 * 5e-324).collect();
+        check_index(&denormal, &[]);
+        // Whole numbers (a count feature): values sit on edges.
+        let counts: Vec<f64> = (0..40).map(f64::from).collect();
+        check_index(&counts, &[-3.0, 100.0]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_index_agrees_with_binary_search_on_random_grids(
+            mut edges in proptest::collection::vec(
+                proptest::prop_oneof![-1e3..1e3f64, 0.0..1e-6f64, (0..50i32).prop_map(f64::from)],
+                0..300,
+            ),
+            xs in proptest::collection::vec(-2e3..2e3f64, 0..100),
+        ) {
+            edges.sort_by(f64::total_cmp);
+            edges.dedup();
+            check_index(&edges, &xs);
         }
     }
 

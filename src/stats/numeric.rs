@@ -70,12 +70,19 @@ impl NumericSketch {
             self.non_finite += 1;
             return;
         }
-        let cell = self.grid.index.locate(&self.grid.edges, x);
-        grid::add_value_at(&self.grid.edges, &mut self.cells, x, cell);
+        let grid = &*self.grid;
+        let (i, on_edge) = grid.index.locate(x);
+        self.cells[i].add(x, on_edge);
         self.count += 1;
-        self.min = self.min.min(x);
-        self.max = self.max.max(x);
-        let d = x - self.grid.shift;
+        // `x` is finite and the extremes are never NaN, so a plain comparison is
+        // `f64::min`/`max` without their NaN handling.
+        if x < self.min {
+            self.min = x;
+        }
+        if x > self.max {
+            self.max = x;
+        }
+        let d = x - grid.shift;
         self.shifted_sum += d;
         self.shifted_sum_sq += d * d;
     }
