@@ -1,7 +1,10 @@
 //! Fault test against a real broker: the broker goes away mid-stream (once stopped
 //! cleanly, once killed with SIGKILL) and comes back. driftscope keeps running, `/readyz`
 //! says not-ready while it cannot reach the broker and ready again after, and every
-//! record ends up in exactly one window.
+//! record ends up in exactly one window. Stream `s` has count windows left open across
+//! each outage; stream `t` has a processing-time window that closes while the broker is
+//! away, so its commit is lost and, after the expired group session, the partition must
+//! resume after the reported records rather than at the stale committed offset.
 //!
 //! The test starts its own broker instance with `scripts/kafka.sh`
 //! (`DRIFTSCOPE_KAFKA_INSTANCE`), never the main one other tests share, and removes it
@@ -26,6 +29,13 @@ const SESSION_TIMEOUT_MS: u64 = 10_000;
 /// the group session survives such an outage depends on how fast the broker restarts,
 /// so both cases are correct answers; the second outage waits out the session on purpose.
 const OUTAGE: Duration = Duration::from_secs(4);
+/// Stream `t`: processing-time windows, which close on the clock, so one that holds
+/// records when the broker goes away is reported during the outage and its commit cannot
+/// reach the broker.
+const TIMED_WINDOW_SECS: u64 = 5;
+/// Records of stream `t` before the second outage, and after it.
+const TIMED_BEFORE: usize = 60;
+const TIMED_RECORDS: usize = 80;
 
 /// A broker instance of this test's own, managed through `scripts/kafka.sh`; wiped (data
 /// dir and recorded ports) when dropped.
@@ -114,9 +124,12 @@ impl Drop for ShowOnPanic {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.0).unwrap_or_default();
             eprintln!("--- driftscope log ({}) ---\n{log}", self.0.display());
-            eprintln!("--- windows: index, records, offsets ---");
+            eprintln!("--- windows: stream, index, records, offsets ---");
             for r in read_reports(&self.1) {
-                eprintln!("{} {} {}", r["window"]["index"], r["window"]["records"], r["window"]["offsets"]);
+                eprintln!(
+                    "{} {} {} {}",
+                    r["stream"], r["window"]["index"], r["window"]["records"], r["window"]["offsets"]
+                );
             }
         }
     }
@@ -133,12 +146,12 @@ fn produce_range(bootstrap: &str, topic: &str, from: usize, to: usize) {
     }
 }
 
-/// The value of an unlabelled-but-for-`stream` counter in the Prometheus text.
-fn metric(addr: &str, name: &str) -> Option<u64> {
+/// The value of a counter labelled only by `stream` in the Prometheus text.
+fn metric(addr: &str, name: &str, stream: &str) -> Option<u64> {
     let (status, body) = http("GET", addr, "/metrics", None);
     assert_eq!(status, 200, "/metrics: {body}");
     body.lines()
-        .find(|l| l.starts_with(&format!("{name}{{stream=\"s\"}}")))
+        .find(|l| l.starts_with(&format!("{name}{{stream=\"{stream}\"}}")))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .map(|v| v as u64)
@@ -152,14 +165,55 @@ fn wait_ready(run: &mut Driftscope, addr: &str, what: &str) {
     });
 }
 
-/// Waits until the monitor has read at least `records` records (so they sit in its
-/// windows, closed or open) and emitted `windows` reports.
-fn wait_consumed(run: &mut Driftscope, addr: &str, reports: &Path, records: u64, windows: usize) {
-    wait_for(&format!("{records} records consumed"), Duration::from_secs(180), || {
+/// Waits until the monitor has read at least `records` records of `stream` (so they sit
+/// in its windows, closed or open).
+fn wait_consumed(run: &mut Driftscope, addr: &str, stream: &str, records: u64) {
+    wait_for(&format!("{records} records of stream `{stream}` consumed"), Duration::from_secs(180), || {
         assert_alive(run, "waiting for records");
-        (metric(addr, "driftscope_records_total")? >= records).then_some(())
+        (metric(addr, "driftscope_records_total", stream)? >= records).then_some(())
     });
-    run.wait_reports(reports, windows, Duration::from_secs(180));
+}
+
+/// The reports of one stream.
+fn reports_of(path: &Path, stream: &str) -> Vec<serde_json::Value> {
+    read_reports(path).into_iter().filter(|r| r["stream"] == stream).collect()
+}
+
+/// Asserts that the windows of a stream hold every offset of every partition in
+/// `0..=last` exactly once, and that each window's record count equals the offsets it
+/// spans; returns the records counted.
+fn assert_exactly_once(reports: &[serde_json::Value], partitions: usize, last: i64) -> u64 {
+    let mut spans: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut total_records = 0;
+    for report in reports {
+        let records = report["window"]["records"].as_u64().unwrap();
+        total_records += records;
+        let mut spanned = 0;
+        for o in report["window"]["offsets"].as_array().unwrap() {
+            let (first, last) = (o["first"].as_i64().unwrap(), o["last"].as_i64().unwrap());
+            spanned += (last - first + 1) as u64;
+            spans.entry(o["partition"].as_i64().unwrap()).or_default().push((first, last));
+        }
+        assert_eq!(
+            spanned, records,
+            "a window's record count equals the offsets it spans: {}",
+            report["window"]
+        );
+    }
+    assert_eq!(spans.len(), partitions, "every partition was read: {spans:?}");
+    for (partition, list) in &mut spans {
+        list.sort();
+        assert_eq!(list[0].0, 0, "partition {partition} starts at offset 0: {list:?}");
+        for pair in list.windows(2) {
+            assert_eq!(
+                pair[1].0,
+                pair[0].1 + 1,
+                "partition {partition}: spans overlap or leave a gap: {list:?}"
+            );
+        }
+        assert_eq!(list.last().unwrap().1, last, "partition {partition} ends at offset {last}: {list:?}");
+    }
+    total_records
 }
 
 fn assert_alive(run: &mut Driftscope, when: &str) {
@@ -240,6 +294,8 @@ fn broker_outage_mid_stream_keeps_running_reports_not_ready_and_loses_nothing() 
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("fault-in");
     create_topic(&bootstrap, &topic, PARTITIONS);
+    let timed = unique("fault-timed");
+    create_topic(&bootstrap, &timed, 1);
 
     let reference = dir.path().join("reference.csv");
     let rows: String = (0..1000).map(|i| format!("{},k{}\n", i % 23, i % 4)).collect();
@@ -277,8 +333,22 @@ kind = "numeric"
 [[streams.fields]]
 name = "c"
 kind = "categorical"
+
+[[streams]]
+name = "t"
+topics = ["{timed}"]
+format = "json"
+window = {{ type = "tumbling_time", size = "{TIMED_WINDOW_SECS}s" }}
+reference = {{ data = "{reference}" }}
+[[streams.fields]]
+name = "x"
+kind = "numeric"
+[[streams.fields]]
+name = "c"
+kind = "categorical"
 "#,
             group = unique("g"),
+            timed = timed,
             state = dir.path().join("state").display(),
             reports = reports.display(),
             reference = reference.display(),
@@ -293,18 +363,40 @@ kind = "categorical"
     // the second. Before each outage a window is left open (100 records), so records that
     // were read but not yet reported must survive the outage too.
     produce_range(&bootstrap, &topic, 0, 550);
-    wait_consumed(&mut run, &addr, &reports, 1100, 5);
+    wait_consumed(&mut run, &addr, "s", 1100);
+    run.wait_reports(&reports, 5, Duration::from_secs(180));
     wait_ready(&mut run, &addr, "/readyz 200 before the first outage");
 
     outage(&mut run, &addr, &broker, "stop", Session::Either);
     produce_range(&bootstrap, &topic, 550, 1050);
-    wait_consumed(&mut run, &addr, &reports, 2100, 10);
+    wait_consumed(&mut run, &addr, "s", 2100);
+    wait_for("10 reports of stream `s`", Duration::from_secs(180), || {
+        assert_alive(&mut run, "waiting for reports");
+        (reports_of(&reports, "s").len() >= 10).then_some(())
+    });
+    // Stream `t` gets its records just before the broker goes away: their window closes
+    // on the clock while it is away.
+    produce(&bootstrap, &timed, 0, &(0..TIMED_BEFORE).map(|i| payload(0, i)).collect::<Vec<_>>());
+    wait_consumed(&mut run, &addr, "t", TIMED_BEFORE as u64);
 
     outage(&mut run, &addr, &broker, "kill", Session::Expires);
     produce_range(&bootstrap, &topic, 1050, 1200);
+    // More records for `t` after the outage: once the window holding the last of them is
+    // reported, any earlier offset read again (after the lost assignment) is reported too,
+    // as windows close in order.
+    produce(&bootstrap, &timed, 0, &(TIMED_BEFORE..TIMED_RECORDS).map(|i| payload(0, i)).collect::<Vec<_>>());
     let total = 2 * 1200;
     let expected_windows = total / WINDOW as usize;
-    run.wait_reports(&reports, expected_windows, Duration::from_secs(180));
+    wait_for("every window of both streams", Duration::from_secs(180), || {
+        assert_alive(&mut run, "waiting for the last reports");
+        let timed_last = reports_of(&reports, "t")
+            .iter()
+            .flat_map(|r| r["window"]["offsets"].as_array().unwrap().clone())
+            .filter_map(|o| o["last"].as_i64())
+            .max();
+        (reports_of(&reports, "s").len() >= expected_windows && timed_last == Some(TIMED_RECORDS as i64 - 1))
+            .then_some(())
+    });
     let log_path = run.log.clone();
     let status = run.terminate();
     // From here on a failure shows the whole driftscope log and every window's offsets.
@@ -313,40 +405,18 @@ kind = "categorical"
 
     // Nothing lost, nothing counted twice: the windows' records sum to what was produced,
     // each window's record count equals the offsets it spans, and per partition the spans
-    // cover 0..1200 without gap or overlap.
-    let all = read_reports(&reports);
-    assert_eq!(all.len(), expected_windows, "exactly the windows the records fill (no extra window)");
-    let mut spans: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
-    let mut total_records = 0;
-    for report in &all {
-        let records = report["window"]["records"].as_u64().unwrap();
-        assert_eq!(records, WINDOW, "every window is complete: {}", report["window"]);
-        total_records += records;
-        let mut spanned = 0;
-        for o in report["window"]["offsets"].as_array().unwrap() {
-            let (first, last) = (o["first"].as_i64().unwrap(), o["last"].as_i64().unwrap());
-            spanned += (last - first + 1) as u64;
-            spans.entry(o["partition"].as_i64().unwrap()).or_default().push((first, last));
-        }
-        assert_eq!(
-            spanned, records,
-            "a window's record count equals the offsets it spans: {}",
-            report["window"]
-        );
+    // cover every offset without gap or overlap.
+    let counted = reports_of(&reports, "s");
+    assert_eq!(counted.len(), expected_windows, "exactly the windows the records fill (no extra window)");
+    for report in &counted {
+        assert_eq!(report["window"]["records"], WINDOW, "every window is complete: {}", report["window"]);
     }
-    assert_eq!(total_records, total as u64, "the reports' record counts sum to every record produced");
-    assert_eq!(spans.len(), PARTITIONS as usize, "both partitions were read: {spans:?}");
-    for (partition, list) in &mut spans {
-        list.sort();
-        assert_eq!(list[0].0, 0, "partition {partition} starts at offset 0: {list:?}");
-        for pair in list.windows(2) {
-            assert_eq!(
-                pair[1].0,
-                pair[0].1 + 1,
-                "partition {partition}: spans overlap or leave a gap: {list:?}"
-            );
-        }
-        assert_eq!(list.last().unwrap().1, 1199, "partition {partition} ends at offset 1199: {list:?}");
-    }
+    let total_records = assert_exactly_once(&counted, PARTITIONS as usize, 1199);
+    assert_eq!(total_records, total as u64, "stream `s`: the record counts sum to every record produced");
+    let total_timed = assert_exactly_once(&reports_of(&reports, "t"), 1, TIMED_RECORDS as i64 - 1);
+    assert_eq!(
+        total_timed, TIMED_RECORDS as u64,
+        "stream `t`: the record counts sum to every record produced"
+    );
     drop(broker);
 }
