@@ -8,6 +8,9 @@
 #                                     PLAINTEXT bootstrap address. Idempotent.
 #   scripts/kafka.sh stop [--wipe]    SIGTERM, bounded wait, then SIGKILL. Exit 0 if not running.
 #                                     --wipe also deletes the data dir (topics, offsets, logs).
+#   scripts/kafka.sh kill             SIGKILL at once (a crash, for fault tests); keeps the data,
+#                                     so a later `start` recovers the same cluster. Exit 0 if not
+#                                     running.
 #   scripts/kafka.sh clean            same as `stop --wipe`.
 #   scripts/kafka.sh restart          stop (keeping data) + start.
 #   scripts/kafka.sh status           exit 0 = running and answering, 1 = stopped, 2 = running
@@ -28,7 +31,27 @@
 #                    user "driftscope", password "driftscope-secret"
 #   CONTROLLER       127.0.0.1:${DRIFTSCOPE_KAFKA_CONTROLLER_PORT:-19093}  KRaft quorum only, not for clients
 #
+# Instances: by default this script manages THE broker above (the "main" instance). Setting
+# DRIFTSCOPE_KAFKA_INSTANCE=NAME (letters, digits, '-', '_'; "main" or empty = the main instance)
+# selects a separate broker with everything of its own, so fault tests can stop and start it
+# without disturbing the main broker other tests use:
+#   data dir     /tmp/driftscope-kafka-NAME (server.properties, KRaft logs, cluster.id, broker.log,
+#                kafka.pid, lock); kept across stop/start/kill, so topics and committed offsets
+#                survive a restart under the same cluster id
+#   ports        three free ports (PLAINTEXT, CONTROLLER, SASL_PLAINTEXT) picked on the first start
+#                from 19200-20099, skipping ports in use and ports recorded by other instances
+#                (under the lock /tmp/driftscope-kafka-ports.lock), and recorded in
+#                DATA_DIR/ports so every later start, `bootstrap` and `status` use the same ones;
+#                `clean` deletes the data dir and so releases them
+# Every command works per instance, e.g.
+#   DRIFTSCOPE_KAFKA_INSTANCE=faults scripts/kafka.sh start      (prints its bootstrap address)
+#   DRIFTSCOPE_KAFKA_INSTANCE=faults scripts/kafka.sh kill
+#   DRIFTSCOPE_KAFKA_INSTANCE=faults scripts/kafka.sh clean
+# The DRIFTSCOPE_KAFKA_DATA and DRIFTSCOPE_KAFKA_*PORT variables below, when set, still win for
+# any instance (so do not export them globally when you use named instances).
+#
 # Environment:
+#   DRIFTSCOPE_KAFKA_INSTANCE  which broker instance (see above; default: the main one)
 #   DRIFTSCOPE_KAFKA_VERSION   org.apache.kafka:kafka_2.13 version (default 4.4.0)
 #   DRIFTSCOPE_KAFKA_HOME      jar cache (default ~/.cache/driftscope/kafka-<version>); filled once
 #                              with `mvn dependency:copy-dependencies` using scripts/kafka/pom.xml
@@ -54,11 +77,26 @@ KAFKA_SUPPORT_DIR="$SCRIPT_DIR/kafka"
 
 KAFKA_VERSION="${DRIFTSCOPE_KAFKA_VERSION:-4.4.0}"
 KAFKA_HOME="${DRIFTSCOPE_KAFKA_HOME:-${HOME:-/root}/.cache/driftscope/kafka-$KAFKA_VERSION}"
-DATA_DIR="${DRIFTSCOPE_KAFKA_DATA:-/tmp/driftscope-kafka}"
+INSTANCE="${DRIFTSCOPE_KAFKA_INSTANCE:-}"
+if [[ "$INSTANCE" == "main" ]]; then INSTANCE=""; fi
+if [[ -n "$INSTANCE" && ! "$INSTANCE" =~ ^[A-Za-z0-9_-]+$ ]]; then
+  printf 'kafka.sh: error: DRIFTSCOPE_KAFKA_INSTANCE may only hold letters, digits, - and _: %s\n' "$INSTANCE" >&2
+  exit 1
+fi
 HOST="127.0.0.1"
-PORT="${DRIFTSCOPE_KAFKA_PORT:-19092}"
-SASL_PORT="${DRIFTSCOPE_KAFKA_SASL_PORT:-19094}"
-CONTROLLER_PORT="${DRIFTSCOPE_KAFKA_CONTROLLER_PORT:-19093}"
+if [[ -z "$INSTANCE" ]]; then
+  DATA_DIR="${DRIFTSCOPE_KAFKA_DATA:-/tmp/driftscope-kafka}"
+  PORT="${DRIFTSCOPE_KAFKA_PORT:-19092}"
+  SASL_PORT="${DRIFTSCOPE_KAFKA_SASL_PORT:-19094}"
+  CONTROLLER_PORT="${DRIFTSCOPE_KAFKA_CONTROLLER_PORT:-19093}"
+else
+  DATA_DIR="${DRIFTSCOPE_KAFKA_DATA:-/tmp/driftscope-kafka-$INSTANCE}"
+  # Filled from DATA_DIR/ports (or picked by allocate_ports on the first start); the
+  # environment overrides any of them.
+  PORT="${DRIFTSCOPE_KAFKA_PORT:-}"
+  SASL_PORT="${DRIFTSCOPE_KAFKA_SASL_PORT:-}"
+  CONTROLLER_PORT="${DRIFTSCOPE_KAFKA_CONTROLLER_PORT:-}"
+fi
 SASL_USER="driftscope"
 SASL_PASSWORD="driftscope-secret"
 HEAP_OPTS="${DRIFTSCOPE_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
@@ -76,6 +114,10 @@ PID_FILE="$DATA_DIR/kafka.pid"
 BROKER_LOG="$DATA_DIR/broker.log"
 DATA_MARKER="$DATA_DIR/.driftscope-kafka-data"
 LOCK_FILE="$DATA_DIR/.lock"
+PORTS_FILE="$DATA_DIR/ports"
+PORTS_LOCK_FILE="/tmp/driftscope-kafka-ports.lock"
+PORT_RANGE_FIRST=19200
+PORT_RANGE_SLOTS=300 # slot k = ports FIRST+3k (PLAINTEXT), +1 (CONTROLLER), +2 (SASL_PLAINTEXT)
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() {
@@ -119,6 +161,74 @@ check_port_number() {
 port_open() {
   # shellcheck disable=SC2016 # $0/$1 are expanded by the inner bash
   timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# ports of a named instance
+
+# Reads DATA_DIR/ports ("PLAINTEXT CONTROLLER SASL_PLAINTEXT") into the port variables that the
+# environment did not set. Returns 1 when nothing is recorded yet.
+load_ports() {
+  [[ -n "$INSTANCE" ]] || return 0
+  [[ -s "$PORTS_FILE" ]] || return 1
+  local plain controller sasl
+  read -r plain controller sasl <"$PORTS_FILE" || true
+  PORT="${PORT:-$plain}"
+  CONTROLLER_PORT="${CONTROLLER_PORT:-$controller}"
+  SASL_PORT="${SASL_PORT:-$sasl}"
+}
+
+# Dies unless every port is known (named instances record theirs on the first start).
+require_ports() {
+  load_ports || true
+  if [[ -z "$PORT" || -z "$SASL_PORT" || -z "$CONTROLLER_PORT" ]]; then
+    die "instance '$INSTANCE' has no ports yet ($PORTS_FILE is missing): start it first"
+  fi
+}
+
+# Picks three free ports for a named instance and records them in DATA_DIR/ports. Holds a
+# machine-wide lock while choosing, and skips ports recorded by any other instance (running
+# or not), so two instances never share a port even before either has bound it.
+allocate_ports() {
+  load_ports && [[ -n "$PORT" && -n "$SASL_PORT" && -n "$CONTROLLER_PORT" ]] && return 0
+  mkdir -p "$DATA_DIR"
+  exec 8>>"$PORTS_LOCK_FILE"
+  if command -v flock >/dev/null 2>&1; then
+    flock -w 60 8 || die "another kafka.sh is choosing ports (lock $PORTS_LOCK_FILE)"
+  fi
+  if load_ports && [[ -n "$PORT" && -n "$SASL_PORT" && -n "$CONTROLLER_PORT" ]]; then
+    exec 8>&-
+    return 0
+  fi
+  local reserved=" " f
+  for f in /tmp/driftscope-kafka-*/ports; do
+    [[ -f "$f" && "$f" != "$PORTS_FILE" ]] || continue
+    reserved+="$(tr -s ' \n' ' ' <"$f") "
+  done
+  # Start at a slot derived from the name, so instances rarely probe the same ports.
+  local start k slot p ok
+  start=$(($(printf '%s' "$INSTANCE" | cksum | cut -d' ' -f1) % PORT_RANGE_SLOTS))
+  for ((k = 0; k < PORT_RANGE_SLOTS; k++)); do
+    slot=$(((start + k) % PORT_RANGE_SLOTS))
+    ok=1
+    for p in $((PORT_RANGE_FIRST + 3 * slot)) $((PORT_RANGE_FIRST + 3 * slot + 1)) $((PORT_RANGE_FIRST + 3 * slot + 2)); do
+      if [[ "$reserved" == *" $p "* ]] || port_open "$p"; then
+        ok=0
+        break
+      fi
+    done
+    if ((ok)); then
+      PORT="${PORT:-$((PORT_RANGE_FIRST + 3 * slot))}"
+      CONTROLLER_PORT="${CONTROLLER_PORT:-$((PORT_RANGE_FIRST + 3 * slot + 1))}"
+      SASL_PORT="${SASL_PORT:-$((PORT_RANGE_FIRST + 3 * slot + 2))}"
+      echo "$PORT $CONTROLLER_PORT $SASL_PORT" >"$PORTS_FILE"
+      exec 8>&-
+      log "instance '$INSTANCE': ports $PORT (PLAINTEXT), $CONTROLLER_PORT (CONTROLLER), $SASL_PORT (SASL_PLAINTEXT), recorded in $PORTS_FILE"
+      return 0
+    fi
+  done
+  exec 8>&-
+  die "no free port triple in $PORT_RANGE_FIRST-$((PORT_RANGE_FIRST + 3 * PORT_RANGE_SLOTS - 1)) for instance '$INSTANCE'"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -171,13 +281,25 @@ run_class() {
 # ---------------------------------------------------------------------------------------------
 # process state
 
+# True while process $1 exists and has not exited. An exited broker whose parent never reaps
+# it (it was started with nohup ... & by an earlier kafka.sh, so it is re-parented, and some
+# container inits do not reap orphans) stays a zombie that `kill -0` still finds.
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+  # Field 3, after the parenthesised command name (which may contain spaces).
+  stat="${stat##*) }"
+  [[ "${stat%% *}" != "Z" ]]
+}
+
 # Prints the broker pid if the pid file points at a live kafka.Kafka process of this data dir.
 broker_pid() {
   [[ -f "$PID_FILE" ]] || return 1
   local pid
   pid="$(tr -dc '0-9' <"$PID_FILE")"
   [[ -n "$pid" ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   # Guard against pid reuse: the command line must be our broker with our server.properties.
   if [[ -r "/proc/$pid/cmdline" ]]; then
     local cmd
@@ -309,6 +431,7 @@ print_log_tail() {
 }
 
 cmd_start() {
+  if [[ -n "$INSTANCE" ]]; then allocate_ports; fi
   check_port_number DRIFTSCOPE_KAFKA_PORT "$PORT"
   check_port_number DRIFTSCOPE_KAFKA_SASL_PORT "$SASL_PORT"
   check_port_number DRIFTSCOPE_KAFKA_CONTROLLER_PORT "$CONTROLLER_PORT"
@@ -359,7 +482,7 @@ cmd_start() {
   # Wait: cheap TCP polls first, then one JVM-based metadata check per try.
   local deadline=$((SECONDS + START_TIMEOUT))
   while ((SECONDS < deadline)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       print_log_tail
       rm -f "$PID_FILE"
       die "broker process $pid exited during startup (see $BROKER_LOG)"
@@ -400,15 +523,15 @@ cmd_stop() {
     log "stopping broker pid $pid (SIGTERM, up to ${STOP_TIMEOUT}s)..."
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+    while alive "$pid" && ((SECONDS < deadline)); do
       sleep 0.2
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
       log "broker pid $pid still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       local _
       for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
+        alive "$pid" || break
         sleep 0.1
       done
     fi
@@ -428,12 +551,40 @@ cmd_stop() {
   fi
 }
 
+# SIGKILL, no grace period: the broker dies as in a crash (no controlled shutdown, no flush).
+# The data dir stays; the next start recovers the logs.
+cmd_kill() {
+  if [[ ! -d "$DATA_DIR" ]]; then
+    log "not running (no data dir $DATA_DIR)"
+    return 0
+  fi
+  acquire_lock
+  local pid
+  if pid="$(broker_pid)"; then
+    log "killing broker pid $pid (SIGKILL)"
+    kill -KILL "$pid" 2>/dev/null || true
+    local _
+    for _ in $(seq 1 100); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+    if alive "$pid"; then
+      die "broker pid $pid is still alive 10s after SIGKILL"
+    fi
+    log "killed"
+  else
+    log "not running"
+  fi
+  rm -f "$PID_FILE"
+}
+
 cmd_status() {
   local pid
   if ! pid="$(broker_pid)"; then
     echo "stopped (data dir $DATA_DIR)"
     return 1
   fi
+  require_ports
   if broker_answers 15; then
     echo "running pid=$pid version=$KAFKA_VERSION plaintext=$HOST:$PORT sasl_plaintext=$HOST:$SASL_PORT controller=$HOST:$CONTROLLER_PORT data=$DATA_DIR"
     return 0
@@ -461,6 +612,7 @@ cmd_logs() {
 }
 
 cmd_bootstrap() {
+  require_ports
   case "${1:-}" in
   --sasl) echo "$HOST:$SASL_PORT" ;;
   "" | --plaintext) echo "$HOST:$PORT" ;;
@@ -469,6 +621,7 @@ cmd_bootstrap() {
 }
 
 cmd_client_config() {
+  require_ports
   [[ -f "$SASL_CLIENT_PROPS" ]] || {
     mkdir -p "$DATA_DIR"
     write_config
@@ -487,6 +640,7 @@ main() {
   start) cmd_start "$@" ;;
   stop) cmd_stop "$@" ;;
   clean | wipe) cmd_stop --wipe ;;
+  kill) cmd_kill ;;
   restart)
     cmd_stop
     cmd_start

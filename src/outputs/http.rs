@@ -91,6 +91,11 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     if !state.kafka.joined.load(Ordering::SeqCst) {
         reasons.push("the consumer has no partition assignment yet".to_owned());
     }
+    if state.kafka.assignment_lost.load(Ordering::SeqCst) {
+        reasons.push(
+            "the consumer lost its partition assignment (group session expired) and is rejoining".to_owned(),
+        );
+    }
     if !state.kafka.connected.load(Ordering::SeqCst) {
         reasons.push("no connection to a Kafka broker".to_owned());
     }
