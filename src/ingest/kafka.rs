@@ -49,6 +49,9 @@ pub struct MonitorContext {
     pub assignment_lost: AtomicBool,
     /// Streams whose reference is still being taken from the stream.
     pub pending_references: Mutex<std::collections::BTreeSet<String>>,
+    /// Set when an offset commit failed after it was sent (async commits report
+    /// failures only here); the monitor then sends its offsets again.
+    pub commit_failed: AtomicBool,
     /// Why the last checkpoint could not be written, while that lasts (consumption is
     /// paused meanwhile, so nothing is committed or reported without a checkpoint).
     pub state_error: Mutex<Option<String>>,
@@ -197,6 +200,13 @@ impl ClientContext for ArcContext {
 }
 
 impl ConsumerContext for ArcContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed; it is sent again");
+            self.0.commit_failed.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// librdkafka's default rebalance (rust-rdkafka's, with the same hooks), except that
     /// assigned partitions start where this instance's reported windows end when the
     /// group's committed offset is behind that: records before it are already counted,

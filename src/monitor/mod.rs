@@ -123,6 +123,8 @@ struct Pipeline {
     /// The error of the last failed checkpoint, while consumption is paused for it.
     checkpoint_failure: Option<String>,
     paused: bool,
+    /// When failed commits were last sent again (at most once a second).
+    commit_retry_at: Instant,
 }
 
 #[derive(Default, Clone)]
@@ -200,6 +202,7 @@ impl Monitor {
             replay: Vec::new(),
             checkpoint_failure: None,
             paused: false,
+            commit_retry_at: Instant::now(),
         };
         if fresh_state {
             state.set_checkpoint_aside()?;
@@ -267,6 +270,15 @@ impl Monitor {
             // Windows are scored in the order they closed.
             for (stream, window) in std::mem::take(&mut state.closed) {
                 state.emit(stream, window);
+            }
+            if state.commit_retry_at.elapsed() >= Duration::from_secs(1)
+                && state.context.commit_failed.swap(false, Ordering::SeqCst)
+            {
+                state.commit_retry_at = Instant::now();
+                for source in &mut state.sources {
+                    source.committed = -1;
+                }
+                commit(&self.consumer, state, CommitMode::Async);
             }
             let due = state.last_checkpoint_at.elapsed() >= state.checkpoint_interval;
             if (due && (state.dirty || state.checkpoint_failure.is_some()))
@@ -407,6 +419,8 @@ impl Pipeline {
         recent.reports.push_back(report.clone());
         recent.distributions = Some(distributions.clone());
         self.unsent.push(ScoredWindow { report, distributions, scoring, replayed: false });
+        // A window closed by the clock changes the state as much as a record does.
+        self.dirty = true;
     }
 
     /// Writes a checkpoint, then hands the reports it holds to the outputs, then
