@@ -314,6 +314,9 @@ fn lit(s: &str) -> String {
 
 /// A driftscope configuration: one stream `bench` on `topic`, every feature of the
 /// profile at `profile_path`, tumbling count windows, HTTP off, reports to `reports`.
+/// Checkpoints every 200 ms: reports wait for the checkpoint that holds them, and the
+/// harness times consumption by the reports, so the default 1 s would add up to a
+/// second of report latency to a run of a few seconds.
 #[allow(clippy::too_many_arguments)]
 pub fn config_toml(
     brokers: &str,
@@ -326,7 +329,7 @@ pub fn config_toml(
     kafka_properties: &[(String, String)],
 ) -> String {
     format!(
-        "[kafka]\nbrokers = {}\ngroup_id = {}\n{}\n[http]\nlisten = \"\"\n\n[state]\ndir = {}\n\n\
+        "[kafka]\nbrokers = {}\ngroup_id = {}\n{}\n[http]\nlisten = \"\"\n\n[state]\ndir = {}\ncheckpoint_interval = \"200ms\"\n\n\
          [outputs]\nreports_file = {}\n\n[[streams]]\nname = \"bench\"\ntopics = [{}]\nformat = {}\n\
          window = {{ type = \"tumbling_count\", size = {WINDOW_RECORDS} }}\nreference = {{ profile = {} }}\n",
         lit(brokers),

@@ -8,6 +8,7 @@
 //! lost and none is counted twice in a window.
 
 pub mod checkpoint;
+pub(crate) mod feed;
 pub mod stream;
 
 use crate::config::Config;
@@ -17,14 +18,12 @@ use crate::stats::score_window;
 use crate::stats::window::ClosedWindow;
 use crate::telemetry::Telemetry;
 use checkpoint::{Checkpoint, CheckpointError, SourcePosition, StreamCheckpoint};
-use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use stream::{BadRecord, StreamSetupError, StreamState};
 use tokio::sync::mpsc;
@@ -41,6 +40,10 @@ pub enum MonitorError {
     SetAside(std::io::Error),
     #[error("the outputs stopped accepting reports")]
     OutputsGone,
+    #[error("cannot start the pipeline thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the pipeline thread panicked")]
+    Panicked,
 }
 
 /// Every reason a record can be refused for (the `reason` label of
@@ -77,10 +80,9 @@ struct Source {
     next: Option<i64>,
     /// Records below this offset are in the last checkpoint written.
     saved: Option<i64>,
-    committed: i64,
 }
 
-struct TopicRoute {
+pub(crate) struct TopicRoute {
     stream: usize,
     /// Source slot per partition number.
     slots: Vec<Option<u32>>,
@@ -123,8 +125,6 @@ struct Pipeline {
     /// The error of the last failed checkpoint, while consumption is paused for it.
     checkpoint_failure: Option<String>,
     paused: bool,
-    /// When failed commits were last sent again (at most once a second).
-    commit_retry_at: Instant,
 }
 
 #[derive(Default, Clone)]
@@ -202,7 +202,6 @@ impl Monitor {
             replay: Vec::new(),
             checkpoint_failure: None,
             paused: false,
-            commit_retry_at: Instant::now(),
         };
         if fresh_state {
             state.set_checkpoint_aside()?;
@@ -217,93 +216,121 @@ impl Monitor {
     }
 
     /// Consumes until `shutdown` is set, then checkpoints, hands the last reports to
-    /// the outputs, commits and returns. The record in hand is finished; open windows
-    /// stay open in the checkpoint and continue on the next start.
-    pub fn run(mut self, shutdown: Arc<AtomicBool>) -> Result<(), MonitorError> {
-        let topics: Vec<&str> = self.state.routes.keys().map(String::as_str).collect();
-        self.consumer.subscribe(&topics)?;
-        tracing::info!(topics = ?topics, streams = self.state.streams.len(), "monitor started");
-        for window in std::mem::take(&mut self.state.replay) {
-            self.state.reports.blocking_send(window).map_err(|_| MonitorError::OutputsGone)?;
-        }
-        let result = loop {
-            if shutdown.load(Ordering::SeqCst) {
-                break Ok(());
-            }
-            let polled = self.consumer.poll(Duration::from_millis(100));
-            let state = &mut self.state;
-            if state.context.revoked.swap(false, Ordering::SeqCst) {
-                state.roll_back();
-            }
-            let now_ms = now_ms();
-            match polled {
-                Some(Ok(message)) => {
-                    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-                    let payload = message.payload().unwrap_or(&[]);
-                    let key = message.key();
-                    if let Some((stream, slot)) = state.source_slot(topic, partition) {
-                        let source = &mut state.sources[slot as usize];
-                        if source.saved.is_some_and(|saved| offset < saved) {
-                            // Read again after a restart: the checkpoint already holds it.
-                            state
-                                .telemetry
-                                .records_replayed
-                                .with_label_values(&[&state.streams[stream].name])
-                                .inc();
-                        } else {
-                            source.next = Some(offset + 1);
-                            state.dirty = true;
-                            state.process(stream, slot, payload, key, topic, partition, offset, now_ms);
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    state.context.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "consumer error");
-                }
-                None => {}
-            }
-            for (i, stream) in state.streams.iter_mut().enumerate() {
-                stream.tick(now_ms, &mut state.scratch);
-                state.closed.extend(state.scratch.drain(..).map(|w| (i, w)));
-            }
-            // Windows are scored in the order they closed.
-            for (stream, window) in std::mem::take(&mut state.closed) {
-                state.emit(stream, window);
-            }
-            if state.commit_retry_at.elapsed() >= Duration::from_secs(1)
-                && state.context.commit_failed.swap(false, Ordering::SeqCst)
-            {
-                state.commit_retry_at = Instant::now();
-                for source in &mut state.sources {
-                    source.committed = -1;
-                }
-                commit(&self.consumer, state, CommitMode::Async);
-            }
-            let due = state.last_checkpoint_at.elapsed() >= state.checkpoint_interval;
-            if (due && (state.dirty || state.checkpoint_failure.is_some()))
-                || state.unsent.len() >= UNSENT_LIMIT
-            {
-                if let Err(e) = state.advance(&self.consumer, CommitMode::Async) {
-                    break Err(e);
-                }
-            }
-        };
-        let finished = if self.state.dirty || !self.state.unsent.is_empty() {
-            self.state.advance(&self.consumer, CommitMode::Sync)
-        } else {
-            Ok(())
-        };
-        if let Some(dl) = &self.state.dead_letters {
-            dl.flush(Duration::from_secs(5));
-        }
-        close_consumer(self.consumer);
+    /// the outputs, commits and returns. Two threads: this one polls and batches
+    /// ([`feed::Feeder`]); a pipeline thread decodes, windows, scores and checkpoints.
+    /// The records polled are all processed; open windows stay open in the checkpoint
+    /// and continue on the next start.
+    pub fn run(self, shutdown: Arc<AtomicBool>) -> Result<(), MonitorError> {
+        let Monitor { consumer, mut state } = self;
+        let topics: Vec<String> = state.routes.keys().cloned().collect();
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+        tracing::info!(topics = ?topics, streams = state.streams.len(), "monitor started");
+        let routes = std::mem::take(&mut state.routes);
+        let mut feeder =
+            feed::Feeder::new(consumer, state.context.clone(), routes, state.sources.len() as u32);
+        let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT);
+        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT + 2);
+        let (control_tx, control_rx) = std::sync::mpsc::channel();
+        let pipeline = std::thread::Builder::new()
+            .name("driftscope-pipeline".into())
+            .spawn(move || state.run(batch_rx, spare_tx, control_tx))
+            .map_err(MonitorError::Thread)?;
+        feeder.run(&shutdown, batch_tx, &spare_rx, &control_rx);
+        // The pipeline finishes the batches sent, writes its last checkpoint and asks
+        // for the last commit, which is made here, synchronously.
+        let result = pipeline.join().unwrap_or(Err(MonitorError::Panicked));
+        feeder.apply_controls(&control_rx);
+        close_consumer(feeder.consumer);
         tracing::info!("monitor stopped");
-        result.and(finished)
+        result
     }
 }
 
 impl Pipeline {
+    /// The pipeline thread: takes batches until the consumer thread hangs up; ticks the
+    /// clock, scores closed windows and checkpoints in between.
+    fn run(
+        mut self,
+        batches: std::sync::mpsc::Receiver<feed::Batch>,
+        spare: std::sync::mpsc::SyncSender<feed::Batch>,
+        controls: std::sync::mpsc::Sender<feed::Control>,
+    ) -> Result<(), MonitorError> {
+        for window in std::mem::take(&mut self.replay) {
+            self.reports.blocking_send(window).map_err(|_| MonitorError::OutputsGone)?;
+        }
+        let result = loop {
+            match batches.recv_timeout(Duration::from_millis(100)) {
+                Ok(batch) => {
+                    self.take_batch(&batch);
+                    let _ = spare.try_send(batch);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
+            }
+            let now_ms = now_ms();
+            for (i, stream) in self.streams.iter_mut().enumerate() {
+                stream.tick(now_ms, &mut self.scratch);
+                self.closed.extend(self.scratch.drain(..).map(|w| (i, w)));
+            }
+            // Windows are scored in the order they closed.
+            for (stream, window) in std::mem::take(&mut self.closed) {
+                self.emit(stream, window);
+            }
+            let due = self.last_checkpoint_at.elapsed() >= self.checkpoint_interval;
+            if (due && (self.dirty || self.checkpoint_failure.is_some())) || self.unsent.len() >= UNSENT_LIMIT
+            {
+                if let Err(e) = self.advance(&controls, CommitMode::Async) {
+                    break Err(e);
+                }
+            }
+        };
+        let finished = if self.dirty || !self.unsent.is_empty() {
+            self.advance(&controls, CommitMode::Sync)
+        } else {
+            self.send_commit(&controls, CommitMode::Sync);
+            Ok(())
+        };
+        if let Some(dl) = &self.dead_letters {
+            dl.flush(Duration::from_secs(5));
+        }
+        result.and(finished)
+    }
+
+    /// Folds a batch from the consumer thread in.
+    fn take_batch(&mut self, batch: &feed::Batch) {
+        if batch.revoked {
+            self.roll_back();
+        }
+        for new in &batch.new_sources {
+            // Slots are numbered in the order the consumer thread met the partitions,
+            // continuing after those of the restored checkpoint.
+            debug_assert_eq!(new.slot as usize, self.sources.len());
+            if new.slot as usize == self.sources.len() {
+                self.sources.push(Source {
+                    topic: new.topic.clone(),
+                    partition: new.partition,
+                    stream: new.stream,
+                    next: None,
+                    saved: None,
+                });
+            }
+        }
+        for record in &batch.records {
+            let Some(source) = self.sources.get_mut(record.slot as usize) else { continue };
+            let stream = source.stream;
+            if source.saved.is_some_and(|saved| record.offset < saved) {
+                // Read again after a restart: the checkpoint already holds it.
+                self.telemetry.records_replayed.with_label_values(&[&self.streams[stream].name]).inc();
+                continue;
+            }
+            source.next = Some(record.offset + 1);
+            self.dirty = true;
+            let payload = batch.bytes_of(record.payload);
+            let key = record.key.map(|k| batch.bytes_of(k));
+            self.process(stream, record.slot, payload, key, record.offset, record.time_ms);
+        }
+    }
+
     fn source_slot(&mut self, topic: &str, partition: i32) -> Option<(usize, u32)> {
         let route = self.routes.get_mut(topic)?;
         let p = usize::try_from(partition).ok()?;
@@ -320,7 +347,6 @@ impl Pipeline {
                     stream: route.stream,
                     next: None,
                     saved: None,
-                    committed: -1,
                 });
                 route.slots[p] = Some(slot);
                 slot
@@ -336,8 +362,6 @@ impl Pipeline {
         slot: u32,
         payload: &[u8],
         key: Option<&[u8]>,
-        topic: &str,
-        partition: i32,
         offset: i64,
         now_ms: i64,
     ) {
@@ -367,6 +391,10 @@ impl Pipeline {
             pending.remove(&state.name);
         }
         if let Err(bad) = outcome {
+            let (topic, partition) = match self.sources.get(slot as usize) {
+                Some(source) => (source.topic.as_str(), source.partition),
+                None => ("", -1),
+            };
             state.counters.invalid(bad.reason);
             if let Some(dl) = &self.dead_letters {
                 dl.send(key, payload, bad.reason, topic, partition, offset);
@@ -427,7 +455,11 @@ impl Pipeline {
     /// commits the offsets it covers. When the checkpoint cannot be written the
     /// consumer is paused (not ready, nothing reported or committed) and the write is
     /// retried every interval.
-    fn advance(&mut self, consumer: &BaseConsumer<ArcContext>, mode: CommitMode) -> Result<(), MonitorError> {
+    fn advance(
+        &mut self,
+        controls: &std::sync::mpsc::Sender<feed::Control>,
+        mode: CommitMode,
+    ) -> Result<(), MonitorError> {
         self.last_checkpoint_at = Instant::now();
         let checkpoint = self.checkpoint();
         match checkpoint::save(&self.checkpoint_path, &checkpoint) {
@@ -441,9 +473,7 @@ impl Pipeline {
                     }
                 }
                 if self.paused {
-                    if let Ok(assignment) = consumer.assignment() {
-                        let _ = consumer.resume(&assignment);
-                    }
+                    let _ = controls.send(feed::Control::Pause(false));
                     self.paused = false;
                 }
             }
@@ -457,10 +487,8 @@ impl Pipeline {
                     *guard = Some(message.clone());
                 }
                 self.checkpoint_failure = Some(message);
-                if !self.paused
-                    && let Ok(assignment) = consumer.assignment()
-                    && consumer.pause(&assignment).is_ok()
-                {
+                if !self.paused {
+                    let _ = controls.send(feed::Control::Pause(true));
                     self.paused = true;
                 }
                 return Ok(());
@@ -476,8 +504,19 @@ impl Pipeline {
         for window in std::mem::take(&mut self.unsent) {
             self.reports.blocking_send(window).map_err(|_| MonitorError::OutputsGone)?;
         }
-        commit(consumer, self, mode);
+        self.send_commit(controls, mode);
         Ok(())
+    }
+
+    /// Asks the consumer thread to commit the last checkpoint's positions, and
+    /// publishes them for the commit before a rebalance.
+    fn send_commit(&self, controls: &std::sync::mpsc::Sender<feed::Control>, mode: CommitMode) {
+        let offsets: Vec<(String, i32, i64)> =
+            self.sources.iter().filter_map(|s| Some((s.topic.clone(), s.partition, s.saved?))).collect();
+        if let Ok(mut guard) = self.context.safe.lock() {
+            guard.extend(offsets.iter().map(|(t, p, o)| ((t.clone(), *p), *o)));
+        }
+        let _ = controls.send(feed::Control::Commit(offsets, mode));
     }
 
     /// The state as it is now. Positions are the next unread offsets, except where a
@@ -651,37 +690,6 @@ impl Pipeline {
         self.dirty = false;
         self.paused = false;
         tracing::info!("partitions revoked: rolled back to the last checkpoint");
-    }
-}
-
-/// Commits, per partition, the position of the last checkpoint, whenever that moved
-/// forward, and publishes it for the commit before a rebalance.
-fn commit(consumer: &BaseConsumer<ArcContext>, state: &mut Pipeline, mode: CommitMode) {
-    let mut list = TopicPartitionList::new();
-    let mut safe = Vec::new();
-    for source in state.sources.iter_mut() {
-        let Some(offset) = source.saved else { continue };
-        if offset > source.committed
-            && list.add_partition_offset(&source.topic, source.partition, Offset::Offset(offset)).is_ok()
-        {
-            source.committed = offset;
-        }
-        safe.push(((source.topic.clone(), source.partition), offset));
-    }
-    if let Ok(mut guard) = state.context.safe.lock() {
-        guard.extend(safe);
-    }
-    if list.count() > 0
-        && let Err(e) = consumer.commit(&list, mode)
-    {
-        tracing::warn!(error = %e, "offset commit failed; it is retried after the next checkpoint");
-        for elem in list.elements() {
-            if let Some(source) =
-                state.sources.iter_mut().find(|s| s.topic == elem.topic() && s.partition == elem.partition())
-            {
-                source.committed = -1;
-            }
-        }
     }
 }
 

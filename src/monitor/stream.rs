@@ -284,6 +284,11 @@ impl StreamState {
                             }
                         }
                         self.windower.after_record(closed);
+                        if self.event_time {
+                            // The watermark moves with the records: close what it passed
+                            // before the next record, which may be late for it.
+                            self.windower.advance(now_ms, true, closed);
+                        }
                     }
                 }
             }
@@ -347,6 +352,9 @@ impl StreamState {
                                     }
                                 }
                                 self.windower.after_record(closed);
+                                if self.event_time {
+                                    self.windower.advance(now_ms, true, closed);
+                                }
                             }
                         }
                         row = end;
