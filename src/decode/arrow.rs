@@ -181,7 +181,7 @@ fn check_file_blocks(payload: &[u8]) -> Result<(), ArrowRecordError> {
             .checked_add(block.bodyLength())
             .and_then(|n| n.checked_add(block.offset()))
             .filter(|_| block.offset() >= 0 && block.metaDataLength() >= 0 && block.bodyLength() >= 0);
-        if !end.is_some_and(|end| end <= payload.len() as i64) {
+        if end.is_none_or(|end| end > payload.len() as i64) {
             return Err(bad("a block lies outside the message"));
         }
     }
