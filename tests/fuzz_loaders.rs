@@ -125,3 +125,34 @@ fn the_seeds_themselves_are_valid() {
     let bindings = vec![ColumnBinding { column: "x".into(), feature: 0, kind: FeatureKind::Numeric }];
     assert_eq!(decode_ipc_message(&valid_ipc(), &bindings).unwrap()[0].num_rows(), 3);
 }
+
+/// An Arrow IPC file whose footer declares a record batch body of 1 TiB: refused before
+/// the file reader allocates it (found by the arrow_ipc libFuzzer target, where the
+/// allocation aborted the process).
+#[test]
+fn arrow_file_with_a_block_beyond_the_message_is_refused() {
+    let batch = {
+        let stream = valid_ipc();
+        let reader = arrow::ipc::reader::StreamReader::try_new(&stream[..], None).unwrap();
+        reader.into_iter().next().unwrap().unwrap()
+    };
+    let mut file = Vec::new();
+    let mut w = arrow::ipc::writer::FileWriter::try_new(&mut file, &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    let bindings = vec![ColumnBinding { column: "x".into(), feature: 0, kind: FeatureKind::Numeric }];
+    assert_eq!(decode_ipc_message(&file, &bindings).unwrap()[0].num_rows(), 3);
+
+    // Patch the block's bodyLength (an i64 in the footer, near the end) to 1 TiB.
+    let trailer = file.len() - 10;
+    let footer_len = i32::from_le_bytes(file[trailer..trailer + 4].try_into().unwrap()) as usize;
+    let footer = arrow::ipc::root_as_footer(&file[trailer - footer_len..trailer]).unwrap();
+    let body = footer.recordBatches().unwrap().get(0).bodyLength().to_le_bytes();
+    let at = (trailer - footer_len..trailer - 8).rev().find(|&i| file[i..i + 8] == body).expect("bodyLength");
+    file[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    let e = decode_ipc_message(&file, &bindings).unwrap_err();
+    assert_eq!(e.reason(), "undecodable_arrow", "{e}");
+    // Refused by the footer check, not by a failed allocation.
+    assert!(e.to_string().contains("a block lies outside the message"), "{e}");
+}

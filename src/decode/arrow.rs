@@ -140,6 +140,7 @@ pub fn decode_ipc_message(
 fn read_ipc(payload: &[u8], bindings: &[ColumnBinding]) -> Result<Vec<RecordBatch>, ArrowRecordError> {
     let undecodable = |e: arrow::error::ArrowError| ArrowRecordError::Undecodable(e.to_string());
     let batches: Vec<RecordBatch> = if payload.starts_with(b"ARROW1") {
+        check_file_blocks(payload)?;
         let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(payload), None)
             .map_err(undecodable)?;
         reader.collect::<Result<_, _>>().map_err(undecodable)?
@@ -158,6 +159,33 @@ fn read_ipc(payload: &[u8], bindings: &[ColumnBinding]) -> Result<Vec<RecordBatc
         return Err(ArrowRecordError::WrongSchema);
     }
     Ok(batches)
+}
+
+/// Refuses an Arrow IPC file whose footer points outside the payload. The file reader
+/// allocates each block's declared length before reading it, so a corrupt footer in a
+/// small message could ask for terabytes (found by the arrow_ipc fuzz target); every
+/// block of a message held in memory must lie within it.
+fn check_file_blocks(payload: &[u8]) -> Result<(), ArrowRecordError> {
+    let bad = |why: &str| ArrowRecordError::Undecodable(format!("Arrow IPC file footer: {why}"));
+    // ... footer, footer length (i32 LE), "ARROW1"
+    let trailer = payload.len().checked_sub(10).ok_or_else(|| bad("too short"))?;
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&payload[trailer..trailer + 4]);
+    let footer_len = usize::try_from(i32::from_le_bytes(len)).map_err(|_| bad("negative length"))?;
+    let start = trailer.checked_sub(footer_len).ok_or_else(|| bad("longer than the message"))?;
+    let footer = arrow::ipc::root_as_footer(&payload[start..trailer]).map_err(|e| bad(&e.to_string()))?;
+    let blocks =
+        footer.dictionaries().into_iter().flatten().chain(footer.recordBatches().into_iter().flatten());
+    for block in blocks {
+        let end = i64::from(block.metaDataLength())
+            .checked_add(block.bodyLength())
+            .and_then(|n| n.checked_add(block.offset()))
+            .filter(|_| block.offset() >= 0 && block.metaDataLength() >= 0 && block.bodyLength() >= 0);
+        if end.is_none_or(|end| end > payload.len() as i64) {
+            return Err(bad("a block lies outside the message"));
+        }
+    }
+    Ok(())
 }
 
 /// Event times (ms since the epoch) of a batch's rows from `column`: timestamps of any

@@ -1,0 +1,418 @@
+//! The bodies of driftscope's fuzz targets: one function per target, taking the raw
+//! input bytes and panicking only when an invariant is broken.
+//!
+//! Two callers share them, so that what libFuzzer explores and what the test suite
+//! replays are the very same code:
+//! * `fuzz/fuzz_targets/<target>.rs`, the libFuzzer entry points run by `cargo fuzz`
+//!   (nightly, see `scripts/fuzz.sh`);
+//! * `tests/fuzz_corpus.rs` in the main crate, which includes this file as a module
+//!   (`#[path]`) and replays every committed corpus and regression input on stable Rust.
+//!
+//! Only driftscope's public API, `arrow`, `serde_json` and `toml` are used here, because
+//! both crates must compile this file with their own dependencies.
+//!
+//! # Adding a target (e.g. the checkpoint loader)
+//! 1. Here: `pub fn checkpoint(data: &[u8])` that feeds `data` to the loader and
+//!    asserts its contract (a typed error naming the problem, or a value that passes
+//!    the loader's own validation and survives a save/load round trip), and add it to
+//!    [`TARGETS`].
+//! 2. `fuzz/fuzz_targets/checkpoint.rs`: a copy of `profile.rs` calling
+//!    `driftscope_fuzz::checkpoint`, and a `[[bin]]` entry in `fuzz/Cargo.toml`.
+//! 3. Seeds in `fuzz/corpus/checkpoint/` (a few valid checkpoints written by the real
+//!    code), then `scripts/fuzz.sh 300 checkpoint` grows and minimises the corpus.
+//!
+//! `tests/fuzz_corpus.rs` and `scripts/fuzz.sh` pick the new target up from
+//! [`TARGETS`] and `fuzz_targets/` respectively.
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use driftscope::config::{Config, ConfigError, MessageFormat};
+use driftscope::decode::arrow::{ColumnBinding, decode_ipc_message, event_times_ms, fold_batch};
+use driftscope::decode::json::{JsonDecoder, JsonField, RecordError};
+use driftscope::stats::report::WindowInfo;
+use driftscope::stats::sketch::FeatureSketch;
+use driftscope::stats::{
+    DriftSettings, FeatureKind, FeatureSpec, Profile, ProfileBuilder, Reference, ValueSink, WindowSketch,
+    score_window,
+};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+/// A target's body: panics when an invariant fails on `data`.
+pub type Target = fn(&[u8]);
+
+/// Every target by the name of its `fuzz_targets/` file and `fuzz/corpus/` folder.
+pub const TARGETS: &[(&str, Target)] =
+    &[("json_decode", json_decode), ("arrow_ipc", arrow_ipc), ("config", config), ("profile", profile)];
+
+/// Settings for the fuzzed references: one value is enough to be scored, so every
+/// input that yields a value reaches the metrics, not just those with 100 rows.
+fn fuzz_settings() -> DriftSettings {
+    DriftSettings { min_samples: 1, cdf_resolution: 256, max_categories: 8, ..DriftSettings::default() }
+}
+
+// ---------------------------------------------------------------------------------
+// JSON records.
+
+/// A cut-down version of the benchmark's record shape (`benches/json_decode.rs`): a few
+/// numeric and categorical top-level fields, a nested object, and a key that needs a
+/// pointer escape. Kept small so that the fuzzer finds the monitored keys often.
+pub const JSON_FIELDS: &[(&str, FeatureKind)] = &[
+    ("/f0", FeatureKind::Numeric),
+    ("/f1", FeatureKind::Numeric),
+    ("/c0", FeatureKind::Categorical),
+    ("/c1", FeatureKind::Categorical),
+    ("/score", FeatureKind::Numeric),
+    ("/model/version", FeatureKind::Numeric),
+    ("/model/name", FeatureKind::Categorical),
+    ("/a~1b", FeatureKind::Numeric),
+];
+
+/// The event-time pointer of the JSON target.
+pub const JSON_EVENT_TIME: &str = "/ts";
+
+/// One call a decoder made on a sink, with floats as bits so NaN compares equal to itself.
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Records(u64),
+    Numeric(usize, u64),
+    Category(usize, String),
+    Missing(usize),
+    Invalid(usize),
+}
+
+#[derive(Default)]
+struct Recorder(Vec<Call>);
+
+impl ValueSink for Recorder {
+    fn add_records(&mut self, n: u64) {
+        self.0.push(Call::Records(n));
+    }
+    fn numeric(&mut self, feature: usize, x: f64) {
+        self.0.push(Call::Numeric(feature, x.to_bits()));
+    }
+    fn category(&mut self, feature: usize, value: &str) {
+        self.0.push(Call::Category(feature, value.to_owned()));
+    }
+    fn missing(&mut self, feature: usize) {
+        self.0.push(Call::Missing(feature));
+    }
+    fn invalid(&mut self, feature: usize) {
+        self.0.push(Call::Invalid(feature));
+    }
+}
+
+impl Call {
+    fn feature(&self) -> Option<usize> {
+        match self {
+            Call::Records(_) => None,
+            Call::Numeric(f, _) | Call::Category(f, _) | Call::Missing(f) | Call::Invalid(f) => Some(*f),
+        }
+    }
+}
+
+/// What one message gave: the decode result, the sink calls and the event time.
+type Decoded = (Result<(), RecordError>, Vec<Call>, Option<Result<i64, ()>>);
+
+/// Decodes, applies and reads the event time: what the monitor does per message.
+fn decode_once(decoder: &mut JsonDecoder, payload: &[u8]) -> Decoded {
+    let result = decoder.decode(payload);
+    let mut sink = Recorder::default();
+    decoder.apply(&mut sink);
+    (result, sink.0, decoder.event_time_ms())
+}
+
+/// `JsonDecoder` on arbitrary bytes. Invariants:
+/// * no panic, and an error is one of the three typed reasons;
+/// * a rejected record reaches no sink and has no event time; an accepted one is one
+///   record with exactly one call per field, in configuration order;
+/// * decoding is a function of the payload: the same bytes decoded again after another
+///   record give the same calls (no state leaks through the reused buffers);
+/// * agreement with serde_json: every payload serde_json reads as an object is accepted,
+///   every other JSON value is `not_an_object`, and anything accepted that serde_json's
+///   grammar check refuses contains one of the spec's non-standard tokens
+///   (`NaN`/`Infinity`), the only extension the decoder makes to the grammar.
+pub fn json_decode(payload: &[u8]) {
+    let fields: Vec<JsonField> = JSON_FIELDS
+        .iter()
+        .enumerate()
+        .map(|(feature, (pointer, kind))| JsonField { pointer: (*pointer).into(), feature, kind: *kind })
+        .collect();
+    let mut decoder = JsonDecoder::new(&fields, Some(JSON_EVENT_TIME)).expect("the target's own fields");
+    let first = decode_once(&mut decoder, payload);
+    let (result, calls, event_time) = &first;
+    match result {
+        Ok(()) => {
+            assert_eq!(calls.first(), Some(&Call::Records(1)), "an accepted record counts once");
+            let features: Vec<Option<usize>> = calls[1..].iter().map(Call::feature).collect();
+            let expected: Vec<Option<usize>> = (0..fields.len()).map(Some).collect();
+            assert_eq!(features, expected, "one call per field, in configuration order");
+        }
+        Err(e) => {
+            assert!(calls.is_empty(), "a rejected record reached the sink: {calls:?}");
+            assert_eq!(*event_time, None, "a rejected record has no event time");
+            assert!(["empty", "malformed_json", "not_an_object"].contains(&e.reason()), "{e}");
+        }
+    }
+
+    // The same bytes again, after a record that fills every scratch buffer.
+    let other = br#"{"f0": 1.5, "f1": "x", "c0": "red", "c1": 7, "score": 0.25,
+        "model": {"version": 3, "name": "ranker"}, "a/b": -1, "ts": "2024-05-01T12:00:00Z"}"#;
+    assert_eq!(decoder.decode(other), Ok(()));
+    assert_eq!(decode_once(&mut decoder, payload), first, "decoding depends on the previous record");
+
+    let only_whitespace = payload.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if only_whitespace {
+        assert_eq!(*result, Err(RecordError::Empty));
+    }
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::Object(_)) => {
+            assert_eq!(*result, Ok(()), "serde_json reads an object the decoder refused");
+        }
+        Ok(_) => assert_eq!(*result, Err(RecordError::NotAnObject)),
+        Err(_) => {}
+    }
+    if result.is_ok() && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
+        let has = |token: &[u8]| payload.windows(token.len()).any(|w| w == token);
+        assert!(
+            has(b"NaN") || has(b"Infinity"),
+            "accepted a record that is not JSON and has no NaN/Infinity token"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Arrow IPC messages.
+
+/// The columns the Arrow target monitors: a numeric, a categorical, and a numeric one
+/// that the seeds send as text (the parse-numbers-from-strings path). Event time: `ts`.
+pub fn arrow_bindings() -> Vec<ColumnBinding> {
+    vec![
+        ColumnBinding { column: "x".into(), feature: 0, kind: FeatureKind::Numeric },
+        ColumnBinding { column: "c".into(), feature: 1, kind: FeatureKind::Categorical },
+        ColumnBinding { column: "y".into(), feature: 2, kind: FeatureKind::Numeric },
+    ]
+}
+
+/// The event-time column of the Arrow target.
+pub const ARROW_EVENT_TIME: &str = "ts";
+
+/// A reference for the Arrow target's columns, built once from a few values through
+/// the same builder `reference build` uses.
+fn arrow_reference() -> &'static Reference {
+    static REFERENCE: OnceLock<Reference> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let settings = fuzz_settings();
+        let specs = vec![
+            FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 },
+            FeatureSpec { name: "c".into(), kind: FeatureKind::Categorical, bins: 10 },
+            FeatureSpec { name: "y".into(), kind: FeatureKind::Numeric, bins: 10 },
+        ];
+        let mut builder = ProfileBuilder::new(specs, settings.cdf_resolution, settings.max_categories);
+        builder.add_records(200);
+        for i in 0..200u32 {
+            builder.numeric(0, f64::from(i % 17) - 8.0);
+            builder.category(1, ["a", "b", "c", "d"][i as usize % 4]);
+            builder.numeric(2, f64::from(i) * 0.5);
+        }
+        let profile = builder.finish("fuzz".into(), "2024-05-01T00:00:00Z".into());
+        Reference::new(profile, settings, &BTreeMap::new()).expect("the target's own reference")
+    })
+}
+
+/// Per feature: (values counted, non-finite, missing, invalid).
+fn tallies(sketch: &WindowSketch) -> Vec<(u64, u64, u64, u64)> {
+    sketch
+        .features
+        .iter()
+        .map(|f| match f {
+            FeatureSketch::Numeric(s) => (s.count(), s.non_finite, s.missing, s.invalid),
+            FeatureSketch::Categorical(s) => (s.count(), 0, s.missing, s.invalid),
+        })
+        .collect()
+}
+
+/// `decode_ipc_message`, then the event times and the fold into a window sketch, then
+/// scoring, as `run` does for an Arrow stream. Invariants:
+/// * no panic escapes (the decoder catches arrow's own panics on corrupt buffers), and
+///   an error is one of the two typed reasons;
+/// * every row of a decoded batch is accounted for exactly once per feature (a value,
+///   a non-finite, a missing or an invalid), and folding a batch in two slices (as the
+///   monitor does at pane boundaries) counts the same as folding it whole;
+/// * one event time slot per row; the window scores and its report serialises.
+pub fn arrow_ipc(payload: &[u8]) {
+    let bindings = arrow_bindings();
+    let reference = arrow_reference();
+    let batches = match decode_ipc_message(payload, &bindings) {
+        Ok(batches) => batches,
+        Err(e) => {
+            assert!(["undecodable_arrow", "wrong_schema"].contains(&e.reason()), "{e}");
+            return;
+        }
+    };
+    let mut whole = reference.new_window();
+    let mut sliced = reference.new_window();
+    let mut rows = 0u64;
+    for batch in &batches {
+        assert_eq!(event_times_ms(batch, ARROW_EVENT_TIME).len(), batch.num_rows());
+        fold_batch(batch, &bindings, &mut whole);
+        let cut = batch.num_rows() / 2;
+        fold_batch(&batch.slice(0, cut), &bindings, &mut sliced);
+        fold_batch(&batch.slice(cut, batch.num_rows() - cut), &bindings, &mut sliced);
+        rows += batch.num_rows() as u64;
+    }
+    assert_eq!(whole.records, rows);
+    assert_eq!(sliced.records, rows);
+    let counts = tallies(&whole);
+    for (feature, (values, non_finite, missing, invalid)) in counts.iter().enumerate() {
+        assert_eq!(values + non_finite + missing + invalid, rows, "feature {feature}: rows lost or doubled");
+    }
+    assert_eq!(tallies(&sliced), counts, "folding in slices differs from folding whole");
+    let report = score_window(reference, &whole, WindowInfo::default());
+    assert_eq!(report.window.records, rows);
+    for f in &report.features {
+        assert!((0.0..=1.0).contains(&f.missing_share), "{}: missing_share {}", f.name, f.missing_share);
+    }
+    serde_json::to_vec(&report).expect("a report serialises");
+}
+
+/// A small valid Arrow IPC stream with the target's columns, for seeds and tests.
+pub fn arrow_seed_message(rows: usize) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("x", DataType::Float64, true),
+        Field::new("c", DataType::Utf8, true),
+        Field::new("y", DataType::Utf8, true),
+        Field::new(ARROW_EVENT_TIME, DataType::Int64, true),
+    ]));
+    let x: Float64Array =
+        (0..rows).map(|i| if i % 5 == 4 { None } else { Some(i as f64 * 0.75 - 2.0) }).collect();
+    let c: StringArray =
+        (0..rows).map(|i| if i % 7 == 6 { None } else { Some(["a", "b", "z"][i % 3]) }).collect();
+    let y: StringArray =
+        (0..rows).map(|i| Some(if i % 4 == 3 { "n/a".to_string() } else { i.to_string() })).collect();
+    let ts: Int64Array = (0..rows).map(|i| Some(1_714_564_800_000 + i as i64 * 1000)).collect();
+    let columns: Vec<ArrayRef> = vec![Arc::new(x), Arc::new(c), Arc::new(y), Arc::new(ts)];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("seed batch");
+    let mut buf = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema).expect("seed writer");
+    writer.write(&batch).expect("seed batch written");
+    writer.finish().expect("seed stream finished");
+    drop(writer);
+    buf
+}
+
+// ---------------------------------------------------------------------------------
+// The configuration.
+
+/// `Config::from_toml` on arbitrary text, then what start-up does with a valid config.
+/// Invariants:
+/// * no panic; an error is a syntax or validation error naming the file (never an I/O
+///   error: nothing was read);
+/// * a valid config redacts, prints (`config check`) and yields its overrides; each of
+///   its JSON streams compiles a decoder for its fields or refuses them with a typed
+///   error (as `run` does at start-up);
+/// * a printed valid config without triggers or `$` reads back to the same printout
+///   (trigger secrets are never printed, and `${ENV}` expansion is not idempotent).
+pub fn config(data: &[u8]) {
+    // The loader reads the file as UTF-8 text; other bytes never reach the parser.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("fuzz.toml");
+    let config = match Config::from_toml(text, path) {
+        Ok(config) => config,
+        Err(e @ ConfigError::Read { .. }) => panic!("an I/O error from parsing text: {e}"),
+        Err(e) => {
+            assert!(e.to_string().starts_with("fuzz.toml: "), "the error does not name the file: {e}");
+            return;
+        }
+    };
+    let _ = config.overrides();
+    let printed = toml::to_string_pretty(&config.redacted());
+    for stream in config.streams.iter().filter(|s| s.format == MessageFormat::Json) {
+        let fields: Vec<JsonField> = stream
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(feature, f)| JsonField {
+                pointer: f
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| format!("/{}", f.name.replace('~', "~0").replace('/', "~1"))),
+                feature,
+                kind: f.kind.unwrap_or(FeatureKind::Numeric),
+            })
+            .collect();
+        let _ = JsonDecoder::new(&fields, stream.event_time_field.as_deref());
+    }
+    if let Ok(printed) = printed
+        && config.triggers.is_empty()
+        && !text.contains('$')
+    {
+        let again = Config::from_toml(&printed, path)
+            .unwrap_or_else(|e| panic!("a printed config does not read back: {e}\n{printed}"));
+        let reprinted = toml::to_string_pretty(&again.redacted()).expect("printed once already");
+        assert_eq!(reprinted, printed, "a printed config reads back differently");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Reference profiles.
+
+/// `Profile::from_json` on arbitrary bytes, then what `run` and `score` do with a
+/// loaded profile: a `Reference` for scoring, a window sketch fed with values at and
+/// around the profile's own edges and categories, and a scored report. Invariants:
+/// * no panic, and errors are typed (`ProfileError`);
+/// * a loaded profile passes its own validation and survives a save/load round trip;
+/// * a reference can be built from any loaded profile with no overrides, and scoring a
+///   window against it yields no NaN score and shares in [0, 1].
+pub fn profile(data: &[u8]) {
+    let Ok(profile) = Profile::from_json(data) else {
+        return;
+    };
+    profile.validate().expect("a loaded profile is valid");
+    let saved = profile.to_json();
+    let again = Profile::from_json(&saved).expect("a saved profile loads");
+    assert_eq!(again, profile, "a profile changed in a save/load round trip");
+
+    let mut settings = fuzz_settings();
+    settings.cdf_resolution = profile.cdf_resolution;
+    let reference = match Reference::new(profile, settings, &BTreeMap::new()) {
+        Ok(reference) => reference,
+        Err(e) => panic!("a valid profile makes no reference: {e}"),
+    };
+    let mut window = reference.new_window();
+    for (i, f) in reference.profile.features.iter().enumerate() {
+        match &f.stats {
+            driftscope::stats::profile::FeatureStats::Numeric(p) => {
+                let probes = [p.min, p.max, p.mean, p.mean + p.std, f64::NAN, f64::MAX, -f64::MAX];
+                for x in probes.iter().chain(&p.bin_edges).chain(p.grid_edges.iter().take(64)) {
+                    window.add_records(1);
+                    window.numeric(i, *x);
+                }
+            }
+            driftscope::stats::profile::FeatureStats::Categorical(p) => {
+                for c in p.categories.iter().take(64) {
+                    window.add_records(1);
+                    window.category(i, &c.name);
+                }
+                window.add_records(2);
+                window.category(i, "a category the reference never saw");
+                window.missing(i);
+            }
+        }
+    }
+    let report = score_window(&reference, &window, WindowInfo::default());
+    for f in &report.features {
+        assert!((0.0..=1.0).contains(&f.missing_share), "{}: missing_share {}", f.name, f.missing_share);
+        // Infinite scores are possible and decided as drift (a value near f64::MAX
+        // against a reference std near the floor overflows wasserstein); NaN never is,
+        // as it compares false with every threshold and would hide drift.
+        for (metric, score) in &f.scores {
+            assert!(!score.is_nan(), "{}: {metric} is NaN", f.name);
+        }
+    }
+    serde_json::to_vec(&report).expect("a report serialises");
+}
