@@ -81,6 +81,9 @@ fn write_seed_corpus() {
     for (name, p) in seeds::profiles(repo) {
         seeds.push(("profile", format!("seed-{name}.json"), p));
     }
+    for (i, c) in targets::checkpoint_seeds().into_iter().enumerate() {
+        seeds.push(("checkpoint", format!("seed-{i}.bin"), c));
+    }
 
     for (target, name, bytes) in &seeds {
         let run = targets::TARGETS.iter().find(|(t, _)| t == target).expect("known target").1;

@@ -11,7 +11,7 @@
 //! Only driftscope's public API, `arrow`, `serde_json` and `toml` are used here, because
 //! both crates must compile this file with their own dependencies.
 //!
-//! # Adding a target (e.g. the checkpoint loader)
+//! # Adding a target (as `checkpoint` was)
 //! 1. Here: `pub fn checkpoint(data: &[u8])` that feeds `data` to the loader and
 //!    asserts its contract (a typed error naming the problem, or a value that passes
 //!    the loader's own validation and survives a save/load round trip), and add it to
@@ -44,8 +44,13 @@ use std::sync::{Arc, OnceLock};
 pub type Target = fn(&[u8]);
 
 /// Every target by the name of its `fuzz_targets/` file and `fuzz/corpus/` folder.
-pub const TARGETS: &[(&str, Target)] =
-    &[("json_decode", json_decode), ("arrow_ipc", arrow_ipc), ("config", config), ("profile", profile)];
+pub const TARGETS: &[(&str, Target)] = &[
+    ("json_decode", json_decode),
+    ("arrow_ipc", arrow_ipc),
+    ("config", config),
+    ("profile", profile),
+    ("checkpoint", checkpoint),
+];
 
 /// Settings for the fuzzed references: one value is enough to be scored, so every
 /// input that yields a value reaches the metrics, not just those with 100 rows.
@@ -415,4 +420,99 @@ pub fn profile(data: &[u8]) {
         }
     }
     serde_json::to_vec(&report).expect("a report serialises");
+}
+
+// ---------------------------------------------------------------------------------
+// Checkpoints.
+
+/// The checkpoint loader. The first byte picks what the rest is: 0, a whole file
+/// (header checks: magic, version, length, checksum); otherwise a payload framed with a
+/// valid header, so the fuzzer reaches the MessagePack decoder and the restore checks
+/// past the checksum. Contract: a typed error naming the file, or a checkpoint that
+/// encodes and decodes to the same, whose open windows either restore onto the
+/// reference they fit (and snapshot back to the same state) or are refused by message.
+pub fn checkpoint(data: &[u8]) {
+    use driftscope::monitor::checkpoint::{self as ckpt, CheckpointError};
+    use driftscope::stats::window::{PaneClock, WindowSpec, Windower};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let path = Path::new("/state/checkpoint.bin");
+    let bytes = if mode == 0 { rest.to_vec() } else { ckpt::frame(rest) };
+    let saved = match ckpt::decode(path, &bytes) {
+        Ok(saved) => saved,
+        Err(e) => {
+            assert!(e.to_string().contains("/state/checkpoint.bin"), "error does not name the file: {e}");
+            if mode != 0 {
+                assert!(
+                    matches!(e, CheckpointError::Corrupt { .. }),
+                    "a framed payload is only ever corrupt: {e}"
+                );
+            }
+            return;
+        }
+    };
+    let again = ckpt::encode(&saved).expect("a decoded checkpoint encodes");
+    let back = ckpt::decode(path, &again).expect("and decodes again");
+    assert_eq!(back.sources, saved.sources);
+    assert_eq!(back.streams.len(), saved.streams.len());
+    let reference = arrow_reference();
+    for stream in &saved.streams {
+        let _ = stream.recent.iter().map(|r| r.window.index).max();
+        let _ = saved.open_records();
+        let Some(state) = &stream.windower else { continue };
+        for spec in [
+            WindowSpec { clock: PaneClock::Records(10), panes_per_window: 1 },
+            WindowSpec { clock: PaneClock::Millis { pane_ms: 1000, lateness_ms: 0 }, panes_per_window: 3 },
+        ] {
+            let mut windower = Windower::new(spec);
+            if windower.restore(reference, state).is_ok() {
+                assert_eq!(&windower.snapshot(), state, "a restored windower snapshots back to its state");
+            }
+        }
+    }
+}
+
+/// Seeds for the `checkpoint` corpus: checkpoints the real code writes (empty, with
+/// open windows on the fuzz reference, with positions), whole (mode 0) and as payloads.
+pub fn checkpoint_seeds() -> Vec<Vec<u8>> {
+    use driftscope::monitor::checkpoint::{self as ckpt, Checkpoint, SourcePosition, StreamCheckpoint};
+    use driftscope::stats::window::{PaneClock, WindowSpec, Windower};
+    let reference = arrow_reference();
+    let mut windower = Windower::new(WindowSpec { clock: PaneClock::Records(10), panes_per_window: 1 });
+    if let Ok(pane) = windower.pane_for(0, reference) {
+        pane.cover(0, 7, 1_700_000_000_000);
+        pane.sketch.add_records(3);
+        for (feature, f) in reference.features.iter().enumerate() {
+            match f.kind {
+                FeatureKind::Numeric => pane.sketch.numeric(feature, 1.5),
+                FeatureKind::Categorical => pane.sketch.category(feature, "new-category"),
+            }
+            pane.sketch.missing(feature);
+        }
+    }
+    let with_windows = Checkpoint {
+        written_at_ms: 1_700_000_000_000,
+        sources: vec![SourcePosition { topic: "t".into(), partition: 0, stream: "s".into(), position: 8 }],
+        streams: vec![StreamCheckpoint {
+            name: "s".into(),
+            window: "Records(10) x 1 pane(s)".into(),
+            reference: 1,
+            windower: Some(windower.snapshot()),
+            recent: Vec::new(),
+            latest_distributions: None,
+        }],
+    };
+    let empty = Checkpoint { written_at_ms: 0, sources: Vec::new(), streams: Vec::new() };
+    let mut seeds = Vec::new();
+    for checkpoint in [empty, with_windows] {
+        let file = ckpt::encode(&checkpoint).expect("encodes");
+        let mut whole = vec![0u8];
+        whole.extend_from_slice(&file);
+        seeds.push(whole);
+        let mut payload = vec![1u8];
+        payload.extend_from_slice(&file[24..]);
+        seeds.push(payload);
+        // Cut short, as by a crash mid-write of a non-atomic copy.
+        seeds.push([&[0u8][..], &file[..file.len() / 2]].concat());
+    }
+    seeds
 }

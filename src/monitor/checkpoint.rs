@@ -99,13 +99,19 @@ pub enum CheckpointError {
 /// Encodes a checkpoint into its file bytes.
 pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, String> {
     let payload = rmp_serde::to_vec_named(checkpoint).map_err(|e| e.to_string())?;
+    Ok(frame(&payload))
+}
+
+/// The file bytes of a payload: header (magic, version, length, CRC-32) and payload.
+/// Public so the fuzz target can reach the payload decoder past the checksum.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER + payload.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&VERSION.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    Ok(bytes)
+    bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 /// Decodes file bytes; `path` only names the file in errors.
