@@ -18,6 +18,7 @@ pub struct Pipeline {
     reference: Arc<Reference>,
     closed: Vec<ClosedWindow>,
     offset: i64,
+    clock_ms: i64,
     pub windows: u64,
     pub bad: u64,
     _telemetry: Telemetry,
@@ -48,6 +49,7 @@ impl Pipeline {
             reference,
             closed: Vec::new(),
             offset: 0,
+            clock_ms: driftscope::monitor::now_ms(),
             windows: 0,
             bad: 0,
             _telemetry: telemetry,
@@ -58,15 +60,21 @@ impl Pipeline {
         &self.reference
     }
 
-    /// Folds one message in, and scores any window it closes.
+    /// Folds one message in, and scores any window it closes. As `driftscope run`
+    /// does: the clock is read once per 16 messages (by its consumer thread) and time
+    /// windows are ticked once per batch of 512 (by its pipeline thread).
     #[inline]
     pub fn process(&mut self, payload: &[u8]) {
-        let now = driftscope::monitor::now_ms();
-        if self.state.process(payload, 0, self.offset, now, &mut self.closed).is_err() {
+        if self.offset % 16 == 0 {
+            self.clock_ms = driftscope::monitor::now_ms();
+        }
+        if self.state.process(payload, 0, self.offset, self.clock_ms, &mut self.closed).is_err() {
             self.bad += 1;
         }
         self.offset += 1;
-        self.state.tick(now, &mut self.closed);
+        if self.offset % 512 == 0 {
+            self.state.tick(self.clock_ms, &mut self.closed);
+        }
         if !self.closed.is_empty() {
             self.score_closed();
         }
