@@ -69,18 +69,7 @@ fn build_reference(dir: &Path) -> std::path::PathBuf {
         let (x, c) = record(&mut rng, 0);
         csv.push_str(&format!("{x},{c}\n"));
     }
-    let data = dir.join("train.csv");
-    std::fs::write(&data, csv).unwrap();
-    let profile = dir.join("reference.profile");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_driftscope"))
-        .args(["reference", "build", "--input"])
-        .arg(&data)
-        .arg("--output")
-        .arg(&profile)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    profile
+    build_profile(dir, &csv)
 }
 
 struct Setup<'a> {

@@ -24,17 +24,7 @@ fn build_reference(dir: &Path) -> PathBuf {
     for i in 0..3_000usize {
         csv.push_str(&format!("{},{}\n", (i * 104_729) % 1000, ["a", "b", "c"][i % 3]));
     }
-    std::fs::write(dir.join("train.csv"), csv).unwrap();
-    let profile = dir.join("reference.profile");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_driftscope"))
-        .args(["reference", "build", "--input"])
-        .arg(dir.join("train.csv"))
-        .arg("--output")
-        .arg(&profile)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    profile
+    build_profile(dir, &csv)
 }
 
 /// One tumbling-count stream of 500 records; returns (config, reports file, state dir).

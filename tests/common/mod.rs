@@ -291,3 +291,21 @@ pub fn kill_hard(mut run: Driftscope) {
     let _ = run.child.wait();
     std::mem::forget(run);
 }
+
+/// Writes `csv` to `dir/train.csv` and profiles it with `driftscope reference build`;
+/// returns the profile's path.
+pub fn build_profile(dir: &Path, csv: &str) -> PathBuf {
+    let data = dir.join("train.csv");
+    std::fs::write(&data, csv).unwrap();
+    let profile = dir.join("reference.profile");
+    let status = Command::new(env!("CARGO_BIN_EXE_driftscope"))
+        .args(["reference", "build", "--input"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&profile)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "reference build");
+    profile
+}
