@@ -191,7 +191,9 @@ impl Feeder {
                 clock_ms = super::now_ms();
             }
             let full = batch.records.len() >= BATCH_RECORDS;
-            let due = !batch.records.is_empty() && (idle || started.elapsed() >= BATCH_LINGER);
+            // The linger is checked with the clock, every 16 polls, not on every message.
+            let due =
+                !batch.records.is_empty() && (idle || (polls % 16 == 0 && started.elapsed() >= BATCH_LINGER));
             if full || due || (idle && !batch.new_sources.is_empty()) {
                 batch = match hand_over(batch, &batches, spare) {
                     Some(b) => b,
