@@ -26,7 +26,7 @@ pub type LagReport = BTreeMap<(String, i32), i64>;
 /// process: rebalance notices, the commit-safe offsets, readiness and lag.
 #[derive(Default)]
 pub struct MonitorContext {
-    /// Set when partitions were revoked; the monitor drops its open windows.
+    /// Set when partitions were revoked; the monitor rolls back to its last checkpoint.
     pub revoked: AtomicBool,
     /// Partitions currently assigned to this instance.
     pub assigned: AtomicUsize,
