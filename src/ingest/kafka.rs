@@ -4,13 +4,12 @@
 use crate::config::KafkaConfig;
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,10 +29,9 @@ pub struct MonitorContext {
     pub revoked: AtomicBool,
     /// Partitions currently assigned to this instance.
     pub assigned: AtomicUsize,
-    /// The latest offsets the monitor found safe; committed synchronously before a
-    /// rebalance gives partitions up, and where a partition this instance gets back
-    /// resumes when the group's committed offset is behind it (a commit that never
-    /// reached the broker).
+    /// The offsets of the last checkpoint; committed synchronously before a rebalance
+    /// gives partitions up. (Records below them that are read again, because a commit
+    /// never reached the broker, are skipped by the monitor.)
     pub safe: Mutex<SafeOffsets>,
     /// Latest consumer lag per partition.
     pub lag: Mutex<LagReport>,
@@ -73,62 +71,6 @@ impl MonitorContext {
         }
         let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.connected.store(up, Ordering::SeqCst);
-    }
-
-    /// For assigned partitions this instance has counted records of: when the group's
-    /// committed offset is behind the safe offset (a commit was lost, e.g. sent while the
-    /// broker went down, or refused after the session expired), start at the safe offset
-    /// instead. Returns those partitions with their new offsets, to commit.
-    fn resume_after_counted(
-        &self,
-        consumer: &BaseConsumer<ArcContext>,
-        tpl: &mut TopicPartitionList,
-    ) -> TopicPartitionList {
-        let mut repaired = TopicPartitionList::new();
-        let safe = self.safe.lock().map(|s| s.clone()).unwrap_or_default();
-        let known: Vec<(String, i32, i64)> = tpl
-            .elements()
-            .iter()
-            .filter_map(|e| {
-                let key = (e.topic().to_owned(), e.partition());
-                safe.get(&key).map(|&offset| (key.0, key.1, offset))
-            })
-            .collect();
-        if known.is_empty() {
-            return repaired;
-        }
-        let mut query = TopicPartitionList::new();
-        for (topic, partition, _) in &known {
-            query.add_partition(topic, *partition);
-        }
-        let committed = match consumer.committed_offsets(query, Duration::from_secs(10)) {
-            Ok(list) => Some(list),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the group's committed offsets; resuming where the reported windows end");
-                None
-            }
-        };
-        for (topic, partition, offset) in known {
-            let group =
-                committed.as_ref().and_then(|l| l.find_partition(&topic, partition)).map(|e| e.offset());
-            let behind = match group {
-                Some(Offset::Offset(c)) => c < offset,
-                _ => true,
-            };
-            if behind
-                && tpl.set_partition_offset(&topic, partition, Offset::Offset(offset)).is_ok()
-                && repaired.add_partition_offset(&topic, partition, Offset::Offset(offset)).is_ok()
-            {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    offset,
-                    committed = ?group,
-                    "the group's committed offset is behind the records already reported; resuming after them"
-                );
-            }
-        }
-        repaired
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -207,55 +149,12 @@ impl ConsumerContext for ArcContext {
         }
     }
 
-    /// librdkafka's default rebalance (rust-rdkafka's, with the same hooks), except that
-    /// assigned partitions start where this instance's reported windows end when the
-    /// group's committed offset is behind that: records before it are already counted,
-    /// and reading them again would count them twice.
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let repaired = self.0.resume_after_counted(consumer, tpl);
-                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
-                let assigned =
-                    if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
-                if let Err(e) = assigned {
-                    tracing::error!(error = %e, "assigning partitions failed");
-                }
-                // Bring the group's committed offsets up to what is counted, so another
-                // instance (or a restart) does not count those records again either.
-                if repaired.count() > 0
-                    && let Err(e) = consumer.commit(&repaired, CommitMode::Sync)
-                {
-                    tracing::warn!(error = %e, "re-committing offsets after the assignment failed");
-                }
-                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
-                let unassigned =
-                    if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
-                if let Err(e) = unassigned {
-                    tracing::error!(error = %e, "unassigning partitions failed");
-                }
-                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
-            }
-            _ => {
-                let error = rdkafka::error::KafkaError::Rebalance(err.into());
-                tracing::error!(error = %error, "rebalance error");
-                let rebalance = Rebalance::Error(error);
-                self.pre_rebalance(consumer, &rebalance);
-                let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
-                self.post_rebalance(consumer, &rebalance);
-            }
-        }
-    }
-
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             if consumer.assignment_lost() {
                 // The group no longer knows this member: a commit would be refused. The
-                // safe offsets are kept and used when the partitions come back.
+                // monitor rolls back to its checkpoint and skips what it holds when the
+                // partitions come back; its failed commits are sent again.
                 self.0.assignment_lost.store(true, Ordering::SeqCst);
                 self.0.revoked.store(true, Ordering::SeqCst);
                 tracing::warn!(
