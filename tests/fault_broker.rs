@@ -318,37 +318,23 @@ listen = "127.0.0.1:0"
 [outputs]
 reports_file = "{reports}"
 
-[[streams]]
-name = "s"
-topics = ["{topic}"]
-format = "json"
-window = {{ type = "tumbling_count", size = {WINDOW} }}
-reference = {{ data = "{reference}" }}
-[[streams.fields]]
-name = "x"
-kind = "numeric"
-[[streams.fields]]
-name = "c"
-kind = "categorical"
-
-[[streams]]
-name = "t"
-topics = ["{timed}"]
-format = "json"
-window = {{ type = "tumbling_time", size = "{TIMED_WINDOW_SECS}s" }}
-reference = {{ data = "{reference}" }}
-[[streams.fields]]
-name = "x"
-kind = "numeric"
-[[streams.fields]]
-name = "c"
-kind = "categorical"
-"#,
+{stream_s}
+{stream_t}"#,
             group = unique("g"),
-            timed = timed,
             state = dir.path().join("state").display(),
             reports = reports.display(),
-            reference = reference.display(),
+            stream_s = xc_stream_toml(
+                "s",
+                &topic,
+                &format!("{{ type = \"tumbling_count\", size = {WINDOW} }}"),
+                &format!(r#"{{ data = "{}" }}"#, reference.display()),
+            ),
+            stream_t = xc_stream_toml(
+                "t",
+                &timed,
+                &format!("{{ type = \"tumbling_time\", size = \"{TIMED_WINDOW_SECS}s\" }}"),
+                &format!(r#"{{ data = "{}" }}"#, reference.display()),
+            ),
         ),
     )
     .unwrap();

@@ -84,25 +84,8 @@ fn write_config(setup: &Setup, dir: &Path, webhook: &str) -> (std::path::PathBuf
     let group = unique("crash");
     let reports = dir.join("reports.jsonl");
     let config = dir.join("driftscope.toml");
-    let stream = |name: &str, topic: &str, window: &str| {
-        format!(
-            r#"
-[[streams]]
-name = "{name}"
-topics = ["{topic}"]
-format = "json"
-window = {window}
-reference = {{ profile = "{profile}" }}
-[[streams.fields]]
-name = "x"
-kind = "numeric"
-[[streams.fields]]
-name = "c"
-kind = "categorical"
-"#,
-            profile = setup.profile.display()
-        )
-    };
+    let reference = format!(r#"{{ profile = "{}" }}"#, setup.profile.display());
+    let stream = |name: &str, topic: &str, window: &str| xc_stream_toml(name, topic, window, &reference);
     std::fs::write(
         &config,
         format!(

@@ -46,22 +46,15 @@ checkpoint_interval = "50ms"
 reports_file = "{reports}"
 [http]
 listen = "127.0.0.1:0"
-[[streams]]
-name = "s"
-topics = ["{topic}"]
-format = "json"
-window = {{ type = "tumbling_count", size = 500 }}
-reference = {{ profile = "{profile}" }}
-[[streams.fields]]
-name = "x"
-kind = "numeric"
-[[streams.fields]]
-name = "c"
-kind = "categorical"
-"#,
+{stream}"#,
             state = state.display(),
             reports = reports.display(),
-            profile = profile.display(),
+            stream = xc_stream_toml(
+                "s",
+                topic,
+                r#"{ type = "tumbling_count", size = 500 }"#,
+                &format!(r#"{{ profile = "{}" }}"#, profile.display()),
+            ),
         ),
     )
     .unwrap();

@@ -309,3 +309,13 @@ pub fn build_profile(dir: &Path, csv: &str) -> PathBuf {
     assert!(status.success(), "reference build");
     profile
 }
+
+/// A `[[streams]]` table: JSON stream `name` on `topic`, fields `x` (numeric) and `c`
+/// (categorical); `window` and `reference` are TOML inline tables.
+pub fn xc_stream_toml(name: &str, topic: &str, window: &str, reference: &str) -> String {
+    format!(
+        "\n[[streams]]\nname = \"{name}\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nwindow = {window}\n\
+         reference = {reference}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+         [[streams.fields]]\nname = \"c\"\nkind = \"categorical\"\n"
+    )
+}
