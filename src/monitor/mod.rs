@@ -211,10 +211,6 @@ impl Monitor {
         Ok(Monitor { consumer, state })
     }
 
-    pub fn streams(&self) -> &[StreamState] {
-        &self.state.streams
-    }
-
     /// Consumes until `shutdown` is set, then checkpoints, hands the last reports to
     /// the outputs, commits and returns. Two threads: this one polls and batches
     /// ([`feed::Feeder`]); a pipeline thread decodes, windows, scores and checkpoints.
@@ -355,7 +351,6 @@ impl Pipeline {
         Some((route.stream, slot))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn process(
         &mut self,
         stream: usize,
