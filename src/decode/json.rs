@@ -13,7 +13,11 @@
 //!
 //! Three parses, each tried only when the one before declined:
 //! 1. a hand-written scanner (`scan`) for the common record, about 1.5 times as fast
-//!    as serde_json driven through serde's visitors on the benchmark's records;
+//!    as serde_json driven through serde's visitors on the benchmark's records; it first
+//!    replays the layout of the previous records (the same keys in the same order with
+//!    the same spacing: compare the bytes between values, read the values), which takes
+//!    the benchmark's records at serde_json's skim-only rate, and scans member by
+//!    member when the layout does not fit;
 //! 2. serde_json's streaming `Deserializer` with `DeserializeSeed`s, which decides every
 //!    record the scanner declines (it is the reference: the scanner accepts nothing
 //!    that this path would reject or read differently, which the tests check);
@@ -130,6 +134,8 @@ pub struct JsonDecoder {
     rewritten: Vec<u8>,
     /// Where the fallback blanked out tokens, in payload offsets, ascending.
     marks: Vec<(usize, NonFinite)>,
+    /// The layout of recent records, which the scanner tries first.
+    layout: scan::Layout,
 }
 
 impl JsonDecoder {
@@ -144,7 +150,14 @@ impl JsonDecoder {
             stamps: vec![0; plan.nodes.len()],
             generation: 0,
         };
-        Ok(JsonDecoder { plan, record, has_record: false, rewritten: Vec::new(), marks: Vec::new() })
+        Ok(JsonDecoder {
+            plan,
+            record,
+            has_record: false,
+            rewritten: Vec::new(),
+            marks: Vec::new(),
+            layout: scan::Layout::default(),
+        })
     }
 
     /// Parses one message. On `Ok` the record is held until the next `decode`, for
@@ -163,7 +176,8 @@ impl JsonDecoder {
             Some(_) => return Err(self.classify_non_object(payload)),
         }
         self.record.start();
-        if fast && scan::record(&self.plan, &mut self.record, payload).is_some() {
+        if fast && scan::record_with_layout(&self.plan, &mut self.record, &mut self.layout, payload).is_some()
+        {
             self.has_record = true;
             return Ok(());
         }
@@ -776,17 +790,182 @@ mod scan {
         1e18, 1e19, 1e20, 1e21, 1e22,
     ];
 
+    /// 10^n for the digit counts `leading_digits` returns.
+    static POW10_U64: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+    /// The high bit of every byte of `word` that ends a string's plain run (`"`, `\`,
+    /// a control character); bits above the first such byte may be spurious (borrows),
+    /// so only the lowest set bit is meaningful. Hand-written SWAR: the usual
+    /// "has zero byte" test, which no crate offers for this set of bytes.
+    #[inline(always)]
+    pub(super) fn string_stops(word: u64) -> u64 {
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
+        (zero_byte(quote) | zero_byte(backslash) | (word.wrapping_sub(ONES * 0x20) & !word)) & HIGHS
+    }
+
+    /// The value of the ASCII digits at the start of `word` (bytes in string order,
+    /// the first lowest) and how many there are (0 to 8). Hand-written SWAR as in
+    /// fast_float's `parse_eight_digits_unrolled`.
+    #[inline(always)]
+    pub(super) fn leading_digits(word: u64) -> (u64, u32) {
+        // A byte is a digit exactly when its high nibble is 3 and, after adding 6, still
+        // 3. A carry out of a non-digit byte only reaches later bytes, past the digits.
+        let nibbles = (word & 0xF0F0_F0F0_F0F0_F0F0)
+            | ((word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4);
+        let not_digit = nibbles ^ 0x3333_3333_3333_3333;
+        let n = not_digit.trailing_zeros() / 8;
+        if n == 0 {
+            return (0, 0);
+        }
+        // Digit values; the borrows of non-digit bytes only reach later bytes, which the
+        // shift drops, and it puts zero digits in front of the `n` kept.
+        let mut v = word.wrapping_sub(ONES * u64::from(b'0')) << (8 * (8 - n));
+        v = v.wrapping_mul(10).wrapping_add(v >> 8);
+        let v = ((v & 0x0000_00FF_0000_00FF)
+            .wrapping_mul(100 + (1_000_000 << 32))
+            .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
+            >> 32;
+        (v, n)
+    }
+
     /// The deepest nesting a skipped value may have here (one bit per level).
     const MAX_SKIP_DEPTH: u32 = 64;
 
-    /// Decodes `buf` (a payload whose first non-blank byte is `{`) into `record`.
+    /// Decodes `buf` (a payload whose first non-blank byte is `{`) into `record`, member
+    /// by member.
     pub(super) fn record(plan: &Plan, record: &mut Record, buf: &[u8]) -> Option<()> {
-        let mut scanner = Scanner { buf, pos: 0, plan, record };
-        scanner.ws();
-        scanner.eat(b'{')?;
-        scanner.object(0)?;
-        scanner.ws();
-        (scanner.pos == buf.len()).then_some(())
+        Scanner { buf, pos: 0, plan, record, spans: None }.whole_record()
+    }
+
+    /// Decodes `buf` as [`record`] does, first trying the layout of the records before
+    /// it (`layout`), and learning the layout of this one when that did not fit.
+    pub(super) fn record_with_layout(
+        plan: &Plan,
+        record: &mut Record,
+        layout: &mut Layout,
+        buf: &[u8],
+    ) -> Option<()> {
+        if layout.paused > 0 {
+            layout.paused -= 1;
+            if layout.paused > 0 {
+                return self::record(plan, record, buf);
+            }
+        } else if layout.ready {
+            let mut scanner = Scanner { buf, pos: 0, plan, record, spans: None };
+            if scanner.replay(layout).is_some() {
+                layout.tries += 1;
+                return Some(());
+            }
+            record.start();
+        }
+        let mut spans = std::mem::take(&mut layout.spans);
+        spans.clear();
+        let decoded = Scanner { buf, pos: 0, plan, record, spans: Some(&mut spans) }.whole_record();
+        if decoded.is_some() {
+            if layout.ready {
+                layout.tries += 1;
+                layout.misses += 1;
+            }
+            layout.learn(buf, &spans);
+        }
+        layout.spans = spans;
+        if layout.tries >= LAYOUT_BLOCK {
+            // Records that rarely share a layout would pay for a failed replay and a
+            // relearning each: stop trying for a while.
+            if layout.misses * 4 > layout.tries {
+                layout.paused = LAYOUT_PAUSE;
+                layout.ready = false;
+            }
+            layout.tries = 0;
+            layout.misses = 0;
+        }
+        decoded
+    }
+
+    /// Replays are judged in blocks of this many records.
+    const LAYOUT_BLOCK: u32 = 256;
+    /// Records decoded member by member after a block where over a quarter of the
+    /// replays missed.
+    const LAYOUT_PAUSE: u32 = 4096;
+    /// A record with more structure than this between its top-level values is not
+    /// learned (the layout is for the common, compact record).
+    const LAYOUT_MAX_BYTES: usize = 4096;
+
+    /// The layout of a record, learned from the last one decoded member by member:
+    /// the exact bytes between its top-level values (blanks, punctuation and the key)
+    /// and the trie child each key leads to. Records from one producer usually repeat
+    /// it, and then decoding one is: compare the bytes before each value (one or two
+    /// machine words for a short key), read the value. Bytes equal to a record the
+    /// scanner already accepted are accepted the same way in the same place, so the
+    /// replay reads exactly what the member-by-member scan would; anything else (a
+    /// different key, order, spacing or member count) is a mismatch and the record is
+    /// scanned member by member, and its layout learned. Hand-written: no JSON crate
+    /// decodes by a remembered layout.
+    #[derive(Debug, Clone, Default)]
+    pub(super) struct Layout {
+        /// Per top-level member, the bytes before its value and where its key leads.
+        members: Vec<LayoutMember>,
+        /// The bytes after the last value: the closing brace and any blanks.
+        tail: Literal,
+        /// Every literal's bytes, back to back.
+        text: Vec<u8>,
+        ready: bool,
+        tries: u32,
+        misses: u32,
+        paused: u32,
+        /// Scratch for learning: per top-level member, where its value starts and ends
+        /// and the child it was read for (`None`: skipped).
+        spans: Vec<(usize, usize, Option<u32>)>,
+    }
+
+    #[derive(Debug, Clone, Copy, Default)]
+    struct LayoutMember {
+        prefix: Literal,
+        child: Option<u32>,
+    }
+
+    /// A run of bytes of the layout: its place in `Layout::text`, and its words as the
+    /// key table computes them (exact for up to 16 bytes).
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Literal {
+        start: u32,
+        len: u32,
+        words: (u64, u64),
+    }
+
+    impl Layout {
+        fn learn(&mut self, buf: &[u8], spans: &[(usize, usize, Option<u32>)]) {
+            self.ready = false;
+            self.members.clear();
+            self.text.clear();
+            if spans.is_empty() {
+                return;
+            }
+            let mut previous_end = 0;
+            for &(start, end, child) in spans {
+                let Some(prefix) = self.literal(buf.get(previous_end..start)) else { return };
+                self.members.push(LayoutMember { prefix, child });
+                previous_end = end;
+            }
+            let Some(tail) = self.literal(buf.get(previous_end..)) else { return };
+            self.tail = tail;
+            self.ready = true;
+        }
+
+        fn literal(&mut self, bytes: Option<&[u8]>) -> Option<Literal> {
+            let bytes = bytes?;
+            if self.text.len() + bytes.len() > LAYOUT_MAX_BYTES {
+                return None;
+            }
+            let start = self.text.len() as u32;
+            self.text.extend_from_slice(bytes);
+            Some(Literal { start, len: bytes.len() as u32, words: super::key_words(bytes) })
+        }
     }
 
     struct Scanner<'b, 'p> {
@@ -794,9 +973,48 @@ mod scan {
         pos: usize,
         plan: &'p Plan,
         record: &'p mut Record,
+        /// Set while learning a layout: the top-level members' value spans.
+        spans: Option<&'p mut Vec<(usize, usize, Option<u32>)>>,
     }
 
     impl Scanner<'_, '_> {
+        fn whole_record(mut self) -> Option<()> {
+            self.ws();
+            self.eat(b'{')?;
+            self.object(0)?;
+            self.ws();
+            (self.pos == self.buf.len()).then_some(())
+        }
+
+        /// Decodes the record by `layout`; `None` when it does not fit (or declines).
+        fn replay(&mut self, layout: &Layout) -> Option<()> {
+            for member in &layout.members {
+                self.literal_of(&layout.text, member.prefix)?;
+                self.member_value(member.child)?;
+            }
+            self.literal_of(&layout.text, layout.tail)?;
+            (self.pos == self.buf.len()).then_some(())
+        }
+
+        /// Steps over `literal` when the bytes here are exactly it.
+        #[inline(always)]
+        fn literal_of(&mut self, text: &[u8], literal: Literal) -> Option<()> {
+            let len = literal.len as usize;
+            let end = self.pos.checked_add(len)?;
+            let here = self.buf.get(self.pos..end)?;
+            if super::key_words(here) != literal.words {
+                return None;
+            }
+            if len > 16 {
+                let start = literal.start as usize;
+                if text.get(start..start + len)? != here {
+                    return None;
+                }
+            }
+            self.pos = end;
+            Some(())
+        }
+
         #[inline(always)]
         fn peek(&self) -> Option<u8> {
             self.buf.get(self.pos).copied()
@@ -820,11 +1038,28 @@ mod scan {
             (self.buf.get(self.pos..end)? == word).then(|| self.pos = end)
         }
 
+        /// The next 8 bytes as a little-endian word (the first byte lowest), when there
+        /// are 8 left.
+        #[inline(always)]
+        fn word(&self) -> Option<u64> {
+            let end = self.pos.checked_add(8)?;
+            Some(u64::from_le_bytes(self.buf.get(self.pos..end)?.try_into().ok()?))
+        }
+
         /// The rest of a string after its opening quote; returns whether it had escapes.
         #[inline(always)]
         fn string(&mut self) -> Option<bool> {
             let mut escaped = false;
             loop {
+                // Eight bytes at a time while they are plain, then byte by byte to the stop.
+                while let Some(word) = self.word() {
+                    let stops = string_stops(word);
+                    if stops != 0 {
+                        self.pos += (stops.trailing_zeros() / 8) as usize;
+                        break;
+                    }
+                    self.pos += 8;
+                }
                 while !STRING_STOP[usize::from(self.peek()?)] {
                     self.pos += 1;
                 }
@@ -899,6 +1134,29 @@ mod scan {
             Some(())
         }
 
+        /// Digits from the current position into `significand` (wrapping: more than 19
+        /// digits make the caller fall back to std's parser); returns how many. Eight at
+        /// a time while eight bytes are left, which covers the usual short number.
+        #[inline(always)]
+        fn digits_value(&mut self, significand: &mut u64) -> u32 {
+            let mut count = 0;
+            while let Some(word) = self.word() {
+                let (value, n) = leading_digits(word);
+                *significand = significand.wrapping_mul(POW10_U64[n as usize]).wrapping_add(value);
+                count += n;
+                self.pos += n as usize;
+                if n < 8 {
+                    return count;
+                }
+            }
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                *significand = significand.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                count += 1;
+                self.pos += 1;
+            }
+            count
+        }
+
         /// A number's value, read while it is validated. The common case takes the exact
         /// fast path (a significand up to 2^53 and a power of ten up to 10^22 are both
         /// exact in f64, so one correctly rounded operation gives the correctly rounded
@@ -921,27 +1179,17 @@ mod scan {
                         return None;
                     }
                 }
-                b'1'..=b'9' => {
-                    while let Some(d @ b'0'..=b'9') = self.peek() {
-                        significand = significand.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-                        digits += 1;
-                        self.pos += 1;
-                    }
-                }
+                b'1'..=b'9' => digits = self.digits_value(&mut significand),
                 _ => return None,
             }
             if self.peek() == Some(b'.') {
                 self.pos += 1;
-                let first = self.pos;
-                while let Some(d @ b'0'..=b'9') = self.peek() {
-                    significand = significand.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-                    digits += 1;
-                    self.pos += 1;
-                }
-                if self.pos == first {
+                let fraction = self.digits_value(&mut significand);
+                if fraction == 0 {
                     return None;
                 }
-                exponent -= (self.pos - first) as i64;
+                digits += fraction;
+                exponent -= i64::from(fraction);
             }
             if let Some(b'e' | b'E') = self.peek() {
                 self.pos += 1;
@@ -1069,8 +1317,37 @@ mod scan {
                 self.ws();
                 self.eat(b':')?;
                 self.ws();
-                match child {
-                    Some(child) if self.record.first_visit(child) => match plan.nodes.get(child as usize)? {
+                let value_start = self.pos;
+                let read_for = self.member_value(child)?;
+                if node == 0
+                    && let Some(spans) = self.spans.as_deref_mut()
+                {
+                    spans.push((value_start, self.pos, read_for));
+                }
+                self.ws();
+                match self.peek()? {
+                    b',' => {
+                        self.pos += 1;
+                        self.ws();
+                    }
+                    b'}' => {
+                        self.pos += 1;
+                        return Some(());
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// A member's value, for the trie child its key leads to (`None`: not
+        /// monitored). Returns the child it was read for: `None` when skipped, which a
+        /// repeated key is (the first occurrence wins).
+        #[inline(always)]
+        fn member_value(&mut self, child: Option<u32>) -> Option<Option<u32>> {
+            let plan = self.plan;
+            match child {
+                Some(child) if self.record.first_visit(child) => {
+                    match plan.nodes.get(child as usize)? {
                         Node::Inner { .. } => match self.peek()? {
                             b'{' => {
                                 self.pos += 1;
@@ -1091,20 +1368,12 @@ mod scan {
                             }
                         }
                         Node::Leaf { field, event_time, .. } => self.leaf(*field, *event_time)?,
-                    },
-                    _ => self.skip_value()?,
+                    }
+                    Some(Some(child))
                 }
-                self.ws();
-                match self.peek()? {
-                    b',' => {
-                        self.pos += 1;
-                        self.ws();
-                    }
-                    b'}' => {
-                        self.pos += 1;
-                        return Some(());
-                    }
-                    _ => return None,
+                _ => {
+                    self.skip_value()?;
+                    Some(None)
                 }
             }
         }
@@ -2151,6 +2420,65 @@ mod tests {
         prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
     }
 
+    /// Records drawn from three layouts (keys, order, spacing), with values that vary
+    /// from record to record, occasionally malformed.
+    fn records_of_few_layouts() -> impl Strategy<Value = Vec<String>> {
+        let key = prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just("o"),
+            Just("t"),
+            Just("/"),
+            Just("u"),
+            Just("a_key_longer_than_16"),
+        ];
+        let separator = prop_oneof![Just(","), Just(", "), Just(" ,\n  ")];
+        let layout =
+            (prop::collection::vec((key, separator), 0..6), prop_oneof![Just(""), Just(" "), Just("\n")]);
+        let value = prop_oneof![
+            Just("1"),
+            Just("-12.5"),
+            Just("123456789.123456789"),
+            Just("0.000123"),
+            Just("1e400"),
+            Just("NaN"),
+            Just("\"alpha\""),
+            Just("\"a longer string value\""),
+            Just("\"\\u00e9\""),
+            Just("null"),
+            Just("true"),
+            Just("[1,2]"),
+            Just("{\"x\":2.25,\"y\":\"z\"}"),
+            Just("{\"x\":\"no\"}"),
+            Just("1714564800000"),
+            Just("\"2024-05-01T12:00:00Z\""),
+            Just("1."),
+            Just("\"unterminated"),
+        ];
+        (
+            prop::collection::vec(layout, 1..4),
+            prop::collection::vec((0usize..3, prop::collection::vec(value, 6)), 1..24),
+        )
+            .prop_map(|(layouts, picks)| {
+                picks
+                    .into_iter()
+                    .map(|(which, values)| {
+                        let (members, tail) = &layouts[which % layouts.len()];
+                        let mut text = String::from("{");
+                        for (i, ((key, separator), value)) in members.iter().zip(&values).enumerate() {
+                            if i > 0 {
+                                text.push_str(separator);
+                            }
+                            text.push_str(&format!("\"{key}\":{value}"));
+                        }
+                        text.push('}');
+                        text.push_str(tail);
+                        text
+                    })
+                    .collect()
+            })
+    }
+
     fn object_ish() -> impl Strategy<Value = String> {
         let value = prop_oneof![
             Just("1"),
@@ -2376,6 +2704,43 @@ mod tests {
         fn scanner_reads_numbers_as_serde_json_does(x in number_text(), y in number_text()) {
             let payload = format!(r#"{{"a": {x}, "b": {y}, "/": {y}, "o": {{"x": {x}}}}}"#);
             check_scanner_agrees(payload.as_bytes())?;
+        }
+
+        #[test]
+        fn layout_replays_read_what_a_fresh_decode_reads(records in records_of_few_layouts()) {
+            let spec = [("/a", N), ("/b", C), ("/o/x", N), ("/o/y", C), ("/~1", N), ("/a_key_longer_than_16", C)];
+            let mut long_lived = JsonDecoder::new(&fields(&spec), Some("/t")).expect("fields");
+            for payload in &records {
+                let mut fresh = JsonDecoder::new(&fields(&spec), Some("/t")).expect("fields");
+                let expected = fresh.decode_with(payload.as_bytes(), false).map_err(|e| e.reason());
+                let got = long_lived.decode(payload.as_bytes()).map_err(|e| e.reason());
+                prop_assert_eq!(got, expected, "{}", payload);
+                if got.is_ok() {
+                    prop_assert_eq!(resolved(&long_lived), resolved(&fresh), "{}", payload);
+                    prop_assert_eq!(long_lived.event_time_ms(), fresh.event_time_ms());
+                }
+            }
+        }
+
+        #[test]
+        fn eight_byte_digit_reading_matches_byte_by_byte(bytes in prop::array::uniform8(prop_oneof![
+            4 => b'0'..=b'9',
+            1 => any::<u8>(),
+        ])) {
+            let n = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+            let value = bytes[..n].iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+            prop_assert_eq!(scan::leading_digits(u64::from_le_bytes(bytes)), (value, n as u32));
+        }
+
+        #[test]
+        fn eight_byte_string_stop_matches_byte_by_byte(bytes in prop::array::uniform8(prop_oneof![
+            6 => b' '..=b'~',
+            1 => any::<u8>(),
+            1 => prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20],
+        ])) {
+            let first = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            let stops = scan::string_stops(u64::from_le_bytes(bytes));
+            prop_assert_eq!((stops != 0).then(|| (stops.trailing_zeros() / 8) as usize), first);
         }
 
         #[test]
