@@ -348,6 +348,9 @@ enum Node {
         /// Only a numeric field reads it, so its number can be read in place (by the
         /// scanner, or by serde_json in the strict parse) instead of as raw text.
         plain_numeric: bool,
+        /// Only a categorical field reads it, so the scanner copies an unescaped string
+        /// straight into the record's text.
+        plain_categorical: bool,
     },
 }
 
@@ -390,7 +393,12 @@ impl Plan {
                     None => {
                         let child = nodes.len();
                         nodes.push(if last {
-                            Node::Leaf { field: None, event_time: false, plain_numeric: false }
+                            Node::Leaf {
+                                field: None,
+                                event_time: false,
+                                plain_numeric: false,
+                                plain_categorical: false,
+                            }
                         } else {
                             Node::Inner {
                                 children: KeyTable::default(),
@@ -426,8 +434,10 @@ impl Plan {
         }
         fill_under(&mut nodes, 0);
         for node in &mut nodes {
-            if let Node::Leaf { field: Some(f), event_time: false, plain_numeric } = node {
+            if let Node::Leaf { field: Some(f), event_time: false, plain_numeric, plain_categorical } = node {
                 *plain_numeric = fields.get(*f as usize).is_some_and(|f| f.kind == FeatureKind::Numeric);
+                *plain_categorical =
+                    fields.get(*f as usize).is_some_and(|f| f.kind == FeatureKind::Categorical);
             }
         }
         Ok(Plan {
@@ -1367,6 +1377,11 @@ mod scan {
                                 *slot = Captured::Number(x);
                             }
                         }
+                        Node::Leaf { field: Some(field), plain_categorical: true, .. }
+                            if self.peek() == Some(b'"') =>
+                        {
+                            self.category(*field)?;
+                        }
                         Node::Leaf { field, event_time, .. } => self.leaf(*field, *event_time)?,
                     }
                     Some(Some(child))
@@ -1376,6 +1391,26 @@ mod scan {
                     Some(None)
                 }
             }
+        }
+
+        /// A string for a categorical field, at its opening quote: its text goes to the
+        /// record as [`capture`] would put it there.
+        #[inline(always)]
+        fn category(&mut self, field: u32) -> Option<()> {
+            let start = self.pos;
+            self.pos += 1;
+            if self.string()? {
+                self.pos = start;
+                return self.leaf(Some(field), false);
+            }
+            let bytes = self.buf.get(start + 1..self.pos - 1)?;
+            // serde_json checks UTF-8 in a monitored value; let it report.
+            let text = std::str::from_utf8(bytes).ok()?;
+            let captured = self.record.push_text(text);
+            if let Some(slot) = self.record.values.get_mut(field as usize) {
+                *slot = captured;
+            }
+            Some(())
         }
 
         #[inline(always)]
