@@ -770,14 +770,16 @@ fn find_non_standard(payload: &[u8], out: &mut Vec<u8>, marks: &mut Vec<(usize, 
 
 /// A hand-written scanner for the common record, tried before serde_json because
 /// driving serde_json through visitors costs about twice what skimming the same bytes
-/// does (see `benches/json_decode.rs`), and the scanner brings that down to ~1.4x.
-/// It validates everything it reads, to serde_json's rules, and declines (`None`) at
+/// does (see `benches/json_decode.rs`); the scanner reads a record member by member in
+/// ~1.4x, and by the layout of the records before it ([`scan::Layout`]) in about what
+/// serde_json takes to skim it. It validates everything it reads, to serde_json's rules, and declines (`None`) at
 /// anything it does not handle or that might be an error: escapes in keys, non-standard
 /// tokens, a control character in a string, nesting deeper than 64 in a skipped value,
 /// trailing bytes. A declined record is decoded again by serde_json from scratch, so
 /// the scanner only has to be right about the records it accepts, and tests check it
 /// against the serde_json path. Leaf values go through [`capture`], the same code as on
-/// the serde_json path, except plain numeric fields, whose numbers are read in place.
+/// the serde_json path, except plain numeric and categorical fields, whose numbers and
+/// unescaped strings are read in place.
 mod scan {
     use super::{Captured, Node, Plan, Raw, Record, capture};
 
