@@ -71,8 +71,8 @@ impl NumericSketch {
     }
 
     /// Adds one value; NaN and infinities are counted, never sketched. Always inlined:
-    /// left to itself the compiler calls it from the decoders' loops, and the call
-    /// costs about as much as the grid lookup saved.
+    /// left to itself the compiler calls it out of line from the decoders' loops
+    /// (`JsonDecoder::apply`, `fold_batch`), which then run about 5% slower.
     #[inline(always)]
     pub fn observe(&mut self, x: f64) {
         if !x.is_finite() {
