@@ -1,5 +1,6 @@
-//! Micro-benchmarks of the hot functions: one value into each sketch, and scoring one
-//! feature at a window close.
+//! Micro-benchmarks of the hot functions: one value into each sketch (one feature, whose
+//! tables stay in L1, and 21 features taken record by record as a decoder hands them
+//! over, whose tables do not), and scoring one feature at a window close.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use driftscope::stats::profile::{FeatureSpec, ProfileBuilder};
@@ -36,6 +37,38 @@ fn reference(resolution: usize) -> Reference {
     Reference::new(b.finish("bench".into(), "now".into()), settings, &BTreeMap::new()).unwrap()
 }
 
+/// A value of numeric feature `i` of 21, drawn like the harness's bench schema: normal,
+/// log-normal, uniform and count features in turn, the last a model score.
+fn draw(rng: &mut Lcg, i: usize) -> f64 {
+    if i == 20 {
+        return 1.0 / (1.0 + (-1.5 * rng.normal()).exp());
+    }
+    match i % 4 {
+        0 => i as f64 + (1.0 + (i % 7) as f64) * rng.normal(),
+        1 => (3.0 + 0.5 * rng.normal()).exp(),
+        2 => 100.0 * rng.next_f64(),
+        _ => (-20.0 * (1.0 - rng.next_f64()).ln()).floor(),
+    }
+}
+
+const WIDE: usize = 21;
+
+fn wide_reference() -> Reference {
+    let mut rng = Lcg(17);
+    let specs = (0..WIDE)
+        .map(|i| FeatureSpec { name: format!("f{i}"), kind: FeatureKind::Numeric, bins: 10 })
+        .collect();
+    let mut b = ProfileBuilder::new(specs, 1024, 1000);
+    b.add_records(100_000);
+    for _ in 0..100_000 {
+        for i in 0..WIDE {
+            b.numeric(i, draw(&mut rng, i));
+        }
+    }
+    Reference::new(b.finish("bench".into(), "now".into()), DriftSettings::default(), &BTreeMap::new())
+        .unwrap()
+}
+
 fn sketch_updates(c: &mut Criterion) {
     let mut group = c.benchmark_group("sketch_update");
     let mut rng = Lcg(11);
@@ -52,6 +85,21 @@ fn sketch_updates(c: &mut Criterion) {
             })
         });
     }
+    let r = wide_reference();
+    let mut window = r.new_window();
+    let mut rng = Lcg(19);
+    let records: Vec<f64> =
+        (0..10_000).flat_map(|_| (0..WIDE).map(|i| draw(&mut rng, i)).collect::<Vec<_>>()).collect();
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function(BenchmarkId::new("numeric_21_features", 1024), |b| {
+        b.iter(|| {
+            for record in records.chunks_exact(WIDE) {
+                for (i, &x) in record.iter().enumerate() {
+                    window.numeric(i, black_box(x));
+                }
+            }
+        })
+    });
     let r = reference(1024);
     let mut window = r.new_window();
     let categories: Vec<String> = (0..10_000).map(|i| format!("category-{}", (i * 7) % 21)).collect();

@@ -1,5 +1,10 @@
 //! The categorical feature sketch: exact counts for the reference's categories and for
 //! at most `max_categories` distinct values per window, then one `__other__` bucket.
+//!
+//! Finding a value's reference category is the per-value cost, so a reference whose
+//! category names are all short (at most 16 bytes: the usual case) and few enough gets
+//! a [`ShortNames`] table: one probe that compares the name as two words, no hashing
+//! of bytes and no `memcmp`; other references use a general hash map.
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -13,6 +18,8 @@ pub const OTHER_CATEGORY: &str = "__other__";
 pub struct CategoryIndex {
     ids: FxHashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
+    /// The fast path of `id`, when every name fits it.
+    short: Option<ShortNames>,
 }
 
 impl CategoryIndex {
@@ -24,12 +31,16 @@ impl CategoryIndex {
                 index.names.push(name.into());
             }
         }
+        index.short = ShortNames::new(&index.names);
         index
     }
 
     #[inline]
     pub fn id(&self, name: &str) -> Option<u32> {
-        self.ids.get(name).copied()
+        match &self.short {
+            Some(short) => short.id(name),
+            None => self.ids.get(name).copied(),
+        }
     }
 
     pub fn names(&self) -> &[Box<str>] {
@@ -43,6 +54,107 @@ impl CategoryIndex {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+}
+
+/// An exact map from short names (at most 16 bytes) to ids, for a fixed set of names
+/// placed so that each sits in the slot its hash points to: a lookup is one hash of
+/// two machine words and one slot compared, hit or miss.
+///
+/// Hand-written because general maps (std, hashbrown, rustc-hash) hash every byte and
+/// end in a `memcmp` call, and the crates for fixed key sets build at compile time or
+/// for large sets; this is the lookup that runs once per categorical value.
+#[derive(Debug)]
+struct ShortNames {
+    slots: Box<[Slot]>,
+    /// `64 - log2(slots.len())`: the hash's top bits pick the slot.
+    shift: u32,
+    seed: u64,
+}
+
+/// One name, as [`name_key`] packs it, and its id. An empty slot has `len == u64::MAX`,
+/// which no name's length equals.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+struct Slot {
+    key: (u64, u64),
+    len: u64,
+    id: u64,
+}
+
+const EMPTY: Slot = Slot { key: (0, 0), len: u64::MAX, id: 0 };
+
+/// Names a [`ShortNames`] table takes at most: beyond that the chance that some seed
+/// places every name in its own slot falls, and the general map is as good.
+const SHORT_NAMES_MAX: usize = 64;
+
+/// Seeds tried before giving up on a table.
+const SHORT_NAMES_SEEDS: u64 = 256;
+
+/// Two words that, with the length, identify a name of at most 16 bytes: its first and
+/// last 8 bytes (overlapping when shorter than 16), or first and last 4, or for fewer
+/// than 4 bytes its first, middle and last byte; `None` when longer than 16 bytes.
+/// Two names of one length share a key only if they are equal.
+#[inline]
+fn name_key(s: &[u8]) -> Option<(u64, u64)> {
+    let n = s.len();
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let half = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64;
+    if n >= 8 {
+        (n <= 16).then(|| (word(&s[..8]), word(&s[n - 8..])))
+    } else if n >= 4 {
+        Some((half(&s[..4]), half(&s[n - 4..])))
+    } else if n > 0 {
+        Some((s[0] as u64 | (s[n / 2] as u64) << 8 | (s[n - 1] as u64) << 16, 0))
+    } else {
+        Some((0, 0))
+    }
+}
+
+impl ShortNames {
+    /// A table of distinct `names`, or `None` when one is longer than 16 bytes, there
+    /// are more than [`SHORT_NAMES_MAX`], or no seed tried places them all.
+    fn new(names: &[Box<str>]) -> Option<ShortNames> {
+        if names.len() > SHORT_NAMES_MAX {
+            return None;
+        }
+        let keys: Vec<((u64, u64), u64)> = names
+            .iter()
+            .map(|n| name_key(n.as_bytes()).map(|k| (k, n.len() as u64)))
+            .collect::<Option<_>>()?;
+        // With four slots per name, and then eight, some seed places every name in a
+        // slot of its own with high probability (for 64 names, about 0.99 at eight).
+        for per_name in [4, 8] {
+            let size = (names.len() * per_name).next_power_of_two().max(8);
+            let shift = 64 - size.trailing_zeros();
+            'seed: for seed in 0..SHORT_NAMES_SEEDS {
+                let mut slots = vec![EMPTY; size].into_boxed_slice();
+                for (id, &(key, len)) in keys.iter().enumerate() {
+                    let slot = &mut slots[slot_of(key, len, seed, shift)];
+                    if slot.len != u64::MAX {
+                        continue 'seed;
+                    }
+                    *slot = Slot { key, len, id: id as u64 };
+                }
+                return Some(ShortNames { slots, shift, seed });
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn id(&self, name: &str) -> Option<u32> {
+        let key = name_key(name.as_bytes())?;
+        let len = name.len() as u64;
+        let slot = &self.slots[slot_of(key, len, self.seed, self.shift)];
+        (slot.key == key && slot.len == len).then_some(slot.id as u32)
+    }
+}
+
+/// The slot of a key: a multiplicative hash, top bits.
+#[inline]
+fn slot_of((first, last): (u64, u64), len: u64, seed: u64, shift: u32) -> usize {
+    let h = (first ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ last ^ len;
+    (h.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> shift) as usize
 }
 
 /// A bounded summary of one categorical feature over one window.
@@ -214,5 +326,99 @@ impl CategoricalSketch {
         sketch.missing = state.missing;
         sketch.invalid = state.invalid;
         Ok(sketch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name of `names` finds its id, and every other string of `probes` none,
+    /// exactly as the general map says.
+    fn check(names: &[&str], probes: &[&str]) {
+        let index = CategoryIndex::new(names.iter().copied());
+        for (i, name) in index.names().iter().enumerate() {
+            assert_eq!(index.id(name), Some(i as u32), "{name:?}");
+        }
+        for probe in probes {
+            assert_eq!(index.id(probe), index.ids.get(*probe).copied(), "{probe:?}");
+        }
+    }
+
+    #[test]
+    fn short_names_are_found_exactly() {
+        let words =
+            ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett"];
+        assert!(CategoryIndex::new(words).short.is_some());
+        // Near misses: other lengths, one byte changed at either end or in the middle,
+        // a trailing NUL (keys are not NUL-padded, the length tells them apart).
+        let probes = [
+            "",
+            "a",
+            "alph",
+            "alphaa",
+            "alphA",
+            "Alpha",
+            "juliet",
+            "julietT",
+            "juliett\0",
+            "charlie\0\0",
+            "\0",
+            "echo\0",
+            "ech",
+            "golf ",
+            " golf",
+            "x".repeat(16).as_str(),
+            "x".repeat(17).as_str(),
+        ]
+        .map(str::to_owned);
+        check(&words, &probes.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_length_up_to_sixteen_is_exact() {
+        // Names of every length 0..=16 that differ in one byte at every position.
+        let mut names = Vec::new();
+        for len in 0..=16usize {
+            let base: String = (0..len).map(|i| (b'a' + i as u8) as char).collect();
+            names.push(base.clone());
+            for pos in 0..len {
+                let mut bytes = base.clone().into_bytes();
+                bytes[pos] = b'Z';
+                names.push(String::from_utf8(bytes).unwrap());
+            }
+        }
+        let (kept, probes) = names.split_at(names.len() / 2);
+        let kept: Vec<&str> = kept.iter().step_by(3).map(String::as_str).take(SHORT_NAMES_MAX).collect();
+        let probes: Vec<&str> = probes.iter().chain(names.iter()).map(String::as_str).collect();
+        assert!(CategoryIndex::new(kept.iter().copied()).short.is_some());
+        check(&kept, &probes);
+    }
+
+    #[test]
+    fn long_or_many_names_use_the_general_map() {
+        let long = ["short", "a name longer than sixteen bytes"];
+        assert!(CategoryIndex::new(long).short.is_none());
+        check(
+            &long,
+            &["short", "a name longer than sixteen bytes", "a name longer than sixteen byte", "shor"],
+        );
+        let many: Vec<String> = (0..SHORT_NAMES_MAX + 1).map(|i| format!("c{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(CategoryIndex::new(many.iter().copied()).short.is_none());
+        check(&many, &["c0", "c65", "c1000", ""]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_short_table_agrees_with_the_map(
+            names in proptest::collection::vec("[a-c\\x00]{0,16}", 0..40),
+            probes in proptest::collection::vec("[a-c\\x00é]{0,18}", 0..40),
+        ) {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            proptest::prop_assert!(CategoryIndex::new(refs.iter().copied()).short.is_some());
+            let all: Vec<&str> = probes.iter().chain(&names).map(String::as_str).collect();
+            check(&refs, &all);
+        }
     }
 }

@@ -35,6 +35,11 @@ pub struct Moments {
 #[derive(Debug, Clone)]
 pub struct NumericSketch {
     grid: Arc<NumericGrid>,
+    /// `grid.index` and `grid.shift`, copied so that `observe` starts from them
+    /// without a load of the grid first.
+    index: grid::GridIndex,
+    shift: f64,
+    /// `index.cells()` cells, never resized.
     cells: Vec<Cell>,
     count: u64,
     min: f64,
@@ -48,8 +53,10 @@ pub struct NumericSketch {
 
 impl NumericSketch {
     pub fn new(grid: Arc<NumericGrid>) -> Self {
-        let cells = vec![Cell::default(); grid.edges.len() + 1];
+        let cells = vec![Cell::default(); grid.index.cells()];
         NumericSketch {
+            index: grid.index.clone(),
+            shift: grid.shift,
             grid,
             cells,
             count: 0,
@@ -63,16 +70,20 @@ impl NumericSketch {
         }
     }
 
-    /// Adds one value; NaN and infinities are counted, never sketched.
-    #[inline]
+    /// Adds one value; NaN and infinities are counted, never sketched. Always inlined:
+    /// left to itself the compiler calls it out of line from the decoders' loops
+    /// (`JsonDecoder::apply`, `fold_batch`), which then run about 5% slower.
+    #[inline(always)]
     pub fn observe(&mut self, x: f64) {
         if !x.is_finite() {
             self.non_finite += 1;
             return;
         }
-        let grid = &*self.grid;
-        let (i, on_edge) = grid.index.locate(x);
-        self.cells[i].add(x, on_edge);
+        let (i, on_edge) = self.index.locate(x);
+        debug_assert!(i < self.cells.len());
+        // SAFETY: for a finite `x`, `locate` gives a position below `index.cells()`, the
+        // length of `cells`. (A tenth of the cost of `observe` was bounds checks.)
+        unsafe { self.cells.get_unchecked_mut(i) }.add(x, on_edge);
         self.count += 1;
         // `x` is finite and the extremes are never NaN, so a plain comparison is
         // `f64::min`/`max` without their NaN handling.
@@ -82,7 +93,7 @@ impl NumericSketch {
         if x > self.max {
             self.max = x;
         }
-        let d = x - grid.shift;
+        let d = x - self.shift;
         self.shifted_sum += d;
         self.shifted_sum_sq += d * d;
     }
@@ -216,5 +227,41 @@ impl NumericSketch {
         sketch.non_finite = state.non_finite;
         sketch.invalid = state.invalid;
         Ok(sketch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// The hot path (`GridIndex` and unchecked cells) fills exactly the cells that
+        /// the binary search of `grid::add_value` does, sums bit for bit.
+        #[test]
+        fn observe_matches_the_binary_search(
+            mut edges in proptest::collection::vec(
+                proptest::prop_oneof![-1e3..1e3f64, (0..40i32).prop_map(f64::from)],
+                0..200,
+            ),
+            xs in proptest::collection::vec(
+                proptest::prop_oneof![-2e3..2e3f64, (-5..45i32).prop_map(f64::from)],
+                0..300,
+            ),
+        ) {
+            edges.sort_by(f64::total_cmp);
+            edges.dedup();
+            let mut want = vec![Cell::default(); edges.len() + 1];
+            let mut sketch = NumericSketch::new(Arc::new(NumericGrid::new(edges.clone(), 0.5)));
+            for &x in xs.iter().chain(&edges).chain(&[f64::NAN, f64::INFINITY, -f64::INFINITY]) {
+                if x.is_finite() {
+                    grid::add_value(&edges, &mut want, x);
+                }
+                sketch.observe(x);
+            }
+            let bits = |cells: &[Cell]| cells.iter().map(|c| (c.interior_count, c.interior_sum.to_bits(), c.edge_count)).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(bits(sketch.cells()), bits(&want));
+            proptest::prop_assert_eq!(sketch.non_finite, 3);
+        }
     }
 }
