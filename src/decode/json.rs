@@ -1406,8 +1406,15 @@ mod scan {
                 return self.leaf(Some(field), false);
             }
             let bytes = self.buf.get(start + 1..self.pos - 1)?;
-            // serde_json checks UTF-8 in a monitored value; let it report.
-            let text = std::str::from_utf8(bytes).ok()?;
+            let text = if bytes.is_ascii() {
+                // SAFETY: ASCII is UTF-8. Checked inline because category names are
+                // short and mostly ASCII, where the call to the general check costs
+                // more than the check itself.
+                unsafe { std::str::from_utf8_unchecked(bytes) }
+            } else {
+                // serde_json checks UTF-8 in a monitored value; let it report.
+                std::str::from_utf8(bytes).ok()?
+            };
             let captured = self.record.push_text(text);
             if let Some(slot) = self.record.values.get_mut(field as usize) {
                 *slot = captured;
