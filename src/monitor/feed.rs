@@ -150,10 +150,10 @@ impl Feeder {
                 };
                 started = Instant::now();
             }
-            // The clock is read every 16 polls (and when idle): ~40 ns a read, and a
-            // millisecond is the windows' resolution anyway.
+            // The clock is read every 16 polls, when idle, and after a poll that may
+            // have waited: ~40 ns a read, and a millisecond is the windows' resolution.
             polls = polls.wrapping_add(1);
-            if polls % 16 == 0 {
+            if polls % 16 == 0 || !timeout.is_zero() {
                 clock_ms = super::now_ms();
             }
             let idle = match polled {

@@ -59,6 +59,11 @@ pub struct StreamState {
     windower: Windower,
     event_time: bool,
     processing_time_windows: bool,
+    /// The latest clock the windows were ticked with. A record's processing time is
+    /// read on the consumer thread (every 16 polls, and after a poll that may wait),
+    /// so it can be older than a tick that already closed its pane; it is raised to
+    /// this, so a processing-time record always lands in an open pane, never late.
+    clock_floor_ms: i64,
     saved_profile: PathBuf,
     pub counters: StreamCounters,
     /// Processing time minus event time (us) since the last window close.
@@ -217,6 +222,7 @@ impl StreamState {
             windower: Windower::new(spec),
             event_time: time == Some(TimeBasis::Event),
             processing_time_windows: time == Some(TimeBasis::Processing),
+            clock_floor_ms: i64::MIN,
             saved_profile,
             counters,
             event_lag: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
@@ -241,6 +247,7 @@ impl StreamState {
         now_ms: i64,
         closed: &mut Vec<ClosedWindow>,
     ) -> Result<(), BadRecord> {
+        let now_ms = now_ms.max(self.clock_floor_ms);
         match &mut self.decoder {
             Decoder::Json(decoder) => {
                 decoder
@@ -410,6 +417,7 @@ impl StreamState {
 
     /// Closes time windows whose end has passed.
     pub fn tick(&mut self, now_ms: i64, closed: &mut Vec<ClosedWindow>) {
+        self.clock_floor_ms = self.clock_floor_ms.max(now_ms);
         if self.processing_time_windows || self.event_time {
             self.windower.advance(now_ms, self.event_time, closed);
         }
@@ -544,4 +552,52 @@ pub fn window_spec(window: &WindowConfig) -> (WindowSpec, Option<TimeBasis>) {
 /// A stream name made safe as a file name.
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::stats::ValueSink;
+    use crate::stats::profile::{FeatureSpec, ProfileBuilder};
+    use crate::telemetry::Telemetry;
+
+    /// A stream of one numeric field `x` with 1 s processing-time windows.
+    fn processing_time_stream(dir: &std::path::Path) -> (StreamState, Telemetry) {
+        let specs = vec![FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 }];
+        let mut builder = ProfileBuilder::new(specs, 64, 100);
+        builder.add_records(100);
+        for i in 0..100 {
+            builder.numeric(0, f64::from(i));
+        }
+        let profile = dir.join("x.profile.json");
+        std::fs::write(&profile, builder.finish("x".into(), "now".into()).to_json()).expect("profile");
+        let text = format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup_id = \"g\"\n[http]\nlisten = \"\"\n[state]\ndir = {:?}\n\
+             [[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\n\
+             window = {{ type = \"tumbling_time\", size = \"1s\", time = \"processing\" }}\nreference = {{ profile = {:?} }}\n",
+            dir.join("state").display().to_string(),
+            profile.display().to_string(),
+        );
+        let config = Config::from_toml(&text, &dir.join("driftscope.toml")).expect("config");
+        let telemetry = Telemetry::new();
+        let state = StreamState::new(0, &config.streams[0], &config, telemetry.stream("s")).expect("stream");
+        (state, telemetry)
+    }
+
+    #[test]
+    fn a_record_stamped_before_the_last_tick_lands_in_an_open_pane() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut state, _telemetry) = processing_time_stream(dir.path());
+        let mut closed = Vec::new();
+        state.process(br#"{"x": 1}"#, 0, 0, 10_500, &mut closed).expect("record 0");
+        state.tick(12_000, &mut closed);
+        assert_eq!(closed.len(), 1, "the tick closed the pane of record 0");
+        // The consumer thread read its clock before the tick: this stamp is in the
+        // closed pane, yet the record is processed after the tick.
+        state.process(br#"{"x": 2}"#, 0, 1, 10_900, &mut closed).expect("record 1");
+        state.tick(13_500, &mut closed);
+        assert_eq!(closed.len(), 2, "record 1 is in the next window: {closed:?}");
+        assert_eq!((closed[1].sketch.records, closed[1].late_records), (1, 0));
+        assert_eq!(state.counters.late_records.get(), 0);
+    }
 }
