@@ -201,17 +201,8 @@ fn assert_exactly_once(reports: &[serde_json::Value], partitions: usize, last: i
         );
     }
     assert_eq!(spans.len(), partitions, "every partition was read: {spans:?}");
-    for (partition, list) in &mut spans {
-        list.sort();
-        assert_eq!(list[0].0, 0, "partition {partition} starts at offset 0: {list:?}");
-        for pair in list.windows(2) {
-            assert_eq!(
-                pair[1].0,
-                pair[0].1 + 1,
-                "partition {partition}: spans overlap or leave a gap: {list:?}"
-            );
-        }
-        assert_eq!(list.last().unwrap().1, last, "partition {partition} ends at offset {last}: {list:?}");
+    for (partition, last_covered) in assert_contiguous_spans(spans) {
+        assert_eq!(last_covered, last, "partition {partition} ends at offset {last}");
     }
     total_records
 }

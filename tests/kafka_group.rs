@@ -89,19 +89,7 @@ fn two_instances_share_partitions_without_loss_or_double_counting() {
                 .push((o["first"].as_i64().unwrap(), o["last"].as_i64().unwrap()));
         }
     }
-    let mut covered = 0;
-    for (partition, list) in &mut spans {
-        list.sort();
-        assert_eq!(list[0].0, 0, "partition {partition} starts at offset 0: {list:?}");
-        for pair in list.windows(2) {
-            assert_eq!(
-                pair[1].0,
-                pair[0].1 + 1,
-                "partition {partition}: spans overlap or leave a gap: {list:?}"
-            );
-        }
-        covered += list.last().unwrap().1 + 1;
-    }
+    let covered: i64 = assert_contiguous_spans(spans).values().map(|last| last + 1).sum();
     assert_eq!(covered as u64, total, "each covered offset is in exactly one window");
 }
 

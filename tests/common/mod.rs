@@ -172,6 +172,28 @@ pub fn read_reports(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Asserts that each partition's window spans (offset ranges `(first, last)` taken from
+/// reports) start at offset 0 and follow each other without gap or overlap; returns
+/// each partition's last covered offset.
+pub fn assert_contiguous_spans(
+    mut spans: std::collections::BTreeMap<i64, Vec<(i64, i64)>>,
+) -> std::collections::BTreeMap<i64, i64> {
+    let mut last_covered = std::collections::BTreeMap::new();
+    for (partition, list) in &mut spans {
+        list.sort();
+        assert_eq!(list[0].0, 0, "partition {partition} starts at offset 0: {list:?}");
+        for pair in list.windows(2) {
+            assert_eq!(
+                pair[1].0,
+                pair[0].1 + 1,
+                "partition {partition}: spans overlap or leave a gap: {list:?}"
+            );
+        }
+        last_covered.insert(*partition, list[list.len() - 1].1);
+    }
+    last_covered
+}
+
 /// A plain HTTP/1.1 request over a fresh connection: (status, body).
 pub fn http(method: &str, addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
