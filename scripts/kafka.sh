@@ -502,6 +502,18 @@ cmd_start() {
   die "broker (pid $pid) did not answer on $HOST:$PORT within ${START_TIMEOUT}s; it is left running, use '$0 stop' to stop it"
 }
 
+# SIGKILL, then wait up to $2 tenths of a second for the process to be gone; fails if
+# it is still alive.
+sigkill_and_wait() {
+  local pid="$1" tenths="$2" _
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 "$tenths"); do
+    alive "$pid" || return 0
+    sleep 0.1
+  done
+  ! alive "$pid"
+}
+
 cmd_stop() {
   local wipe=0
   while (($#)); do
@@ -528,12 +540,7 @@ cmd_stop() {
     done
     if alive "$pid"; then
       log "broker pid $pid still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      local _
-      for _ in $(seq 1 50); do
-        alive "$pid" || break
-        sleep 0.1
-      done
+      sigkill_and_wait "$pid" 50 || true
     fi
     log "stopped"
   else
@@ -562,15 +569,7 @@ cmd_kill() {
   local pid
   if pid="$(broker_pid)"; then
     log "killing broker pid $pid (SIGKILL)"
-    kill -KILL "$pid" 2>/dev/null || true
-    local _
-    for _ in $(seq 1 100); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    if alive "$pid"; then
-      die "broker pid $pid is still alive 10s after SIGKILL"
-    fi
+    sigkill_and_wait "$pid" 100 || die "broker pid $pid is still alive 10s after SIGKILL"
     log "killed"
   else
     log "not running"
