@@ -29,6 +29,9 @@ pub struct MonitorContext {
     pub revoked: AtomicBool,
     /// Partitions currently assigned to this instance.
     pub assigned: AtomicUsize,
+    /// Assignments received so far: the consumer thread forwards newly assigned
+    /// partitions to its message queue when this moves.
+    pub assignments: AtomicU64,
     /// The offsets of the last checkpoint; committed synchronously before a rebalance
     /// gives partitions up. (Records below them that are read again, because a commit
     /// never reached the broker, are skipped by the monitor.)
@@ -184,6 +187,7 @@ impl ConsumerContext for ArcContext {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 self.0.assigned.store(partitions.count(), Ordering::SeqCst);
+                self.0.assignments.fetch_add(1, Ordering::SeqCst);
                 self.0.joined.store(true, Ordering::SeqCst);
                 self.0.assignment_lost.store(false, Ordering::SeqCst);
                 tracing::info!(partitions = partitions.count(), "partitions assigned");

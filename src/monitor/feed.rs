@@ -8,6 +8,7 @@
 
 use super::TopicRoute;
 use crate::ingest::kafka::{ArcContext, MonitorContext};
+use crate::ingest::message_queue::{MessageQueue, Messages};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -25,6 +26,9 @@ pub const BATCH_RECORDS: usize = 512;
 pub const BATCHES_IN_FLIGHT: usize = 4;
 /// A partial batch is handed over after this long, so quiet streams are not delayed.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// How long a round with nothing to read waits for a message; events on the consumer
+/// queue (rebalances, commits) wait at most this long to be served.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// One message, by reference into its batch's bytes.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +77,12 @@ impl Batch {
         self.bytes.extend_from_slice(data);
         (start, data.len() as u32)
     }
+
+    fn push_record(&mut self, slot: u32, offset: i64, time_ms: i64, payload: &[u8], key: Option<&[u8]>) {
+        let payload = self.push_bytes(payload);
+        let key = key.map(|k| self.push_bytes(k));
+        self.records.push(FeedRecord { slot, offset, time_ms, payload, key });
+    }
 }
 
 /// What the pipeline thread asks of the consumer.
@@ -95,6 +105,15 @@ pub struct Feeder {
     /// The last commit asked for, sent again when a commit fails.
     wanted: Vec<(String, i32, i64)>,
     commit_retry_at: Instant,
+    /// Where assigned partitions' messages are read from in batches; `None` if
+    /// librdkafka refused to make one (then everything is polled one by one).
+    queue: Option<MessageQueue>,
+    /// The group's assignment count (`MonitorContext::assignments`) last routed.
+    routed_assignments: u64,
+    /// Messages of the current round, given back to librdkafka once copied.
+    messages: Messages,
+    /// Source slots by (librdkafka topic handle, partition), for this assignment.
+    topic_slots: FxHashMap<(usize, i32), Option<u32>>,
 }
 
 impl Feeder {
@@ -104,6 +123,10 @@ impl Feeder {
         routes: FxHashMap<String, TopicRoute>,
         next_slot: u32,
     ) -> Feeder {
+        let queue = MessageQueue::new(&consumer);
+        if queue.is_none() {
+            tracing::warn!("librdkafka made no message queue; messages are polled one by one");
+        }
         Feeder {
             consumer,
             context,
@@ -112,11 +135,27 @@ impl Feeder {
             committed: FxHashMap::default(),
             wanted: Vec::new(),
             commit_retry_at: Instant::now(),
+            queue,
+            routed_assignments: 0,
+            messages: Messages::default(),
+            topic_slots: FxHashMap::default(),
         }
+    }
+
+    /// The consumer, for closing: the message queue and any messages still held are
+    /// given back to librdkafka first, or closing the consumer would wait for them.
+    pub fn into_consumer(mut self) -> BaseConsumer<ArcContext> {
+        self.messages.clear();
+        drop(self.queue.take());
+        self.consumer
     }
 
     /// Polls until `shutdown` is set or the pipeline hangs up, sending batches; applies
     /// controls as they come. Returns with the last batch sent and the sender dropped.
+    ///
+    /// Each round drains the consumer queue first (events, and messages of partitions
+    /// not yet forwarded to the message queue, which come before any of theirs there),
+    /// then reads the message queue in one batch call.
     pub fn run(
         &mut self,
         shutdown: &AtomicBool,
@@ -127,73 +166,126 @@ impl Feeder {
         let mut batch = Batch::default();
         let mut started = Instant::now();
         let mut clock_ms = super::now_ms();
-        let mut polls = 0u32;
         loop {
             if shutdown.load(Ordering::SeqCst) {
                 break;
             }
             self.apply_controls(controls);
-            let timeout = if batch.records.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
-            let polled = self.consumer.poll(timeout);
-            if self.context.revoked.swap(false, Ordering::SeqCst) {
-                // Records polled before the revocation go first, then the rollback.
-                if !batch.records.is_empty() || !batch.new_sources.is_empty() {
+            let mut read = 0usize;
+            let mut waited = false;
+            while batch.records.len() < BATCH_RECORDS {
+                // Without a message queue, the consumer queue is where a quiet round waits.
+                let timeout = if self.queue.is_none() && batch.records.is_empty() && read == 0 {
+                    IDLE_WAIT
+                } else {
+                    Duration::ZERO
+                };
+                waited |= !timeout.is_zero();
+                let polled = self.consumer.poll(timeout);
+                if self.context.revoked.swap(false, Ordering::SeqCst) {
+                    // Records polled before the revocation go first, then the rollback.
+                    if !batch.records.is_empty() || !batch.new_sources.is_empty() {
+                        batch = match hand_over(batch, &batches, spare) {
+                            Some(b) => b,
+                            None => return,
+                        };
+                    }
+                    batch.revoked = true;
                     batch = match hand_over(batch, &batches, spare) {
                         Some(b) => b,
                         None => return,
                     };
+                    started = Instant::now();
                 }
-                batch.revoked = true;
-                batch = match hand_over(batch, &batches, spare) {
-                    Some(b) => b,
-                    None => return,
-                };
-                started = Instant::now();
-            }
-            // The clock is read every 16 polls, when idle, and after a poll that may
-            // have waited: ~40 ns a read, and a millisecond is the windows' resolution.
-            polls = polls.wrapping_add(1);
-            if polls % 16 == 0 || !timeout.is_zero() {
-                clock_ms = super::now_ms();
-            }
-            let idle = match polled {
-                Some(Ok(message)) => {
-                    if let Some(slot) = slot(
-                        &mut self.routes,
-                        &mut self.next_slot,
-                        &mut batch,
-                        message.topic(),
-                        message.partition(),
-                    ) {
-                        if batch.records.is_empty() {
-                            started = Instant::now();
+                match polled {
+                    Some(Ok(message)) => {
+                        if waited {
+                            // The clock after a wait, not before it (see StreamState's floor).
+                            clock_ms = super::now_ms();
                         }
-                        let payload = batch.push_bytes(message.payload().unwrap_or(&[]));
-                        let key = message.key().map(|k| batch.push_bytes(k));
-                        batch.records.push(FeedRecord {
-                            slot,
-                            offset: message.offset(),
-                            time_ms: clock_ms,
-                            payload,
-                            key,
-                        });
+                        if let Some(slot) = slot(
+                            &mut self.routes,
+                            &mut self.next_slot,
+                            &mut batch,
+                            message.topic(),
+                            message.partition(),
+                        ) {
+                            if batch.records.is_empty() {
+                                started = Instant::now();
+                            }
+                            batch.push_record(
+                                slot,
+                                message.offset(),
+                                clock_ms,
+                                message.payload().unwrap_or(&[]),
+                                message.key(),
+                            );
+                        }
+                        read += 1;
                     }
-                    false
+                    Some(Err(e)) => {
+                        self.context.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "consumer error");
+                        if self.queue.as_ref().is_none_or(MessageQueue::consumer_queue_is_empty) {
+                            break;
+                        }
+                    }
+                    // Nothing, or an event served: the queue may still hold messages.
+                    None => {
+                        if self.queue.as_ref().is_none_or(MessageQueue::consumer_queue_is_empty) {
+                            break;
+                        }
+                    }
                 }
-                Some(Err(e)) => {
-                    self.context.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "consumer error");
-                    true
-                }
-                None => true,
-            };
-            if idle {
-                clock_ms = super::now_ms();
             }
+            let assignments = self.context.assignments.load(Ordering::SeqCst);
+            let mut routed_now = false;
+            if assignments != self.routed_assignments
+                && let Some(queue) = &self.queue
+            {
+                self.routed_assignments = assignments;
+                self.topic_slots.clear();
+                routed_now = true;
+                match self.consumer.assignment() {
+                    Ok(assignment) => {
+                        let missed = queue.route(&assignment);
+                        if missed > 0 {
+                            tracing::warn!(
+                                missed,
+                                "partitions not forwarded to the message queue; read one by one"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the assignment"),
+                }
+            }
+            // After a forward, the next round drains the consumer queue first.
+            if let Some(queue) = &mut self.queue
+                && !routed_now
+                && batch.records.len() < BATCH_RECORDS
+            {
+                // A quiet round waits here for the first message only (at most one
+                // asked for), then takes what else has arrived without waiting.
+                if batch.records.is_empty() && read == 0 {
+                    queue.consume(IDLE_WAIT, 1, &mut self.messages);
+                }
+                let room = BATCH_RECORDS - batch.records.len() - self.messages.len();
+                if room > 0 {
+                    queue.consume(Duration::ZERO, room, &mut self.messages);
+                }
+            }
+            // One clock read per round: a millisecond is the windows' resolution.
+            clock_ms = super::now_ms();
+            if !self.messages.is_empty() {
+                if batch.records.is_empty() {
+                    started = Instant::now();
+                }
+                read += self.messages.len();
+                self.push_messages(&mut batch, clock_ms);
+            }
+            let idle = read == 0;
             let full = batch.records.len() >= BATCH_RECORDS;
-            // The linger is checked with the clock, every 16 polls, not on every message.
-            let due =
-                !batch.records.is_empty() && (idle || (polls % 16 == 0 && started.elapsed() >= BATCH_LINGER));
+            let due = !batch.records.is_empty() && (idle || started.elapsed() >= BATCH_LINGER);
             if full || due || (idle && !batch.new_sources.is_empty()) {
                 batch = match hand_over(batch, &batches, spare) {
                     Some(b) => b,
@@ -204,6 +296,42 @@ impl Feeder {
         if !batch.records.is_empty() || !batch.new_sources.is_empty() {
             let _ = batches.send(batch);
         }
+    }
+
+    /// Copies the messages read from the message queue into the batch and gives them
+    /// back to librdkafka. The source slot is looked up by librdkafka's topic handle
+    /// and the partition, the last one remembered: no topic name is read per message.
+    fn push_messages(&mut self, batch: &mut Batch, time_ms: i64) {
+        let mut last: Option<((usize, i32), Option<u32>)> = None;
+        for message in self.messages.iter() {
+            if let Some(e) = message.error() {
+                self.context.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, partition = message.partition(), "consumer error");
+                continue;
+            }
+            let key = (message.topic_handle(), message.partition());
+            let slot = match last {
+                Some((k, slot)) if k == key => slot,
+                _ => {
+                    let slot = match self.topic_slots.get(&key) {
+                        Some(&slot) => slot,
+                        None => {
+                            let slot = message.topic().and_then(|topic| {
+                                slot(&mut self.routes, &mut self.next_slot, batch, topic, message.partition())
+                            });
+                            self.topic_slots.insert(key, slot);
+                            slot
+                        }
+                    };
+                    last = Some((key, slot));
+                    slot
+                }
+            };
+            if let Some(slot) = slot {
+                batch.push_record(slot, message.offset(), time_ms, message.payload(), message.key());
+            }
+        }
+        self.messages.clear();
     }
 
     /// Applies pending controls; sends failed commits again at most once a second.

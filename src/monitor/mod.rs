@@ -236,7 +236,7 @@ impl Monitor {
         // for the last commit, which is made here, synchronously.
         let result = pipeline.join().unwrap_or(Err(MonitorError::Panicked));
         feeder.apply_controls(&control_rx);
-        close_consumer(feeder.consumer);
+        close_consumer(feeder.into_consumer());
         tracing::info!("monitor stopped");
         result
     }
