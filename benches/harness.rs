@@ -828,6 +828,15 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
         n,
         timeout,
     )?;
+    progress("e2e: (a2) bare consumer reading in batches, to the end");
+    let batched = kafka::bare_consume_batched(
+        &o.bootstrap,
+        &topic.name,
+        &unique("bench-bare-batched"),
+        &o.kafka_properties,
+        n,
+        timeout,
+    )?;
     progress(format!("e2e: (b) {} run reading to the end", binary.display()));
     let reports = dir.join("e2e-reports.jsonl");
     let config_path = dir.join("e2e.toml");
@@ -857,7 +866,7 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
     let incl = |r: &kafka::ConsumeResult| n as f64 / r.total.as_secs_f64();
     table.info(
         S,
-        "messages produced, then consumed by (a) and (b)",
+        "messages produced, then consumed by (a), (a2), (b)",
         format!(
             "{} in {:.1} s ({}msg/s)",
             count(n),
@@ -882,6 +891,15 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
     );
     table.info(
         S,
+        "(a2) bare consumer reading in batches, as (b)",
+        format!(
+            "{}msg/s steady; {:.2} CPU-s per 1M msgs",
+            si(batched.steady_rate),
+            batched.cpu_seconds * 1e6 / n as f64
+        ),
+    );
+    table.info(
+        S,
         "(b) driftscope run",
         format!(
             "{}msg/s steady; {}msg/s incl. start-up ({:.1} s)",
@@ -903,6 +921,11 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
     let ratio = ds.steady_rate / bare.steady_rate;
     table.check(S, "ratio b/a (steady state)", format!("{:.1}%", 100.0 * ratio), ">= 70%", ratio >= 0.70);
     table.info(S, "ratio b/a (incl. start-up)", format!("{:.1}%", 100.0 * incl(&ds) / incl(&bare)));
+    table.info(
+        S,
+        "ratio b/a2 (steady; reading costs alike)",
+        format!("{:.1}%", 100.0 * ds.steady_rate / batched.steady_rate),
+    );
     Ok(())
 }
 

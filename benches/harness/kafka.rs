@@ -1,12 +1,14 @@
 //! End-to-end on the real broker: produce N messages to a fresh topic, then read them
-//! to the end with (a) a bare rdkafka BaseConsumer that drops them and (b) the
-//! `driftscope run` binary, each in a fresh consumer group.
+//! to the end with (a) a bare rdkafka BaseConsumer that drops them, (a2) the same
+//! reading in batches the way driftscope does, and (b) the `driftscope run` binary,
+//! each in a fresh consumer group.
 
 use super::sys;
 use super::workload::WINDOW_RECORDS;
 use anyhow::{Context, bail};
 use driftscope::config::KafkaConfig;
-use driftscope::ingest::kafka::consumer_config;
+use driftscope::ingest::kafka::{MonitorContext, consumer_config, create_consumer};
+use driftscope::ingest::message_queue::{MessageQueue, Messages};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -17,6 +19,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub const PARTITIONS: i32 = 4;
@@ -174,6 +178,69 @@ pub fn bare_consume(
     let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu0;
     let t0 = first_window.unwrap_or(started);
     let steady = (n - WINDOW_RECORDS.min(n)) as f64 / (end - t0).as_secs_f64().max(1e-9);
+    drop(consumer);
+    Ok(ConsumeResult { total: end - started, steady_rate: steady, cpu_seconds: cpu, peak_rss_kib: None })
+}
+
+/// (a2) A bare consumer reading the way driftscope's consumer thread does: assigned
+/// partitions forwarded to a queue of its own, read with librdkafka's batch call
+/// (`driftscope::ingest::message_queue`), events served by `poll` on the consumer
+/// queue; it drops every message. For reference beside (a): what reading alone costs
+/// when read as driftscope reads.
+pub fn bare_consume_batched(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    properties: &[(String, String)],
+    n: u64,
+    timeout: Duration,
+) -> anyhow::Result<ConsumeResult> {
+    let cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
+    let started = Instant::now();
+    let context = Arc::new(MonitorContext::default());
+    let consumer = create_consumer(&bench_kafka_config(bootstrap, group, properties), context.clone())?;
+    let mut queue = MessageQueue::new(&consumer).context("librdkafka made no message queue")?;
+    consumer.subscribe(&[topic])?;
+    let mut messages = Messages::default();
+    let (mut count, mut bytes, mut routed) = (0u64, 0u64, 0u64);
+    let mut first_window: Option<Instant> = None;
+    let mut seen = |count: &mut u64, len: usize| {
+        bytes += len as u64;
+        *count += 1;
+        if *count == WINDOW_RECORDS {
+            first_window = Some(Instant::now());
+        }
+    };
+    while count < n {
+        if started.elapsed() > timeout {
+            bail!("bare batched consumer: timed out after {timeout:?} with {count} of {n} messages");
+        }
+        loop {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => seen(&mut count, m.payload().map_or(0, <[u8]>::len)),
+                _ if queue.consumer_queue_is_empty() => break,
+                _ => {}
+            }
+        }
+        let assignments = context.assignments.load(Ordering::SeqCst);
+        if assignments != routed {
+            routed = assignments;
+            queue.route(&consumer.assignment()?);
+            continue;
+        }
+        queue.consume(Duration::from_millis(100), 1, &mut messages);
+        queue.consume(Duration::ZERO, 511, &mut messages);
+        for m in messages.iter() {
+            seen(&mut count, m.payload().len());
+        }
+        messages.clear();
+    }
+    let end = Instant::now();
+    std::hint::black_box(bytes);
+    let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu0;
+    let t0 = first_window.unwrap_or(started);
+    let steady = (n - WINDOW_RECORDS.min(n)) as f64 / (end - t0).as_secs_f64().max(1e-9);
+    drop(queue);
     drop(consumer);
     Ok(ConsumeResult { total: end - started, steady_rate: steady, cpu_seconds: cpu, peak_rss_kib: None })
 }
