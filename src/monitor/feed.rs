@@ -26,6 +26,10 @@ pub const BATCH_RECORDS: usize = 512;
 pub const BATCHES_IN_FLIGHT: usize = 4;
 /// A partial batch is handed over after this long, so quiet streams are not delayed.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// Events served per round at most, so that controls and shutdown are seen even if
+/// the consumer queue never empties; its messages are always read before the message
+/// queue's.
+const EVENTS_PER_ROUND: usize = 1024;
 /// How long a round with nothing to read waits for a message; events on the consumer
 /// queue (rebalances, commits) wait at most this long to be served.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -173,7 +177,9 @@ impl Feeder {
             self.apply_controls(controls);
             let mut read = 0usize;
             let mut waited = false;
-            while batch.records.len() < BATCH_RECORDS {
+            let mut events = 0usize;
+            let mut drained = false;
+            while batch.records.len() < BATCH_RECORDS && events < EVENTS_PER_ROUND {
                 // Without a message queue, the consumer queue is where a quiet round waits.
                 let timeout = if self.queue.is_none() && batch.records.is_empty() && read == 0 {
                     IDLE_WAIT
@@ -226,13 +232,17 @@ impl Feeder {
                     Some(Err(e)) => {
                         self.context.fetch_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "consumer error");
+                        events += 1;
                         if self.queue.as_ref().is_none_or(MessageQueue::consumer_queue_is_empty) {
+                            drained = true;
                             break;
                         }
                     }
                     // Nothing, or an event served: the queue may still hold messages.
                     None => {
+                        events += 1;
                         if self.queue.as_ref().is_none_or(MessageQueue::consumer_queue_is_empty) {
+                            drained = true;
                             break;
                         }
                     }
@@ -259,9 +269,11 @@ impl Feeder {
                     Err(e) => tracing::warn!(error = %e, "cannot read the assignment"),
                 }
             }
-            // After a forward, the next round drains the consumer queue first.
+            // After a forward, or while the consumer queue is not drained, the next round
+            // drains it first.
             if let Some(queue) = &mut self.queue
                 && !routed_now
+                && drained
                 && batch.records.len() < BATCH_RECORDS
             {
                 // A quiet round waits here for the first message only (at most one
