@@ -11,6 +11,8 @@
 //!   --quick               short run: small message sets, memory at 100k/1M records,
 //!                         no end-to-end stage (unless asked for with --stages)
 //!   --messages N          end-to-end messages (default 2,000,000)
+//!   --e2e-rounds N        end-to-end rounds, each reading the topic with (a), (a2)
+//!                         and (b) in turn; ratios per round and their median (default 3)
 //!   --stages LIST         comma list of inprocess,e2e,scoring,memory (default: all);
 //!                         a stage named here must run or the harness fails
 //!   --require-broker      fail (instead of skipping end-to-end) when no broker answers
@@ -59,6 +61,7 @@ const MEMORY_POOL: usize = 2_000;
 struct Options {
     quick: bool,
     messages: u64,
+    e2e_rounds: usize,
     stages: Vec<String>,
     explicit_stages: bool,
     require_broker: bool,
@@ -84,6 +87,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
         quick: false,
         messages: 2_000_000,
+        e2e_rounds: 3,
         stages: STAGES.iter().map(|s| s.to_string()).collect(),
         explicit_stages: false,
         require_broker: false,
@@ -99,6 +103,12 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--bench" => {} // passed by `cargo bench`
             "--quick" => o.quick = true,
             "--messages" => o.messages = parse_count(&value()?)?,
+            "--e2e-rounds" => {
+                o.e2e_rounds = parse_count(&value()?)? as usize;
+                if o.e2e_rounds == 0 {
+                    bail!("--e2e-rounds must be at least 1");
+                }
+            }
             "--stages" => {
                 let v = value()?;
                 o.stages = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
@@ -819,112 +829,128 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
         kafka::produce(&o.bootstrap, &topic.name, &pool, n)?
     };
     let timeout = Duration::from_secs(120 + n / 10_000);
-    progress("e2e: (a) bare consumer reading to the end");
-    let bare = kafka::bare_consume(
-        &o.bootstrap,
-        &topic.name,
-        &unique("bench-bare"),
-        &o.kafka_properties,
-        n,
-        timeout,
-    )?;
-    progress("e2e: (a2) bare consumer reading in batches, to the end");
-    let batched = kafka::bare_consume_batched(
-        &o.bootstrap,
-        &topic.name,
-        &unique("bench-bare-batched"),
-        &o.kafka_properties,
-        n,
-        timeout,
-    )?;
-    progress(format!("e2e: (b) {} run reading to the end", binary.display()));
-    let reports = dir.join("e2e-reports.jsonl");
-    let config_path = dir.join("e2e.toml");
-    std::fs::write(
-        &config_path,
-        workload::config_toml(
+    // Rounds alternate the three readers on the same topic, so a slow spell of the
+    // shared machine (or of the broker) lands on all of them, and each round's ratios
+    // compare neighbours in time.
+    let (mut bare, mut batched, mut ds) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=o.e2e_rounds {
+        let tag = format!("round {round}/{}", o.e2e_rounds);
+        progress(format!("e2e {tag}: (a) bare consumer reading to the end"));
+        bare.push(kafka::bare_consume(
             &o.bootstrap,
-            &unique("bench-driftscope"),
             &topic.name,
-            "json",
-            &profile_path,
-            &dir.join("e2e-state"),
-            &reports,
+            &unique("bench-bare"),
             &o.kafka_properties,
-        ),
-    )?;
-    let ds = kafka::driftscope_consume(
-        &binary,
-        &config_path,
-        &reports,
-        &dir.join("e2e-driftscope.log"),
-        n,
-        timeout,
-    )?;
+            n,
+            timeout,
+        )?);
+        progress(format!("e2e {tag}: (a2) bare consumer reading in batches, to the end"));
+        batched.push(kafka::bare_consume_batched(
+            &o.bootstrap,
+            &topic.name,
+            &unique("bench-bare-batched"),
+            &o.kafka_properties,
+            n,
+            timeout,
+        )?);
+        progress(format!("e2e {tag}: (b) {} run reading to the end", binary.display()));
+        let round_dir = dir.join(format!("e2e-{round}"));
+        std::fs::create_dir_all(&round_dir)?;
+        let reports = round_dir.join("reports.jsonl");
+        let config_path = round_dir.join("driftscope.toml");
+        std::fs::write(
+            &config_path,
+            workload::config_toml(
+                &o.bootstrap,
+                &unique("bench-driftscope"),
+                &topic.name,
+                "json",
+                &profile_path,
+                &round_dir.join("state"),
+                &reports,
+                &o.kafka_properties,
+            ),
+        )?;
+        ds.push(kafka::driftscope_consume(
+            &binary,
+            &config_path,
+            &reports,
+            &round_dir.join("driftscope.log"),
+            n,
+            timeout,
+        )?);
+    }
     drop(topic);
 
     let incl = |r: &kafka::ConsumeResult| n as f64 / r.total.as_secs_f64();
+    let steady = |r: &kafka::ConsumeResult| r.steady_rate;
+    let cpu_per_m = |r: &kafka::ConsumeResult| r.cpu_seconds * 1e6 / n as f64;
+    // "median X (x1, x2, ...)" of one figure over the rounds.
+    let over_rounds = |v: Vec<f64>, fmt: &dyn Fn(f64) -> String| -> String {
+        if v.len() == 1 {
+            return fmt(v[0]);
+        }
+        let each: Vec<String> = v.iter().map(|&x| fmt(x)).collect();
+        format!("median {} ({})", fmt(median(v)), each.join(", "))
+    };
+    let rate = |x: f64| format!("{}msg/s", si(x));
+    let secs = |x: f64| format!("{x:.2}");
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     table.info(
         S,
-        "messages produced, then consumed by (a), (a2), (b)",
+        "messages produced, then read by (a), (a2), (b) in turn",
         format!(
-            "{} in {:.1} s ({}msg/s)",
+            "{} in {:.1} s ({}msg/s); {} round(s)",
             count(n),
             produce_time.as_secs_f64(),
-            si(n as f64 / produce_time.as_secs_f64())
+            si(n as f64 / produce_time.as_secs_f64()),
+            o.e2e_rounds
         ),
     );
     table.info(
         S,
-        "(a) bare BaseConsumer, read and drop",
-        format!(
-            "{}msg/s steady; {}msg/s incl. start-up ({:.1} s)",
-            si(bare.steady_rate),
-            si(incl(&bare)),
-            bare.total.as_secs_f64()
-        ),
+        "(a) bare BaseConsumer, read and drop: steady",
+        over_rounds(bare.iter().map(steady).collect(), &rate),
+    );
+    table.info(S, "(a) incl. start-up", over_rounds(bare.iter().map(incl).collect(), &rate));
+    table.info(
+        S,
+        "(a) CPU-s per 1M msgs (harness process)",
+        over_rounds(bare.iter().map(cpu_per_m).collect(), &secs),
     );
     table.info(
         S,
-        "(a) bare consumer CPU (harness process)",
-        format!("{:.1} s ({:.2} s per 1M msgs)", bare.cpu_seconds, bare.cpu_seconds * 1e6 / n as f64),
+        "(a2) bare consumer reading in batches, as (b): steady",
+        over_rounds(batched.iter().map(steady).collect(), &rate),
+    );
+    table.info(S, "(a2) CPU-s per 1M msgs", over_rounds(batched.iter().map(cpu_per_m).collect(), &secs));
+    table.info(S, "(b) driftscope run: steady", over_rounds(ds.iter().map(steady).collect(), &rate));
+    table.info(S, "(b) incl. start-up", over_rounds(ds.iter().map(incl).collect(), &rate));
+    table.info(
+        S,
+        "(b) CPU-s per 1M msgs (utime+stime)",
+        over_rounds(ds.iter().map(cpu_per_m).collect(), &secs),
     );
     table.info(
         S,
-        "(a2) bare consumer reading in batches, as (b)",
-        format!(
-            "{}msg/s steady; {:.2} CPU-s per 1M msgs",
-            si(batched.steady_rate),
-            batched.cpu_seconds * 1e6 / n as f64
-        ),
+        "(b) driftscope peak RSS (VmHWM), highest",
+        ds.iter()
+            .filter_map(|r| r.peak_rss_kib)
+            .max()
+            .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
     );
+    let ratios: Vec<f64> = ds.iter().zip(&bare).map(|(d, a)| d.steady_rate / a.steady_rate).collect();
+    let ratio = median(ratios.clone());
+    table.check(S, "ratio b/a (steady state)", over_rounds(ratios, &pct), ">= 70%", ratio >= 0.70);
     table.info(
         S,
-        "(b) driftscope run",
-        format!(
-            "{}msg/s steady; {}msg/s incl. start-up ({:.1} s)",
-            si(ds.steady_rate),
-            si(incl(&ds)),
-            ds.total.as_secs_f64()
-        ),
+        "ratio b/a (incl. start-up)",
+        over_rounds(ds.iter().zip(&bare).map(|(d, a)| incl(d) / incl(a)).collect(), &pct),
     );
-    table.info(
-        S,
-        "(b) driftscope CPU (utime+stime)",
-        format!("{:.1} s ({:.2} s per 1M msgs)", ds.cpu_seconds, ds.cpu_seconds * 1e6 / n as f64),
-    );
-    table.info(
-        S,
-        "(b) driftscope peak RSS (VmHWM)",
-        ds.peak_rss_kib.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-    );
-    let ratio = ds.steady_rate / bare.steady_rate;
-    table.check(S, "ratio b/a (steady state)", format!("{:.1}%", 100.0 * ratio), ">= 70%", ratio >= 0.70);
-    table.info(S, "ratio b/a (incl. start-up)", format!("{:.1}%", 100.0 * incl(&ds) / incl(&bare)));
     table.info(
         S,
         "ratio b/a2 (steady; reading costs alike)",
-        format!("{:.1}%", 100.0 * ds.steady_rate / batched.steady_rate),
+        over_rounds(ds.iter().zip(&batched).map(|(d, a)| d.steady_rate / a.steady_rate).collect(), &pct),
     );
     Ok(())
 }
