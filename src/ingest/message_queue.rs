@@ -233,3 +233,38 @@ fn bytes<'a>(data: *mut std::ffi::c_void, len: usize) -> &'a [u8] {
         unsafe { std::slice::from_raw_parts(data as *const u8, len) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::ClientConfig;
+
+    fn consumer(group: Option<&str>) -> BaseConsumer {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        if let Some(group) = group {
+            config.set("group.id", group);
+        }
+        config.create().expect("a consumer needs no broker to be made")
+    }
+
+    /// A group consumer gets a message queue, empty, with an empty consumer queue; one
+    /// without a group has no consumer queue, so none (the feeder then polls).
+    #[test]
+    fn a_queue_needs_a_group_consumer_and_starts_empty() {
+        let grouped = consumer(Some("g"));
+        let mut queue = MessageQueue::new(&grouped).expect("a queue for a group consumer");
+        assert!(queue.is_empty());
+        assert!(queue.consumer_queue_is_empty());
+        let mut messages = Messages::default();
+        assert_eq!(queue.consume(Duration::ZERO, 8, &mut messages), 0);
+        assert!(messages.is_empty());
+        // Routing a partition of a topic nobody has seen makes its queue (librdkafka
+        // creates the partition on demand) and forwards it.
+        let mut partitions = TopicPartitionList::new();
+        partitions.add_partition("t", 0);
+        assert_eq!(queue.route(&partitions), 0);
+        drop(queue);
+        assert!(MessageQueue::new(&consumer(None)).is_none());
+    }
+}
