@@ -833,9 +833,20 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
     // shared machine (or of the broker) lands on all of them, and each round's ratios
     // compare neighbours in time.
     let (mut bare, mut batched, mut ds) = (Vec::new(), Vec::new(), Vec::new());
+    // The broker's CPU while each reader reads, when it runs here: on two cores it
+    // shares the CPU with the reader, so its cost per message bounds the rates.
+    let broker = sys::find_process("kafka.Kafka");
+    let broker_cpu = || broker.as_deref().and_then(sys::cpu_seconds);
+    let mut broker_per_m: [Vec<f64>; 3] = Default::default();
+    let mut measure_broker = |which: usize, before: Option<f64>| {
+        if let (Some(b0), Some(b1)) = (before, broker_cpu()) {
+            broker_per_m[which].push((b1 - b0) * 1e6 / n as f64);
+        }
+    };
     for round in 1..=o.e2e_rounds {
         let tag = format!("round {round}/{}", o.e2e_rounds);
         progress(format!("e2e {tag}: (a) bare consumer reading to the end"));
+        let b0 = broker_cpu();
         bare.push(kafka::bare_consume(
             &o.bootstrap,
             &topic.name,
@@ -844,7 +855,9 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
             n,
             timeout,
         )?);
+        measure_broker(0, b0);
         progress(format!("e2e {tag}: (a2) bare consumer reading in batches, to the end"));
+        let b0 = broker_cpu();
         batched.push(kafka::bare_consume_batched(
             &o.bootstrap,
             &topic.name,
@@ -853,7 +866,9 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
             n,
             timeout,
         )?);
+        measure_broker(1, b0);
         progress(format!("e2e {tag}: (b) {} run reading to the end", binary.display()));
+        let b0 = broker_cpu();
         let round_dir = dir.join(format!("e2e-{round}"));
         std::fs::create_dir_all(&round_dir)?;
         let reports = round_dir.join("reports.jsonl");
@@ -879,6 +894,7 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
             n,
             timeout,
         )?);
+        measure_broker(2, b0);
     }
     drop(topic);
 
@@ -939,6 +955,15 @@ fn stage_e2e(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
             .max()
             .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
     );
+    for (which, reader) in ["(a)", "(a2)", "(b)"].iter().enumerate() {
+        if !broker_per_m[which].is_empty() {
+            table.info(
+                S,
+                format!("broker CPU-s per 1M msgs while {reader} read"),
+                over_rounds(broker_per_m[which].clone(), &secs),
+            );
+        }
+    }
     let ratios: Vec<f64> = ds.iter().zip(&bare).map(|(d, a)| d.steady_rate / a.steady_rate).collect();
     let ratio = median(ratios.clone());
     table.check(S, "ratio b/a (steady state)", over_rounds(ratios, &pct), ">= 70%", ratio >= 0.70);

@@ -65,6 +65,26 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / tck)
 }
 
+/// The pid of a local process whose command line holds `needle` (the broker, when it
+/// runs on this machine), if exactly one does.
+pub fn find_process(needle: &str) -> Option<String> {
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if cmdline.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(name);
+        }
+    }
+    found
+}
+
 /// A `kB` field of /proc/<pid>/status (VmHWM, VmRSS), in KiB.
 pub fn status_kib(pid: &str, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
