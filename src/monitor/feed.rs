@@ -1,6 +1,8 @@
-//! The consumer thread of the monitor. It polls the group, copies each message into a
-//! batch (payload and key bytes side by side, with the record's partition slot, offset
-//! and arrival time) and hands full batches to the pipeline thread through a bounded
+//! The consumer thread of the monitor. It serves the group's events, reads the
+//! assigned partitions' messages in batches from its message queue
+//! ([`crate::ingest::message_queue`]), copies each into a batch (payload and key bytes
+//! side by side, with the record's partition slot, offset and arrival time) and hands
+//! full batches to the pipeline thread through a bounded
 //! channel, so polling and librdkafka's bookkeeping run on one core while decoding and
 //! sketching run on the other. It also does what only the consumer can: commits, pause
 //! and resume, which the pipeline asks for through a control channel. Batches come
