@@ -2,11 +2,11 @@
 //! assigned partitions' messages in batches from its message queue
 //! ([`crate::ingest::message_queue`]), copies each into a batch (payload and key bytes
 //! side by side, with the record's partition slot, offset and arrival time) and hands
-//! full batches to the pipeline thread through a bounded
-//! channel, so polling and librdkafka's bookkeeping run on one core while decoding and
-//! sketching run on the other. It also does what only the consumer can: commits, pause
-//! and resume, which the pipeline asks for through a control channel. Batches come
-//! back for reuse, so the steady state allocates nothing per message.
+//! full batches to the pipeline thread through a bounded channel, so reading and
+//! librdkafka's bookkeeping run on one core while decoding and sketching run on the
+//! other. It also does what only the consumer can: commits, pause and resume, which the
+//! pipeline asks for through a control channel. Batches come back for reuse, so the
+//! steady state allocates nothing per message.
 
 use super::TopicRoute;
 use crate::ingest::kafka::{ArcContext, MonitorContext};
