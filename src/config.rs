@@ -140,6 +140,10 @@ pub struct KafkaConfig {
     pub dead_letter_topic: Option<String>,
     /// Messages larger than this are counted as `oversize` and not decoded.
     pub max_message_bytes: usize,
+    /// Read the assigned partitions' messages in batches from a queue of driftscope's
+    /// own (`ingest::message_queue`); `false` polls them one by one through
+    /// rust-rdkafka, slower, kept as a way around a librdkafka surprise.
+    pub batch_reads: bool,
 }
 
 impl Default for KafkaConfig {
@@ -150,6 +154,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             dead_letter_topic: None,
             max_message_bytes: 1 << 20,
+            batch_reads: true,
         }
     }
 }

@@ -87,6 +87,16 @@ reference = {reference}
 
 #[test]
 fn window_reports_equal_offline_score_on_the_same_records() {
+    reports_equal_offline_score("");
+}
+
+/// The same with `kafka.batch_reads = false`: messages polled one by one.
+#[test]
+fn reading_one_by_one_reports_the_same() {
+    reports_equal_offline_score("batch_reads = false");
+}
+
+fn reports_equal_offline_score(extra_kafka: &str) {
     let Some(bootstrap) = broker() else { return };
     let setup = Setup::new(bootstrap, 1);
     let reference_path = fixture("normal_shift", "reference.parquet");
@@ -96,11 +106,17 @@ fn window_reports_equal_offline_score_on_the_same_records() {
         &unique("g"),
         "{ type = \"tumbling_count\", size = 500 }",
         &format!("{{ data = \"{}\" }}", reference_path.display()),
-        "",
+        extra_kafka,
         "",
     );
     let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], setup.dir.path());
     let reports = run.wait_reports(&setup.reports_path(), 4, Duration::from_secs(120));
+    let reading = if extra_kafka.contains("batch_reads = false") { "one by one" } else { "in batches" };
+    assert!(
+        run.log_text().contains(&format!("reading=\"{reading}\"")),
+        "the log says how messages are read ({reading}):\n{}",
+        run.log_text()
+    );
     assert!(run.terminate().success());
 
     let (reference, _) = prepare_reference(

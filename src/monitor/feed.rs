@@ -111,8 +111,9 @@ pub struct Feeder {
     /// The last commit asked for, sent again when a commit fails.
     wanted: Vec<(String, i32, i64)>,
     commit_retry_at: Instant,
-    /// Where assigned partitions' messages are read from in batches; `None` if
-    /// librdkafka refused to make one (then everything is polled one by one).
+    /// Where assigned partitions' messages are read from in batches; `None` when
+    /// `kafka.batch_reads` is off or librdkafka refused to make one (then everything
+    /// is polled one by one).
     queue: Option<MessageQueue>,
     /// The group's assignment count (`MonitorContext::assignments`) last routed.
     routed_assignments: u64,
@@ -128,11 +129,16 @@ impl Feeder {
         context: Arc<MonitorContext>,
         routes: FxHashMap<String, TopicRoute>,
         next_slot: u32,
+        batch_reads: bool,
     ) -> Feeder {
-        let queue = MessageQueue::new(&consumer);
-        if queue.is_none() {
+        let queue = if batch_reads { MessageQueue::new(&consumer) } else { None };
+        if batch_reads && queue.is_none() {
             tracing::warn!("librdkafka made no message queue; messages are polled one by one");
         }
+        tracing::info!(
+            reading = if queue.is_some() { "in batches" } else { "one by one" },
+            "consumer reads the assigned partitions' messages"
+        );
         Feeder {
             consumer,
             context,

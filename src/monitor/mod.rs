@@ -102,6 +102,8 @@ struct Pipeline {
     sources: Vec<Source>,
     dead_letters: Option<DeadLetters>,
     max_message_bytes: usize,
+    /// `kafka.batch_reads`.
+    batch_reads: bool,
     reports: mpsc::Sender<ScoredWindow>,
     bad_log: RateLimitedLog,
     /// Windows closed since the last emit, with their stream.
@@ -186,6 +188,7 @@ impl Monitor {
             sources: Vec::new(),
             dead_letters,
             max_message_bytes: config.kafka.max_message_bytes,
+            batch_reads: config.kafka.batch_reads,
             reports,
             bad_log: RateLimitedLog { last: None, suppressed: 0 },
             closed: Vec::new(),
@@ -222,8 +225,13 @@ impl Monitor {
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
         tracing::info!(topics = ?topics, streams = state.streams.len(), "monitor started");
         let routes = std::mem::take(&mut state.routes);
-        let mut feeder =
-            feed::Feeder::new(consumer, state.context.clone(), routes, state.sources.len() as u32);
+        let mut feeder = feed::Feeder::new(
+            consumer,
+            state.context.clone(),
+            routes,
+            state.sources.len() as u32,
+            state.batch_reads,
+        );
         let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT);
         let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT + 2);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
