@@ -248,14 +248,14 @@ mod tests {
         config.create().expect("a consumer needs no broker to be made")
     }
 
-    /// A group consumer gets a message queue, empty, with an empty consumer queue; one
-    /// without a group has no consumer queue, so none (the feeder then polls).
+    /// A group consumer gets a message queue, empty; one without a group has no
+    /// consumer queue, so none (the feeder then polls). (Whether the consumer queue is
+    /// empty is not asserted: with no broker to reach, connection errors land there.)
     #[test]
     fn a_queue_needs_a_group_consumer_and_starts_empty() {
         let grouped = consumer(Some("g"));
         let mut queue = MessageQueue::new(&grouped).expect("a queue for a group consumer");
         assert!(queue.is_empty());
-        assert!(queue.consumer_queue_is_empty());
         let mut messages = Messages::default();
         assert_eq!(queue.consume(Duration::ZERO, 8, &mut messages), 0);
         assert!(messages.is_empty());
