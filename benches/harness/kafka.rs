@@ -140,6 +140,59 @@ fn bench_kafka_config(bootstrap: &str, group: &str, properties: &[(String, Strin
     }
 }
 
+/// What a bare consumer counts while it reads: messages, their bytes (so the reads
+/// are not optimised away), and when the first window's worth was in.
+struct Reading {
+    cpu0: f64,
+    started: Instant,
+    n: u64,
+    timeout: Duration,
+    count: u64,
+    bytes: u64,
+    first_window: Option<Instant>,
+}
+
+impl Reading {
+    /// Before the consumer is made, so start-up is in the totals.
+    fn start(n: u64, timeout: Duration) -> Reading {
+        Reading {
+            cpu0: sys::cpu_seconds("self").unwrap_or(0.0),
+            started: Instant::now(),
+            n,
+            timeout,
+            count: 0,
+            bytes: 0,
+            first_window: None,
+        }
+    }
+
+    /// Whether all `n` were read; an error once the timeout has passed.
+    fn done(&self, who: &str) -> anyhow::Result<bool> {
+        if self.count < self.n && self.started.elapsed() > self.timeout {
+            bail!("{who}: timed out after {:?} with {} of {} messages", self.timeout, self.count, self.n);
+        }
+        Ok(self.count >= self.n)
+    }
+
+    fn seen(&mut self, len: usize) {
+        self.bytes += len as u64;
+        self.count += 1;
+        if self.count == WINDOW_RECORDS {
+            self.first_window = Some(Instant::now());
+        }
+    }
+
+    /// The figures, taken before the consumer is closed (closing is not reading).
+    fn finish(self) -> ConsumeResult {
+        let end = Instant::now();
+        std::hint::black_box(self.bytes);
+        let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - self.cpu0;
+        let t0 = self.first_window.unwrap_or(self.started);
+        let steady = (self.n - WINDOW_RECORDS.min(self.n)) as f64 / (end - t0).as_secs_f64().max(1e-9);
+        ConsumeResult { total: end - self.started, steady_rate: steady, cpu_seconds: cpu, peak_rss_kib: None }
+    }
+}
+
 /// (a) A bare BaseConsumer with driftscope's own consumer settings, fresh group,
 /// subscribed to the topic, polling and dropping every message to the end.
 pub fn bare_consume(
@@ -150,36 +203,16 @@ pub fn bare_consume(
     n: u64,
     timeout: Duration,
 ) -> anyhow::Result<ConsumeResult> {
-    let cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
-    let started = Instant::now();
+    let mut reading = Reading::start(n, timeout);
     let consumer: BaseConsumer =
         consumer_config(&bench_kafka_config(bootstrap, group, properties)).create()?;
     consumer.subscribe(&[topic])?;
-    let (mut count, mut bytes, mut errors) = (0u64, 0u64, 0u64);
-    let mut first_window: Option<Instant> = None;
-    while count < n {
-        if started.elapsed() > timeout {
-            bail!("bare consumer: timed out after {timeout:?} with {count} of {n} messages");
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                bytes += m.payload().map_or(0, |p| p.len() as u64);
-                count += 1;
-                if count == WINDOW_RECORDS {
-                    first_window = Some(Instant::now());
-                }
-            }
-            Some(Err(_)) => errors += 1,
-            None => {}
+    while !reading.done("bare consumer")? {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            reading.seen(m.payload().map_or(0, <[u8]>::len));
         }
     }
-    let end = Instant::now();
-    std::hint::black_box((bytes, errors));
-    let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu0;
-    let t0 = first_window.unwrap_or(started);
-    let steady = (n - WINDOW_RECORDS.min(n)) as f64 / (end - t0).as_secs_f64().max(1e-9);
-    drop(consumer);
-    Ok(ConsumeResult { total: end - started, steady_rate: steady, cpu_seconds: cpu, peak_rss_kib: None })
+    Ok(reading.finish())
 }
 
 /// (a2) A bare consumer reading the way driftscope's consumer thread does: assigned
@@ -195,29 +228,17 @@ pub fn bare_consume_batched(
     n: u64,
     timeout: Duration,
 ) -> anyhow::Result<ConsumeResult> {
-    let cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
-    let started = Instant::now();
+    let mut reading = Reading::start(n, timeout);
     let context = Arc::new(MonitorContext::default());
     let consumer = create_consumer(&bench_kafka_config(bootstrap, group, properties), context.clone())?;
     let mut queue = MessageQueue::new(&consumer).context("librdkafka made no message queue")?;
     consumer.subscribe(&[topic])?;
     let mut messages = Messages::default();
-    let (mut count, mut bytes, mut routed) = (0u64, 0u64, 0u64);
-    let mut first_window: Option<Instant> = None;
-    let mut seen = |count: &mut u64, len: usize| {
-        bytes += len as u64;
-        *count += 1;
-        if *count == WINDOW_RECORDS {
-            first_window = Some(Instant::now());
-        }
-    };
-    while count < n {
-        if started.elapsed() > timeout {
-            bail!("bare batched consumer: timed out after {timeout:?} with {count} of {n} messages");
-        }
+    let mut routed = 0u64;
+    while !reading.done("bare batched consumer")? {
         loop {
             match consumer.poll(Duration::ZERO) {
-                Some(Ok(m)) => seen(&mut count, m.payload().map_or(0, <[u8]>::len)),
+                Some(Ok(m)) => reading.seen(m.payload().map_or(0, <[u8]>::len)),
                 _ if queue.consumer_queue_is_empty() => break,
                 _ => {}
             }
@@ -231,18 +252,11 @@ pub fn bare_consume_batched(
         queue.consume(Duration::from_millis(100), 1, &mut messages);
         queue.consume(Duration::ZERO, 511, &mut messages);
         for m in messages.iter() {
-            seen(&mut count, m.payload().len());
+            reading.seen(m.payload().len());
         }
         messages.clear();
     }
-    let end = Instant::now();
-    std::hint::black_box(bytes);
-    let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu0;
-    let t0 = first_window.unwrap_or(started);
-    let steady = (n - WINDOW_RECORDS.min(n)) as f64 / (end - t0).as_secs_f64().max(1e-9);
-    drop(queue);
-    drop(consumer);
-    Ok(ConsumeResult { total: end - started, steady_rate: steady, cpu_seconds: cpu, peak_rss_kib: None })
+    Ok(reading.finish())
 }
 
 /// Counts complete lines appended to a file, reading only what is new.

@@ -772,10 +772,10 @@ fn find_non_standard(payload: &[u8], out: &mut Vec<u8>, marks: &mut Vec<(usize, 
 /// driving serde_json through visitors costs about twice what skimming the same bytes
 /// does (see `benches/json_decode.rs`); the scanner reads a record member by member in
 /// ~1.4x, and by the layout of the records before it ([`scan::Layout`]) in about what
-/// serde_json takes to skim it. It validates everything it reads, to serde_json's rules, and declines (`None`) at
-/// anything it does not handle or that might be an error: escapes in keys, non-standard
-/// tokens, a control character in a string, nesting deeper than 64 in a skipped value,
-/// trailing bytes. A declined record is decoded again by serde_json from scratch, so
+/// serde_json takes to skim it. It validates everything it reads, to serde_json's
+/// rules, and declines (`None`) at anything it does not handle or that might be an
+/// error: escapes in keys, non-standard tokens, a control character in a string,
+/// nesting deeper than 64 in a skipped value, trailing bytes. A declined record is decoded again by serde_json from scratch, so
 /// the scanner only has to be right about the records it accepts, and tests check it
 /// against the serde_json path. Leaf values go through [`capture`], the same code as on
 /// the serde_json path, except plain numeric and categorical fields, whose numbers and

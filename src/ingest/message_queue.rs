@@ -15,8 +15,8 @@
 //! feeder drains that queue completely before reading this one, and reads this one
 //! only in a round that forwarded nothing (messages may reach the consumer queue while
 //! a forward is being made); after the forward, librdkafka appends nothing more of
-//! that partition there. A partition stopped and started again
-//! (a rebalance) loses its forward and is forwarded again when it is assigned.
+//! that partition there. A partition stopped and started again (a rebalance) loses
+//! its forward and is forwarded again when it is assigned.
 
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};

@@ -237,17 +237,13 @@ impl Feeder {
                         }
                         read += 1;
                     }
-                    Some(Err(e)) => {
-                        self.context.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "consumer error");
-                        events += 1;
-                        if self.queue.as_ref().is_none_or(MessageQueue::consumer_queue_is_empty) {
-                            drained = true;
-                            break;
+                    // An error, nothing, or an event served: the queue may still
+                    // hold messages.
+                    other => {
+                        if let Some(Err(e)) = other {
+                            self.context.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "consumer error");
                         }
-                    }
-                    // Nothing, or an event served: the queue may still hold messages.
-                    None => {
                         events += 1;
                         if self.queue.as_ref().is_none_or(MessageQueue::consumer_queue_is_empty) {
                             drained = true;
@@ -333,16 +329,10 @@ impl Feeder {
             let slot = match last {
                 Some((k, slot)) if k == key => slot,
                 _ => {
-                    let slot = match self.topic_slots.get(&key) {
-                        Some(&slot) => slot,
-                        None => {
-                            let slot = message.topic().and_then(|topic| {
-                                slot(&mut self.routes, &mut self.next_slot, batch, topic, message.partition())
-                            });
-                            self.topic_slots.insert(key, slot);
-                            slot
-                        }
-                    };
+                    let slot = *self.topic_slots.entry(key).or_insert_with(|| {
+                        let topic = message.topic()?;
+                        slot(&mut self.routes, &mut self.next_slot, batch, topic, message.partition())
+                    });
                     last = Some((key, slot));
                     slot
                 }

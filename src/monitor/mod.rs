@@ -91,6 +91,8 @@ pub(crate) struct TopicRoute {
 pub struct Monitor {
     consumer: BaseConsumer<ArcContext>,
     state: Pipeline,
+    /// `kafka.batch_reads`: how the consumer thread reads.
+    batch_reads: bool,
 }
 
 /// Everything but the consumer, so a message borrowed from the consumer can be
@@ -102,8 +104,6 @@ struct Pipeline {
     sources: Vec<Source>,
     dead_letters: Option<DeadLetters>,
     max_message_bytes: usize,
-    /// `kafka.batch_reads`.
-    batch_reads: bool,
     reports: mpsc::Sender<ScoredWindow>,
     bad_log: RateLimitedLog,
     /// Windows closed since the last emit, with their stream.
@@ -188,7 +188,6 @@ impl Monitor {
             sources: Vec::new(),
             dead_letters,
             max_message_bytes: config.kafka.max_message_bytes,
-            batch_reads: config.kafka.batch_reads,
             reports,
             bad_log: RateLimitedLog { last: None, suppressed: 0 },
             closed: Vec::new(),
@@ -211,7 +210,7 @@ impl Monitor {
         } else if let Some(saved) = checkpoint::load(&state.checkpoint_path)? {
             state.restore(saved)?;
         }
-        Ok(Monitor { consumer, state })
+        Ok(Monitor { consumer, state, batch_reads: config.kafka.batch_reads })
     }
 
     /// Consumes until `shutdown` is set, then checkpoints, hands the last reports to
@@ -220,7 +219,7 @@ impl Monitor {
     /// The records polled are all processed; open windows stay open in the checkpoint
     /// and continue on the next start.
     pub fn run(self, shutdown: Arc<AtomicBool>) -> Result<(), MonitorError> {
-        let Monitor { consumer, mut state } = self;
+        let Monitor { consumer, mut state, batch_reads } = self;
         let topics: Vec<String> = state.routes.keys().cloned().collect();
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
         tracing::info!(topics = ?topics, streams = state.streams.len(), "monitor started");
@@ -230,7 +229,7 @@ impl Monitor {
             state.context.clone(),
             routes,
             state.sources.len() as u32,
-            state.batch_reads,
+            batch_reads,
         );
         let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT);
         let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT + 2);

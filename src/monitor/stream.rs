@@ -60,9 +60,9 @@ pub struct StreamState {
     event_time: bool,
     processing_time_windows: bool,
     /// The latest clock the windows were ticked with. A record's processing time is
-    /// read on the consumer thread (every 16 polls, and after a poll that may wait),
-    /// so it can be older than a tick that already closed its pane; it is raised to
-    /// this, so a processing-time record always lands in an open pane, never late.
+    /// read on the consumer thread (once per round of reading, and after a wait), so
+    /// it can be older than a tick that already closed its pane; it is raised to this,
+    /// so a processing-time record always lands in an open pane, never late.
     clock_floor_ms: i64,
     saved_profile: PathBuf,
     pub counters: StreamCounters,
@@ -553,6 +553,7 @@ pub fn window_spec(window: &WindowConfig) -> (WindowSpec, Option<TimeBasis>) {
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
