@@ -1,7 +1,7 @@
 //! The configuration tree (TOML), `${ENV}` expansion, and start-up validation whose
 //! errors name the offending key path.
 
-use crate::stats::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric};
+use crate::stats::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric, Rule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -114,6 +114,12 @@ pub struct FieldConfig {
     pub threshold: Option<f64>,
     #[serde(default)]
     pub bins: Option<usize>,
+    /// Version-2 effect floor on the primary score (Cramér's V for chi_square).
+    #[serde(default)]
+    pub min_effect: Option<f64>,
+    /// `significant_effect` (version 2) or `threshold` (version 1) for this field.
+    #[serde(default)]
+    pub rule: Option<Rule>,
 }
 
 impl FieldConfig {
@@ -123,6 +129,8 @@ impl FieldConfig {
             primary_metric: self.primary_metric,
             threshold: self.threshold,
             bins: self.bins,
+            min_effect: self.min_effect,
+            rule: self.rule,
         }
     }
 }
@@ -397,6 +405,12 @@ fn validate_settings(s: &DriftSettings, key: &str) -> Result<(), (String, String
     if !(0.0..=1.0).contains(&s.dataset_drift_share) || s.dataset_drift_share == 0.0 {
         return err("dataset_drift_share", "must be in (0, 1]");
     }
+    if !(s.alpha > 0.0 && s.alpha < 1.0) {
+        return err("alpha", "must be in (0, 1), e.g. 0.01");
+    }
+    if !(s.alpha_sequential > 0.0 && s.alpha_sequential < 1.0) {
+        return err("alpha_sequential", "must be in (0, 1), e.g. 0.001");
+    }
     Ok(())
 }
 
@@ -416,6 +430,20 @@ fn validate_fields(fields: &[FieldConfig], key: &str) -> Result<(), (String, Str
             && (!t.is_finite() || t < 0.0)
         {
             return Err((k("threshold"), "must be a finite number >= 0".into()));
+        }
+        if let Some(e) = f.min_effect
+            && (!e.is_finite() || e < 0.0)
+        {
+            return Err((k("min_effect"), "must be a finite number >= 0".into()));
+        }
+        if let (Some(metric), Some(e)) = (f.primary_metric, f.min_effect)
+            && e > 1.0
+            && matches!(
+                metric,
+                Metric::Ks | Metric::ChiSquare | Metric::JensenShannon | Metric::Hellinger | Metric::Tvd
+            )
+        {
+            return Err((k("min_effect"), format!("`{metric}` is at most 1, so a floor of {e} never holds")));
         }
         if let Some(b) = f.bins
             && !(2..=1000).contains(&b)

@@ -260,6 +260,13 @@ fn report(stream: &str, index: u64, minute: u64, drifted: bool) -> Report {
         primary_metric: Metric::Psi,
         threshold: 0.2,
         drifted,
+        rule: driftscope::stats::Rule::Threshold,
+        p_value: None,
+        effect: None,
+        min_effect: None,
+        alpha: None,
+        decided_by: None,
+        sequential: None,
         category_overflow: None,
         scores: [("psi".to_owned(), psi)].into_iter().collect(),
     };

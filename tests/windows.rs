@@ -213,6 +213,7 @@ mod checkpoints {
                 windower: Some(w.snapshot()),
                 recent: Vec::new(),
                 latest_distributions: None,
+                sequential: Default::default(),
             }],
         };
         let bytes = checkpoint::encode(&saved).unwrap();

@@ -499,6 +499,7 @@ pub fn checkpoint_seeds() -> Vec<Vec<u8>> {
             windower: Some(windower.snapshot()),
             recent: Vec::new(),
             latest_distributions: None,
+            sequential: Default::default(),
         }],
     };
     let empty = Checkpoint { written_at_ms: 0, sources: Vec::new(), streams: Vec::new() };

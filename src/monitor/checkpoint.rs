@@ -11,6 +11,7 @@
 
 use crate::stats::Report;
 use crate::stats::distribution::FeatureDistribution;
+use crate::stats::sequential::SequentialState;
 use crate::stats::window::WindowerState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,10 @@ pub struct StreamCheckpoint {
     pub recent: Vec<Arc<Report>>,
     /// Reference vs window shares of the newest report, for the dashboard.
     pub latest_distributions: Option<Arc<Vec<FeatureDistribution>>>,
+    /// The stream's sequential detectors as of the newest report (absent in
+    /// checkpoints written before there were any: they start afresh).
+    #[serde(default)]
+    pub sequential: SequentialState,
 }
 
 impl Checkpoint {
@@ -192,6 +197,7 @@ mod tests {
                 windower: None,
                 recent: Vec::new(),
                 latest_distributions: None,
+                sequential: SequentialState::default(),
             }],
         }
     }

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::ingest::kafka::{ArcContext, DeadLetters, MonitorContext, create_consumer};
 use crate::stats::report::{OffsetRange, Report, WindowInfo};
 use crate::stats::score_window;
+use crate::stats::sequential::SequentialState;
 use crate::stats::window::ClosedWindow;
 use crate::telemetry::Telemetry;
 use checkpoint::{Checkpoint, CheckpointError, SourcePosition, StreamCheckpoint};
@@ -133,6 +134,8 @@ struct Pipeline {
 struct RecentReports {
     reports: VecDeque<Arc<Report>>,
     distributions: Option<Arc<Vec<crate::stats::distribution::FeatureDistribution>>>,
+    /// The stream's sequential detectors, as of the newest report.
+    sequential: SequentialState,
 }
 
 /// Checkpoint early when this many reports wait for one.
@@ -435,6 +438,8 @@ impl Pipeline {
         };
         let started = Instant::now();
         let mut report = score_window(reference, &window.sketch, info);
+        let settings = &reference.settings;
+        self.recent[stream].sequential.update(&mut report, settings.alpha_sequential, settings.multiplicity);
         let scoring = started.elapsed();
         report.stream = Some(state.name.clone());
         state.counters.windows_closed.inc();
@@ -556,6 +561,7 @@ impl Pipeline {
                     windower: stream.snapshot(),
                     recent: recent.reports.iter().cloned().collect(),
                     latest_distributions: recent.distributions.clone(),
+                    sequential: recent.sequential.clone(),
                 }
             })
             .collect();
@@ -615,6 +621,7 @@ impl Pipeline {
             let recent = &mut self.recent[i];
             recent.reports = cp.recent.iter().cloned().collect();
             recent.distributions = cp.latest_distributions.clone();
+            recent.sequential = cp.sequential.clone();
             let newest = recent.reports.len();
             for (n, report) in recent.reports.iter().enumerate() {
                 let distributions = if n + 1 == newest { recent.distributions.clone() } else { None };
@@ -680,6 +687,7 @@ impl Pipeline {
                     }
                     recent.reports = cp.map(|c| c.recent.iter().cloned().collect()).unwrap_or_default();
                     recent.distributions = cp.and_then(|c| c.latest_distributions.clone());
+                    recent.sequential = cp.map(|c| c.sequential.clone()).unwrap_or_default();
                 }
             }
             None => {

@@ -50,6 +50,23 @@ impl Cell {
     }
 }
 
+/// The distinct values a grid sketch stands for, sorted, with their counts: each
+/// cell's interior at its mean, then its right edge.
+pub fn support(edges: &[f64], cells: &[Cell]) -> Vec<(f64, u64)> {
+    let mut points = Vec::with_capacity(cells.len() * 2);
+    for (i, cell) in cells.iter().enumerate() {
+        if cell.interior_count > 0 {
+            points.push((cell.interior_sum / cell.interior_count as f64, cell.interior_count));
+        }
+        if cell.edge_count > 0
+            && let Some(&edge) = edges.get(i)
+        {
+            points.push((edge, cell.edge_count));
+        }
+    }
+    points
+}
+
 /// Index of the cell holding `x`: the number of edges strictly below it
 /// (numpy's `searchsorted(edges, x, side="left")`).
 #[inline]

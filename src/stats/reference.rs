@@ -4,10 +4,11 @@
 
 use super::categorical::{CategoricalSketch, CategoryIndex};
 use super::grid;
+use super::null::{self, NullModel};
 use super::numeric::{NumericGrid, NumericSketch};
 use super::profile::{FeatureStats, Profile};
 use super::report::ReferenceInfo;
-use super::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric};
+use super::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric, Rule};
 use super::sketch::{FeatureSketch, WindowSketch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +28,14 @@ pub struct ScoredFeature {
     pub name: String,
     pub kind: FeatureKind,
     pub primary_metric: Metric,
+    /// The version-1 threshold (on the score, or on the p-value for the tests).
     pub threshold: f64,
+    /// How the verdict is reached.
+    pub rule: Rule,
+    /// The version-2 effect floor on the primary score (Cramér's V for chi_square).
+    pub min_effect: f64,
+    /// The primary score's bootstrap null, for the version-2 distances.
+    pub null: Option<NullModel>,
     pub reference_missing_share: f64,
     pub model: FeatureModel,
 }
@@ -64,7 +72,8 @@ impl Reference {
             }
         }
         let mut features = Vec::with_capacity(profile.features.len());
-        for f in &profile.features {
+        let draws = null::draws_for(settings.alpha, profile.features.len());
+        for (position, f) in profile.features.iter().enumerate() {
             let over = overrides.get(&f.name).cloned().unwrap_or_default();
             let err = |key, message: String| OverrideError { feature: f.name.clone(), key, message };
             let kind = f.kind();
@@ -87,6 +96,33 @@ impl Reference {
             if !threshold.is_finite() || threshold < 0.0 {
                 return Err(err("threshold", format!("must be a finite number >= 0, got {threshold}")));
             }
+            let rule = over.rule.unwrap_or(settings.rule);
+            // A user's threshold on a distance is its effect floor (the spec's rule).
+            let min_effect = over
+                .min_effect
+                .or(if primary_metric.is_test() { None } else { over.threshold })
+                .unwrap_or_else(|| primary_metric.default_min_effect());
+            if !min_effect.is_finite() || min_effect < 0.0 {
+                return Err(err("min_effect", format!("must be a finite number >= 0, got {min_effect}")));
+            }
+            let seed = 0x5eed_0000 ^ position as u64;
+            let null = match (rule, primary_metric, &f.stats) {
+                (Rule::Threshold, ..) | (_, Metric::Ks | Metric::ChiSquare, _) => None,
+                (_, Metric::Wasserstein, FeatureStats::Numeric(p)) => Some(NullModel::wasserstein(
+                    &grid::support(&p.grid_edges, &p.grid_cells),
+                    p.std.max(crate::stats::score::WASSERSTEIN_STD_FLOOR),
+                    draws,
+                    seed,
+                )),
+                (_, metric, FeatureStats::Numeric(p)) => {
+                    Some(NullModel::binned(metric, &p.bin_counts, draws, seed))
+                }
+                (_, metric, FeatureStats::Categorical(p)) => {
+                    let mut counts: Vec<u64> = p.categories.iter().map(|c| c.count).collect();
+                    counts.push(p.other);
+                    Some(NullModel::binned(metric, &counts, draws, seed))
+                }
+            };
             let model = match &f.stats {
                 FeatureStats::Numeric(p) => {
                     if let Some(bins) = over.bins
@@ -114,6 +150,9 @@ impl Reference {
                 kind,
                 primary_metric,
                 threshold,
+                rule,
+                min_effect,
+                null,
                 reference_missing_share: profile.missing_share(f),
                 model,
             });

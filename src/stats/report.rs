@@ -1,7 +1,9 @@
 //! The report of one scored window: the JSON shape of `drift-metrics.md`, shared by
 //! `score`, the streaming monitor, the HTTP API and the triggers.
 
-use super::settings::{FeatureKind, Metric};
+use super::sequential::SequentialStatus;
+use super::settings::{FeatureKind, Metric, Rule};
+use super::verdict::DecidedBy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -86,11 +88,39 @@ pub struct FeatureReport {
     pub missing_drifted: bool,
     pub status: Status,
     pub primary_metric: Metric,
+    /// Version 1: the threshold on the score (on the p-value for ks and chi_square).
+    /// Version 2: the effect floor for a distance, the corrected alpha for a test.
     pub threshold: f64,
     pub drifted: bool,
+    /// How the verdict was reached (`threshold` is version 1).
+    #[serde(default = "version_one")]
+    pub rule: Rule,
+    /// Version 2: the primary score's p-value against its null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// Version 2: the primary score (Cramér's V for chi_square).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<f64>,
+    /// Version 2: the effect floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_effect: Option<f64>,
+    /// Version 2: the per-feature level after the correction across features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Which conditions held (absent for a feature that was not evaluated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
+    /// The feature's sequential detector after this window (streams and backtests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category_overflow: Option<u64>,
     pub scores: BTreeMap<String, f64>,
+}
+
+/// Reports written before verdicts had versions were version 1's.
+fn version_one() -> Rule {
+    Rule::Threshold
 }
 
 impl Report {

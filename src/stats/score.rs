@@ -5,13 +5,18 @@ use super::grid;
 use super::metrics::{self, BinnedScores};
 use super::numeric::NumericSketch;
 use super::profile::{CategoricalProfile, FeatureStats, NumericProfile};
-use super::reference::{FeatureModel, Reference, ScoredFeature};
+use super::reference::{FeatureModel, Reference};
 use super::report::{DatasetVerdict, FeatureReport, Report, Status, WindowInfo};
 use super::sketch::{FeatureSketch, WindowSketch};
+use super::verdict;
 use std::collections::BTreeMap;
 
 /// The spec's floor on the reference std by which wasserstein is normalised.
-const WASSERSTEIN_STD_FLOOR: f64 = 0.001;
+/// Cramér's V travels with the scores to the verdict, which moves it to the report's
+/// `effect`: the score keys stay the spec's.
+const CRAMERS_V: &str = "cramers_v";
+
+pub const WASSERSTEIN_STD_FLOOR: f64 = 0.001;
 
 /// Scores a window; `window.records` is taken from the sketch.
 pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: WindowInfo) -> Report {
@@ -39,7 +44,6 @@ pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: Wi
         let missing_share =
             if sketch.records == 0 { 0.0 } else { (missing + non_finite) as f64 / sketch.records as f64 };
         let evaluated = samples >= settings.min_samples && profile.n() > 0 && !scores.is_empty();
-        let drifted = evaluated && decide(feature, &scores);
         features.push(FeatureReport {
             name: feature.name.clone(),
             kind: feature.kind,
@@ -54,12 +58,37 @@ pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: Wi
             status: if evaluated { Status::Ok } else { Status::InsufficientData },
             primary_metric: feature.primary_metric,
             threshold: feature.threshold,
-            drifted,
+            drifted: false,
+            rule: feature.rule,
+            p_value: None,
+            effect: None,
+            min_effect: None,
+            alpha: None,
+            decided_by: None,
+            sequential: None,
             category_overflow,
             scores,
         });
     }
     let evaluated = features.iter().filter(|f| f.status == Status::Ok).count() as u64;
+    let alpha = verdict::corrected_alpha(settings.alpha, settings.multiplicity, evaluated);
+    for (report, feature) in features.iter_mut().zip(&reference.features) {
+        if report.status != Status::Ok {
+            report.scores.remove(CRAMERS_V);
+            continue;
+        }
+        let judgement = verdict::judge(feature, &report.scores, report.samples, alpha);
+        report.scores.remove(CRAMERS_V);
+        report.drifted = judgement.drifted;
+        report.decided_by = Some(judgement.decided_by);
+        if feature.rule != super::settings::Rule::Threshold {
+            report.p_value = judgement.p_value;
+            report.effect = judgement.effect;
+            report.min_effect = Some(feature.min_effect);
+            report.alpha = Some(alpha);
+            report.threshold = if feature.primary_metric.is_test() { alpha } else { feature.min_effect };
+        }
+    }
     let drifted = features.iter().filter(|f| f.drifted).count() as u64;
     let drift_share = if evaluated == 0 { 0.0 } else { drifted as f64 / evaluated as f64 };
     Report {
@@ -76,11 +105,6 @@ pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: Wi
         features,
         notes: Vec::new(),
     }
-}
-
-fn decide(feature: &ScoredFeature, scores: &BTreeMap<String, f64>) -> bool {
-    let metric = feature.primary_metric;
-    scores.get(metric.decision_key()).is_some_and(|&v| metric.drifted(v, feature.threshold))
 }
 
 fn insert_binned(scores: &mut BTreeMap<String, f64>, b: &BinnedScores) {
@@ -146,6 +170,7 @@ fn categorical_scores(profile: &CategoricalProfile, sketch: &CategoricalSketch) 
     let (statistic, p_value) = metrics::chi_square_homogeneity(&reference_row, &window_row);
     scores.insert("chi_square_statistic".into(), statistic);
     scores.insert("chi_square_p_value".into(), p_value);
+    scores.insert(CRAMERS_V.into(), verdict::cramers_v(&reference_row, &window_row));
     scores.insert("tvd".into(), binned.tvd);
     scores.insert("new_category_share".into(), new_records as f64 / m as f64);
     scores.insert("new_category_count".into(), new_records as f64);

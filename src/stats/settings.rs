@@ -81,6 +81,12 @@ impl Metric {
         }
     }
 
+    /// The version-2 effect floor: the smallest primary score that matters (for `ks`
+    /// its statistic, for `chi_square` Cramér's V).
+    pub fn default_min_effect(self) -> f64 {
+        0.1
+    }
+
     pub fn default_threshold(self) -> f64 {
         match self {
             Metric::Psi => 0.2,
@@ -124,6 +130,45 @@ impl fmt::Display for Metric {
     }
 }
 
+/// How a feature's drift verdict is reached (see `drift-metrics.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Version 2, the default: the primary score is significant at this window's and
+    /// the reference's sizes (after the correction across features) and at least the
+    /// feature's effect floor `min_effect`.
+    #[default]
+    SignificantEffect,
+    /// Version 1: a fixed threshold on the score, or p below it for the tests.
+    Threshold,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::SignificantEffect => "significant_effect",
+            Rule::Threshold => "threshold",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The correction for testing several features in one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Multiplicity {
+    /// Each feature is tested at `alpha / d`, d the features evaluated.
+    #[default]
+    Bonferroni,
+    /// Each feature is tested at `alpha`.
+    None,
+}
+
 /// Settings that apply to every feature unless a field overrides them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -141,6 +186,15 @@ pub struct DriftSettings {
     pub missing_share_threshold: f64,
     /// Share of drifted features at which the dataset counts as drifted.
     pub dataset_drift_share: f64,
+    /// How verdicts are reached; a field's `rule` overrides it.
+    pub rule: Rule,
+    /// Version-2 significance level per window, before the correction across features.
+    pub alpha: f64,
+    /// The correction across the features of a window (and of the sequential detectors).
+    pub multiplicity: Multiplicity,
+    /// The sequential detectors' false-alarm level: under no change, the average number
+    /// of windows before a false alarm is at least `1 / alpha_sequential`.
+    pub alpha_sequential: f64,
 }
 
 impl Default for DriftSettings {
@@ -152,6 +206,10 @@ impl Default for DriftSettings {
             min_samples: 100,
             missing_share_threshold: 0.05,
             dataset_drift_share: 0.5,
+            rule: Rule::default(),
+            alpha: 0.01,
+            multiplicity: Multiplicity::default(),
+            alpha_sequential: 0.001,
         }
     }
 }
@@ -165,4 +223,7 @@ pub struct FeatureOverride {
     pub primary_metric: Option<Metric>,
     pub threshold: Option<f64>,
     pub bins: Option<usize>,
+    /// Version-2 effect floor (for a distance, a `threshold` set without it is used).
+    pub min_effect: Option<f64>,
+    pub rule: Option<Rule>,
 }

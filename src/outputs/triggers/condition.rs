@@ -37,6 +37,9 @@ pub fn evaluate(condition: &ConditionConfig, report: &Report) -> (Verdict, Vec<O
     if let Some(key) = &condition.score {
         return evaluate_score(condition, key, report);
     }
+    if condition.sequential {
+        return (evaluate_sequential(condition, report), Vec::new());
+    }
     if !condition.features.is_empty() {
         return (evaluate_features(condition, report), Vec::new());
     }
@@ -56,9 +59,29 @@ fn feature_drifted(report: &Report, name: &str) -> Option<bool> {
     report.feature(name).filter(|f| f.status == Status::Ok).map(|f| f.drifted)
 }
 
+/// `Some(alarm)` for a feature whose sequential detector has a state, `None` otherwise.
+fn feature_alarmed(report: &Report, name: &str) -> Option<bool> {
+    report.feature(name).and_then(|f| f.sequential).map(|s| s.alarm)
+}
+
+fn evaluate_sequential(condition: &ConditionConfig, report: &Report) -> Verdict {
+    let states: Vec<Option<bool>> = if condition.features.is_empty() {
+        let known: Vec<Option<bool>> =
+            report.features.iter().filter_map(|f| f.sequential).map(|s| Some(s.alarm)).collect();
+        if known.is_empty() { vec![None] } else { known }
+    } else {
+        condition.features.iter().map(|f| feature_alarmed(report, f)).collect()
+    };
+    combine(condition.require, &states)
+}
+
 fn evaluate_features(condition: &ConditionConfig, report: &Report) -> Verdict {
     let states: Vec<Option<bool>> = condition.features.iter().map(|f| feature_drifted(report, f)).collect();
-    match condition.require {
+    combine(condition.require, &states)
+}
+
+fn combine(require: Require, states: &[Option<bool>]) -> Verdict {
+    match require {
         Require::Any => {
             if states.contains(&Some(true)) {
                 Verdict::Holds
@@ -186,7 +209,7 @@ impl Episode {
             Verdict::Holds => {
                 self.clear = 0;
                 self.consecutive = self.consecutive.saturating_add(1);
-                if !self.armed || self.consecutive < condition.consecutive_windows {
+                if !self.armed || self.consecutive < condition.required_windows() {
                     Step::Quiet
                 } else if self.cooldown_until_ms.is_some_and(|until| now_ms < until) {
                     Step::Suppressed
@@ -217,6 +240,7 @@ mod tests {
         ConditionConfig {
             dataset_drift: true,
             features: vec![],
+            sequential: false,
             require: Require::Any,
             score: None,
             feature: None,
@@ -310,6 +334,13 @@ mod tests {
                     primary_metric: Metric::Psi,
                     threshold: 0.2,
                     drifted,
+                    rule: crate::stats::Rule::Threshold,
+                    p_value: None,
+                    effect: None,
+                    min_effect: None,
+                    alpha: None,
+                    decided_by: None,
+                    sequential: None,
                     category_overflow: None,
                     scores: [("psi".to_owned(), psi)].into_iter().collect(),
                 })

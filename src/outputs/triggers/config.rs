@@ -51,6 +51,13 @@ pub struct ConditionConfig {
     /// Holds when these features drifted on their primary metric (see `require`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// Holds when the sequential detector alarms on the watched features (`features`,
+    /// or every feature when empty): evidence accumulated over windows with a stated
+    /// false-alarm rate (`defaults.alpha_sequential`). The detector accumulates across
+    /// windows itself, so one alarming window suffices (`consecutive_windows` must be
+    /// left unset or 1).
+    #[serde(default)]
+    pub sequential: bool,
     /// With `features`: whether `any` (default) or `all` of them must have drifted.
     #[serde(default)]
     pub require: Require,
@@ -94,6 +101,14 @@ pub enum Require {
     Any,
     /// Every one of them.
     All,
+}
+
+impl ConditionConfig {
+    /// Windows in a row the condition must hold: 1 for a sequential condition (the
+    /// detector has already accumulated its evidence), else `consecutive_windows`.
+    pub fn required_windows(&self) -> u32 {
+        if self.sequential { 1 } else { self.consecutive_windows }
+    }
 }
 
 fn default_consecutive_windows() -> u32 {
@@ -327,11 +342,17 @@ fn valid_name(name: &str) -> bool {
 
 fn validate_condition(c: &ConditionConfig, streams: Option<&[String]>, key: &str) -> Result<(), KeyError> {
     let k = |s: &str| format!("{key}.{s}");
-    let chosen = [c.dataset_drift, !c.features.is_empty(), c.score.is_some()];
+    let chosen = [c.dataset_drift, c.sequential || !c.features.is_empty(), c.score.is_some()];
     if chosen.iter().filter(|&&b| b).count() != 1 {
         return Err((
             key.to_owned(),
-            "set exactly one of `dataset_drift = true`, `features` or `score`".into(),
+            "set exactly one of `dataset_drift = true`, `features`, `sequential = true` (with or without `features`) or `score`".into(),
+        ));
+    }
+    if c.sequential && c.consecutive_windows != default_consecutive_windows() && c.consecutive_windows != 1 {
+        return Err((
+            k("consecutive_windows"),
+            "does not apply to a `sequential` condition: the detector accumulates evidence across windows itself".into(),
         ));
     }
     let mut seen = HashSet::new();

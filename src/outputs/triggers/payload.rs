@@ -62,6 +62,14 @@ pub enum ConditionSummary {
         /// Windows in a row it had to hold.
         consecutive_windows: u32,
     },
+    /// `sequential = true`.
+    Sequential {
+        /// The watched features; every feature when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+        /// `any` or `all`.
+        require: Require,
+    },
     /// `score = ...`.
     Score {
         /// The score key.
@@ -91,6 +99,8 @@ impl ConditionSummary {
                 below: c.below,
                 consecutive_windows: c.consecutive_windows,
             }
+        } else if c.sequential {
+            ConditionSummary::Sequential { features: c.features.clone(), require: c.require }
         } else if !c.features.is_empty() {
             ConditionSummary::Features {
                 features: c.features.clone(),
@@ -146,6 +156,15 @@ pub struct FeatureEvidence {
     pub score: Option<f64>,
     /// The metric's threshold.
     pub threshold: f64,
+    /// Version 2: the primary score's p-value against its null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// Version 2: the effect (the primary score, Cramér's V for chi_square).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<f64>,
+    /// The sequential detector's log statistic, when the stream has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential_log_statistic: Option<f64>,
 }
 
 fn finite(x: f64) -> Option<f64> {
@@ -184,12 +203,17 @@ impl Evidence {
                 features_drifted: d.features_drifted,
             },
             drifted_features: report
-                .drifted_features()
+                .features
+                .iter()
+                .filter(|f| f.drifted || (condition.sequential && f.sequential.is_some_and(|s| s.alarm)))
                 .map(|f| FeatureEvidence {
                     name: f.name.clone(),
                     metric: f.primary_metric.as_str().to_owned(),
                     score: f.scores.get(f.primary_metric.decision_key()).copied().and_then(finite),
                     threshold: finite(f.threshold).unwrap_or(0.0),
+                    p_value: f.p_value.and_then(finite),
+                    effect: f.effect.and_then(finite),
+                    sequential_log_statistic: f.sequential.map(|s| s.log_statistic).and_then(finite),
                 })
                 .collect(),
             observed,
@@ -340,6 +364,9 @@ mod tests {
                     metric: "psi".into(),
                     score: Some(0.5),
                     threshold: 0.2,
+                    p_value: None,
+                    effect: None,
+                    sequential_log_statistic: None,
                 })
                 .collect(),
             observed: vec![],
