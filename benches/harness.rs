@@ -13,7 +13,7 @@
 //!   --messages N          end-to-end messages (default 2,000,000)
 //!   --e2e-rounds N        end-to-end rounds, each reading the topic with (a), (a2)
 //!                         and (b) in turn; ratios per round and their median (default 3)
-//!   --stages LIST         comma list of inprocess,e2e,scoring,memory (default: all);
+//!   --stages LIST         comma list of inprocess,e2e,scoring,memory,soundness (default: all);
 //!                         a stage named here must run or the harness fails
 //!   --require-broker      fail (instead of skipping end-to-end) when no broker answers
 //!   --bootstrap ADDR      broker (default $DRIFTSCOPE_KAFKA_BOOTSTRAP or 127.0.0.1:19092)
@@ -30,6 +30,8 @@
 mod kafka;
 #[path = "harness/pipeline.rs"]
 mod pipeline;
+#[path = "harness/soundness.rs"]
+mod soundness;
 #[path = "harness/sys.rs"]
 mod sys;
 #[path = "harness/workload.rs"]
@@ -71,7 +73,7 @@ struct Options {
     kafka_properties: Vec<(String, String)>,
 }
 
-const STAGES: [&str; 4] = ["inprocess", "e2e", "scoring", "memory"];
+const STAGES: [&str; 5] = ["inprocess", "e2e", "scoring", "memory", "soundness"];
 
 fn parse_count(s: &str) -> anyhow::Result<u64> {
     let t = s.replace(['_', ','], "");
@@ -780,6 +782,124 @@ fn stage_memory(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()
 }
 
 // ---------------------------------------------------------------------------------
+// Stage 5: soundness of the verdicts
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn stage_soundness(o: &Options, table: &mut Table) -> anyhow::Result<()> {
+    const S: &str = "5. soundness of the verdicts (credit schema, 10 features; v2 | v1 side by side)";
+    let windows = if o.quick { 60 } else { 400 };
+    let sizes: &[u64] = &[100, 500, 2_000, 10_000, 100_000];
+    let mut population = soundness::Population::credit();
+    let mut worst_null = (0.0f64, 0.0f64);
+    let mut worst_dataset = (0.0f64, 0.0f64);
+    let mut worst_rescale = (0.0f64, 0.0f64);
+    let mut worst_seq = 0.0f64;
+    for (r, &reference) in [1_000u64, 50_000].iter().enumerate() {
+        for (w, &size) in sizes.iter().enumerate() {
+            progress(format!("soundness: reference {reference}, windows of {size}"));
+            let c = soundness::run_cell(&mut population, 100 + (r * 10 + w) as u64, reference, size, windows);
+            let label = format!("ref {} x window {}", count(reference), count(size));
+            table.info(
+                S,
+                format!("{label}: no change, features | dataset flagged"),
+                format!(
+                    "v2 {} (worst feature {}) | {}; v1 {} (worst {}) | {}",
+                    pct(c.null_feature_rate.0),
+                    pct(c.null_worst_feature_rate.0),
+                    pct(c.null_dataset_rate.0),
+                    pct(c.null_feature_rate.1),
+                    pct(c.null_worst_feature_rate.1),
+                    pct(c.null_dataset_rate.1)
+                ),
+            );
+            table.info(
+                S,
+                format!("{label}: 1% rescaling | 0.5 sigma shift flagged"),
+                format!(
+                    "v2 {} | {}; v1 {} | {}",
+                    pct(c.rescale_rate.0),
+                    pct(c.shift_rate.0),
+                    pct(c.rescale_rate.1),
+                    pct(c.shift_rate.1)
+                ),
+            );
+            table.info(
+                S,
+                format!("{label}: sequential false alarms per 1,000 | delay at 0.5 sigma"),
+                format!(
+                    "{:.1} | {}",
+                    c.sequential_false_per_1000,
+                    c.sequential_delay.map_or("none in 20 windows".to_owned(), |d| format!("{d} windows"))
+                ),
+            );
+            worst_null.0 = worst_null.0.max(c.null_worst_feature_rate.0);
+            worst_null.1 = worst_null.1.max(c.null_worst_feature_rate.1);
+            worst_dataset.0 = worst_dataset.0.max(c.null_dataset_rate.0);
+            worst_dataset.1 = worst_dataset.1.max(c.null_dataset_rate.1);
+            worst_rescale.0 = worst_rescale.0.max(c.rescale_rate.0);
+            worst_rescale.1 = worst_rescale.1.max(c.rescale_rate.1);
+            worst_seq = worst_seq.max(c.sequential_false_per_1000);
+            let shift_target = if size >= 500 { 0.95 } else { 0.5 };
+            table.check(
+                S,
+                format!("{label}: 0.5 sigma shift caught (v2)"),
+                pct(c.shift_rate.0),
+                format!(">= {}", pct(shift_target)),
+                c.shift_rate.0 >= shift_target,
+            );
+            if size == 100 {
+                table.check(
+                    S,
+                    format!("{label}: sequential delay at 0.5 sigma"),
+                    c.sequential_delay.map_or("never".to_owned(), |d| format!("{d} windows")),
+                    "<= 2 windows",
+                    c.sequential_delay.is_some_and(|d| d <= 2),
+                );
+            }
+        }
+    }
+    table.check(
+        S,
+        "worst feature's null alarm rate, any cell (v2; v1 beside)",
+        format!("{} (v1 {})", pct(worst_null.0), pct(worst_null.1)),
+        "<= 1%",
+        worst_null.0 <= 0.01,
+    );
+    table.check(
+        S,
+        "null dataset alarm rate, any cell (v2; v1 beside)",
+        format!("{} (v1 {})", pct(worst_dataset.0), pct(worst_dataset.1)),
+        "<= 1%",
+        worst_dataset.0 <= 0.01,
+    );
+    table.check(
+        S,
+        "1% rescaling flagged, any cell (v2; v1 beside)",
+        format!("{} (v1 {})", pct(worst_rescale.0), pct(worst_rescale.1)),
+        "<= 2%",
+        worst_rescale.0 <= 0.02,
+    );
+    let long = if o.quick { 1_000 } else { 10_000 };
+    for (reference, size) in [(1_000u64, 100_000u64), (50_000, 100), (1_000, 100)] {
+        progress(format!("soundness: sequential, {long} null windows, reference {reference}, windows of {size}"));
+        let alarms = soundness::sequential_null_run(&mut population, 7 + size, reference, size, long);
+        let allowed = long as f64 * DriftSettings::default().alpha_sequential;
+        table.check(
+            S,
+            format!("sequential false alarms over {} null windows, ref {} x window {}", count(long as u64), count(reference), count(size)),
+            format!("{alarms}"),
+            format!("<= {allowed:.0} (1 / alpha_sequential per window)"),
+            alarms as f64 <= allowed.max(1.0),
+        );
+    }
+    let _ = worst_seq;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
 // Stage 2: end-to-end
 
 fn driftscope_binary(o: &Options) -> anyhow::Result<PathBuf> {
@@ -1036,6 +1156,9 @@ fn run(o: &Options) -> anyhow::Result<(Table, Vec<String>)> {
     }
     if wants("memory") {
         stage("memory", &mut table, &mut |t| stage_memory(o, dir.path(), t));
+    }
+    if wants("soundness") {
+        stage("soundness", &mut table, &mut |t| stage_soundness(o, t));
     }
     // Ends the closure's mutable borrow of `failures` before it is read below.
     #[allow(clippy::drop_non_drop)]

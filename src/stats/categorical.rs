@@ -206,6 +206,27 @@ impl CategoricalSketch {
         }
     }
 
+    /// Counts `n` copies of one value at once (resampled windows, not the hot path).
+    pub fn observe_n(&mut self, value: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(id) = self.index.id(value) {
+            let count = &mut self.reference_counts[id as usize];
+            if *count == 0 {
+                self.distinct += 1;
+            }
+            *count += n;
+        } else if let Some(count) = self.new_counts.get_mut(value) {
+            *count += n;
+        } else if self.distinct < self.max_categories {
+            self.new_counts.insert(value.into(), n);
+            self.distinct += 1;
+        } else {
+            self.overflow += n;
+        }
+    }
+
     /// Values counted (every non-missing, valid value, including `__other__`).
     pub fn count(&self) -> u64 {
         self.reference_counts.iter().sum::<u64>() + self.new_counts.values().sum::<u64>() + self.overflow

@@ -10,6 +10,7 @@ pub mod numeric;
 pub mod profile;
 pub mod reference;
 pub mod report;
+pub mod resample;
 pub mod score;
 pub mod sequential;
 pub mod settings;

@@ -16,7 +16,7 @@ use super::metrics;
 use super::settings::Metric;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Binomial, Distribution};
+use super::resample::multinomial;
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 
@@ -25,10 +25,13 @@ const RUNG_RATIO: f64 = 1.1;
 /// Support points a numeric reference is grouped into for the wasserstein bootstrap.
 /// Grouping neighbours of similar value loses only variation inside a group (each holds
 /// under 1% of the reference), and keeps a draw at O(points).
-const WASSERSTEIN_POINTS: usize = 128;
+const WASSERSTEIN_POINTS: usize = 256;
 /// Fewest and most draws per rung; between them, enough that the smallest p-value a
-/// bootstrap can give, 1 / (1 + draws), is half the per-feature level alpha / d.
-pub const MIN_DRAWS: usize = 2_000;
+/// bootstrap can give, 1 / (1 + draws), is a fifth of the per-feature level alpha / d.
+/// The smallest p-value also bounds the sequential detector's evidence per window: at
+/// 5,000 draws and more, two windows at it reach the alarm threshold of 10 features at
+/// the default levels (`stats::sequential`).
+pub const MIN_DRAWS: usize = 5_000;
 pub const MAX_DRAWS: usize = 20_000;
 
 /// What a score's null is drawn from.
@@ -54,9 +57,9 @@ pub struct NullModel {
 }
 
 /// The number of draws for `features` tested at `alpha` with the Bonferroni correction:
-/// at least `2 d / alpha`, so a bootstrap p-value can reach half the corrected level.
+/// `5 d / alpha` within the bounds above.
 pub fn draws_for(alpha: f64, features: usize) -> usize {
-    let wanted = (2.0 * features.max(1) as f64 / alpha.max(1e-9)).ceil();
+    let wanted = (5.0 * features.max(1) as f64 / alpha.max(1e-9)).ceil();
     (wanted as usize).clamp(MIN_DRAWS, MAX_DRAWS)
 }
 
@@ -140,7 +143,7 @@ impl NullModel {
         let mut out = Vec::with_capacity(self.draws);
         match &self.shape {
             Shape::Binned { shares, metric } => {
-                let (mut r, mut c) = (vec![0u64; shares.len()], vec![0u64; shares.len()]);
+                let (mut r, mut c) = (Vec::new(), Vec::new());
                 for _ in 0..self.draws {
                     multinomial(&mut rng, n, shares, &mut r);
                     multinomial(&mut rng, m, shares, &mut c);
@@ -155,7 +158,7 @@ impl NullModel {
                 }
             }
             Shape::Points { points, shares, scale } => {
-                let (mut r, mut c) = (vec![0u64; shares.len()], vec![0u64; shares.len()]);
+                let (mut r, mut c) = (Vec::new(), Vec::new());
                 let (nf, mf) = (n.max(1) as f64, m.max(1) as f64);
                 for _ in 0..self.draws {
                     multinomial(&mut rng, n, shares, &mut r);
@@ -178,33 +181,6 @@ impl NullModel {
 
 fn shares_of(counts: impl Iterator<Item = f64>, n: f64) -> Vec<f64> {
     counts.map(|c| if n > 0.0 { c / n } else { 0.0 }).collect()
-}
-
-/// Counts of `total` draws over `shares` (summing to 1), by conditional binomials.
-fn multinomial(rng: &mut StdRng, total: u64, shares: &[f64], out: &mut [u64]) {
-    let mut left = total;
-    let mut mass = 1.0f64;
-    let last = shares.len().saturating_sub(1);
-    for (i, (&p, slot)) in shares.iter().zip(out.iter_mut()).enumerate() {
-        if left == 0 || p <= 0.0 {
-            *slot = 0;
-        } else if i == last || p >= mass {
-            *slot = left;
-            left = 0;
-        } else {
-            let probability = (p / mass).clamp(0.0, 1.0);
-            let count = Binomial::new(left, probability).map_or(0, |b| b.sample(rng));
-            *slot = count;
-            left -= count;
-        }
-        mass -= p;
-    }
-    if left > 0
-        && let Some(slot) = out.iter_mut().zip(shares).rev().find(|(_, p)| **p > 0.0).map(|(s, _)| s)
-    {
-        // Rounding left mass unassigned: it belongs to the last bin with any.
-        *slot += left;
-    }
 }
 
 /// Groups sorted `(value, count)` points into at most `groups` runs of neighbours of
@@ -251,20 +227,9 @@ mod tests {
     #[test]
     fn draws_reach_half_the_corrected_level() {
         assert_eq!(draws_for(0.01, 1), MIN_DRAWS);
-        assert_eq!(draws_for(0.01, 25), 5_000);
+        assert_eq!(draws_for(0.01, 10), 5_000);
+        assert_eq!(draws_for(0.01, 25), 12_500);
         assert_eq!(draws_for(0.01, 1_000), MAX_DRAWS);
-    }
-
-    #[test]
-    fn multinomial_keeps_the_total() {
-        let mut rng = StdRng::seed_from_u64(1);
-        let shares = [0.1, 0.0, 0.3, 0.6];
-        let mut out = [0u64; 4];
-        for total in [0u64, 1, 7, 1000, 123_456] {
-            multinomial(&mut rng, total, &shares, &mut out);
-            assert_eq!(out.iter().sum::<u64>(), total);
-            assert_eq!(out[1], 0);
-        }
     }
 
     #[test]

@@ -98,6 +98,31 @@ impl NumericSketch {
         self.shifted_sum_sq += d * d;
     }
 
+    /// Adds `n` copies of one value at once (resampled windows, not the hot path).
+    pub fn observe_n(&mut self, x: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if !x.is_finite() {
+            self.non_finite += n;
+            return;
+        }
+        let (i, on_edge) = self.index.locate(x);
+        let Some(cell) = self.cells.get_mut(i) else { return };
+        if on_edge {
+            cell.edge_count += n;
+        } else {
+            cell.interior_count += n;
+            cell.interior_sum += x * n as f64;
+        }
+        self.count += n;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        let d = x - self.shift;
+        self.shifted_sum += d * n as f64;
+        self.shifted_sum_sq += d * d * n as f64;
+    }
+
     pub fn grid(&self) -> &Arc<NumericGrid> {
         &self.grid
     }

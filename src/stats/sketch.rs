@@ -18,6 +18,19 @@ pub trait ValueSink {
         }
     }
     fn category(&mut self, feature: usize, value: &str);
+    /// `count` copies of one numeric value (resampled windows); sinks that can add
+    /// them at once override it.
+    fn numeric_repeated(&mut self, feature: usize, x: f64, count: u64) {
+        for _ in 0..count {
+            self.numeric(feature, x);
+        }
+    }
+    /// `count` copies of one category.
+    fn category_repeated(&mut self, feature: usize, value: &str, count: u64) {
+        for _ in 0..count {
+            self.category(feature, value);
+        }
+    }
     /// The field was absent or null.
     fn missing(&mut self, feature: usize);
     /// The field held a value of the wrong type for its kind.
@@ -109,6 +122,20 @@ impl ValueSink for WindowSketch {
         match &mut self.features[feature] {
             FeatureSketch::Categorical(s) => s.observe(value),
             FeatureSketch::Numeric(s) => s.invalid += 1,
+        }
+    }
+
+    fn numeric_repeated(&mut self, feature: usize, x: f64, count: u64) {
+        match &mut self.features[feature] {
+            FeatureSketch::Numeric(s) => s.observe_n(x, count),
+            FeatureSketch::Categorical(s) => s.invalid += count,
+        }
+    }
+
+    fn category_repeated(&mut self, feature: usize, value: &str, count: u64) {
+        match &mut self.features[feature] {
+            FeatureSketch::Categorical(s) => s.observe_n(value, count),
+            FeatureSketch::Numeric(s) => s.invalid += count,
         }
     }
 
