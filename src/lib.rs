@@ -3,6 +3,7 @@
 //! The pipeline reads top to bottom: [`ingest`] (Kafka, data files) -> [`decode`]
 //! (JSON, Arrow) -> [`stats`] (window sketches, references, scores) -> outputs.
 
+pub mod backtest;
 pub mod config;
 pub mod decode;
 pub mod demo;

@@ -28,6 +28,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Score a data file against a reference, as one window (exit 0: no drift, 1: drift, 2: error).
     Score(cli::score::ScoreArgs),
+    /// Replay history (a data file or a topic) through a config's windows, verdicts and triggers: alarm rates, delays, false alarms.
+    Backtest(cli::backtest::BacktestArgs),
     /// Build and save reference profiles.
     #[command(subcommand)]
     Reference(cli::reference::ReferenceCommand),
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::ProduceDemo(args) => cli::demo::produce(args),
         Command::Run(args) => cli::run::run(args),
         Command::Score(args) => cli::score::run(args),
+        Command::Backtest(args) => cli::backtest::run(args),
         Command::Reference(cmd) => cli::reference::run(cmd),
         Command::Config(cmd) => cli::config_check::run(cmd),
     };

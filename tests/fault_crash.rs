@@ -247,6 +247,15 @@ fn sigkill_at_random_points_changes_no_report_and_fires_each_trigger_once() {
         whole["tumbling"].iter().any(|r| r["dataset"]["drifted"] == true),
         "the drifted records are flagged (else the trigger check proves nothing)"
     );
+    // The reports carry each feature's sequential detector, so the equality above also
+    // proves that kills neither reset it nor folded a window into it twice; it must
+    // have moved for that to mean anything.
+    assert!(
+        whole["tumbling"].iter().any(|r| r["features"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["sequential"]["alarm"] == true))),
+        "the sequential detectors alarmed on the drift"
+    );
 
     let killed_ids = killed_sink.ids();
     let mut whole_ids = whole_sink.ids();

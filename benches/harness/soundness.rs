@@ -14,7 +14,9 @@
 use driftscope::stats::profile::{FeatureSpec, ProfileBuilder};
 use driftscope::stats::resample::multinomial;
 use driftscope::stats::sequential::SequentialState;
-use driftscope::stats::{DriftSettings, FeatureKind, Reference, Report, Rule, ValueSink, WindowInfo, score_window};
+use driftscope::stats::{
+    DriftSettings, FeatureKind, Reference, Report, Rule, ValueSink, WindowInfo, score_window,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use statrs::distribution::{ContinuousCDF, DiscreteCDF, Normal, Poisson};
@@ -35,8 +37,15 @@ pub enum Change {
 enum Shape {
     /// `continuous`: the 1% rescaling applies (on a discrete feature it moves every
     /// value off the lattice, a change any test rightly sees).
-    Numeric { points: Vec<f64>, std: f64, continuous: bool },
-    Categorical { names: Vec<String>, shares: Vec<f64> },
+    Numeric {
+        points: Vec<f64>,
+        std: f64,
+        continuous: bool,
+    },
+    Categorical {
+        names: Vec<String>,
+        shares: Vec<f64>,
+    },
 }
 
 /// The population every reference and window is drawn from.
@@ -189,7 +198,13 @@ fn score(reference: &Reference, sketch: &driftscope::stats::WindowSketch, index:
 
 /// Runs one cell: `windows` null windows, as many rescaled and shifted ones, and a
 /// sequential run over the null windows and then over shifted ones.
-pub fn run_cell(population: &mut Population, seed: u64, reference_records: u64, window_records: u64, windows: usize) -> Cell {
+pub fn run_cell(
+    population: &mut Population,
+    seed: u64,
+    reference_records: u64,
+    window_records: u64,
+    windows: usize,
+) -> Cell {
     let mut rng = StdRng::seed_from_u64(seed);
     let (v2, v1) = population.references(&mut rng, reference_records);
     let numeric = population.numeric_features();
@@ -261,21 +276,53 @@ pub fn run_cell(population: &mut Population, seed: u64, reference_records: u64, 
     cell
 }
 
-/// Sequential false alarms over `windows` null windows of one configuration: the alarm
-/// count (any feature) and the windows run.
-pub fn sequential_null_run(population: &mut Population, seed: u64, reference_records: u64, window_records: u64, windows: usize) -> usize {
+/// Sequential false alarms over `windows` null windows of one configuration, per
+/// feature name (features that never alarmed are left out). The guarantee is over the
+/// reference's sampling too (it is a sample of the no-change distribution), so the
+/// windows are spread over `references` independent references, fresh detectors each.
+pub fn sequential_null_run(
+    population: &mut Population,
+    seed: u64,
+    reference_records: u64,
+    window_records: u64,
+    windows: usize,
+    references: usize,
+) -> BTreeMap<String, usize> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let (v2, _) = population.references(&mut rng, reference_records);
+    let mut alarms = BTreeMap::new();
+    let references = references.max(1);
+    for _ in 0..references {
+        sequential_null_one(
+            population,
+            &mut rng,
+            reference_records,
+            window_records,
+            windows / references,
+            &mut alarms,
+        );
+    }
+    alarms
+}
+
+fn sequential_null_one(
+    population: &mut Population,
+    rng: &mut StdRng,
+    reference_records: u64,
+    window_records: u64,
+    windows: usize,
+    alarms: &mut BTreeMap<String, usize>,
+) {
+    let (v2, _) = population.references(rng, reference_records);
     let settings = v2.settings.clone();
     let mut state = SequentialState::default();
-    let mut alarms = 0;
     let mut sketch = v2.new_window();
     for w in 0..windows {
         sketch.reset();
-        population.draw(&mut rng, window_records, Change::None, &mut sketch);
+        population.draw(rng, window_records, Change::None, &mut sketch);
         let mut report = score(&v2, &sketch, w as u64);
         state.update(&mut report, settings.alpha_sequential, settings.multiplicity);
-        alarms += report.features.iter().filter(|f| f.sequential.is_some_and(|s| s.alarm)).count();
+        for f in report.features.iter().filter(|f| f.sequential.is_some_and(|s| s.alarm)) {
+            *alarms.entry(f.name.clone()).or_insert(0) += 1;
+        }
     }
-    alarms
 }

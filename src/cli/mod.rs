@@ -1,6 +1,7 @@
 //! One module per subcommand: argument structs (their doc comments are the `--help`)
 //! and the glue from arguments to the library.
 
+pub mod backtest;
 pub mod config_check;
 pub mod demo;
 pub mod reference;

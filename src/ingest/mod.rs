@@ -3,3 +3,4 @@
 pub mod files;
 pub mod kafka;
 pub mod message_queue;
+pub mod replay;

@@ -57,6 +57,8 @@ pub struct StreamState {
     reference: ReferenceState,
     overrides: BTreeMap<String, FeatureOverride>,
     windower: Windower,
+    /// The stream's window settings (their size sets the version-2 nulls to draw).
+    window: WindowConfig,
     event_time: bool,
     processing_time_windows: bool,
     /// The latest clock the windows were ticked with. A record's processing time is
@@ -88,6 +90,8 @@ impl StreamState {
             o.primary_metric = s.primary_metric.or(o.primary_metric);
             o.threshold = s.threshold.or(o.threshold);
             o.bins = s.bins.or(o.bins);
+            o.min_effect = s.min_effect.or(o.min_effect);
+            o.rule = s.rule.or(o.rule);
         }
         let saved_profile = config.state.dir.join(format!("{}.reference.profile", sanitize(&stream.name)));
         let settings = config.defaults.clone();
@@ -144,6 +148,7 @@ impl StreamState {
                     .zip(&reference.features)
                     .map(|(f, r)| (f.name.clone(), f.path.clone(), r.kind))
                     .collect();
+                warm_up(&reference, &stream.window);
                 (fields, ReferenceState::Ready(Arc::new(reference)))
             }
             None => {
@@ -220,6 +225,7 @@ impl StreamState {
             reference,
             overrides,
             windower: Windower::new(spec),
+            window: stream.window.clone(),
             event_time: time == Some(TimeBasis::Event),
             processing_time_windows: time == Some(TimeBasis::Processing),
             clock_floor_ms: i64::MIN,
@@ -398,6 +404,7 @@ impl StreamState {
         match Reference::new(profile, settings, &self.overrides) {
             Ok(reference) => {
                 tracing::info!(stream = %self.name, records = reference.profile.records, "reference taken from the stream");
+                warm_up(&reference, &self.window);
                 self.reference = ReferenceState::Ready(Arc::new(reference));
             }
             // Overrides were checked against these very fields at start-up.
@@ -413,6 +420,11 @@ impl StreamState {
             self.counters.event_lag.absorb(&self.name, &self.event_lag);
             self.event_lag.reset();
         }
+    }
+
+    /// The lowest offset of `source` held by an open window.
+    pub fn lowest_open_offset(&self, source: u32) -> Option<i64> {
+        self.windower.lowest_open_offset(source)
     }
 
     /// Closes time windows whose end has passed.
@@ -546,6 +558,21 @@ pub fn window_spec(window: &WindowConfig) -> (WindowSpec, Option<TimeBasis>) {
             },
             Some(*time),
         ),
+    }
+}
+
+/// Draws the version-2 nulls for a count window's size before the first window, so
+/// that window is not held up by them (time windows draw each size on first use).
+fn warm_up(reference: &Reference, window: &WindowConfig) {
+    if let WindowConfig::TumblingCount { size } | WindowConfig::SlidingCount { size, .. } = window {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let started = std::time::Instant::now();
+        reference.warm_up(*size, threads);
+        tracing::debug!(
+            window = size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "version-2 nulls drawn"
+        );
     }
 }
 

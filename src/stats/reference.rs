@@ -72,7 +72,7 @@ impl Reference {
             }
         }
         let mut features = Vec::with_capacity(profile.features.len());
-        let draws = null::draws_for(settings.alpha, profile.features.len());
+        let draws = null::DRAWS;
         for (position, f) in profile.features.iter().enumerate() {
             let over = overrides.get(&f.name).cloned().unwrap_or_default();
             let err = |key, message: String| OverrideError { feature: f.name.clone(), key, message };
@@ -158,6 +158,27 @@ impl Reference {
             });
         }
         Ok(Reference { profile, settings, features })
+    }
+
+    /// Draws every feature's bootstrap null for windows of `m` values ahead of the first
+    /// window, spread over `threads` threads (each null is drawn once and cached, so
+    /// this only moves the work out of the first window's scoring).
+    pub fn warm_up(&self, m: u64, threads: usize) {
+        let nulls: Vec<&super::null::NullModel> =
+            self.features.iter().filter_map(|f| f.null.as_ref()).collect();
+        if nulls.is_empty() {
+            return;
+        }
+        let per_thread = nulls.len().div_ceil(threads.clamp(1, nulls.len()));
+        std::thread::scope(|scope| {
+            for chunk in nulls.chunks(per_thread) {
+                scope.spawn(move || {
+                    for null in chunk {
+                        null.sorted_draws(m);
+                    }
+                });
+            }
+        });
     }
 
     /// An empty sketch for one window of this reference.
