@@ -166,7 +166,7 @@ impl Evaluator {
     /// Scores one window and steps the detectors and trigger episodes.
     pub fn evaluate(&mut self, mut report: Report, end_ms: i64) -> (Report, Vec<bool>) {
         let settings = &self.reference.settings;
-        self.sequential.update(&mut report, settings.alpha_sequential, settings.multiplicity);
+        self.sequential.update(&mut report, settings.alpha_sequential);
         let mut fired = Vec::with_capacity(self.triggers.len());
         for (trigger, episode) in &mut self.triggers {
             let (verdict, _) = condition::evaluate(&trigger.condition, &report);
@@ -375,8 +375,15 @@ impl Replay {
             .evaluator
             .get_or_insert_with(|| Evaluator::new(reference.clone(), &stream_name, &self.triggers));
         for window in self.closed.drain(..) {
+            let one_source = window.spans.windows(2).all(|w| w[0].source == w[1].source);
             let rows = if self.message_rows.is_empty() {
-                None
+                // A topic: rows are offsets, meaningful when they come from one partition.
+                let first = window.spans.iter().map(|s| s.first).min();
+                let last = window.spans.iter().map(|s| s.last).max();
+                match (first, last) {
+                    (Some(f), Some(l)) if one_source => Some((f as u64, l as u64)),
+                    _ => None,
+                }
             } else {
                 let first = window.spans.iter().map(|s| s.first).min();
                 let last = window.spans.iter().map(|s| s.last).max();

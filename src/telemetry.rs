@@ -21,6 +21,11 @@ pub struct Telemetry {
     pub drift_score: GaugeVec,
     pub drift_threshold: GaugeVec,
     pub drift_detected: IntGaugeVec,
+    pub drift_p_value: GaugeVec,
+    pub drift_effect: GaugeVec,
+    pub sequential_log_statistic: GaugeVec,
+    pub sequential_log_threshold: GaugeVec,
+    pub sequential_alarm: IntGaugeVec,
     pub missing_share: GaugeVec,
     pub dataset_drift_share: GaugeVec,
     pub dataset_drifted: IntGaugeVec,
@@ -101,6 +106,31 @@ impl Telemetry {
             drift_detected: int_gauge(
                 "driftscope_drift_detected",
                 "1 if the feature's primary metric drifted in the last window.",
+                &["stream", "feature"],
+            ),
+            drift_p_value: gauge(
+                "driftscope_drift_p_value",
+                "Version-2 verdicts: p-value of the feature's primary score against its null in the last window.",
+                &["stream", "feature"],
+            ),
+            drift_effect: gauge(
+                "driftscope_drift_effect",
+                "Version-2 verdicts: the feature's effect (primary score; Cramér's V for chi_square) in the last window.",
+                &["stream", "feature"],
+            ),
+            sequential_log_statistic: gauge(
+                "driftscope_sequential_log_statistic",
+                "The feature's sequential detector, log M, after the last window.",
+                &["stream", "feature"],
+            ),
+            sequential_log_threshold: gauge(
+                "driftscope_sequential_log_threshold",
+                "The log M at which the feature's sequential detector alarms.",
+                &["stream", "feature"],
+            ),
+            sequential_alarm: int_gauge(
+                "driftscope_sequential_alarm",
+                "1 if the feature's sequential detector alarmed in the last window.",
                 &["stream", "feature"],
             ),
             missing_share: gauge(

@@ -228,7 +228,7 @@ pub fn run_cell(
         flagged.1 += r1.dataset.features_drifted as usize;
         dataset.0 += r2.dataset.drifted as usize;
         dataset.1 += r1.dataset.drifted as usize;
-        sequential.update(&mut r2, settings.alpha_sequential, settings.multiplicity);
+        sequential.update(&mut r2, settings.alpha_sequential);
         sequential_alarms += r2.features.iter().filter(|f| f.sequential.is_some_and(|s| s.alarm)).count();
     }
     let pairs = (windows * features).max(1) as f64;
@@ -264,7 +264,7 @@ pub fn run_cell(
         let mut sketch = v2.new_window();
         population.draw(&mut rng, window_records, Change::Shift(0.5), &mut sketch);
         let mut report = score(&v2, &sketch, w as u64);
-        detector.update(&mut report, settings.alpha_sequential, settings.multiplicity);
+        detector.update(&mut report, settings.alpha_sequential);
         for &i in &numeric {
             if first_alarm[i].is_none() && report.features[i].sequential.is_some_and(|s| s.alarm) {
                 first_alarm[i] = Some(w + 1);
@@ -320,7 +320,7 @@ fn sequential_null_one(
         sketch.reset();
         population.draw(rng, window_records, Change::None, &mut sketch);
         let mut report = score(&v2, &sketch, w as u64);
-        state.update(&mut report, settings.alpha_sequential, settings.multiplicity);
+        state.update(&mut report, settings.alpha_sequential);
         for f in report.features.iter().filter(|f| f.sequential.is_some_and(|s| s.alarm)) {
             *alarms.entry(f.name.clone()).or_insert(0) += 1;
         }

@@ -439,7 +439,7 @@ impl Pipeline {
         let started = Instant::now();
         let mut report = score_window(reference, &window.sketch, info);
         let settings = &reference.settings;
-        self.recent[stream].sequential.update(&mut report, settings.alpha_sequential, settings.multiplicity);
+        self.recent[stream].sequential.update(&mut report, settings.alpha_sequential);
         let scoring = started.elapsed();
         report.stream = Some(state.name.clone());
         state.counters.windows_closed.inc();

@@ -14,6 +14,17 @@ pub fn record_report(t: &Telemetry, report: &Report) {
         t.drift_detected.with_label_values(&labels).set(i64::from(f.drifted));
         t.window_samples.with_label_values(&labels).set(f.samples as i64);
         t.missing_share.with_label_values(&labels).set(f.missing_share);
+        if let Some(p) = f.p_value {
+            t.drift_p_value.with_label_values(&labels).set(p);
+        }
+        if let Some(e) = f.effect {
+            t.drift_effect.with_label_values(&labels).set(e);
+        }
+        if let Some(s) = f.sequential {
+            t.sequential_log_statistic.with_label_values(&labels).set(s.log_statistic);
+            t.sequential_log_threshold.with_label_values(&labels).set(s.log_threshold);
+            t.sequential_alarm.with_label_values(&labels).set(i64::from(s.alarm));
+        }
         for (metric, value) in &f.scores {
             t.drift_score.with_label_values(&[stream, f.name.as_str(), metric.as_str()]).set(*value);
         }

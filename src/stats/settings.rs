@@ -190,10 +190,10 @@ pub struct DriftSettings {
     pub rule: Rule,
     /// Version-2 significance level per window, before the correction across features.
     pub alpha: f64,
-    /// The correction across the features of a window (and of the sequential detectors).
+    /// The correction across the features of a window.
     pub multiplicity: Multiplicity,
     /// The sequential detectors' false-alarm level: under no change, the average number
-    /// of windows before a false alarm is at least `1 / alpha_sequential`.
+    /// of windows before a feature's detector false-alarms is at least `1 / alpha_sequential`.
     pub alpha_sequential: f64,
 }
 

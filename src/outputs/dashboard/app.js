@@ -182,8 +182,31 @@
     return isNum(v) ? v : null;
   }
 
-  function ruleText(metric, threshold) {
-    return isPValueMetric(metric) ? `drift if p < ${fmtNum(threshold)}` : `drift if ≥ ${fmtNum(threshold)}`;
+  /** Version 2 (`rule` significant_effect): significant at the window's size and at least the effect floor. */
+  function isVersionTwo(f) {
+    return f && f.rule === 'significant_effect' && isNum(f.alpha) && isNum(f.min_effect);
+  }
+
+  function ruleText(f) {
+    if (isVersionTwo(f)) {
+      const effect = f.primary_metric === 'chi_square' ? "Cramér's V" : f.primary_metric === 'ks' ? 'D' : 'score';
+      return `drift if p < ${fmtNum(f.alpha)} and ${effect} ≥ ${fmtNum(f.min_effect)}`;
+    }
+    return isPValueMetric(f.primary_metric) ? `drift if p < ${fmtNum(f.threshold)}` : `drift if ≥ ${fmtNum(f.threshold)}`;
+  }
+
+  /** The version-2 verdict and the sequential detector of a feature, in words. */
+  function verdictText(f) {
+    const parts = [];
+    if (isVersionTwo(f)) {
+      const held = { both: 'both held', significance: 'significant, effect below the floor', effect: 'effect above the floor, not significant', neither: 'neither held' }[f.decided_by];
+      parts.push(`p-value ${fmtNum(f.p_value, 3)} (α ${fmtNum(f.alpha, 3)}) · effect ${fmtNum(f.effect, 3)} (floor ${fmtNum(f.min_effect)})${held ? ` · ${held}` : ''}`);
+    }
+    if (f.sequential && isNum(f.sequential.log_statistic)) {
+      const s = f.sequential;
+      parts.push(`sequential log M ${fmtNum(s.log_statistic, 3)} of ${fmtNum(s.log_threshold, 3)}${s.alarm ? ' · ALARM' : ''}`);
+    }
+    return parts.join(' — ');
   }
 
   function metricTitle(metric) {
@@ -849,7 +872,7 @@
         `<span class="fc-name" title="${esc(f.name)}">${esc(f.name)}</span><span class="chip">${esc(f.kind)}</span>` +
           `<span class="fc-spacer"></span><span class="pill pill-${s}">${esc(pill)}</span>`,
       );
-      const title = `${metricTitle(f.primary_metric)} · ${ruleText(f.primary_metric, f.threshold)}`;
+      const title = `${metricTitle(f.primary_metric)} · ${ruleText(f)}`;
       const scaleNote = isPValueMetric(f.primary_metric) ? ' (log scale)' : '';
       setHTML(card.children[1], `<span class="fc-metric" title="${esc(title + scaleNote)}">${esc(title)}</span>${valueHtml}`);
       const chartBox = card.children[2];
@@ -932,7 +955,7 @@
         const verdict = primary ? `<span class="pill pill-${f.drifted ? 'drift' : 'ok'}">${f.drifted ? 'Drifted' : 'OK'}</span>` : '';
         return (
           `<tr${primary ? ' class="primary"' : ''}><th scope="row">${esc(k)}${primary ? ' <span class="muted">(primary)</span>' : ''}</th>` +
-          `<td class="num">${esc(fmtNum(f.scores[k], 4))}</td><td class="num">${primary ? esc(ruleText(f.primary_metric, f.threshold)) : ''}</td><td>${verdict}</td></tr>`
+          `<td class="num">${esc(fmtNum(f.scores[k], 4))}</td><td class="num">${primary ? esc(ruleText(f)) : ''}</td><td>${verdict}</td></tr>`
         );
       })
       .join('');
@@ -941,7 +964,8 @@
       el.featureDetails,
       `<table class="scores"><caption>Scores of <strong>${esc(f.name)}</strong> in the latest window</caption>` +
         `<thead><tr><th scope="col">score</th><th scope="col" class="num">value</th><th scope="col" class="num">rule</th><th scope="col"></th></tr></thead>` +
-        `<tbody>${body}</tbody></table>`,
+        `<tbody>${body}</tbody></table>` +
+        (verdictText(f) ? `<p class="verdict-detail muted">${esc(verdictText(f))}</p>` : ''),
     );
   }
 

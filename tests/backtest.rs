@@ -1,0 +1,285 @@
+//! `driftscope backtest` end to end through the binary: a data file with a known change
+//! point and clean span, the null replay, the CI exit code, bad files named by row and
+//! column, and a topic replayed read-only from the real broker.
+
+mod common;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// A small deterministic generator (no dependency on the test's thread order).
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        (-2.0 * self.unit().ln()).sqrt() * (2.0 * std::f64::consts::PI * self.unit()).cos()
+    }
+}
+
+/// `rows` rows of `x` (numeric), `c` (categorical) and `ts` (epoch ms, one a second);
+/// from row `change` on, `x` moves by one standard deviation and `c` leans on `d`.
+fn csv(rows: usize, change: usize, seed: u64) -> String {
+    let mut rng = Rng(seed);
+    let mut out = String::from("x,c,ts\n");
+    for i in 0..rows {
+        let shifted = i >= change;
+        let x = rng.normal() + if shifted { 1.0 } else { 0.0 };
+        let u = rng.unit();
+        let c = if shifted && u < 0.5 { "d" } else { ["a", "b", "c", "d"][(u * 4.0) as usize % 4] };
+        out.push_str(&format!("{x},{c},{}\n", 1_700_000_000_000i64 + i as i64 * 1000));
+    }
+    out
+}
+
+fn write_config(dir: &Path, window: &str, extra: &str) -> std::path::PathBuf {
+    let reference = dir.join("train.csv");
+    std::fs::write(&reference, csv(5_000, usize::MAX, 1)).unwrap();
+    let config = dir.join("driftscope.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\n\n[[streams]]\nname = \"features\"\ntopics = [\"features\"]\nformat = \"json\"\n\
+             event_time_field = \"/ts\"\nwindow = {window}\nreference = {{ data = \"{}\" }}\n\
+             [[streams.fields]]\nname = \"x\"\n[[streams.fields]]\nname = \"c\"\n{extra}",
+            std::env::var("DRIFTSCOPE_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into()),
+            reference.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+const TRIGGER: &str = "\n[[triggers]]\nname = \"retrain\"\ncondition = { sequential = true, features = [\"x\"] }\n\
+    kind = { type = \"webhook\", url = \"http://127.0.0.1:9/hook\", secret = \"whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=\" }\n";
+
+fn backtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_driftscope")).arg("backtest").args(args).output().unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn a_known_change_is_caught_within_two_windows_and_clean_spans_stay_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "{ type = \"tumbling_count\", size = 500 }", TRIGGER);
+    let data = dir.path().join("history.csv");
+    std::fs::write(&data, csv(10_000, 6_000, 2)).unwrap();
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--clean",
+        "0..6000",
+        "--change-at",
+        "6000",
+        "--null",
+        "300",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = json(&out);
+    assert_eq!(s["windows"], 20, "{s:#}");
+    assert_eq!(s["rule"], "significant_effect");
+    let x = &s["features"][0];
+    assert_eq!(x["name"], "x");
+    assert_eq!(x["clean_windows"], 12, "{s:#}");
+    assert_eq!(x["clean_alarms"], 0, "{s:#}");
+    assert!(x["delays_windows"][0].as_u64().is_some_and(|d| d <= 2), "{s:#}");
+    assert!(x["alarms"].as_u64().is_some_and(|a| a >= 7), "the 8 shifted windows: {s:#}");
+    let trigger = &s["triggers"][0];
+    assert_eq!(trigger["name"], "retrain");
+    assert_eq!(trigger["clean_alarms"], 0, "{s:#}");
+    assert!(trigger["delays_windows"][0].as_u64().is_some_and(|d| d <= 2), "{s:#}");
+    assert_eq!(s["null_windows"], 300);
+    assert_eq!(s["null_records_per_window"], 500);
+    assert!(s["null_false_alarm_rate"].as_f64().is_some_and(|r| r <= 0.02), "{s:#}");
+
+    // The table says the same in words.
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--clean",
+        "0..6000",
+        "--change-at",
+        "6000",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("backtest of stream `features` (20 windows"), "{table}");
+    assert!(table.contains("trigger retrain"), "{table}");
+}
+
+#[test]
+fn the_exit_code_gates_ci_on_the_false_alarm_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "{ type = \"tumbling_count\", size = 500 }", "");
+    let data = dir.path().join("history.csv");
+    // Everything shifted but marked clean: every window is a "false" alarm.
+    std::fs::write(&data, csv(3_000, 0, 3)).unwrap();
+    let (config, data) = (config.to_str().unwrap(), data.to_str().unwrap());
+    let out = backtest(&[
+        "--config",
+        config,
+        "--data",
+        data,
+        "--clean",
+        "0..3000",
+        "--max-false-alarm-rate",
+        "0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("false-alarm rate"));
+    let out =
+        backtest(&["--config", config, "--data", data, "--clean", "0..3000", "--max-false-alarm-rate", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn time_windows_replay_by_event_time_and_refuse_unordered_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        write_config(dir.path(), "{ type = \"tumbling_time\", size = \"10m\", time = \"event\" }", "");
+    let data = dir.path().join("history.csv");
+    std::fs::write(&data, csv(6_000, 3_000, 4)).unwrap();
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let s = json(&out);
+    // 6,000 rows a second apart: nine full 10-minute windows close (the tenth stays open).
+    assert!(s["windows"].as_u64().is_some_and(|w| (8..=10).contains(&w)), "{s:#}");
+
+    let mut text = csv(20, usize::MAX, 5);
+    text.push_str("0.1,a,1600000000000\n");
+    std::fs::write(&data, text).unwrap();
+    let out = backtest(&["--config", config.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("row 20") && err.contains("`ts`") && err.contains("sort"), "{err}");
+}
+
+#[test]
+fn bad_inputs_name_the_column_or_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "{ type = \"tumbling_count\", size = 500 }", "");
+    let data = dir.path().join("history.csv");
+    std::fs::write(&data, "x,ts\n1.0,1\n").unwrap();
+    let out = backtest(&["--config", config.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("column `c`"), "{err}");
+
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--change-at",
+        "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`soon`"));
+
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--stream",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`nope`"));
+}
+
+#[test]
+fn a_topic_is_replayed_read_only() {
+    let Some(bootstrap) = common::broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = common::unique("backtest");
+    common::create_topic(&bootstrap, &topic, 1);
+    let mut rng = Rng(9);
+    let payloads: Vec<Vec<u8>> = (0..4_000)
+        .map(|i| {
+            let x = rng.normal() + if i >= 2_000 { 1.0 } else { 0.0 };
+            let c = ["a", "b", "c", "d"][(rng.unit() * 4.0) as usize % 4];
+            format!("{{\"x\": {x}, \"c\": \"{c}\", \"ts\": {}}}", 1_700_000_000_000i64 + i * 1000)
+                .into_bytes()
+        })
+        .collect();
+    common::produce(&bootstrap, &topic, 0, &payloads);
+    let config = write_config(dir.path(), "{ type = \"tumbling_count\", size = 500 }", TRIGGER);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("topics = [\"features\"]", &format!("topics = [\"{topic}\"]"));
+    std::fs::write(&config, text).unwrap();
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--from",
+        "0",
+        "--to",
+        "4000",
+        "--clean",
+        "0..2000",
+        "--change-at",
+        "2000",
+        "--format",
+        "json",
+    ]);
+    let s = json(&out);
+    assert_eq!(s["windows"], 8, "{s:#}");
+    assert_eq!(s["invalid_records"], 0);
+    assert_eq!(s["features"][0]["clean_alarms"], 0, "{s:#}");
+    assert!(s["features"][0]["delays_windows"][0].as_u64().is_some_and(|d| d <= 2), "{s:#}");
+
+    // A part of the topic by offsets.
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--from",
+        "1000",
+        "--to",
+        "2000",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(json(&out)["windows"], 2);
+
+    // Nothing was committed for the configured group.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "driftscope")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let offset = committed.find_partition(&topic, 0).map(|e| e.offset());
+    assert!(matches!(offset, Some(Offset::Invalid) | None), "committed {offset:?}");
+}
