@@ -187,10 +187,35 @@ pub struct Cell {
     pub shift_rate: (f64, f64),
     /// Sequential false alarms (any feature) per 1,000 null windows.
     pub sequential_false_per_1000: f64,
-    /// Windows until the sequential detector alarmed on a shifted feature, worst over
-    /// the numeric features (None: never within the windows drawn).
-    pub sequential_delay: Option<usize>,
+    /// Windows until the sequential detector alarmed on a shifted feature, per numeric
+    /// feature and repetition of the shift (None: not within 10 windows).
+    pub sequential_delays: Vec<Option<usize>>,
 }
+
+impl Cell {
+    /// The median delay (None counts as never).
+    pub fn median_delay(&self) -> Option<usize> {
+        let mut d: Vec<usize> = self.sequential_delays.iter().map(|d| d.unwrap_or(usize::MAX)).collect();
+        d.sort_unstable();
+        d.get(d.len() / 2).copied().filter(|&d| d != usize::MAX)
+    }
+
+    /// The worst delay (None: some shift was never alarmed).
+    pub fn worst_delay(&self) -> Option<usize> {
+        self.sequential_delays.iter().try_fold(0usize, |worst, d| d.map(|d| worst.max(d)))
+    }
+
+    /// Share of (feature, repetition) pairs alarmed within `windows` windows.
+    pub fn share_within(&self, windows: usize) -> f64 {
+        let hits = self.sequential_delays.iter().filter(|d| d.is_some_and(|d| d <= windows)).count();
+        hits as f64 / self.sequential_delays.len().max(1) as f64
+    }
+}
+
+/// Repetitions of the shift for the sequential delay, each with fresh detectors.
+const DELAY_REPETITIONS: usize = 10;
+/// Windows each repetition runs at most.
+const DELAY_WINDOWS: usize = 10;
 
 fn score(reference: &Reference, sketch: &driftscope::stats::WindowSketch, index: u64) -> Report {
     score_window(reference, sketch, WindowInfo { index, ..WindowInfo::default() })
@@ -257,22 +282,26 @@ pub fn run_cell(
     cell.rescale_rate = changed_rate(population, &mut rng, Change::Rescale(1.01), &continuous);
     cell.shift_rate = changed_rate(population, &mut rng, Change::Shift(0.5), &numeric);
 
-    // Delay: a fresh detector, then shifted windows until every numeric feature alarmed.
-    let mut detector = SequentialState::default();
-    let mut first_alarm: Vec<Option<usize>> = vec![None; features];
-    for w in 0..windows.clamp(1, 20) {
-        let mut sketch = v2.new_window();
-        population.draw(&mut rng, window_records, Change::Shift(0.5), &mut sketch);
-        let mut report = score(&v2, &sketch, w as u64);
-        detector.update(&mut report, settings.alpha_sequential);
-        for &i in &numeric {
-            if first_alarm[i].is_none() && report.features[i].sequential.is_some_and(|s| s.alarm) {
-                first_alarm[i] = Some(w + 1);
+    // Delay: fresh detectors, then shifted windows until every numeric feature alarmed.
+    for _ in 0..DELAY_REPETITIONS {
+        let mut detector = SequentialState::default();
+        let mut first_alarm: Vec<Option<usize>> = vec![None; features];
+        for w in 0..DELAY_WINDOWS {
+            let mut sketch = v2.new_window();
+            population.draw(&mut rng, window_records, Change::Shift(0.5), &mut sketch);
+            let mut report = score(&v2, &sketch, w as u64);
+            detector.update(&mut report, settings.alpha_sequential);
+            for &i in &numeric {
+                if first_alarm[i].is_none() && report.features[i].sequential.is_some_and(|s| s.alarm) {
+                    first_alarm[i] = Some(w + 1);
+                }
+            }
+            if numeric.iter().all(|&i| first_alarm[i].is_some()) {
+                break;
             }
         }
+        cell.sequential_delays.extend(numeric.iter().map(|&i| first_alarm[i]));
     }
-    cell.sequential_delay =
-        numeric.iter().map(|&i| first_alarm[i]).try_fold(0usize, |worst, d| d.map(|d| worst.max(d)));
     cell
 }
 
