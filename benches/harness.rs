@@ -372,6 +372,7 @@ fn stage_inprocess(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result
     let mut decoder_sketch = JsonDecoder::new(&fields, None)?;
     let mut json_pipeline = Pipeline::new("json", &profile_path, dir)?;
     let mut arrow_pipeline = Pipeline::new("arrow_ipc", &profile_path, dir)?;
+    let mut json_pipeline_v1 = Pipeline::with_defaults("json", &profile_path, dir, "rule = \"threshold\"")?;
     let reference: std::sync::Arc<Reference> = json_pipeline.reference().clone();
     let mut json_sketch = reference.new_window();
     let mut arrow_sketch = reference.new_window();
@@ -429,6 +430,16 @@ fn stage_inprocess(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result
             pass: Box::new(|| {
                 for m in &json {
                     json_pipeline.process(black_box(m));
+                }
+                (n_json, n_json)
+            }),
+            timings: Vec::new(),
+        },
+        Variant {
+            name: "the same, version-1 verdicts (rule = threshold) beside",
+            pass: Box::new(|| {
+                for m in &json {
+                    json_pipeline_v1.process(black_box(m));
                 }
                 (n_json, n_json)
             }),
@@ -553,6 +564,14 @@ fn stage_inprocess(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result
         pipe.msgs_cpu >= 1e6,
     );
     table.info(S, "  JSON pipeline values/s", format!("{}values/s", si(pipe.msgs_cpu * values_per_record)));
+    let v1 = &json_figures[5].1;
+    table.check(
+        S,
+        "  JSON pipeline, version-2 verdicts against version 1 side by side",
+        format!("{:.1}%", 100.0 * pipe.msgs_cpu / v1.msgs_cpu),
+        ">= 95%",
+        pipe.msgs_cpu >= 0.95 * v1.msgs_cpu,
+    );
     table.check(
         S,
         "  JSON pipeline share of parse-only rate",

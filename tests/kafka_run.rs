@@ -8,6 +8,7 @@ use common::*;
 use driftscope::ingest::files::{DataFile, read_data_file};
 use driftscope::offline::{ReferenceSource, prepare_reference, score_file};
 use driftscope::stats::DriftSettings;
+use driftscope::stats::sequential::SequentialState;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -126,13 +127,16 @@ fn reports_equal_offline_score(extra_kafka: &str) {
     )
     .unwrap();
     let batch = &current.batches[0];
+    // The stream's reports also carry its sequential detectors: the same detector run
+    // over the offline reports in order must agree.
+    let mut sequential = SequentialState::default();
     for (i, report) in reports.iter().take(4).enumerate() {
         let slice = DataFile {
             path: "slice".into(),
             schema: current.schema.clone(),
             batches: vec![batch.slice(500 * i, 500)],
         };
-        let offline = serde_json::to_value(score_file(&reference, &slice)).unwrap();
+        let offline = offline_with_detector(&reference, &slice, i, &mut sequential);
         assert_eq!(report["features"], offline["features"], "window {i}: features differ from `score`");
         assert_eq!(report["dataset"], offline["dataset"], "window {i}");
         assert_eq!(report["window"]["records"], 500);
@@ -332,16 +336,30 @@ fn arrow_ipc_messages_score_like_the_same_rows_offline() {
         &BTreeMap::new(),
     )
     .unwrap();
+    let mut sequential = SequentialState::default();
     for (i, report) in reports.iter().take(4).enumerate() {
         let slice = DataFile {
             path: "slice".into(),
             schema: current.schema.clone(),
             batches: vec![batch.slice(500 * i, 500)],
         };
-        let offline = serde_json::to_value(score_file(&reference, &slice)).unwrap();
+        let offline = offline_with_detector(&reference, &slice, i, &mut sequential);
         assert_eq!(report["features"], offline["features"], "window {i}");
         // Two messages per window: the replay pointer names both offsets.
         let o = &report["window"]["offsets"][0];
         assert_eq!((o["first"].as_i64(), o["last"].as_i64()), (Some(2 * i as i64), Some(2 * i as i64 + 1)));
     }
+}
+
+/// `score` of one window's rows, folded into `sequential` as window `index`, as JSON.
+fn offline_with_detector(
+    reference: &driftscope::stats::Reference,
+    slice: &DataFile,
+    index: usize,
+    sequential: &mut SequentialState,
+) -> serde_json::Value {
+    let mut report = score_file(reference, slice);
+    report.window.index = index as u64;
+    sequential.update(&mut report, reference.settings.alpha_sequential);
+    serde_json::to_value(report).unwrap()
 }

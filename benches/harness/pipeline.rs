@@ -27,7 +27,12 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline over the profile at `profile` (format "json" or "arrow_ipc").
     pub fn new(format: &str, profile: &Path, dir: &Path) -> anyhow::Result<Pipeline> {
-        let text = workload::config_toml(
+        Pipeline::with_defaults(format, profile, dir, "")
+    }
+
+    /// The same with `[defaults]` keys (TOML lines), e.g. `rule = "threshold"`.
+    pub fn with_defaults(format: &str, profile: &Path, dir: &Path, defaults: &str) -> anyhow::Result<Pipeline> {
+        let body = workload::config_toml(
             "127.0.0.1:1",
             "bench-inprocess",
             "bench-inprocess",
@@ -37,7 +42,8 @@ impl Pipeline {
             &dir.join("reports.jsonl"),
             &[],
         );
-        let path = dir.join(format!("inprocess-{format}.toml"));
+        let text = if defaults.is_empty() { body } else { format!("[defaults]\n{defaults}\n{body}") };
+        let path = dir.join(format!("inprocess-{format}{}.toml", if defaults.is_empty() { "" } else { "-defaults" }));
         std::fs::write(&path, &text)?;
         let config = Config::load(&path)?;
         let telemetry = Telemetry::new();

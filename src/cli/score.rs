@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 use driftscope::ingest::files::read_data_file;
 use driftscope::offline::{prepare_reference, read_reference_source, score_file};
 use driftscope::stats::report::{Report, Status};
+use driftscope::stats::verdict::DecidedBy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,15 +56,31 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
 
 /// A terminal table: one row per feature, then the dataset verdict and notes.
 pub fn render_table(report: &Report) -> String {
-    let header =
-        ["feature", "kind", "samples", "missing", "metric", "score", "threshold", "drift", "missing drift"];
-    let mut rows: Vec<[String; 9]> = Vec::new();
+    let header = [
+        "feature",
+        "kind",
+        "samples",
+        "missing",
+        "metric",
+        "score",
+        "threshold",
+        "p-value",
+        "effect",
+        "drift",
+        "missing drift",
+    ];
+    let mut rows: Vec<[String; 11]> = Vec::new();
     for f in &report.features {
         let score = f.scores.get(f.primary_metric.decision_key()).map_or("-".into(), |v| format_number(*v));
         let drift = match f.status {
             Status::InsufficientData => "n/a (too few samples)".to_owned(),
             Status::Ok if f.drifted => "DRIFT".to_owned(),
-            Status::Ok => "ok".to_owned(),
+            // Version 2: say which condition held when only one did.
+            Status::Ok => match f.decided_by {
+                Some(DecidedBy::Significance) => "ok (too small to matter)".to_owned(),
+                Some(DecidedBy::Effect) => "ok (within sampling noise)".to_owned(),
+                _ => "ok".to_owned(),
+            },
         };
         rows.push([
             f.name.clone(),
@@ -73,6 +90,8 @@ pub fn render_table(report: &Report) -> String {
             f.primary_metric.decision_key().to_owned(),
             score,
             format_number(f.threshold),
+            f.p_value.map_or("-".into(), format_number),
+            f.effect.map_or("-".into(), format_number),
             drift,
             if f.missing_drifted { "DRIFT".into() } else { "ok".into() },
         ]);
