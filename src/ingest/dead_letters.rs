@@ -88,7 +88,9 @@ pub struct Pending {
 
 /// The producer's context. Delivery reports run on the producer's own polling thread
 /// (a [`ThreadedProducer`]), so counting by acknowledgement never blocks the pipeline
-/// thread that sends the copies: it hands each copy over and moves on.
+/// thread that sends the copies: it hands each copy over and moves on. (A
+/// `FutureProducer` would need a task per copy to await its future, on a runtime the
+/// pipeline thread does not have; the callback counts in place.)
 pub struct DeliveryContext {
     log: Mutex<RateLimitedLog>,
 }
