@@ -6,7 +6,9 @@
 //! Oversize copies run against the shared broker; the unauthorized and broker-down
 //! cases against an instance of this test's own, started with an authorizer
 //! (StandardAuthorizer; everyone allowed where no ACL exists, so only the ACL this test
-//! adds denies anything) and killed for the broker-down case.
+//! adds denies anything) and killed for the broker-down case. The same instance serves
+//! the shutdown cases: copies still pending when driftscope stops are flushed, or, with
+//! the broker gone, counted as `timeout` and logged once.
 
 mod common;
 
@@ -279,7 +281,7 @@ fn copies_the_broker_refuses_as_too_large_are_counted_not_delivered() {
 }
 
 #[test]
-fn unauthorized_and_broker_down_copies_are_counted_as_failures() {
+fn unauthorized_broker_down_and_shutdown_copies_are_counted() {
     if broker().is_none() {
         return;
     }
@@ -363,4 +365,62 @@ fn unauthorized_and_broker_down_copies_are_counted_as_failures() {
     assert_eq!(read.len() as u64, counters.delivered.get(), "the metric equals the topic");
     let sources: Vec<&str> = read.iter().map(|l| l.source.as_str()).collect();
     assert_eq!(sources, ["in/0/0", "in/0/1", "in/0/2", "in/0/3"]);
+
+    // Shutdown: copies held back by a long linger.ms are still pending when driftscope
+    // stops. With the broker up they are flushed on the way out ...
+    let (dlq, log) = stop_with_pending_copies(&own, &plain, false);
+    assert!(!log.contains("not acknowledged within the shutdown bound"), "{log}");
+    assert_eq!(read_topic(&plain, &dlq).len(), 3, "flushed at shutdown");
+    // ... with the broker gone they are counted as timed out and logged once.
+    let (dlq, log) = stop_with_pending_copies(&own, &plain, true);
+    let lines: Vec<&str> =
+        log.lines().filter(|l| l.contains("not acknowledged within the shutdown bound")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("undelivered=3"), "{}", lines[0]);
+    own.start_again();
+    assert_eq!(read_topic(&plain, &dlq).len(), 0);
+}
+
+/// Runs driftscope until it has read three bad records whose copies wait in the
+/// producer (linger.ms = 60 s), checks they are not counted yet, optionally kills the
+/// broker, stops driftscope and returns the dead-letter topic and driftscope's log.
+/// (With the broker gone, the consumer's last commit waits out the group session: a
+/// short one keeps the test short.)
+fn stop_with_pending_copies(own: &OwnBroker, plain: &str, kill_broker: bool) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = unique("dlq-shutdown");
+    create_topic(plain, &dlq, 1);
+    let topic = unique("dl-in");
+    create_topic(plain, &topic, 1);
+    let mut payloads: Vec<Vec<u8>> = (0..100).map(good).collect();
+    payloads.extend([b"{".to_vec(), b"{\"x\":".to_vec(), b"{]".to_vec()]);
+    produce(plain, &topic, 0, &payloads);
+    let config = write_config(
+        dir.path(),
+        plain,
+        &topic,
+        &format!(
+            "dead_letter_topic = \"{dlq}\"\n[kafka.properties]\n\"linger.ms\" = \"60000\"\n\"session.timeout.ms\" = \"6000\"\n"
+        ),
+    );
+    let run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let addr = http_address(&run);
+    wait_for("3 bad records read", Duration::from_secs(60), || {
+        let (_, text) = http("GET", &addr, "/metrics", None);
+        let invalid = metric(
+            &text,
+            "driftscope_records_invalid_total",
+            &["stream=\"features\"", "reason=\"malformed_json\""],
+        );
+        (invalid == 3).then_some(())
+    });
+    assert_eq!(Counted::scrape(&addr).settled(), 0, "the copies wait in the producer");
+    if kill_broker {
+        own.script(&["kill"]);
+    }
+    let log_path = run.log.clone();
+    let stopping = std::time::Instant::now();
+    assert!(run.terminate().success());
+    eprintln!("stopped with 3 copies pending (broker killed: {kill_broker}) in {:?}", stopping.elapsed());
+    (dlq, std::fs::read_to_string(log_path).unwrap())
 }
