@@ -146,6 +146,10 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// Topic that receives a copy of every bad record, with the reason in a header.
     pub dead_letter_topic: Option<String>,
+    /// Payloads longer than this are cut to this length in their dead-letter copy
+    /// (header `driftscope-truncated` holds the original length); keep it under the
+    /// dead-letter topic's `max.message.bytes`.
+    pub dead_letter_max_bytes: usize,
     /// Messages larger than this are counted as `oversize` and not decoded.
     pub max_message_bytes: usize,
     /// Read the assigned partitions' messages in batches from a queue of driftscope's
@@ -161,6 +165,7 @@ impl Default for KafkaConfig {
             group_id: "driftscope".into(),
             properties: BTreeMap::new(),
             dead_letter_topic: None,
+            dead_letter_max_bytes: 256 << 10,
             max_message_bytes: 1 << 20,
             batch_reads: true,
         }
@@ -314,6 +319,12 @@ impl Config {
                     .into(),
             ));
         }
+        if !(1..=MAX_DEAD_LETTER_BYTES).contains(&self.kafka.dead_letter_max_bytes) {
+            return Err((
+                "kafka.dead_letter_max_bytes".into(),
+                format!("must be between 1 and {MAX_DEAD_LETTER_BYTES} bytes"),
+            ));
+        }
         if self.kafka.max_message_bytes == 0 {
             return Err(("kafka.max_message_bytes".into(), "must be at least 1".into()));
         }
@@ -377,6 +388,10 @@ impl Config {
         Ok(())
     }
 }
+
+/// The largest `kafka.dead_letter_max_bytes` (100 MiB): the producer's
+/// `message.max.bytes` is set above it and librdkafka takes at most 1,000,000,000.
+pub const MAX_DEAD_LETTER_BYTES: usize = 100 << 20;
 
 /// What secrets are replaced with wherever config is shown.
 pub const REDACTED: &str = "<redacted>";
@@ -546,5 +561,18 @@ mod tests {
         let e = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_SURELY_UNSET_VAR}\"\n").unwrap_err().to_string();
         assert!(e.contains("kafka.group_id") && e.contains("DRIFTSCOPE_SURELY_UNSET_VAR"), "{e}");
         assert_eq!(expand_str("a$${b}").unwrap(), "a${b}");
+    }
+
+    #[test]
+    fn dead_letter_max_bytes_defaults_and_is_validated() {
+        assert_eq!(parse("").unwrap().kafka.dead_letter_max_bytes, 256 * 1024);
+        assert_eq!(
+            parse("[kafka]\ndead_letter_max_bytes = 4096\n").unwrap().kafka.dead_letter_max_bytes,
+            4096
+        );
+        for bad in ["0", "209715200"] {
+            let e = parse(&format!("[kafka]\ndead_letter_max_bytes = {bad}\n")).unwrap_err().to_string();
+            assert!(e.contains("kafka.dead_letter_max_bytes"), "{e}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Process telemetry as Prometheus metrics: counters the monitor bumps as it works
 //! (handles resolved once per stream, so the hot path never looks up a label) and the
 //! gauges the outputs set from each report. Label values come from config and the
-//! reference only, never from record contents.
+//! reference only, never from record contents. Also the rate limit for warnings about
+//! what these counters count.
 
 use hdrhistogram::Histogram;
 use prometheus::core::{Collector, Desc};
@@ -9,7 +10,7 @@ use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, S
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Telemetry {
     pub registry: Registry,
@@ -18,6 +19,7 @@ pub struct Telemetry {
     pub windows_closed: IntCounterVec,
     pub late_records: IntCounterVec,
     pub dead_lettered: IntCounterVec,
+    pub dead_letter_failures: IntCounterVec,
     pub drift_score: GaugeVec,
     pub drift_threshold: GaugeVec,
     pub drift_detected: IntGaugeVec,
@@ -90,8 +92,14 @@ impl Telemetry {
             ),
             dead_lettered: counter(
                 "driftscope_dead_lettered_total",
-                "Bad records copied to the dead-letter topic.",
+                "Copies of bad records the broker acknowledged on the dead-letter topic.",
                 &["stream"],
+            ),
+            dead_letter_failures: counter(
+                "driftscope_dead_letter_failures_total",
+                "Copies of bad records that did not reach the dead-letter topic, by reason \
+                 (too_large, timeout, unauthorized, other).",
+                &["stream", "reason"],
             ),
             drift_score: gauge(
                 "driftscope_drift_score",
@@ -207,6 +215,9 @@ impl Telemetry {
             self.windows_closed.with_label_values(&[stream]);
             self.late_records.with_label_values(&[stream]);
             self.dead_lettered.with_label_values(&[stream]);
+            for reason in DEAD_LETTER_FAILURE_REASONS {
+                self.dead_letter_failures.with_label_values(&[stream, reason]);
+            }
             self.records_replayed.with_label_values(&[stream]);
             for &reason in invalid_reasons {
                 self.invalid.with_label_values(&[stream, reason]);
@@ -231,11 +242,22 @@ impl Telemetry {
             records: self.records.with_label_values(&[stream]),
             windows_closed: self.windows_closed.with_label_values(&[stream]),
             late_records: self.late_records.with_label_values(&[stream]),
-            dead_lettered: self.dead_lettered.with_label_values(&[stream]),
+            dead_letters: self.dead_letter_counters(stream),
             event_lag: self.event_lag_seconds.clone(),
             invalid_family: self.invalid.clone(),
             invalid: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The dead-letter counters of one stream, shared with the producer's delivery
+    /// reports.
+    pub fn dead_letter_counters(&self, stream: &str) -> Arc<DeadLetterCounters> {
+        Arc::new(DeadLetterCounters {
+            stream: stream.to_owned(),
+            delivered: self.dead_lettered.with_label_values(&[stream]),
+            failures: DEAD_LETTER_FAILURE_REASONS
+                .map(|reason| self.dead_letter_failures.with_label_values(&[stream, reason])),
+        })
     }
 
     /// Prometheus text exposition of every metric.
@@ -258,7 +280,7 @@ pub struct StreamCounters {
     pub records: IntCounter,
     pub windows_closed: IntCounter,
     pub late_records: IntCounter,
-    pub dead_lettered: IntCounter,
+    pub dead_letters: Arc<DeadLetterCounters>,
     /// Event lag summary; the monitor records into its own histogram and hands it over
     /// at each window close, so no lock is taken per record.
     pub event_lag: HdrSummary,
@@ -280,6 +302,47 @@ impl StreamCounters {
             c.inc();
             list.push((reason, c));
         }
+    }
+}
+
+/// The `reason` label values of `driftscope_dead_letter_failures_total`, in the order
+/// of `ingest::dead_letters::FailureReason`.
+pub const DEAD_LETTER_FAILURE_REASONS: [&str; 4] = ["too_large", "timeout", "unauthorized", "other"];
+
+/// One stream's dead-letter counters: copies the broker acknowledged, and copies that
+/// failed, in the order of [`DEAD_LETTER_FAILURE_REASONS`].
+pub struct DeadLetterCounters {
+    pub stream: String,
+    pub delivered: IntCounter,
+    pub failures: [IntCounter; 4],
+}
+
+impl DeadLetterCounters {
+    /// Failures counted so far for one reason label (0 for an unknown one).
+    pub fn failed(&self, reason: &str) -> u64 {
+        DEAD_LETTER_FAILURE_REASONS.iter().position(|r| *r == reason).map_or(0, |i| self.failures[i].get())
+    }
+}
+
+/// At most one warning per second about one kind of thing (bad records, dead letters
+/// that failed); the rest are counted in the metrics, and how many were left unlogged
+/// is said with the next warning.
+#[derive(Default)]
+pub struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    /// `Some(warnings suppressed since the last one)` when a warning may be logged now.
+    pub fn admit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 

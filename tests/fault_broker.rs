@@ -15,7 +15,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 const PARTITIONS: i32 = 2;
@@ -36,84 +35,6 @@ const TIMED_WINDOW_SECS: u64 = 5;
 /// Records of stream `t` before the second outage, and after it.
 const TIMED_BEFORE: usize = 60;
 const TIMED_RECORDS: usize = 80;
-
-/// A broker instance of this test's own, managed through `scripts/kafka.sh`; wiped (data
-/// dir and recorded ports) when dropped.
-struct FaultBroker {
-    instance: String,
-    bootstrap: String,
-}
-
-impl FaultBroker {
-    fn start() -> FaultBroker {
-        let mut broker =
-            FaultBroker { instance: format!("faults-{}", std::process::id()), bootstrap: String::new() };
-        // A leftover from an earlier run with the same pid would hold stale topics.
-        broker.script(&["clean"]);
-        broker.bootstrap = broker.start_again();
-        broker
-    }
-
-    /// `scripts/kafka.sh ARGS` for this instance.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"));
-        command
-            .args(args)
-            .env("DRIFTSCOPE_KAFKA_INSTANCE", &self.instance)
-            // Settings meant for the main broker must not leak into this instance.
-            .env_remove("DRIFTSCOPE_KAFKA_DATA")
-            .env_remove("DRIFTSCOPE_KAFKA_PORT")
-            .env_remove("DRIFTSCOPE_KAFKA_SASL_PORT")
-            .env_remove("DRIFTSCOPE_KAFKA_CONTROLLER_PORT");
-        command
-    }
-
-    /// Runs `scripts/kafka.sh ARGS` for this instance; fails the test if it fails.
-    fn script(&self, args: &[&str]) -> Output {
-        let output = self.command(args).output().expect("run scripts/kafka.sh");
-        assert!(
-            output.status.success(),
-            "`DRIFTSCOPE_KAFKA_INSTANCE={} scripts/kafka.sh {}` failed ({}):\n{}{}",
-            self.instance,
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-        );
-        output
-    }
-
-    /// Starts (or restarts, keeping its data) the broker; returns its bootstrap address.
-    fn start_again(&self) -> String {
-        let out = self.script(&["start"]);
-        let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert!(!bootstrap.is_empty(), "kafka.sh start printed no bootstrap address");
-        if !self.bootstrap.is_empty() {
-            assert_eq!(bootstrap, self.bootstrap, "a restarted instance keeps its address");
-        }
-        bootstrap
-    }
-}
-
-impl Drop for FaultBroker {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.script_quiet(&["logs", "40"]);
-            eprintln!("--- broker log tail (instance {}) ---\n{log}", self.instance);
-        }
-        self.script_quiet(&["clean"]);
-    }
-}
-
-impl FaultBroker {
-    /// Like `script`, but never panics (for `Drop`): returns stdout and stderr.
-    fn script_quiet(&self, args: &[&str]) -> String {
-        match self.command(args).output() {
-            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-            Err(e) => format!("cannot run kafka.sh: {e}"),
-        }
-    }
-}
 
 /// Prints the driftscope log and the windows' offset ranges if the test fails after
 /// driftscope has exited.
@@ -224,7 +145,7 @@ enum Session {
 
 /// Takes the broker away with `take_down`, checks driftscope notices and survives, and
 /// brings the broker back.
-fn outage(run: &mut Driftscope, addr: &str, broker: &FaultBroker, take_down: &str, session: Session) {
+fn outage(run: &mut Driftscope, addr: &str, broker: &OwnBroker, take_down: &str, session: Session) {
     broker.script(&[take_down]);
     let body = wait_for(
         &format!("/readyz to report the broker gone after `kafka.sh {take_down}`"),
@@ -277,7 +198,7 @@ fn broker_outage_mid_stream_keeps_running_reports_not_ready_and_loses_nothing() 
         eprintln!("DRIFTSCOPE_SKIP_KAFKA_TESTS is set: skipping a test that needs the Kafka broker");
         return;
     }
-    let broker = FaultBroker::start();
+    let broker = OwnBroker::start("faults", "");
     let bootstrap = broker.bootstrap.clone();
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("fault-in");

@@ -1,19 +1,17 @@
 //! Kafka plumbing: the consumer-group client (offsets stored and committed only by
-//! driftscope, never automatically), its rebalance hooks, and the dead-letter producer.
+//! driftscope, never automatically) and its rebalance hooks. The dead-letter producer
+//! is in [`super::dead_letters`].
 
 use crate::config::KafkaConfig;
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Offsets that are safe to commit, by topic and partition: the next offset to read.
 pub type SafeOffsets = BTreeMap<(String, i32), i64>;
@@ -75,20 +73,21 @@ impl MonitorContext {
         let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.connected.store(up, Ordering::SeqCst);
     }
+}
 
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", facility = fac, "{log_message}")
-            }
-            _ => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
+/// librdkafka's log lines, as tracing events at the matching level.
+pub(crate) fn forward_log(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
         }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", facility = fac, "{log_message}")
+        }
+        _ => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
     }
 }
 
@@ -133,7 +132,7 @@ impl ClientContext for ArcContext {
         self.0.stats(statistics)
     }
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.0.log(level, fac, log_message)
+        forward_log(level, fac, log_message)
     }
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.0.fetch_errors.fetch_add(1, Ordering::Relaxed);
@@ -198,69 +197,10 @@ impl ConsumerContext for ArcContext {
     }
 }
 
-/// Copies bad records to a dead-letter topic, with the reason and the record's
-/// coordinates in headers. Never blocks the monitor: when the producer's queue is full
-/// the copy is dropped and counted.
-pub struct DeadLetters {
-    producer: ThreadedProducer<DefaultProducerContext>,
-    topic: String,
-    pub dropped: AtomicU64,
-}
-
-/// Header names on dead-lettered records.
-pub const DLQ_REASON_HEADER: &str = "driftscope-reason";
-pub const DLQ_SOURCE_HEADER: &str = "driftscope-source";
-
-impl DeadLetters {
-    pub fn new(kafka: &KafkaConfig, topic: &str) -> KafkaResult<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("message.max.bytes", (kafka.max_message_bytes.max(1 << 20) * 2).to_string())
-            .set("linger.ms", "20");
-        for (key, value) in &kafka.properties {
-            // Consumer-only properties would make the producer refuse to start.
-            if !matches!(
-                key.as_str(),
-                "group.id" | "auto.offset.reset" | "enable.auto.commit" | "enable.auto.offset.store"
-            ) {
-                config.set(key, value);
-            }
-        }
-        Ok(DeadLetters { producer: config.create()?, topic: topic.to_owned(), dropped: AtomicU64::new(0) })
-    }
-
-    pub fn send(
-        &self,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        reason: &str,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-    ) {
-        let source = format!("{topic}/{partition}/{offset}");
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: DLQ_REASON_HEADER, value: Some(reason) })
-            .insert(Header { key: DLQ_SOURCE_HEADER, value: Some(source.as_str()) });
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(payload).headers(headers);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if self.producer.send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Waits (bounded) for queued copies to be delivered.
-    pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(timeout);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
 
     /// TLS and zstd are compiled in: a user's `security.protocol = "SSL"` and a
     /// zstd-compressing producer upstream must not fail for want of a library.

@@ -1,5 +1,6 @@
 //! Ingest: where records come from (data files, Kafka).
 
+pub mod dead_letters;
 pub mod files;
 pub mod kafka;
 pub mod message_queue;

@@ -12,12 +12,13 @@ pub(crate) mod feed;
 pub mod stream;
 
 use crate::config::Config;
-use crate::ingest::kafka::{ArcContext, DeadLetters, MonitorContext, create_consumer};
+use crate::ingest::dead_letters::{DeadLetters, SHUTDOWN_FLUSH_BOUND};
+use crate::ingest::kafka::{ArcContext, MonitorContext, create_consumer};
 use crate::stats::report::{OffsetRange, Report, WindowInfo};
 use crate::stats::score_window;
 use crate::stats::sequential::SequentialState;
 use crate::stats::window::ClosedWindow;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{RateLimitedLog, Telemetry};
 use checkpoint::{Checkpoint, CheckpointError, SourcePosition, StreamCheckpoint};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rustc_hash::FxHashMap;
@@ -145,12 +146,6 @@ const UNSENT_LIMIT: usize = 32;
 /// the checkpoint before the outputs have it.
 const MIN_RECENT: usize = 128;
 
-/// At most one warning per second about bad records; the rest are counted.
-struct RateLimitedLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
 impl Monitor {
     /// Builds the monitor and restores the checkpoint in `state.dir`, if any. With
     /// `fresh_state` an existing checkpoint is set aside instead (and what that loses
@@ -192,7 +187,7 @@ impl Monitor {
             dead_letters,
             max_message_bytes: config.kafka.max_message_bytes,
             reports,
-            bad_log: RateLimitedLog { last: None, suppressed: 0 },
+            bad_log: RateLimitedLog::default(),
             closed: Vec::new(),
             scratch: Vec::new(),
             telemetry: telemetry.clone(),
@@ -296,8 +291,8 @@ impl Pipeline {
             self.send_commit(&controls, CommitMode::Sync);
             Ok(())
         };
-        if let Some(dl) = &self.dead_letters {
-            dl.flush(Duration::from_secs(5));
+        if let Some(dl) = self.dead_letters.take() {
+            dl.close(SHUTDOWN_FLUSH_BOUND);
         }
         result.and(finished)
     }
@@ -402,10 +397,10 @@ impl Pipeline {
             };
             state.counters.invalid(bad.reason);
             if let Some(dl) = &self.dead_letters {
-                dl.send(key, payload, bad.reason, topic, partition, offset);
-                state.counters.dead_lettered.inc();
+                // Counted when the broker answers (see `ingest::dead_letters`).
+                dl.send(&state.counters.dead_letters, key, payload, bad.reason, topic, partition, offset);
             }
-            self.bad_log.warn(&state.name, topic, partition, offset, &bad);
+            warn_bad(&mut self.bad_log, &state.name, topic, partition, offset, &bad);
         }
     }
 
@@ -703,26 +698,26 @@ impl Pipeline {
     }
 }
 
-impl RateLimitedLog {
-    fn warn(&mut self, stream: &str, topic: &str, partition: i32, offset: i64, bad: &BadRecord) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(
-            stream,
-            topic,
-            partition,
-            offset,
-            reason = bad.reason,
-            detail = %bad.detail,
-            suppressed = self.suppressed,
-            "bad record counted and skipped"
-        );
-        self.last = Some(now);
-        self.suppressed = 0;
-    }
+/// Warns about a bad record, at most once a second (the rest are counted).
+fn warn_bad(
+    log: &mut RateLimitedLog,
+    stream: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    bad: &BadRecord,
+) {
+    let Some(suppressed) = log.admit() else { return };
+    tracing::warn!(
+        stream,
+        topic,
+        partition,
+        offset,
+        reason = bad.reason,
+        detail = %bad.detail,
+        suppressed,
+        "bad record counted and skipped"
+    );
 }
 
 fn log_window(report: &Report) {

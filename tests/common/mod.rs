@@ -9,7 +9,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The broker's address, or `None` when the user opted out of broker tests with
@@ -340,4 +340,90 @@ pub fn xc_stream_toml(name: &str, topic: &str, window: &str, reference: &str) ->
          reference = {reference}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
          [[streams.fields]]\nname = \"c\"\nkind = \"categorical\"\n"
     )
+}
+
+/// A broker instance of this test's own, managed through `scripts/kafka.sh`; wiped (data
+/// dir and recorded ports) when dropped.
+pub struct OwnBroker {
+    pub instance: String,
+    pub bootstrap: String,
+    /// `DRIFTSCOPE_KAFKA_EXTRA_PROPS` for every start of this instance.
+    extra_props: String,
+}
+
+impl OwnBroker {
+    /// Starts a fresh instance named `NAME-<pid>`, with `extra_props` (server.properties
+    /// lines, newline separated) added to the script's defaults.
+    pub fn start(name: &str, extra_props: &str) -> OwnBroker {
+        let mut broker = OwnBroker {
+            instance: format!("{name}-{}", std::process::id()),
+            bootstrap: String::new(),
+            extra_props: extra_props.to_owned(),
+        };
+        // A leftover from an earlier run with the same pid would hold stale topics.
+        broker.script(&["clean"]);
+        broker.bootstrap = broker.start_again();
+        broker
+    }
+
+    /// `scripts/kafka.sh ARGS` for this instance.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"));
+        command
+            .args(args)
+            .env("DRIFTSCOPE_KAFKA_INSTANCE", &self.instance)
+            .env("DRIFTSCOPE_KAFKA_EXTRA_PROPS", &self.extra_props)
+            // Settings meant for the main broker must not leak into this instance.
+            .env_remove("DRIFTSCOPE_KAFKA_DATA")
+            .env_remove("DRIFTSCOPE_KAFKA_PORT")
+            .env_remove("DRIFTSCOPE_KAFKA_SASL_PORT")
+            .env_remove("DRIFTSCOPE_KAFKA_CONTROLLER_PORT");
+        command
+    }
+
+    /// Runs `scripts/kafka.sh ARGS` for this instance; fails the test if it fails.
+    pub fn script(&self, args: &[&str]) -> Output {
+        let output = self.command(args).output().expect("run scripts/kafka.sh");
+        assert!(
+            output.status.success(),
+            "`DRIFTSCOPE_KAFKA_INSTANCE={} scripts/kafka.sh {}` failed ({}):\n{}{}",
+            self.instance,
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        output
+    }
+
+    /// Starts (or restarts, keeping its data) the broker; returns its bootstrap address.
+    pub fn start_again(&self) -> String {
+        let out = self.script(&["start"]);
+        let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(!bootstrap.is_empty(), "kafka.sh start printed no bootstrap address");
+        if !self.bootstrap.is_empty() {
+            assert_eq!(bootstrap, self.bootstrap, "a restarted instance keeps its address");
+        }
+        bootstrap
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.script_quiet(&["logs", "40"]);
+            eprintln!("--- broker log tail (instance {}) ---\n{log}", self.instance);
+        }
+        self.script_quiet(&["clean"]);
+    }
+}
+
+impl OwnBroker {
+    /// Like `script`, but never panics (for `Drop`): returns stdout and stderr.
+    pub fn script_quiet(&self, args: &[&str]) -> String {
+        match self.command(args).output() {
+            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            Err(e) => format!("cannot run kafka.sh: {e}"),
+        }
+    }
 }
