@@ -30,8 +30,9 @@ COPY --from=build /out/driftscope.debug /driftscope.debug
 
 # The runtime image. Runs as the distroless `nonroot` user (uid/gid 65532); the only
 # directory it writes is state.dir (/var/lib/driftscope, a volume), so the root
-# filesystem can be mounted read-only. Probes are HTTP (/healthz, /readyz); for
-# Docker's own HEALTHCHECK the binary itself probes: `driftscope probe`.
+# filesystem can be mounted read-only. Kubernetes probes /healthz and /readyz over HTTP;
+# a Docker or Compose health check runs the binary itself, there being no shell or
+# curl: `driftscope probe --url http://127.0.0.1:9464/readyz` (docker-compose.yml).
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /out/lib/libz.so.1 /usr/lib/libz.so.1
 COPY --from=build /out/driftscope /usr/local/bin/driftscope

@@ -168,6 +168,16 @@ for values in "$chart"/examples/*.yaml; do
   validate "$example" "$out/$example.yaml" "$pending"
 done
 
+# The chart refuses a config that does not match the values it must agree with.
+for mismatch in persistence.mountPath=/data httpPort=8080; do
+  if "$helm" template driftscope "$chart" --set "$mismatch" >/dev/null 2>"$out/refused.log"; then
+    echo "helm template accepted --set $mismatch, which the default config does not match" >&2
+    exit 1
+  fi
+  grep -q "config: " "$out/refused.log" || { cat "$out/refused.log" >&2; exit 1; }
+done
+echo "chart refuses a config that does not match persistence.mountPath or httpPort"
+
 echo "sidecar manifests (deploy/k8s)"
 for manifests in deploy/k8s/*.yaml; do
   validate "k8s-$(basename "$manifests" .yaml)" "$manifests"
