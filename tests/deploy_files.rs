@@ -243,3 +243,38 @@ fn probe_is_the_health_check_of_an_image_without_a_shell() {
     assert_eq!(down.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&down.stderr).contains("no answer"));
 }
+
+#[test]
+fn every_chart_value_is_documented_in_the_chart_readme() {
+    let values = repo("deploy/helm/driftscope/values.yaml");
+    let readme = repo("deploy/helm/driftscope/README.md");
+    let key = |line: &str| -> Option<String> {
+        let (name, _) = line.split_once(':')?;
+        name.chars().all(|c| c.is_ascii_alphanumeric()).then(|| name.to_owned())
+    };
+    let (mut paths, mut parent, mut in_block) = (Vec::new(), String::new(), false);
+    for line in values.lines() {
+        if line.trim_start().starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if let Some(top) = key(line) {
+            in_block = line.ends_with('|');
+            parent.clone_from(&top);
+            paths.push(top);
+        } else if let Some(sub) = line.strip_prefix("  ").filter(|_| !in_block).and_then(key) {
+            paths.push(format!("{parent}.{sub}"));
+        }
+    }
+    assert!(paths.len() > 40, "{paths:?}");
+    // A value is documented by its own row (`a.b`), by its parent's whole-object row
+    // (`a`), or, for a map, by its children's rows (`a.x`).
+    let undocumented: Vec<_> = paths
+        .iter()
+        .filter(|p| {
+            let parent = p.split('.').next().unwrap();
+            let children = !p.contains('.') && readme.contains(&format!("`{p}."));
+            !children && !readme.contains(&format!("`{p}`")) && !readme.contains(&format!("`{parent}`"))
+        })
+        .collect();
+    assert!(undocumented.is_empty(), "values missing from the chart README's table: {undocumented:?}");
+}
