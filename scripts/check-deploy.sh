@@ -120,6 +120,7 @@ trap 'rm -rf "$out"' EXIT
 validate() {
   local name="$1" manifests="$2" refused="${3:-}"
   for version in "${KUBERNETES_VERSIONS[@]}"; do
+    echo "$name: kubeconform, Kubernetes $version"
     # The prometheus-operator kinds have no schema here (CRDs); their content is
     # checked below (promtool) and by tests/deploy_files.rs.
     "$kubeconform" -strict -summary -kubernetes-version "$version" \
@@ -153,6 +154,7 @@ validate() {
 
 chart=deploy/helm/driftscope
 echo "helm chart: lint, template, kubeconform, config check, promtool (helm $HELM_VERSION, kubeconform $KUBECONFORM_VERSION, Kubernetes ${KUBERNETES_VERSIONS[*]})"
+echo "default values: helm lint, helm template"
 "$helm" lint --strict "$chart"
 # The optional objects on, so they are rendered and checked too.
 optional=(--set serviceMonitor.enabled=true --set prometheusRule.enabled=true)
@@ -160,6 +162,7 @@ optional=(--set serviceMonitor.enabled=true --set prometheusRule.enabled=true)
 validate default "$out/default.yaml"
 for values in "$chart"/examples/*.yaml; do
   example="$(basename "$values" .yaml)"
+  echo "$example: helm lint, helm template"
   "$helm" lint --strict "$chart" --values "$values"
   "$helm" template driftscope "$chart" --values "$values" "${optional[@]}" >"$out/$example.yaml"
   # An example whose format driftscope does not read yet names it in its first line:
