@@ -23,8 +23,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "building"
 cargo build --all-targets --quiet
 
-step "deploy files (compose schema, promtool)"
-scripts/check-deploy.sh
+step "deploy files (compose schema, promtool, helm chart, kubeconform, config check)"
+scripts/check-deploy.sh "${CARGO_TARGET_DIR:-target}/debug/driftscope"
 
 if [ -z "${DRIFTSCOPE_SKIP_KAFKA_TESTS:-}" ]; then
   step "starting the Kafka broker"

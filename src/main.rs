@@ -36,6 +36,8 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(cli::config_check::ConfigCommand),
+    /// GET one of driftscope's HTTP endpoints; exit 0 on 2xx (the image's health check: it has no shell or curl).
+    Probe(cli::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Backtest(args) => cli::backtest::run(args),
         Command::Reference(cmd) => cli::reference::run(cmd),
         Command::Config(cmd) => cli::config_check::run(cmd),
+        Command::Probe(args) => cli::probe::run(args),
     };
     match result {
         Ok(code) => code,

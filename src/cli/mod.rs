@@ -4,6 +4,7 @@
 pub mod backtest;
 pub mod config_check;
 pub mod demo;
+pub mod probe;
 pub mod reference;
 pub mod run;
 pub mod score;
