@@ -31,7 +31,12 @@ impl Pipeline {
     }
 
     /// The same with `[defaults]` keys (TOML lines), e.g. `rule = "threshold"`.
-    pub fn with_defaults(format: &str, profile: &Path, dir: &Path, defaults: &str) -> anyhow::Result<Pipeline> {
+    pub fn with_defaults(
+        format: &str,
+        profile: &Path,
+        dir: &Path,
+        defaults: &str,
+    ) -> anyhow::Result<Pipeline> {
         let body = workload::config_toml(
             "127.0.0.1:1",
             "bench-inprocess",
@@ -43,7 +48,8 @@ impl Pipeline {
             &[],
         );
         let text = if defaults.is_empty() { body } else { format!("[defaults]\n{defaults}\n{body}") };
-        let path = dir.join(format!("inprocess-{format}{}.toml", if defaults.is_empty() { "" } else { "-defaults" }));
+        let path = dir
+            .join(format!("inprocess-{format}{}.toml", if defaults.is_empty() { "" } else { "-defaults" }));
         std::fs::write(&path, &text)?;
         let config = Config::load(&path)?;
         let telemetry = Telemetry::new();

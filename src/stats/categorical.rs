@@ -190,23 +190,11 @@ impl CategoricalSketch {
     /// at most `max_categories` times per window.
     #[inline]
     pub fn observe(&mut self, value: &str) {
-        if let Some(id) = self.index.id(value) {
-            let count = &mut self.reference_counts[id as usize];
-            if *count == 0 {
-                self.distinct += 1;
-            }
-            *count += 1;
-        } else if let Some(count) = self.new_counts.get_mut(value) {
-            *count += 1;
-        } else if self.distinct < self.max_categories {
-            self.new_counts.insert(value.into(), 1);
-            self.distinct += 1;
-        } else {
-            self.overflow += 1;
-        }
+        self.observe_n(value, 1);
     }
 
-    /// Counts `n` copies of one value at once (resampled windows, not the hot path).
+    /// Counts `n` copies of one value at once (`observe` is `n = 1`, inlined).
+    #[inline(always)]
     pub fn observe_n(&mut self, value: &str, n: u64) {
         if n == 0 {
             return;
