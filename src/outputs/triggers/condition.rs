@@ -389,4 +389,28 @@ mod tests {
         r4.dataset.drifted = false;
         assert_eq!(evaluate(&d, &r4).0, Verdict::Clear);
     }
+
+    #[test]
+    fn sequential_conditions_hold_on_an_alarm_and_need_one_window() {
+        use crate::stats::sequential::SequentialStatus;
+        let status = |alarm| Some(SequentialStatus { log_statistic: 1.0, log_threshold: 6.9, alarm });
+        let mut c = condition(2, 0, 1);
+        c.dataset_drift = false;
+        c.sequential = true;
+        let mut r = report(vec![("a", false, Status::Ok, 0.1), ("b", false, Status::Ok, 0.1)]);
+        assert_eq!(evaluate(&c, &r).0, Verdict::Unknown, "no detector yet");
+        r.features[0].sequential = status(false);
+        r.features[1].sequential = status(false);
+        assert_eq!(evaluate(&c, &r).0, Verdict::Clear);
+        r.features[1].sequential = status(true);
+        assert_eq!(evaluate(&c, &r).0, Verdict::Holds, "any feature's alarm");
+        c.features = vec!["a".into()];
+        assert_eq!(evaluate(&c, &r).0, Verdict::Clear, "only the watched features count");
+        c.features = vec!["b".into()];
+        assert_eq!(evaluate(&c, &r).0, Verdict::Holds);
+        // One alarming window fires, whatever consecutive_windows says.
+        assert_eq!(c.required_windows(), 1);
+        let mut episode = Episode::default();
+        assert_eq!(episode.step(Verdict::Holds, 0, &c), Step::Fire);
+    }
 }

@@ -620,6 +620,15 @@ condition = { score = "ks_p_value", below = 0.01 }
             &WEBHOOK.replace("dataset_drift = true", "dataset_drift = true, consecutive_windows = 0"),
         );
         assert_eq!(k, "triggers[0].condition.consecutive_windows");
+        let (k, _) =
+            invalid(&WEBHOOK.replace("dataset_drift = true", "sequential = true, consecutive_windows = 3"));
+        assert_eq!(k, "triggers[0].condition.consecutive_windows");
+        let (k, _) =
+            invalid(&WEBHOOK.replace("dataset_drift = true", "sequential = true, dataset_drift = true"));
+        assert_eq!(k, "triggers[0].condition");
+        let sequential =
+            parse(&WEBHOOK.replace("dataset_drift = true", "sequential = true, features = [\"a\"]"));
+        assert!(validate(&sequential.unwrap(), &streams()).is_ok());
         let (k, _) = invalid(&WEBHOOK.replace("whsec_MfKQ", "MfKQ"));
         assert_eq!(k, "triggers[0].kind.secret");
         let (k, _) = invalid(&WEBHOOK.replace("https://example.com/hook", "ftp://x"));
