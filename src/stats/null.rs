@@ -35,6 +35,10 @@ const RUNG_RATIO: f64 = 1.1;
 const WASSERSTEIN_POINTS: usize = 128;
 /// Draws per feature and rung.
 pub const DRAWS: usize = 2_000;
+/// Rungs kept per feature: a time window's size wanders over a few neighbouring rungs;
+/// past this many the rung farthest from the one asked for is dropped, so memory stays
+/// bounded (16 KB a rung) whatever the traffic does.
+const MAX_RUNGS: usize = 16;
 /// Exceedances below which the tail fit gives the p-value.
 const TAIL_MIN_EXCEEDANCES: usize = 10;
 /// The share of the draws the tail is fitted to.
@@ -137,6 +141,11 @@ impl NullModel {
         }
         let draws: Arc<[f64]> = self.draw(rung_size(rung), rung).into();
         if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= MAX_RUNGS
+                && let Some(&farthest) = cache.keys().max_by_key(|&&k| k.abs_diff(rung))
+            {
+                cache.remove(&farthest);
+            }
             cache.insert(rung, draws.clone());
         }
         draws
@@ -249,6 +258,11 @@ mod tests {
         // The same rung is drawn once.
         a.p_value(510, 0.05);
         assert_eq!(a.cached_rungs(), 1);
+        // Wandering sizes keep at most MAX_RUNGS rungs.
+        for m in (0..40).map(|k| rung_size(60 + k)) {
+            a.p_value(m, 0.05);
+        }
+        assert_eq!(a.cached_rungs(), MAX_RUNGS);
     }
 
     #[test]
