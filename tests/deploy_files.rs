@@ -18,10 +18,18 @@ fn exported() -> BTreeSet<String> {
     let t = Telemetry::new();
     t.init_series(&["s"], &["t"], &INVALID_REASONS);
     t.drift_score.with_label_values(&["s", "f", "psi"]).set(0.0);
-    for gauge in [&t.drift_threshold, &t.missing_share] {
+    for gauge in [
+        &t.drift_threshold,
+        &t.missing_share,
+        &t.drift_p_value,
+        &t.drift_effect,
+        &t.sequential_log_statistic,
+        &t.sequential_log_threshold,
+    ] {
         gauge.with_label_values(&["s", "f"]).set(0.0);
     }
     t.drift_detected.with_label_values(&["s", "f"]).set(0);
+    t.sequential_alarm.with_label_values(&["s", "f"]).set(0);
     t.window_samples.with_label_values(&["s", "f"]).set(0);
     t.dataset_drift_share.with_label_values(&["s"]).set(0.0);
     t.dataset_drifted.with_label_values(&["s"]).set(0);
