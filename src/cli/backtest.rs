@@ -154,8 +154,13 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             let mut replay = Replay::new(&config, index, None, scratch.path())?;
             let from = args.from.as_deref().map(parse_bound).transpose()?;
             let to = args.to.as_deref().map(parse_bound).transpose()?;
-            let bar = progress_bar(0, "messages");
-            bar.set_length(u64::MAX);
+            // The end offsets are known only once the replay has assigned its partitions.
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) =
+                ProgressStyle::with_template("{elapsed_precise} {spinner} {pos} messages ({per_sec})")
+            {
+                bar.set_style(style);
+            }
             let read = replay_topic(&config.kafka, topic, from, to, |m| {
                 replay.feed_message(m.payload, m.source, m.offset, m.timestamp_ms);
                 bar.inc(1);

@@ -157,7 +157,16 @@ async fn report_progress(
                     .map(|f| {
                         let key = f.primary_metric.decision_key();
                         let value = f.scores.get(key).copied().unwrap_or(f64::NAN);
-                        format!("{} ({key} {value:.3} vs threshold {})", f.name, f.threshold)
+                        match (f.p_value, f.effect, f.min_effect) {
+                            // Version 2: the effect against its floor, and the p-value.
+                            (Some(p), Some(effect), Some(floor)) => format!(
+                                "{} ({} {effect:.3}, floor {floor}; p {})",
+                                f.name,
+                                driftscope::stats::verdict::effect_key(f.primary_metric),
+                                if p < 1e-4 { "< 0.0001".to_owned() } else { format!("{p:.4}") }
+                            ),
+                            _ => format!("{} ({key} {value:.3} vs threshold {})", f.name, f.threshold),
+                        }
                     })
                     .collect();
                 if terminal {
