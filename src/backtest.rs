@@ -312,8 +312,9 @@ impl Replay {
                 });
             }
         }
+        let mut times: Vec<Option<i64>> = Vec::new();
         if let Some(column) = self.stream.event_time_field.clone() {
-            let times = crate::decode::arrow::event_times_ms(batch, &column);
+            times = crate::decode::arrow::event_times_ms(batch, &column);
             for (i, t) in times.iter().enumerate() {
                 let row = first_row + i as u64;
                 let Some(t) = *t else {
@@ -332,7 +333,13 @@ impl Replay {
                 self.previous_time = Some(t);
             }
         }
-        // Cut at count-pane boundaries so that every window's rows are exact.
+        // Cut at count-pane boundaries, so that every window's rows are exact, and at
+        // time-pane boundaries, so that a processing-time window (replayed on the event
+        // times, the only clock a file has) gets exactly its rows.
+        let pane_ms = match crate::monitor::stream::window_spec(&self.stream.window).0.clock {
+            crate::stats::window::PaneClock::Millis { pane_ms, .. } => Some(pane_ms),
+            crate::stats::window::PaneClock::Records(_) => None,
+        };
         let mut row = 0usize;
         while row < batch.num_rows() {
             let at = first_row + row as u64;
@@ -340,13 +347,22 @@ impl Replay {
             if let Some(per_pane) = pane_records.filter(|&p| p > 0) {
                 len = len.min((per_pane - at % per_pane) as usize);
             }
+            let now = times.get(row).copied().flatten().unwrap_or(at as i64);
+            if let (Some(pane_ms), Some(_)) = (pane_ms, times.get(row)) {
+                let pane = now.div_euclid(pane_ms);
+                len = times[row..row + len]
+                    .iter()
+                    .position(|t| t.is_some_and(|t| t.div_euclid(pane_ms) != pane))
+                    .unwrap_or(len);
+            }
             let slice = batch.slice(row, len);
             let message = encode_ipc(&slice)?;
-            let now = self.previous_time.unwrap_or(at as i64);
             self.message_rows.insert(at as i64, at + len as u64 - 1);
             if self.state.process(&message, 0, at as i64, now, &mut self.closed).is_err() {
                 self.invalid_records += len as u64;
             }
+            // Processing-time windows close on the clock, here the replayed one.
+            self.state.tick(now, &mut self.closed);
             self.drain_closed();
             row += len;
         }

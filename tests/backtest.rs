@@ -170,6 +170,19 @@ fn time_windows_replay_by_event_time_and_refuse_unordered_rows() {
     // 6,000 rows a second apart: nine full 10-minute windows close (the tenth stays open).
     assert!(s["windows"].as_u64().is_some_and(|w| (8..=10).contains(&w)), "{s:#}");
 
+    // Processing-time windows replay on the event times too (a file has no other clock).
+    let processing = write_config(dir.path(), "{ type = \"tumbling_time\", size = \"10m\" }", "");
+    let out = backtest(&[
+        "--config",
+        processing.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let p = json(&out);
+    assert_eq!(p["windows"], s["windows"], "{p:#}");
+
     let mut text = csv(20, usize::MAX, 5);
     text.push_str("0.1,a,1600000000000\n");
     std::fs::write(&data, text).unwrap();
