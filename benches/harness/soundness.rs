@@ -12,7 +12,7 @@
 //! and a 0.5 sigma mean shift.
 
 use driftscope::stats::profile::{FeatureSpec, ProfileBuilder};
-use driftscope::stats::resample::multinomial;
+use driftscope::stats::sampling::multinomial;
 use driftscope::stats::sequential::SequentialState;
 use driftscope::stats::{
     DriftSettings, FeatureKind, Reference, Report, Rule, ValueSink, WindowInfo, score_window,

@@ -10,6 +10,9 @@ use statrs::distribution::{ChiSquared, ContinuousCDF};
 /// Shares below this floor are raised to it in psi and kl_divergence (no renormalisation).
 pub const SHARE_FLOOR: f64 = 1e-4;
 
+/// The spec's floor on the reference std by which wasserstein is normalised.
+pub const WASSERSTEIN_STD_FLOOR: f64 = 0.001;
+
 /// p-values below this are reported as exactly 0.
 pub const P_VALUE_FLOOR: f64 = 1e-300;
 

@@ -11,6 +11,7 @@ pub mod profile;
 pub mod reference;
 pub mod report;
 pub mod resample;
+pub mod sampling;
 pub mod score;
 pub mod sequential;
 pub mod settings;

@@ -20,7 +20,7 @@
 //! scores) or lighter (wasserstein, tvd), so the fit errs towards larger p-values.
 
 use super::metrics;
-use super::resample::multinomial;
+use super::sampling::multinomial;
 use super::settings::Metric;
 use rand::SeedableRng;
 use rand::rngs::StdRng;

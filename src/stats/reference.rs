@@ -110,7 +110,7 @@ impl Reference {
                 (Rule::Threshold, ..) | (_, Metric::Ks | Metric::ChiSquare, _) => None,
                 (_, Metric::Wasserstein, FeatureStats::Numeric(p)) => Some(NullModel::wasserstein(
                     &grid::support(&p.grid_edges, &p.grid_cells),
-                    p.std.max(crate::stats::score::WASSERSTEIN_STD_FLOOR),
+                    p.std.max(super::metrics::WASSERSTEIN_STD_FLOOR),
                     draws,
                     seed,
                 )),

@@ -1,9 +1,7 @@
 //! The report of one scored window: the JSON shape of `drift-metrics.md`, shared by
 //! `score`, the streaming monitor, the HTTP API and the triggers.
 
-use super::sequential::SequentialStatus;
 use super::settings::{FeatureKind, Metric, Rule};
-use super::verdict::DecidedBy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -132,4 +130,31 @@ impl Report {
     pub fn drifted_features(&self) -> impl Iterator<Item = &FeatureReport> {
         self.features.iter().filter(|f| f.drifted)
     }
+}
+
+/// Which of version 2's two conditions held (`threshold` under version 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// Significant, but below the effect floor: not drift.
+    Significance,
+    /// At least the effect floor, but within what sampling noise gives: not drift.
+    Effect,
+    /// Both: drift.
+    Both,
+    /// Neither.
+    Neither,
+    /// Version 1's fixed threshold decided.
+    Threshold,
+}
+
+/// What the report says of a feature's detector after a window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SequentialStatus {
+    /// `log M_w`.
+    pub log_statistic: f64,
+    /// `log(1 / alpha_sequential)`.
+    pub log_threshold: f64,
+    /// The detector alarmed in this window (it restarts from the next one).
+    pub alarm: bool,
 }

@@ -11,12 +11,11 @@ use super::sketch::{FeatureSketch, WindowSketch};
 use super::verdict;
 use std::collections::BTreeMap;
 
-/// The spec's floor on the reference std by which wasserstein is normalised.
+use super::metrics::WASSERSTEIN_STD_FLOOR;
+
 /// Cramér's V travels with the scores to the verdict, which moves it to the report's
 /// `effect`: the score keys stay the spec's.
 const CRAMERS_V: &str = "cramers_v";
-
-pub const WASSERSTEIN_STD_FLOOR: f64 = 0.001;
 
 /// Scores a window; `window.records` is taken from the sketch.
 pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: WindowInfo) -> Report {

@@ -22,6 +22,7 @@
 //! The state is one number per feature plus the last window's index, checkpointed with
 //! the windows, so a restart neither resets it nor counts a window twice.
 
+pub use super::report::SequentialStatus;
 use super::report::{Report, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -30,17 +31,6 @@ use std::collections::BTreeMap;
 pub const KAPPA: f64 = 0.2;
 /// p-values are floored here before the logarithm (reports floor them to 0 below it).
 const P_FLOOR: f64 = 1e-300;
-
-/// What the report says of a feature's detector after a window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SequentialStatus {
-    /// `log M_w`.
-    pub log_statistic: f64,
-    /// `log(1 / alpha_sequential)`.
-    pub log_threshold: f64,
-    /// The detector alarmed in this window (it restarts from the next one).
-    pub alarm: bool,
-}
 
 /// The detectors of one stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -3,25 +3,9 @@
 //! features, **and** at least the effect floor) or by version 1 (a fixed threshold).
 
 use super::reference::ScoredFeature;
+pub use super::report::DecidedBy;
 use super::settings::{Metric, Multiplicity, Rule};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Which of version 2's two conditions held (`threshold` under version 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecidedBy {
-    /// Significant, but below the effect floor: not drift.
-    Significance,
-    /// At least the effect floor, but within what sampling noise gives: not drift.
-    Effect,
-    /// Both: drift.
-    Both,
-    /// Neither.
-    Neither,
-    /// Version 1's fixed threshold decided.
-    Threshold,
-}
 
 /// One feature's verdict in one window.
 #[derive(Debug, Clone, Copy, PartialEq)]
