@@ -85,6 +85,12 @@ pub struct StateConfig {
     /// it, so this is also the longest a report waits.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: std::time::Duration,
+    /// How long a stop (SIGTERM, Ctrl-C) may take: the record in hand is finished, the
+    /// last checkpoint written and its reports handed to the outputs first; the offset
+    /// commit, the consumer's close and trigger deliveries get what is left and are
+    /// abandoned at the bound (the checkpoint and the trigger outbox hold their work).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl Default for StateConfig {
@@ -92,6 +98,7 @@ impl Default for StateConfig {
         StateConfig {
             dir: PathBuf::from("driftscope-state"),
             checkpoint_interval: std::time::Duration::from_secs(1),
+            shutdown_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -279,6 +286,25 @@ impl Config {
     }
 
     /// A copy safe to print or serve: secret-looking values replaced.
+    /// What is valid but costly, as (key, warning): printed by `config check` and
+    /// logged by `run` at start-up.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let mut warnings = Vec::new();
+        if !self.streams.is_empty() && !self.kafka.properties.contains_key("group.instance.id") {
+            warnings.push((
+                "kafka.properties.\"group.instance.id\"".into(),
+                format!(
+                    "not set: after a crash the restarted monitor waits up to the group's session timeout \
+                     (`session.timeout.ms`, {} ms here) for its partitions, its checkpoint in `{}` \
+                     notwithstanding; set a stable id per instance (static membership) to take them back at once",
+                    self.kafka.properties.get("session.timeout.ms").map_or("45000", String::as_str),
+                    self.state.dir.display()
+                ),
+            ));
+        }
+        warnings
+    }
+
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
         for (key, value) in copy.kafka.properties.iter_mut() {
@@ -307,6 +333,10 @@ impl Config {
         if interval < std::time::Duration::from_millis(10) || interval > std::time::Duration::from_secs(3600)
         {
             return Err(("state.checkpoint_interval".into(), "must be between 10ms and 1h".into()));
+        }
+        let bound = self.state.shutdown_timeout;
+        if bound < std::time::Duration::from_millis(100) || bound > std::time::Duration::from_secs(3600) {
+            return Err(("state.shutdown_timeout".into(), "must be between 100ms and 1h".into()));
         }
         if let Some(strategy) = self.kafka.properties.get("partition.assignment.strategy")
             && strategy.contains("cooperative")

@@ -1,15 +1,15 @@
 //! `driftscope run` as a library call: builds the monitor and the outputs from one
-//! config, runs them until the shutdown signal, and stops them in order (the monitor
-//! finishes its record and commits, the outputs drain what it sent).
+//! config, runs them until the shutdown signal, and stops them in order within
+//! `state.shutdown_timeout` (the monitor finishes its record, checkpoints and commits,
+//! the outputs drain what it sent, trigger deliveries in flight get what time is left).
 
 use crate::config::Config;
 use crate::ingest::kafka::MonitorContext;
-use crate::monitor::{Monitor, MonitorError, ScoredWindow};
+use crate::monitor::{Monitor, MonitorError, ScoredWindow, Stop};
 use crate::outputs::triggers::{TriggerEngine, TriggerHandle};
 use crate::outputs::{History, Outputs};
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,9 @@ pub async fn run(
     if config.streams.is_empty() {
         return Err(ServiceError::NoStreams);
     }
+    for (key, warning) in config.warnings() {
+        tracing::warn!(key = %key, "{warning}");
+    }
     let (tx, mut rx) = mpsc::channel::<ScoredWindow>(REPORT_QUEUE);
     let monitor = Monitor::new(&config, &handles.telemetry, handles.kafka.clone(), tx, options.fresh_state)?;
     let (engine, trigger_handle) = if config.triggers.is_empty() {
@@ -120,7 +123,7 @@ pub async fn run(
             }))
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(Stop::default());
     let monitor_stop = stop.clone();
     let monitor_thread = std::thread::Builder::new()
         .name("driftscope-monitor".into())
@@ -138,21 +141,30 @@ pub async fn run(
         })
     });
     shutdown.await;
-    tracing::info!("shutting down");
-    stop.store(true, Ordering::SeqCst);
+    let bound = config.state.shutdown_timeout;
+    tracing::info!(timeout = %humantime::format_duration(bound), "shutting down");
+    stop.request(bound);
+    // The monitor bounds its own waits (commit, consumer close) by the deadline.
     let result = tokio::task::spawn_blocking(move || monitor_thread.join())
         .await
         .map_err(|_| ServiceError::Panicked)?
         .map_err(|_| ServiceError::Panicked)?;
-    let _ = drain.await;
-    // Deliveries in flight finish; what is left stays in the outbox for the next start.
+    // The monitor's sender is gone, so the outputs end once they have what it sent.
+    if tokio::time::timeout(stop.remaining(), drain).await.is_err() {
+        tracing::warn!("the outputs did not take every report within state.shutdown_timeout; the checkpoint holds them and sends them again on the next start");
+    }
+    // Deliveries in flight get what time is left; the outbox keeps every trigger not
+    // delivered for the next start.
     let _ = delivery_stop_tx.send(());
-    if let Some(delivery) = delivery {
-        let _ = delivery.await;
+    if let Some(delivery) = delivery
+        && tokio::time::timeout(stop.remaining(), delivery).await.is_err()
+    {
+        tracing::warn!("trigger deliveries still in flight at state.shutdown_timeout: left in the outbox for the next start");
     }
     let _ = http_stop_tx.send(());
     if let Some(http) = http {
-        let _ = http.await;
+        // Open connections (a dashboard's event stream) are not waited for past the bound.
+        let _ = tokio::time::timeout(stop.remaining(), http).await;
     }
     result.map_err(ServiceError::from)
 }

@@ -26,6 +26,9 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     let ConfigCommand::Check(args) = cmd;
     let config = Config::load(&args.config).context("invalid configuration")?;
     print!("{}", toml::to_string_pretty(&config.redacted()).context("cannot print the configuration")?);
+    for (key, warning) in config.warnings() {
+        eprintln!("warning: `{key}`: {warning}");
+    }
     eprintln!("{}: ok", args.config.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::Args;
 use driftscope::config::Config;
-use driftscope::service::{self, ServiceHandles};
+use driftscope::monitor::{EXIT_NO_CHECKPOINT, MonitorError};
+use driftscope::service::{self, ServiceError, ServiceHandles};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,9 +13,12 @@ use std::process::ExitCode;
   driftscope run --config driftscope.toml
   RUST_LOG=driftscope=debug driftscope run --config driftscope.toml --log-format json
 
-Stops cleanly on SIGTERM or Ctrl-C: the record in hand is finished, the open windows are
-checkpointed to state.dir and offsets committed up to the checkpoint; the next start
-continues the same windows. After a crash (kill -9, power loss) the next start continues
+Stops cleanly on SIGTERM or Ctrl-C, within state.shutdown_timeout (10s): the record in
+hand is finished, the open windows are checkpointed to state.dir and offsets committed up
+to the checkpoint; the next start continues the same windows. A commit or consumer close
+that cannot finish in time (a group join, no broker) is left, as are triggers not yet
+delivered (the outbox keeps them). Exit status 3: the last checkpoint could not be
+written (the next start continues from the previous one; nothing is lost). After a crash (kill -9, power loss) the next start continues
 from the last checkpoint (every state.checkpoint_interval): no record is lost or counted
 twice in a window.")]
 pub struct RunArgs {
@@ -39,6 +43,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let handles = ServiceHandles::new(&config);
     let options = service::RunOptions { fresh_state: args.fresh_state };
-    runtime.block_on(service::run(config, handles, options, service::shutdown_signal()))?;
-    Ok(ExitCode::SUCCESS)
+    let result = runtime.block_on(service::run(config, handles, options, service::shutdown_signal()));
+    // Tasks abandoned at the bound (a delivery in flight, an open connection) are
+    // cancelled here, not waited for; a consumer left closing is a plain thread, which
+    // the process exit ends.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(ServiceError::Monitor(MonitorError::LastCheckpoint(e))) => {
+            eprintln!("error: the last checkpoint could not be written: {e}");
+            Ok(ExitCode::from(EXIT_NO_CHECKPOINT))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -20,8 +20,8 @@ pub const DLQ_SOURCE_HEADER: &str = "driftscope-source";
 pub const DLQ_TRUNCATED_HEADER: &str = "driftscope-truncated";
 
 /// How long the monitor waits at shutdown for dead letters still on their way; what is
-/// not acknowledged by then is counted as a `timeout` failure and logged once. Fixed:
-/// the config has no shutdown budget to take a share of.
+/// not acknowledged by then is counted as a `timeout` failure and logged once. Never
+/// past the stop's deadline (`state.shutdown_timeout`) either.
 pub const SHUTDOWN_FLUSH_BOUND: Duration = Duration::from_secs(5);
 
 /// Why a copy did not reach the dead-letter topic: the `reason` label of

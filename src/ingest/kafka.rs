@@ -51,6 +51,13 @@ pub struct MonitorContext {
     /// Set when an offset commit failed after it was sent (async commits report
     /// failures only here); the monitor then sends its offsets again.
     pub commit_failed: AtomicBool,
+    /// Commit answers received (success or failure), so a stop can wait for its last
+    /// commit's answer with a bound instead of committing synchronously.
+    pub commits_answered: AtomicU64,
+    /// Set once the last commit of a stop was sent: the revocation that closing the
+    /// consumer causes then commits nothing more (a synchronous commit there waits for
+    /// a group join to finish, or for an absent broker, without bound).
+    pub closing: AtomicBool,
     /// Why the last checkpoint could not be written, while that lasts (consumption is
     /// paused meanwhile, so nothing is committed or reported without a checkpoint).
     pub state_error: Mutex<Option<String>>,
@@ -145,6 +152,7 @@ impl ClientContext for ArcContext {
 
 impl ConsumerContext for ArcContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        self.0.commits_answered.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = result {
             tracing::warn!(error = %e, "offset commit failed; it is sent again");
             self.0.commit_failed.store(true, Ordering::SeqCst);
@@ -163,6 +171,12 @@ impl ConsumerContext for ArcContext {
                     partitions = partitions.count(),
                     "partition assignment lost (the group session expired); rejoining"
                 );
+                return;
+            }
+            if self.0.closing.load(Ordering::SeqCst) {
+                // The stop's own last commit was sent already (and waited for, within
+                // the bound); what it did not commit, the checkpoint holds.
+                self.0.revoked.store(true, Ordering::SeqCst);
                 return;
             }
             let safe = self.0.safe.lock().map(|s| s.clone()).unwrap_or_default();

@@ -16,7 +16,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -170,7 +170,7 @@ impl Feeder {
     /// then reads the message queue in one batch call.
     pub fn run(
         &mut self,
-        shutdown: &AtomicBool,
+        shutdown: &super::Stop,
         batches: SyncSender<Batch>,
         spare: &Receiver<Batch>,
         controls: &Receiver<Control>,
@@ -179,7 +179,7 @@ impl Feeder {
         let mut started = Instant::now();
         let mut clock_ms = super::now_ms();
         loop {
-            if shutdown.load(Ordering::SeqCst) {
+            if shutdown.requested() {
                 break;
             }
             self.apply_controls(controls);
@@ -376,8 +376,52 @@ impl Feeder {
         }
     }
 
-    /// Commits the wanted offsets that moved forward.
-    fn commit(&mut self, mode: CommitMode) {
+    /// The last commit of a stop: the commit the pipeline asked for last is sent
+    /// asynchronously, then the consumer is served until librdkafka answers or `until`
+    /// passes. Returns whether the commit is known done (or there was nothing to
+    /// commit). A commit not done is logged once and left: the next start reads again
+    /// from the previous commit and skips what the checkpoint holds.
+    pub fn last_commit(&mut self, controls: &Receiver<Control>, until: Instant) -> bool {
+        let before = self.context.commits_answered.load(Ordering::SeqCst);
+        self.context.commit_failed.store(false, Ordering::SeqCst);
+        let mut sent = false;
+        while let Ok(control) = controls.try_recv() {
+            if let Control::Commit(offsets, _) = control {
+                self.wanted = offsets;
+                sent |= self.commit(CommitMode::Async);
+            }
+        }
+        // From here on, a revocation (closing the consumer causes one) commits nothing.
+        self.context.closing.store(true, Ordering::SeqCst);
+        if !sent {
+            return true;
+        }
+        loop {
+            if self.context.commits_answered.load(Ordering::SeqCst) != before {
+                if self.context.commit_failed.swap(false, Ordering::SeqCst) {
+                    tracing::warn!("the last offset commit failed; the next start skips what the checkpoint holds");
+                    return false;
+                }
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    joined = self.context.joined.load(Ordering::SeqCst),
+                    connected = self.context.connected.load(Ordering::SeqCst),
+                    "the last offset commit got no answer within its share of state.shutdown_timeout; \
+                     the next start reads from the previous commit and skips what the checkpoint holds"
+                );
+                return false;
+            }
+            // Serves the commit's answer; a message polled now is dropped unread (its
+            // offset is past the checkpoint, so it is read again on the next start).
+            let _ = self.consumer.poll(left.min(IDLE_WAIT));
+        }
+    }
+
+    /// Commits the wanted offsets that moved forward; returns whether it sent any.
+    fn commit(&mut self, mode: CommitMode) -> bool {
         let mut list = TopicPartitionList::new();
         for (topic, partition, offset) in &self.wanted {
             let key = (topic.clone(), *partition);
@@ -388,12 +432,15 @@ impl Feeder {
                 self.committed.insert(key, *offset);
             }
         }
-        if list.count() > 0
-            && let Err(e) = self.consumer.commit(&list, mode)
-        {
+        if list.count() == 0 {
+            return false;
+        }
+        if let Err(e) = self.consumer.commit(&list, mode) {
             tracing::warn!(error = %e, "offset commit failed; it is sent again");
             self.committed.clear();
+            return false;
         }
+        true
     }
 }
 

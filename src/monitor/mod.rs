@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub(crate) mod feed;
+pub mod shutdown;
 pub mod stream;
 
 use crate::config::Config;
@@ -25,8 +26,9 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+pub use shutdown::Stop;
 pub use stream::{BadRecord, StreamSetupError, StreamState};
 use tokio::sync::mpsc;
 
@@ -46,7 +48,19 @@ pub enum MonitorError {
     Thread(std::io::Error),
     #[error("the pipeline thread panicked")]
     Panicked,
+    /// At a stop, the last checkpoint could not be written (the binary exits with
+    /// [`EXIT_NO_CHECKPOINT`]). Nothing is lost: offsets are committed only up to the
+    /// previous checkpoint, so the next start reads again what came after it.
+    #[error(
+        "the last checkpoint could not be written: {0}; the next start continues from the previous \
+         checkpoint and reads again the records after it"
+    )]
+    LastCheckpoint(String),
 }
+
+/// Exit status of `driftscope run` when a stop could not write the last checkpoint
+/// (everything else of a stop that does not fit in `state.shutdown_timeout` still exits 0).
+pub const EXIT_NO_CHECKPOINT: u8 = 3;
 
 /// Every reason a record can be refused for (the `reason` label of
 /// `driftscope_records_invalid_total`): a bounded set, never taken from record contents.
@@ -216,7 +230,12 @@ impl Monitor {
     /// ([`feed::Feeder`]); a pipeline thread decodes, windows, scores and checkpoints.
     /// The records polled are all processed; open windows stay open in the checkpoint
     /// and continue on the next start.
-    pub fn run(self, shutdown: Arc<AtomicBool>) -> Result<(), MonitorError> {
+    ///
+    /// A stop is bounded by `stop`'s deadline: the record in hand, the last checkpoint
+    /// and its reports come first (local work); the last commit then waits for its
+    /// answer until halfway to the deadline and closing the consumer until the
+    /// deadline. What does not fit is logged once and left: the checkpoint holds it.
+    pub fn run(self, stop: Arc<Stop>) -> Result<(), MonitorError> {
         let Monitor { consumer, mut state, batch_reads } = self;
         let topics: Vec<String> = state.routes.keys().cloned().collect();
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
@@ -232,17 +251,20 @@ impl Monitor {
         let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT);
         let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT + 2);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
+        let pipeline_stop = stop.clone();
         let pipeline = std::thread::Builder::new()
             .name("driftscope-pipeline".into())
-            .spawn(move || state.run(batch_rx, spare_tx, control_tx))
+            .spawn(move || state.run(batch_rx, spare_tx, control_tx, &pipeline_stop))
             .map_err(MonitorError::Thread)?;
-        feeder.run(&shutdown, batch_tx, &spare_rx, &control_rx);
+        feeder.run(&stop, batch_tx, &spare_rx, &control_rx);
         // The pipeline finishes the batches sent, writes its last checkpoint and asks
-        // for the last commit, which is made here, synchronously.
+        // for the last commit, which is sent here and waited for with a bound: a
+        // synchronous commit waits for a group join to end (up to the session timeout
+        // of a killed predecessor) or for an absent broker.
         let result = pipeline.join().unwrap_or(Err(MonitorError::Panicked));
-        feeder.apply_controls(&control_rx);
-        close_consumer(feeder.into_consumer());
-        tracing::info!("monitor stopped");
+        let committed = feeder.last_commit(&control_rx, stop.halfway());
+        let closed = close_consumer(feeder.into_consumer(), stop.deadline());
+        tracing::info!(committed, consumer_closed = closed, "monitor stopped");
         result
     }
 }
@@ -255,6 +277,7 @@ impl Pipeline {
         batches: std::sync::mpsc::Receiver<feed::Batch>,
         spare: std::sync::mpsc::SyncSender<feed::Batch>,
         controls: std::sync::mpsc::Sender<feed::Control>,
+        stop: &Stop,
     ) -> Result<(), MonitorError> {
         for window in std::mem::take(&mut self.replay) {
             self.reports.blocking_send(window).map_err(|_| MonitorError::OutputsGone)?;
@@ -285,14 +308,20 @@ impl Pipeline {
                 }
             }
         };
-        let finished = if self.dirty || !self.unsent.is_empty() {
-            self.advance(&controls, CommitMode::Sync)
+        // The last checkpoint: also when the previous one failed, so that a directory
+        // that came back is used; when it still fails the stop says so (exit status 3).
+        let finished = if self.dirty || !self.unsent.is_empty() || self.checkpoint_failure.is_some() {
+            self.advance(&controls, CommitMode::Sync).and_then(|()| match self.checkpoint_failure.take() {
+                Some(error) => Err(MonitorError::LastCheckpoint(error)),
+                None => Ok(()),
+            })
         } else {
             self.send_commit(&controls, CommitMode::Sync);
             Ok(())
         };
         if let Some(dl) = self.dead_letters.take() {
-            dl.close(SHUTDOWN_FLUSH_BOUND);
+            // Within the stop's deadline: what is not acknowledged by then is counted.
+            dl.close(stop.remaining().min(SHUTDOWN_FLUSH_BOUND));
         }
         result.and(finished)
     }
@@ -733,18 +762,35 @@ fn log_window(report: &Report) {
     );
 }
 
-/// Dropping a consumer can hang (rust-rdkafka#453): close it on a helper thread and
-/// give up waiting after a bound.
-fn close_consumer(consumer: BaseConsumer<ArcContext>) {
+/// Closing a consumer leaves the group, which waits for a join in progress to end (up
+/// to a killed predecessor's session timeout) or for an absent broker; dropping one can
+/// also hang (rust-rdkafka#453). So it is closed on a helper thread, waited for until
+/// `deadline`, and left behind after that: the process exits without it, and the group
+/// notices the member gone within its session timeout. Returns whether it closed.
+fn close_consumer(consumer: BaseConsumer<ArcContext>, deadline: Option<Instant>) -> bool {
+    let context = consumer.context().0.clone();
+    context.closing.store(true, Ordering::SeqCst);
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let spawned = std::thread::Builder::new().name("driftscope-close".into()).spawn(move || {
         consumer.unsubscribe();
         drop(consumer);
         let _ = tx.send(());
     });
-    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-        tracing::warn!("kafka consumer did not close within 10s; leaving it behind");
+    if spawned.is_err() {
+        tracing::warn!("cannot start a thread to close the kafka consumer; leaving it");
+        return false;
     }
+    let wait = deadline.map_or(Duration::from_secs(10), |d| d.saturating_duration_since(Instant::now()));
+    if rx.recv_timeout(wait).is_err() {
+        tracing::warn!(
+            joined = context.joined.load(Ordering::SeqCst),
+            connected = context.connected.load(Ordering::SeqCst),
+            "the kafka consumer did not close within state.shutdown_timeout (a group join in progress or \
+             no broker): leaving it; the group drops this member when its session times out"
+        );
+        return false;
+    }
+    true
 }
 
 pub fn now_ms() -> i64 {
