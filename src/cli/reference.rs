@@ -4,8 +4,8 @@
 use super::load_config;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use driftscope::ingest::files::read_data_file;
-use driftscope::offline::build_profile;
+use driftscope::ingest::files::DataSource;
+use driftscope::offline::build_profile_streamed;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,8 +35,9 @@ pub struct BuildArgs {
 pub fn run(cmd: ReferenceCommand) -> anyhow::Result<ExitCode> {
     let ReferenceCommand::Build(args) = cmd;
     let config = load_config(args.config.as_deref())?;
-    let file = read_data_file(&args.input).context("cannot read the input")?;
-    let (profile, notes) = build_profile(&file, &config.defaults, &config.overrides());
+    let file = DataSource::open(&args.input).context("cannot read the input")?;
+    let (profile, notes) =
+        build_profile_streamed(&file, &config.defaults, &config.overrides()).context("cannot read the input")?;
     for note in &notes {
         eprintln!("note: {note}");
     }

@@ -3,8 +3,8 @@
 use super::load_config;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use driftscope::ingest::files::read_data_file;
-use driftscope::offline::{prepare_reference, read_reference_source, score_file};
+use driftscope::ingest::files::DataSource;
+use driftscope::offline::{prepare_reference, read_reference_source, score_source};
 use driftscope::stats::report::{Report, Status};
 use driftscope::stats::verdict::DecidedBy;
 use std::path::PathBuf;
@@ -44,8 +44,8 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     let source = read_reference_source(&args.reference).context("cannot read the reference")?;
     let (reference, notes) = prepare_reference(source, &config.defaults, &overrides)
         .context("the configuration does not fit the reference")?;
-    let current = read_data_file(&args.current).context("cannot read the current data")?;
-    let mut report = score_file(&reference, &current);
+    let current = DataSource::open(&args.current).context("cannot read the current data")?;
+    let mut report = score_source(&reference, &current).context("cannot read the current data")?;
     report.notes.splice(0..0, notes);
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

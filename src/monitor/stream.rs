@@ -6,8 +6,8 @@ use crate::config::{
 };
 use crate::decode::arrow::{ArrowRecordError, ColumnBinding, decode_ipc_message, event_times_ms, fold_batch};
 use crate::decode::json::{JsonDecoder, JsonField};
-use crate::ingest::files::read_data_file;
-use crate::offline::{build_profile, now_rfc3339};
+use crate::ingest::files::DataSource;
+use crate::offline::{build_profile_streamed, now_rfc3339};
 use crate::stats::Reference;
 use crate::stats::profile::{FeatureSpec, Profile, ProfileBuilder};
 use crate::stats::settings::{FeatureKind, FeatureOverride};
@@ -101,8 +101,10 @@ impl StreamState {
                 Some(load_profile(path).map_err(|m| err("reference.profile", m))?)
             }
             ReferenceConfig { data: Some(path), .. } => {
-                let file = read_data_file(path).map_err(|e| err("reference.data", e.to_string()))?;
-                Some(build_profile(&file, &settings, &overrides).0)
+                let file = DataSource::open(path).map_err(|e| err("reference.data", e.to_string()))?;
+                let (profile, _) = build_profile_streamed(&file, &settings, &overrides)
+                    .map_err(|e| err("reference.data", e.to_string()))?;
+                Some(profile)
             }
             ReferenceConfig { from_stream: Some(_), .. } if saved_profile.exists() => {
                 tracing::info!(stream = %stream.name, path = %saved_profile.display(), "using the reference taken from the stream earlier");
