@@ -13,7 +13,8 @@
 //!   --messages N          end-to-end messages (default 2,000,000)
 //!   --e2e-rounds N        end-to-end rounds, each reading the topic with (a), (a2)
 //!                         and (b) in turn; ratios per round and their median (default 3)
-//!   --stages LIST         comma list of inprocess,e2e,scoring,memory,soundness (default: all);
+//!   --stages LIST         comma list of inprocess,e2e,scoring,memory,soundness,offline
+//!                         (default: all);
 //!                         a stage named here must run or the harness fails
 //!   --require-broker      fail (instead of skipping end-to-end) when no broker answers
 //!   --bootstrap ADDR      broker (default $DRIFTSCOPE_KAFKA_BOOTSTRAP or 127.0.0.1:19092)
@@ -22,12 +23,19 @@
 //!   --kafka-property K=V  a librdkafka consumer property for both end-to-end consumers
 //!                         (driftscope's `[kafka.properties]`), repeatable
 //!   --memory-records A,B  record counts of the memory stage (default 1000000,10000000)
+//!   --offline-rows N      rows of the offline stage's reference and current Parquet
+//!                         files (default 1,000,000; --quick 100,000)
+//!   --evidently-python P  a Python with Evidently and pandas: the offline stage runs
+//!                         DataDriftPreset on the same files (scripts/bench.sh --evidently
+//!                         makes one); without it that comparison is skipped
 //!
 //! The work directory (profiles, configs, driftscope's log and reports) is kept when a
 //! stage fails or DRIFTSCOPE_BENCH_KEEP is set.
 
 #[path = "harness/kafka.rs"]
 mod kafka;
+#[path = "harness/offline.rs"]
+mod offline;
 #[path = "harness/pipeline.rs"]
 mod pipeline;
 #[path = "harness/soundness.rs"]
@@ -71,9 +79,11 @@ struct Options {
     driftscope: Option<PathBuf>,
     memory_records: Vec<u64>,
     kafka_properties: Vec<(String, String)>,
+    offline_rows: u64,
+    evidently_python: Option<PathBuf>,
 }
 
-const STAGES: [&str; 5] = ["inprocess", "e2e", "scoring", "memory", "soundness"];
+const STAGES: [&str; 6] = ["inprocess", "e2e", "scoring", "memory", "soundness", "offline"];
 
 fn parse_count(s: &str) -> anyhow::Result<u64> {
     let t = s.replace(['_', ','], "");
@@ -97,6 +107,8 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         driftscope: None,
         memory_records: Vec::new(),
         kafka_properties: Vec::new(),
+        offline_rows: 0,
+        evidently_python: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -126,6 +138,8 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
                 o.kafka_properties.push((k.trim().to_owned(), v.trim().to_owned()));
             }
             "--bootstrap" => o.bootstrap = value()?,
+            "--offline-rows" => o.offline_rows = parse_count(&value()?)?,
+            "--evidently-python" => o.evidently_python = Some(PathBuf::from(value()?)),
             "--driftscope" => o.driftscope = Some(PathBuf::from(value()?)),
             "--memory-records" => {
                 o.memory_records =
@@ -148,6 +162,9 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             }
             other => bail!("unknown option {other:?} (see --help)"),
         }
+    }
+    if o.offline_rows == 0 {
+        o.offline_rows = if o.quick { 100_000 } else { 1_000_000 };
     }
     if o.memory_records.is_empty() {
         o.memory_records = if o.quick { vec![100_000, 1_000_000] } else { vec![1_000_000, 10_000_000] };
@@ -965,6 +982,76 @@ fn stage_soundness(o: &Options, table: &mut Table) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------
+// Stage 6: offline scoring
+
+fn stage_offline(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
+    const S: &str = "6. offline: `driftscope score` and `reference build` on Parquet files of the bench schema (20 numeric, 5 categorical, a score), vs Evidently DataDriftPreset";
+    let rows = o.offline_rows as usize;
+    let schema = Schema::bench();
+    let reference = dir.join("offline-reference.parquet");
+    let current = dir.join("offline-current.parquet");
+    progress(format!("offline: writing {} + {} rows of Parquet", count(rows as u64), count(rows as u64)));
+    offline::write_parquet(&schema, REFERENCE_SEED, rows, &reference)?;
+    offline::write_parquet(&schema, STREAM_SEED, rows, &current)?;
+    let binary = driftscope_binary(o)?;
+    let size = format!("{} x {}", count(rows as u64), count(rows as u64));
+    let mib = |m: &offline::Measured| m.peak_mib.map_or("n/a (no /usr/bin/time)".to_owned(), |p| format!("{p:.1} MiB"));
+    // The bound: 64 MiB plus one reference column (8 bytes a row).
+    let column_mib = rows as f64 * 8.0 / (1024.0 * 1024.0);
+    let limit = 64.0 + column_mib;
+    progress("offline: driftscope score");
+    let score = offline::measure(
+        &binary,
+        &["score".as_ref(), "--reference".as_ref(), reference.as_os_str(), "--current".as_ref(), current.as_os_str(), "--format".as_ref(), "json".as_ref()],
+    )?;
+    if !score.stdout.contains("\"dataset\"") {
+        bail!("driftscope score printed no report");
+    }
+    table.info(S, format!("score {size}: wall time"), format!("{:.2} s", score.wall_s));
+    match score.peak_mib {
+        Some(p) => table.check(S, format!("score {size}: peak RSS"), mib(&score), format!("<= {limit:.0} MiB (64 + one column)"), p <= limit),
+        None => table.info(S, format!("score {size}: peak RSS"), mib(&score)),
+    }
+    progress("offline: driftscope reference build");
+    let profile = dir.join("offline.profile");
+    let build = offline::measure(
+        &binary,
+        &["reference".as_ref(), "build".as_ref(), "--input".as_ref(), reference.as_os_str(), "--output".as_ref(), profile.as_os_str()],
+    )?;
+    table.info(S, format!("reference build {}: wall time", count(rows as u64)), format!("{:.2} s", build.wall_s));
+    match build.peak_mib {
+        Some(p) => table.check(S, format!("reference build {}: peak RSS", count(rows as u64)), mib(&build), format!("<= {limit:.0} MiB"), p <= limit),
+        None => table.info(S, format!("reference build {}: peak RSS", count(rows as u64)), mib(&build)),
+    }
+    match &o.evidently_python {
+        None => table.info(
+            S,
+            "Evidently DataDriftPreset",
+            "SKIPPED: no --evidently-python (scripts/bench.sh -- --stages offline --evidently makes one)",
+        ),
+        Some(python) => {
+            progress("offline: Evidently DataDriftPreset (this takes a while)");
+            let (evidently, compute) = offline::evidently(python, dir, &reference, &current)?;
+            table.info(
+                S,
+                format!("Evidently {size}: compute (process)"),
+                format!("{compute:.2} s ({:.1} s)", evidently.wall_s),
+            );
+            table.info(S, format!("Evidently {size}: peak RSS"), mib(&evidently));
+            let ratio = compute / score.wall_s;
+            table.check(
+                S,
+                "Evidently compute / driftscope score (whole process)",
+                format!("{ratio:.0}x"),
+                ">= 100x",
+                ratio >= 100.0,
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
 // Stage 2: end-to-end
 
 fn driftscope_binary(o: &Options) -> anyhow::Result<PathBuf> {
@@ -1224,6 +1311,9 @@ fn run(o: &Options) -> anyhow::Result<(Table, Vec<String>)> {
     }
     if wants("soundness") {
         stage("soundness", &mut table, &mut |t| stage_soundness(o, t));
+    }
+    if wants("offline") {
+        stage("offline", &mut table, &mut |t| stage_offline(o, dir.path(), t));
     }
     // Ends the closure's mutable borrow of `failures` before it is read below.
     #[allow(clippy::drop_non_drop)]

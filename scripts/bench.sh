@@ -9,6 +9,11 @@
 #   scripts/bench.sh --quick         short run, no broker needed (end-to-end skipped)
 #   scripts/bench.sh -- ARGS         extra harness options, e.g.
 #                                    -- --messages 500000 --stages e2e,memory
+#   scripts/bench.sh -- --stages offline --evidently
+#                                    the offline stage side by side with Evidently's
+#                                    DataDriftPreset: --evidently makes (once) a virtual
+#                                    environment with Evidently in $target/evidently-venv
+#                                    (pip; takes minutes) and passes its Python on
 #
 # Environment: CARGO_TARGET_DIR is honoured; DRIFTSCOPE_KAFKA_BOOTSTRAP overrides the
 # broker address; DRIFTSCOPE_BENCH_KEEP_BROKER=1 leaves a broker this script started
@@ -29,12 +34,37 @@ while [ $# -gt 0 ]; do
 done
 
 step() { printf '==> %s\n' "$*" >&2; }
+target="${CARGO_TARGET_DIR:-target}"
+
+# --evidently: a Python with Evidently for the offline stage, made only when asked.
+harness_args=()
+needs_broker=1
+prev=""
+for a in "${args[@]}"; do
+  if [ "$a" = "--evidently" ]; then
+    venv="$target/evidently-venv"
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import evidently, pyarrow' 2>/dev/null; then
+      step "making $venv with Evidently (pip install evidently pyarrow; takes minutes)"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install --quiet evidently pyarrow
+    fi
+    harness_args+=(--evidently-python "$venv/bin/python")
+  else
+    harness_args+=("$a")
+  fi
+  # Stages named without e2e need no broker.
+  if [ "$prev" = "--stages" ] && [[ ",$a," != *",e2e,"* ]]; then
+    needs_broker=0
+  fi
+  prev="$a"
+done
+args=("${harness_args[@]}")
 
 step "building the release binary and the harness"
 cargo build --release --bin driftscope --quiet
 cargo bench --bench harness --no-run --quiet
 
-if [ "$quick" = 0 ]; then
+if [ "$quick" = 0 ] && [ "$needs_broker" = 1 ]; then
   if scripts/kafka.sh status >/dev/null 2>&1; then
     step "using the running Kafka broker"
   else
@@ -50,6 +80,5 @@ if [ "$quick" = 0 ]; then
   args+=(--require-broker)
 fi
 
-target="${CARGO_TARGET_DIR:-target}"
 step "running the harness"
 cargo bench --bench harness --quiet -- --driftscope "$target/release/driftscope" "${args[@]}"

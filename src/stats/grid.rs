@@ -241,8 +241,17 @@ pub fn grid_edges(sorted: &[f64], bin_edges: &[f64], resolution: usize) -> Vec<f
         return bin_edges.to_vec();
     }
     let half = (resolution / 2).max(1);
-    let mut distinct = sorted.to_vec();
-    distinct.dedup();
+    // The distinct values, but no more than one past `half`: a copy of the whole column
+    // would double the memory a reference build needs.
+    let mut distinct: Vec<f64> = Vec::with_capacity(half + 1);
+    for &x in sorted {
+        if distinct.last() != Some(&x) {
+            if distinct.len() > half {
+                break;
+            }
+            distinct.push(x);
+        }
+    }
     let mut edges = if distinct.len() <= half {
         distinct
     } else {
