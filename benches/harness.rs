@@ -995,32 +995,68 @@ fn stage_offline(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<(
     offline::write_parquet(&schema, STREAM_SEED, rows, &current)?;
     let binary = driftscope_binary(o)?;
     let size = format!("{} x {}", count(rows as u64), count(rows as u64));
-    let mib = |m: &offline::Measured| m.peak_mib.map_or("n/a (no /usr/bin/time)".to_owned(), |p| format!("{p:.1} MiB"));
+    let mib = |m: &offline::Measured| {
+        m.peak_mib.map_or("n/a (no /usr/bin/time)".to_owned(), |p| format!("{p:.1} MiB"))
+    };
     // The bound: 64 MiB plus one reference column (8 bytes a row).
     let column_mib = rows as f64 * 8.0 / (1024.0 * 1024.0);
     let limit = 64.0 + column_mib;
     progress("offline: driftscope score");
     let score = offline::measure(
         &binary,
-        &["score".as_ref(), "--reference".as_ref(), reference.as_os_str(), "--current".as_ref(), current.as_os_str(), "--format".as_ref(), "json".as_ref()],
+        &[
+            "score".as_ref(),
+            "--reference".as_ref(),
+            reference.as_os_str(),
+            "--current".as_ref(),
+            current.as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+        ],
+        // Exit 1 is the drift verdict, not a failure.
+        &[0, 1],
     )?;
     if !score.stdout.contains("\"dataset\"") {
         bail!("driftscope score printed no report");
     }
     table.info(S, format!("score {size}: wall time"), format!("{:.2} s", score.wall_s));
     match score.peak_mib {
-        Some(p) => table.check(S, format!("score {size}: peak RSS"), mib(&score), format!("<= {limit:.0} MiB (64 + one column)"), p <= limit),
+        Some(p) => table.check(
+            S,
+            format!("score {size}: peak RSS"),
+            mib(&score),
+            format!("<= {limit:.0} MiB (64 + one column)"),
+            p <= limit,
+        ),
         None => table.info(S, format!("score {size}: peak RSS"), mib(&score)),
     }
     progress("offline: driftscope reference build");
     let profile = dir.join("offline.profile");
     let build = offline::measure(
         &binary,
-        &["reference".as_ref(), "build".as_ref(), "--input".as_ref(), reference.as_os_str(), "--output".as_ref(), profile.as_os_str()],
+        &[
+            "reference".as_ref(),
+            "build".as_ref(),
+            "--input".as_ref(),
+            reference.as_os_str(),
+            "--output".as_ref(),
+            profile.as_os_str(),
+        ],
+        &[0],
     )?;
-    table.info(S, format!("reference build {}: wall time", count(rows as u64)), format!("{:.2} s", build.wall_s));
+    table.info(
+        S,
+        format!("reference build {}: wall time", count(rows as u64)),
+        format!("{:.2} s", build.wall_s),
+    );
     match build.peak_mib {
-        Some(p) => table.check(S, format!("reference build {}: peak RSS", count(rows as u64)), mib(&build), format!("<= {limit:.0} MiB"), p <= limit),
+        Some(p) => table.check(
+            S,
+            format!("reference build {}: peak RSS", count(rows as u64)),
+            mib(&build),
+            format!("<= {limit:.0} MiB"),
+            p <= limit,
+        ),
         None => table.info(S, format!("reference build {}: peak RSS", count(rows as u64)), mib(&build)),
     }
     match &o.evidently_python {

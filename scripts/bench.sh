@@ -43,10 +43,11 @@ prev=""
 for a in "${args[@]}"; do
   if [ "$a" = "--evidently" ]; then
     venv="$target/evidently-venv"
-    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import evidently, pyarrow' 2>/dev/null; then
-      step "making $venv with Evidently (pip install evidently pyarrow; takes minutes)"
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import evidently.legacy.tests, pyarrow' 2>/dev/null; then
+      step "making $venv with Evidently (pip install evidently pyarrow 'pandas<3'; takes minutes)"
       python3 -m venv "$venv"
-      "$venv/bin/pip" install --quiet evidently pyarrow
+      # Evidently 0.7 imports a pandas internal that pandas 3 removed.
+      "$venv/bin/pip" install --quiet evidently pyarrow 'pandas<3'
     fi
     harness_args+=(--evidently-python "$venv/bin/python")
   else

@@ -583,6 +583,28 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_timeout_is_bounded_and_named() {
+        assert_eq!(parse("").unwrap().state.shutdown_timeout, std::time::Duration::from_secs(10));
+        let e = parse("[state]\nshutdown_timeout = \"1ms\"\n").unwrap_err().to_string();
+        assert!(e.contains("state.shutdown_timeout"), "{e}");
+    }
+
+    #[test]
+    fn no_static_membership_is_warned_about_by_key_and_cost() {
+        let stream = "[[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\n\
+                      window = { type = \"tumbling_count\", size = 10 }\nreference = { from_stream = 10 }\n\
+                      [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n";
+        let warnings = parse(stream).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].0.contains("group.instance.id"), "{warnings:?}");
+        assert!(warnings[0].1.contains("session timeout"), "{warnings:?}");
+        let with_id = format!("[kafka]\nproperties = {{ \"group.instance.id\" = \"a-0\" }}\n{stream}");
+        assert!(parse(&with_id).unwrap().warnings().is_empty());
+        // Nothing to consume (a `score` config): nothing to warn about.
+        assert!(parse("").unwrap().warnings().is_empty());
+    }
+
+    #[test]
     fn env_expansion_and_missing_variable() {
         // SAFETY: tests in this module do not read this variable concurrently.
         unsafe { std::env::set_var("DRIFTSCOPE_TEST_GROUP", "g1") };

@@ -151,7 +151,9 @@ pub async fn run(
         .map_err(|_| ServiceError::Panicked)?;
     // The monitor's sender is gone, so the outputs end once they have what it sent.
     if tokio::time::timeout(stop.remaining(), drain).await.is_err() {
-        tracing::warn!("the outputs did not take every report within state.shutdown_timeout; the checkpoint holds them and sends them again on the next start");
+        tracing::warn!(
+            "the outputs did not take every report within state.shutdown_timeout; the checkpoint holds them and sends them again on the next start"
+        );
     }
     // Deliveries in flight get what time is left; the outbox keeps every trigger not
     // delivered for the next start.
@@ -159,7 +161,9 @@ pub async fn run(
     if let Some(delivery) = delivery
         && tokio::time::timeout(stop.remaining(), delivery).await.is_err()
     {
-        tracing::warn!("trigger deliveries still in flight at state.shutdown_timeout: left in the outbox for the next start");
+        tracing::warn!(
+            "trigger deliveries still in flight at state.shutdown_timeout: left in the outbox for the next start"
+        );
     }
     let _ = http_stop_tx.send(());
     if let Some(http) = http {

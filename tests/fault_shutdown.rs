@@ -26,7 +26,9 @@ const SHUTDOWN_TIMEOUT: &str = "3s";
 
 fn json_records(range: std::ops::Range<usize>, shift: usize) -> Vec<Vec<u8>> {
     range
-        .map(|i| format!(r#"{{"x":{},"c":"{}"}}"#, (i * 7919) % 1000 + shift, ["a", "b", "c"][i % 3]).into_bytes())
+        .map(|i| {
+            format!(r#"{{"x":{},"c":"{}"}}"#, (i * 7919) % 1000 + shift, ["a", "b", "c"][i % 3]).into_bytes()
+        })
         .collect()
 }
 
@@ -230,7 +232,8 @@ condition = {{ dataset_drift = true, consecutive_windows = 1, clear_windows = 1,
     let pending: Vec<String> = wait_for("undelivered triggers", Duration::from_secs(60), || {
         let (status, body) = http("GET", &addr, "/api/v1/triggers", None);
         let list: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let ids: Vec<String> = list.as_array()?.iter().filter_map(|t| Some(t["id"].as_str()?.to_owned())).collect();
+        let ids: Vec<String> =
+            list.as_array()?.iter().filter_map(|t| Some(t["id"].as_str()?.to_owned())).collect();
         (status == 200 && !ids.is_empty()).then_some(ids)
     });
     let (status, log) = stop_and_time(run, "trigger_receiver_down");

@@ -26,10 +26,12 @@ fn cases() -> Vec<PathBuf> {
 fn other_formats(csv: &Path, dir: &Path, stem: &str) -> Vec<PathBuf> {
     let file = read_data_file(csv).unwrap();
     let ipc = dir.join(format!("{stem}.arrow"));
-    let mut w = arrow::ipc::writer::FileWriter::try_new(std::fs::File::create(&ipc).unwrap(), &file.schema).unwrap();
+    let mut w =
+        arrow::ipc::writer::FileWriter::try_new(std::fs::File::create(&ipc).unwrap(), &file.schema).unwrap();
     let stream = dir.join(format!("{stem}.arrows"));
     let mut s =
-        arrow::ipc::writer::StreamWriter::try_new(std::fs::File::create(&stream).unwrap(), &file.schema).unwrap();
+        arrow::ipc::writer::StreamWriter::try_new(std::fs::File::create(&stream).unwrap(), &file.schema)
+            .unwrap();
     let jsonl = dir.join(format!("{stem}.jsonl"));
     let mut j = arrow::json::LineDelimitedWriter::new(std::fs::File::create(&jsonl).unwrap());
     for batch in &file.batches {
@@ -49,7 +51,8 @@ fn streamed_profiles_and_reports_equal_the_in_memory_ones() {
     let mut compared = 0;
     for case in cases() {
         let config_path = case.join("config.toml");
-        let config = if config_path.exists() { Config::load(&config_path).unwrap() } else { Config::default() };
+        let config =
+            if config_path.exists() { Config::load(&config_path).unwrap() } else { Config::default() };
         let overrides = config.overrides();
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
         let dir = tmp.path().join(&name);

@@ -70,8 +70,9 @@ pub struct Measured {
     pub stdout: String,
 }
 
-/// Runs `command` under `/usr/bin/time` (when it exists) for its peak RSS.
-pub fn measure(program: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Measured> {
+/// Runs `program` under `/usr/bin/time` (when it exists) for its peak RSS; an exit
+/// status other than `ok` is a failure.
+pub fn measure(program: &Path, args: &[&std::ffi::OsStr], ok: &[i32]) -> anyhow::Result<Measured> {
     let time = Path::new("/usr/bin/time");
     let report = tempfile::NamedTempFile::new()?;
     let mut command = if time.exists() {
@@ -85,8 +86,7 @@ pub fn measure(program: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Meas
     let started = std::time::Instant::now();
     let out = command.output().with_context(|| format!("run {}", program.display()))?;
     let wall_s = started.elapsed().as_secs_f64();
-    // `driftscope score` exits 1 on drift: a verdict, not a failure.
-    if !matches!(out.status.code(), Some(0 | 1)) {
+    if !out.status.code().is_some_and(|c| ok.contains(&c)) {
         bail!("{} failed ({}): {}", program.display(), out.status, String::from_utf8_lossy(&out.stderr));
     }
     let peak_mib = std::fs::read_to_string(report.path())
@@ -117,10 +117,15 @@ compute = time.perf_counter() - started
 print(f"EVIDENTLY compute_s={compute:.3f} version={evidently.__version__}")
 "#;
 
-pub fn evidently(python: &Path, dir: &Path, reference: &Path, current: &Path) -> anyhow::Result<(Measured, f64)> {
+pub fn evidently(
+    python: &Path,
+    dir: &Path,
+    reference: &Path,
+    current: &Path,
+) -> anyhow::Result<(Measured, f64)> {
     let script: PathBuf = dir.join("evidently_drift.py");
     std::fs::write(&script, EVIDENTLY_SCRIPT)?;
-    let m = measure(python, &[script.as_os_str(), reference.as_os_str(), current.as_os_str()])?;
+    let m = measure(python, &[script.as_os_str(), reference.as_os_str(), current.as_os_str()], &[0])?;
     let compute = m
         .stdout
         .lines()

@@ -36,8 +36,8 @@ pub fn run(cmd: ReferenceCommand) -> anyhow::Result<ExitCode> {
     let ReferenceCommand::Build(args) = cmd;
     let config = load_config(args.config.as_deref())?;
     let file = DataSource::open(&args.input).context("cannot read the input")?;
-    let (profile, notes) =
-        build_profile_streamed(&file, &config.defaults, &config.overrides()).context("cannot read the input")?;
+    let (profile, notes) = build_profile_streamed(&file, &config.defaults, &config.overrides())
+        .context("cannot read the input")?;
     for note in &notes {
         eprintln!("note: {note}");
     }

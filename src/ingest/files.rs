@@ -92,8 +92,9 @@ impl DataSource {
         let mut source = DataSource { path: path.into(), schema: Arc::new(Schema::empty()), format, rows: 0 };
         match format {
             DataFormat::Parquet => {
-                let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source.file()?)
-                    .map_err(|e| format_err(e.to_string()))?;
+                let builder =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source.file()?)
+                        .map_err(|e| format_err(e.to_string()))?;
                 source.schema = builder.schema().clone();
                 source.rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
             }
@@ -132,16 +133,19 @@ impl DataSource {
         let projection: Option<Vec<usize>> = columns.map(<[usize]>::to_vec);
         let batches: Batches = match self.format {
             DataFormat::Parquet => {
-                let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(self.file()?)
-                    .map_err(|e| format_err(e.to_string()))?;
+                let builder =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(self.file()?)
+                        .map_err(|e| format_err(e.to_string()))?;
                 let builder = match &projection {
                     Some(columns) => {
-                        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), columns.clone());
+                        let mask =
+                            parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), columns.clone());
                         builder.with_projection(mask)
                     }
                     None => builder,
                 };
-                let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| format_err(e.to_string()))?;
+                let reader =
+                    builder.with_batch_size(BATCH_ROWS).build().map_err(|e| format_err(e.to_string()))?;
                 Box::new(reader.map(move |b| b.map_err(|e| format_err(e.to_string()))))
             }
             DataFormat::ArrowIpc => self.ipc_batches(projection)?.1,
@@ -308,7 +312,8 @@ impl CsvColumnType {
         let trimmed = value.trim();
         self.int = self.int && trimmed.parse::<i64>().is_ok();
         self.float = self.float && trimmed.parse::<f64>().is_ok();
-        self.boolean = self.boolean && (value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false"));
+        self.boolean =
+            self.boolean && (value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false"));
     }
 
     fn data_type(self) -> DataType {
@@ -437,14 +442,17 @@ impl Iterator for CsvBatches {
 /// One CSV column's values as an array of `data_type`, parsed as [`read_csv`] does.
 fn csv_array(data_type: &DataType, values: &[Option<String>]) -> ArrayRef {
     match data_type {
-        DataType::Int64 => {
-            Arc::new(values.iter().map(|v| v.as_ref().and_then(|v| v.trim().parse().ok())).collect::<Int64Array>())
-        }
+        DataType::Int64 => Arc::new(
+            values.iter().map(|v| v.as_ref().and_then(|v| v.trim().parse().ok())).collect::<Int64Array>(),
+        ),
         DataType::Float64 => Arc::new(
             values.iter().map(|v| v.as_ref().and_then(|v| v.trim().parse().ok())).collect::<Float64Array>(),
         ),
         DataType::Boolean => Arc::new(
-            values.iter().map(|v| v.as_ref().map(|v| v.eq_ignore_ascii_case("true"))).collect::<BooleanArray>(),
+            values
+                .iter()
+                .map(|v| v.as_ref().map(|v| v.eq_ignore_ascii_case("true")))
+                .collect::<BooleanArray>(),
         ),
         _ => Arc::new(values.iter().map(|v| v.as_deref()).collect::<StringArray>()),
     }

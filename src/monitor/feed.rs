@@ -399,7 +399,9 @@ impl Feeder {
         loop {
             if self.context.commits_answered.load(Ordering::SeqCst) != before {
                 if self.context.commit_failed.swap(false, Ordering::SeqCst) {
-                    tracing::warn!("the last offset commit failed; the next start skips what the checkpoint holds");
+                    tracing::warn!(
+                        "the last offset commit failed; the next start skips what the checkpoint holds"
+                    );
                     return false;
                 }
                 return true;

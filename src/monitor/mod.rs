@@ -23,12 +23,12 @@ use crate::telemetry::{RateLimitedLog, Telemetry};
 use checkpoint::{Checkpoint, CheckpointError, SourcePosition, StreamCheckpoint};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rustc_hash::FxHashMap;
+pub use shutdown::Stop;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-pub use shutdown::Stop;
 pub use stream::{BadRecord, StreamSetupError, StreamState};
 use tokio::sync::mpsc;
 
