@@ -376,21 +376,24 @@ impl Feeder {
         }
     }
 
-    /// The last commit of a stop: the commit the pipeline asked for last is sent
+    /// The last commit of a stop: the offsets the pipeline asked for last are sent
     /// asynchronously, then the consumer is served until librdkafka answers or `until`
     /// passes. Returns whether the commit is known done (or there was nothing to
     /// commit). A commit not done is logged once and left: the next start reads again
     /// from the previous commit and skips what the checkpoint holds.
     pub fn last_commit(&mut self, controls: &Receiver<Control>, until: Instant) -> bool {
         let before = self.context.commits_answered.load(Ordering::SeqCst);
-        self.context.commit_failed.store(false, Ordering::SeqCst);
-        let mut sent = false;
+        if self.context.commit_failed.swap(false, Ordering::SeqCst) {
+            // An earlier commit failed: what it carried is sent again with this one.
+            self.committed.clear();
+        }
         while let Ok(control) = controls.try_recv() {
             if let Control::Commit(offsets, _) = control {
                 self.wanted = offsets;
-                sent |= self.commit(CommitMode::Async);
             }
         }
+        // Only what moved forward since the last commit that went out is sent.
+        let sent = self.commit(CommitMode::Async);
         // From here on, a revocation (closing the consumer causes one) commits nothing.
         self.context.closing.store(true, Ordering::SeqCst);
         if !sent {
