@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -101,6 +102,15 @@ def main() -> int:
     parsed.ParseFromString(proto_bytes[6:])
     if parsed.age != 41.5 or parsed.country != "PT":
         raise SystemExit(f"protobuf payload differs: {parsed!r}")
+    # An unknown id is a 404 with Confluent's error code 40403, as a decoder will see it.
+    try:
+        client.get_schema(987654)
+    except SchemaRegistryError as e:
+        if e.http_status_code != 404 or e.error_code != 40403:
+            raise SystemExit(f"unknown schema id: HTTP {e.http_status_code}, code {e.error_code}") from e
+        print(f"unknown id: HTTP {e.http_status_code}, error_code {e.error_code}")
+    else:
+        raise SystemExit("unknown schema id 987654 was found")
     print("ok")
     return 0
 
