@@ -859,7 +859,6 @@ fn stage_soundness(o: &Options, table: &mut Table) -> anyhow::Result<()> {
     let mut worst_null = (0.0f64, 0.0f64);
     let mut worst_dataset = (0.0f64, 0.0f64);
     let mut worst_rescale = (0.0f64, 0.0f64);
-    let mut worst_seq = 0.0f64;
     for (r, &reference) in [1_000u64, 50_000].iter().enumerate() {
         for (w, &size) in sizes.iter().enumerate() {
             progress(format!("soundness: reference {reference}, windows of {size}"));
@@ -906,7 +905,6 @@ fn stage_soundness(o: &Options, table: &mut Table) -> anyhow::Result<()> {
             worst_dataset.1 = worst_dataset.1.max(c.null_dataset_rate.1);
             worst_rescale.0 = worst_rescale.0.max(c.rescale_rate.0);
             worst_rescale.1 = worst_rescale.1.max(c.rescale_rate.1);
-            worst_seq = worst_seq.max(c.sequential_false_per_1000);
             let shift_target = if size >= 500 { 0.95 } else { 0.5 };
             table.check(
                 S,
@@ -977,7 +975,6 @@ fn stage_soundness(o: &Options, table: &mut Table) -> anyhow::Result<()> {
             worst as f64 <= allowed.max(1.0),
         );
     }
-    let _ = worst_seq;
     Ok(())
 }
 

@@ -149,18 +149,17 @@ pub struct Evaluator {
     fired_seq: u64,
 }
 
+/// The triggers whose condition watches `stream`.
+fn watching<'a>(triggers: &'a [TriggerConfig], stream: &'a str) -> impl Iterator<Item = &'a TriggerConfig> {
+    triggers
+        .iter()
+        .filter(move |t| t.condition.streams.is_empty() || t.condition.streams.iter().any(|s| s == stream))
+}
+
 impl Evaluator {
     pub fn new(reference: Arc<Reference>, stream: &str, triggers: &[TriggerConfig]) -> Evaluator {
-        let triggers = triggers
-            .iter()
-            .filter(|t| t.condition.streams.is_empty() || t.condition.streams.iter().any(|s| s == stream))
-            .map(|t| (t.clone(), Episode::default()))
-            .collect();
+        let triggers = watching(triggers, stream).map(|t| (t.clone(), Episode::default())).collect();
         Evaluator { reference, sequential: SequentialState::default(), triggers, fired_seq: 0 }
-    }
-
-    pub fn trigger_names(&self) -> Vec<String> {
-        self.triggers.iter().map(|(t, _)| t.name.clone()).collect()
     }
 
     /// Scores one window and steps the detectors and trigger episodes.
@@ -428,13 +427,7 @@ impl Replay {
     }
 
     pub fn trigger_names(&self) -> Vec<String> {
-        self.evaluator.as_ref().map(Evaluator::trigger_names).unwrap_or_else(|| {
-            self.triggers
-                .iter()
-                .filter(|t| t.condition.streams.is_empty() || t.condition.streams.contains(&self.stream.name))
-                .map(|t| t.name.clone())
-                .collect()
-        })
+        watching(&self.triggers, &self.stream.name).map(|t| t.name.clone()).collect()
     }
 }
 

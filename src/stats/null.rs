@@ -128,7 +128,7 @@ impl NullModel {
         if scale.is_nan() || scale <= 0.0 || score <= threshold {
             return empirical;
         }
-        (k as f64 / (1 + d) as f64) * (-(score - threshold) / scale).exp()
+        super::metrics::floor_p_value((k as f64 / (1 + d) as f64) * (-(score - threshold) / scale).exp())
     }
 
     /// The sorted draws for `m`'s rung, drawn on first use.

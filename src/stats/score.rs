@@ -13,15 +13,13 @@ use std::collections::BTreeMap;
 
 use super::metrics::WASSERSTEIN_STD_FLOOR;
 
-/// Cramér's V travels with the scores to the verdict, which moves it to the report's
-/// `effect`: the score keys stay the spec's.
-const CRAMERS_V: &str = "cramers_v";
-
 /// Scores a window; `window.records` is taken from the sketch.
 pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: WindowInfo) -> Report {
     window.records = sketch.records;
     let settings = &reference.settings;
     let mut features = Vec::with_capacity(reference.features.len());
+    // Cramér's V of each categorical feature: chi_square's effect, not a score key.
+    let mut cramers_v = Vec::with_capacity(reference.features.len());
     for ((feature, profile), feature_sketch) in
         reference.features.iter().zip(&reference.profile.features).zip(&sketch.features)
     {
@@ -31,13 +29,23 @@ pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: Wi
                     FeatureModel::Numeric { cell_bins, .. },
                     FeatureStats::Numeric(p),
                     FeatureSketch::Numeric(s),
-                ) => (s.count(), s.non_finite, numeric_scores(p, cell_bins, s), None),
+                ) => {
+                    cramers_v.push(None);
+                    (s.count(), s.non_finite, numeric_scores(p, cell_bins, s), None)
+                }
                 (
                     FeatureModel::Categorical { .. },
                     FeatureStats::Categorical(p),
                     FeatureSketch::Categorical(s),
-                ) => (s.count(), 0, categorical_scores(p, s), Some(s.overflow)),
-                _ => (0, 0, BTreeMap::new(), None),
+                ) => {
+                    let (scores, v) = categorical_scores(p, s);
+                    cramers_v.push(v);
+                    (s.count(), 0, scores, Some(s.overflow))
+                }
+                _ => {
+                    cramers_v.push(None);
+                    (0, 0, BTreeMap::new(), None)
+                }
             };
         let missing = feature_sketch.missing();
         let missing_share =
@@ -71,13 +79,11 @@ pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: Wi
     }
     let evaluated = features.iter().filter(|f| f.status == Status::Ok).count() as u64;
     let alpha = verdict::corrected_alpha(settings.alpha, settings.multiplicity, evaluated);
-    for (report, feature) in features.iter_mut().zip(&reference.features) {
+    for ((report, feature), &cramers_v) in features.iter_mut().zip(&reference.features).zip(&cramers_v) {
         if report.status != Status::Ok {
-            report.scores.remove(CRAMERS_V);
             continue;
         }
-        let judgement = verdict::judge(feature, &report.scores, report.samples, alpha);
-        report.scores.remove(CRAMERS_V);
+        let judgement = verdict::judge(feature, &report.scores, cramers_v, report.samples, alpha);
         report.drifted = judgement.drifted;
         report.decided_by = Some(judgement.decided_by);
         if feature.rule != super::settings::Rule::Threshold {
@@ -131,11 +137,15 @@ fn numeric_scores(
     scores
 }
 
-fn categorical_scores(profile: &CategoricalProfile, sketch: &CategoricalSketch) -> BTreeMap<String, f64> {
+/// The categorical scores, and Cramér's V of the same table (`None` when empty).
+fn categorical_scores(
+    profile: &CategoricalProfile,
+    sketch: &CategoricalSketch,
+) -> (BTreeMap<String, f64>, Option<f64>) {
     let mut scores = BTreeMap::new();
     let m = sketch.count();
     if profile.n == 0 || m == 0 {
-        return scores;
+        return (scores, None);
     }
     // One column per category present in either row; `__other__` pools the reference's
     // rare categories and the window's categories past the cap.
@@ -169,9 +179,10 @@ fn categorical_scores(profile: &CategoricalProfile, sketch: &CategoricalSketch) 
     let (statistic, p_value) = metrics::chi_square_homogeneity(&reference_row, &window_row);
     scores.insert("chi_square_statistic".into(), statistic);
     scores.insert("chi_square_p_value".into(), p_value);
-    scores.insert(CRAMERS_V.into(), verdict::cramers_v(&reference_row, &window_row));
+
     scores.insert("tvd".into(), binned.tvd);
     scores.insert("new_category_share".into(), new_records as f64 / m as f64);
     scores.insert("new_category_count".into(), new_records as f64);
-    scores
+    let v = verdict::cramers_v(&reference_row, &window_row);
+    (scores, Some(v))
 }

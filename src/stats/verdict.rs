@@ -26,7 +26,8 @@ pub fn corrected_alpha(alpha: f64, multiplicity: Multiplicity, evaluated: u64) -
     }
 }
 
-/// The score key that is the effect of `metric`.
+/// The name of `metric`'s effect: its score key, `ks_statistic` for ks, and
+/// `cramers_v` for chi_square (not a score key: the report's `effect`).
 pub fn effect_key(metric: Metric) -> &'static str {
     match metric {
         Metric::Ks => "ks_statistic",
@@ -36,15 +37,25 @@ pub fn effect_key(metric: Metric) -> &'static str {
 }
 
 /// The verdict on an evaluated feature with `samples` values in the window, tested at
-/// the corrected level `alpha`.
-pub fn judge(feature: &ScoredFeature, scores: &BTreeMap<String, f64>, samples: u64, alpha: f64) -> Judgement {
+/// the corrected level `alpha`; `cramers_v` is chi_square's effect (categorical only).
+pub fn judge(
+    feature: &ScoredFeature,
+    scores: &BTreeMap<String, f64>,
+    cramers_v: Option<f64>,
+    samples: u64,
+    alpha: f64,
+) -> Judgement {
     let metric = feature.primary_metric;
     if feature.rule == Rule::Threshold {
         let drifted =
             scores.get(metric.decision_key()).is_some_and(|&v| metric.drifted(v, feature.threshold));
         return Judgement { drifted, p_value: None, effect: None, decided_by: DecidedBy::Threshold };
     }
-    let effect = scores.get(effect_key(metric)).copied().filter(|v| v.is_finite());
+    let effect = match metric {
+        Metric::ChiSquare => cramers_v,
+        _ => scores.get(effect_key(metric)).copied(),
+    }
+    .filter(|v| v.is_finite());
     let p_value = match metric {
         Metric::Ks | Metric::ChiSquare => scores.get(metric.decision_key()).copied(),
         _ => match (&feature.null, scores.get(metric.as_str())) {
