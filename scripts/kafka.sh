@@ -119,49 +119,12 @@ PORTS_LOCK_FILE="/tmp/driftscope-kafka-ports.lock"
 PORT_RANGE_FIRST=19200
 PORT_RANGE_SLOTS=300 # slot k = ports FIRST+3k (PLAINTEXT), +1 (CONTROLLER), +2 (SASL_PLAINTEXT)
 
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() {
-  printf 'kafka.sh: error: %s\n' "$*" >&2
-  exit 1
-}
-
-# ---------------------------------------------------------------------------------------------
-# prerequisites
-
-JAVA_BIN=""
-find_java() {
-  if [[ -n "$JAVA_BIN" ]]; then return 0; fi
-  if [[ -n "${DRIFTSCOPE_KAFKA_JAVA:-}" ]]; then
-    JAVA_BIN="$DRIFTSCOPE_KAFKA_JAVA"
-  elif [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
-    JAVA_BIN="$JAVA_HOME/bin/java"
-  elif command -v java >/dev/null 2>&1; then
-    JAVA_BIN="$(command -v java)"
-  else
-    die "java not found (need Java 17+; install e.g. 'apt-get install openjdk-17-jre-headless' or set JAVA_HOME)"
-  fi
-  [[ -x "$JAVA_BIN" ]] || die "java not executable: $JAVA_BIN"
-  local ver major
-  ver="$("$JAVA_BIN" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
-  major="${ver%%.*}"
-  if [[ "$major" == "1" ]]; then major="$(echo "$ver" | cut -d. -f2)"; fi
-  if ! [[ "$major" =~ ^[0-9]+$ ]] || ((major < 17)); then
-    die "Kafka $KAFKA_VERSION needs Java 17+, but $JAVA_BIN is version '${ver:-unknown}'"
-  fi
-}
-
-check_port_number() {
-  local name="$1" value="$2"
-  if ! [[ "$value" =~ ^[0-9]+$ ]] || ((value < 1 || value > 65535)); then
-    die "$name is not a port number: '$value'"
-  fi
-}
-
-# True when something accepts TCP connections on 127.0.0.1:$1.
-port_open() {
-  # shellcheck disable=SC2016 # $0/$1 are expanded by the inner bash
-  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null
-}
+# Messages, Java, ports, liveness, lock and log tail: shared with the other service script.
+SERVICE_SCRIPT="kafka.sh"
+JAVA_OVERRIDE_VAR="DRIFTSCOPE_KAFKA_JAVA"
+JAVA_NEEDED_BY="Kafka $KAFKA_VERSION"
+# shellcheck source=lib/java-service.sh
+source "$SCRIPT_DIR/lib/java-service.sh"
 
 # ---------------------------------------------------------------------------------------------
 # ports of a named instance
@@ -281,17 +244,6 @@ run_class() {
 # ---------------------------------------------------------------------------------------------
 # process state
 
-# True while process $1 exists and has not exited. An exited broker whose parent never reaps
-# it (it was started with nohup ... & by an earlier kafka.sh, so it is re-parented, and some
-# container inits do not reap orphans) stays a zombie that `kill -0` still finds.
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  local stat
-  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
-  # Field 3, after the parenthesised command name (which may contain spaces).
-  stat="${stat##*) }"
-  [[ "${stat%% *}" != "Z" ]]
-}
 
 # Prints the broker pid if the pid file points at a live kafka.Kafka process of this data dir.
 broker_pid() {
@@ -319,13 +271,6 @@ broker_answers() {
     --bootstrap-server "$HOST:$PORT" --list >/dev/null 2>&1
 }
 
-acquire_lock() {
-  mkdir -p "$DATA_DIR"
-  exec 9>"$LOCK_FILE"
-  if command -v flock >/dev/null 2>&1; then
-    flock -w 180 9 || die "another kafka.sh is busy with $DATA_DIR (lock $LOCK_FILE)"
-  fi
-}
 
 # ---------------------------------------------------------------------------------------------
 # config + format
@@ -422,13 +367,6 @@ format_if_needed() {
 # ---------------------------------------------------------------------------------------------
 # commands
 
-print_log_tail() {
-  if [[ -f "$BROKER_LOG" ]]; then
-    echo "----- last 60 lines of $BROKER_LOG -----" >&2
-    tail -n 60 "$BROKER_LOG" >&2 || true
-    echo "-----" >&2
-  fi
-}
 
 cmd_start() {
   if [[ -n "$INSTANCE" ]]; then allocate_ports; fi
@@ -483,7 +421,7 @@ cmd_start() {
   local deadline=$((SECONDS + START_TIMEOUT))
   while ((SECONDS < deadline)); do
     if ! alive "$pid"; then
-      print_log_tail
+      print_log_tail "$BROKER_LOG"
       rm -f "$PID_FILE"
       die "broker process $pid exited during startup (see $BROKER_LOG)"
     fi
@@ -498,7 +436,7 @@ cmd_start() {
       sleep 0.5
     fi
   done
-  print_log_tail
+  print_log_tail "$BROKER_LOG"
   die "broker (pid $pid) did not answer on $HOST:$PORT within ${START_TIMEOUT}s; it is left running, use '$0 stop' to stop it"
 }
 

@@ -99,49 +99,12 @@ PORTS_LOCK_FILE="/tmp/driftscope-registry-ports.lock"
 PORT_RANGE_FIRST=18100
 PORT_RANGE_SIZE=300
 
-log() { printf 'registry.sh: %s\n' "$*" >&2; }
-die() {
-  printf 'registry.sh: error: %s\n' "$*" >&2
-  exit 1
-}
-
-# ---------------------------------------------------------------------------------------------
-# prerequisites
-
-JAVA_BIN=""
-find_java() {
-  if [[ -n "$JAVA_BIN" ]]; then return 0; fi
-  if [[ -n "${DRIFTSCOPE_REGISTRY_JAVA:-}" ]]; then
-    JAVA_BIN="$DRIFTSCOPE_REGISTRY_JAVA"
-  elif [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
-    JAVA_BIN="$JAVA_HOME/bin/java"
-  elif command -v java >/dev/null 2>&1; then
-    JAVA_BIN="$(command -v java)"
-  else
-    die "java not found (need Java 17+; install e.g. 'apt-get install openjdk-17-jre-headless' or set JAVA_HOME)"
-  fi
-  [[ -x "$JAVA_BIN" ]] || die "java not executable: $JAVA_BIN"
-  local ver major
-  ver="$("$JAVA_BIN" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
-  major="${ver%%.*}"
-  if [[ "$major" == "1" ]]; then major="$(echo "$ver" | cut -d. -f2)"; fi
-  if ! [[ "$major" =~ ^[0-9]+$ ]] || ((major < 17)); then
-    die "Apicurio Registry $REGISTRY_VERSION (Quarkus $QUARKUS_VERSION) needs Java 17+, but $JAVA_BIN is version '${ver:-unknown}'"
-  fi
-}
-
-check_port_number() {
-  local value="$1"
-  if ! [[ "$value" =~ ^[0-9]+$ ]] || ((value < 1 || value > 65535)); then
-    die "DRIFTSCOPE_REGISTRY_PORT is not a port number: '$value'"
-  fi
-}
-
-# True when something accepts TCP connections on 127.0.0.1:$1.
-port_open() {
-  # shellcheck disable=SC2016 # $0/$1 are expanded by the inner bash
-  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null
-}
+# Messages, Java, ports, liveness, lock and log tail: shared with the other service script.
+SERVICE_SCRIPT="registry.sh"
+JAVA_OVERRIDE_VAR="DRIFTSCOPE_REGISTRY_JAVA"
+JAVA_NEEDED_BY="Apicurio Registry $REGISTRY_VERSION (Quarkus $QUARKUS_VERSION)"
+# shellcheck source=lib/java-service.sh
+source "$SCRIPT_DIR/lib/java-service.sh"
 
 # ---------------------------------------------------------------------------------------------
 # port of a named instance
@@ -250,15 +213,6 @@ build_app() {
 # ---------------------------------------------------------------------------------------------
 # process state
 
-# True while process $1 exists and has not exited (an orphaned exited server that nobody
-# reaps stays a zombie that `kill -0` still finds; see scripts/kafka.sh).
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  local stat
-  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
-  stat="${stat##*) }"
-  [[ "${stat%% *}" != "Z" ]]
-}
 
 # Prints the server pid if the pid file points at a live registry of this data dir.
 registry_pid() {
@@ -285,21 +239,7 @@ registry_answers() {
   [[ "$code" == "200" ]]
 }
 
-acquire_lock() {
-  mkdir -p "$DATA_DIR"
-  exec 9>"$LOCK_FILE"
-  if command -v flock >/dev/null 2>&1; then
-    flock -w 180 9 || die "another registry.sh is busy with $DATA_DIR (lock $LOCK_FILE)"
-  fi
-}
 
-print_log_tail() {
-  if [[ -f "$SERVER_LOG" ]]; then
-    echo "----- last 60 lines of $SERVER_LOG -----" >&2
-    tail -n 60 "$SERVER_LOG" >&2 || true
-    echo "-----" >&2
-  fi
-}
 
 # ---------------------------------------------------------------------------------------------
 # commands
@@ -307,7 +247,7 @@ print_log_tail() {
 cmd_start() {
   command -v curl >/dev/null 2>&1 || die "curl not found (used to check that the registry answers)"
   if [[ -n "$INSTANCE" ]]; then allocate_port; fi
-  check_port_number "$PORT"
+  check_port_number DRIFTSCOPE_REGISTRY_PORT "$PORT"
   find_java
   acquire_lock
 
@@ -348,7 +288,7 @@ cmd_start() {
   local deadline=$((SECONDS + START_TIMEOUT))
   while ((SECONDS < deadline)); do
     if ! alive "$pid"; then
-      print_log_tail
+      print_log_tail "$SERVER_LOG"
       rm -f "$PID_FILE"
       die "registry process $pid exited during startup (see $SERVER_LOG)"
     fi
@@ -359,7 +299,7 @@ cmd_start() {
     fi
     sleep 0.5
   done
-  print_log_tail
+  print_log_tail "$SERVER_LOG"
   die "registry (pid $pid) did not answer on http://$HOST:$PORT$CCOMPAT_PATH within ${START_TIMEOUT}s; it is left running, use '$0 stop' to stop it"
 }
 
