@@ -111,20 +111,8 @@ listen = "127.0.0.1:0"
         (run, addr)
     }
 
-    /// Windows of the reports file: (index, records, first offset, last offset).
     fn windows(&self) -> Vec<(u64, u64, i64, i64)> {
-        read_reports(&self.reports)
-            .iter()
-            .map(|r| {
-                let w = &r["window"];
-                (
-                    w["index"].as_u64().unwrap(),
-                    w["records"].as_u64().unwrap(),
-                    w["offsets"][0]["first"].as_i64().unwrap(),
-                    w["offsets"][0]["last"].as_i64().unwrap(),
-                )
-            })
-            .collect()
+        report_windows(&self.reports)
     }
 
     /// Starts again and runs until `records` are all in windows, then stops (exit 0):

@@ -78,22 +78,6 @@ fn readyz(addr: &str) -> (u16, String) {
     http("GET", addr, "/readyz", None)
 }
 
-/// Windows of the reports file: (index, records, first offset, last offset).
-fn windows(reports: &Path) -> Vec<(u64, u64, i64, i64)> {
-    read_reports(reports)
-        .iter()
-        .map(|r| {
-            let w = &r["window"];
-            (
-                w["index"].as_u64().unwrap(),
-                w["records"].as_u64().unwrap(),
-                w["offsets"][0]["first"].as_i64().unwrap(),
-                w["offsets"][0]["last"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 fn expected_windows(n: u64) -> Vec<(u64, u64, i64, i64)> {
     (0..n).map(|i| (i, 500, i as i64 * 500, i as i64 * 500 + 499)).collect()
 }
@@ -122,7 +106,7 @@ fn held_records_are_skipped_and_bad_checkpoints_are_refused_by_name() {
     let (mut run, _) = start(&config, dir.path(), &[]);
     run.wait_reports(&reports, 3, Duration::from_secs(120));
     assert!(run.terminate().success());
-    assert_eq!(windows(&reports), expected_windows(3));
+    assert_eq!(report_windows(&reports), expected_windows(3));
 
     // As after a crash between writing a checkpoint and committing: the group's offset
     // is behind what the checkpoint holds (250 records of the open window included).
@@ -141,7 +125,7 @@ fn held_records_are_skipped_and_bad_checkpoints_are_refused_by_name() {
     produce(&bootstrap, &topic, 0, &json_records(1_750..2_000));
     run.wait_reports(&reports, 4, Duration::from_secs(60));
     assert!(run.terminate().success());
-    assert_eq!(windows(&reports), expected_windows(4), "no window repeated, none counted twice");
+    assert_eq!(report_windows(&reports), expected_windows(4), "no window repeated, none counted twice");
 
     // Unusable checkpoints are refused, naming the file and the way out.
     let path = state.join("checkpoint.bin");
@@ -230,7 +214,11 @@ fn unusable_state_dir_pauses_until_repaired(
     wait_for("checkpoint retries", Duration::from_secs(60), || {
         (metric(&addr, "driftscope_checkpoints_total{outcome=\"failed\"}")? >= 3.0).then_some(())
     });
-    assert_eq!(windows(&reports), expected_windows(2), "{name}: nothing reported without a checkpoint");
+    assert_eq!(
+        report_windows(&reports),
+        expected_windows(2),
+        "{name}: nothing reported without a checkpoint"
+    );
     assert!(run.child.try_wait().unwrap().is_none(), "{name}: still running");
     assert!(run.log_text().contains("consumption paused"), "{name}");
 
@@ -239,7 +227,7 @@ fn unusable_state_dir_pauses_until_repaired(
     wait_for("ready again", Duration::from_secs(60), || (readyz(&addr).0 == 200).then_some(()));
     run.wait_reports(&reports, 3, Duration::from_secs(60));
     assert!(run.terminate().success());
-    assert_eq!(windows(&reports), expected_windows(3), "{name}: no record lost");
+    assert_eq!(report_windows(&reports), expected_windows(3), "{name}: no record lost");
 }
 
 #[test]

@@ -172,6 +172,22 @@ pub fn read_reports(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Windows of a reports file, first partition: (index, records, first offset, last offset).
+pub fn report_windows(reports: &Path) -> Vec<(u64, u64, i64, i64)> {
+    read_reports(reports)
+        .iter()
+        .map(|r| {
+            let w = &r["window"];
+            (
+                w["index"].as_u64().unwrap(),
+                w["records"].as_u64().unwrap(),
+                w["offsets"][0]["first"].as_i64().unwrap(),
+                w["offsets"][0]["last"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Asserts that each partition's window spans (offset ranges `(first, last)` taken from
 /// reports) start at offset 0 and follow each other without gap or overlap; returns
 /// each partition's last covered offset.
