@@ -11,6 +11,7 @@
 //! ([`crate::stats::resample`]). The summary is plain data, printed as a table or JSON.
 
 use crate::config::{Config, MessageFormat, StreamConfig};
+use crate::decode::{DecodeContext, Message};
 use crate::monitor::stream::StreamState;
 use crate::outputs::triggers::TriggerConfig;
 use crate::outputs::triggers::condition::{self, Episode, Step};
@@ -264,8 +265,14 @@ impl Replay {
         }
         config.streams[index] = stream.clone();
         let telemetry = crate::telemetry::Telemetry::new();
-        let state = StreamState::new(index, &stream, &config, telemetry.stream(&stream.name))
-            .map_err(|e| BacktestError::Setup(e.to_string()))?;
+        let state = StreamState::new(
+            index,
+            &stream,
+            &config,
+            &DecodeContext::default(),
+            telemetry.stream(&stream.name),
+        )
+        .map_err(|e| BacktestError::Setup(e.to_string()))?;
         Ok(Replay {
             state,
             evaluator: None,
@@ -357,7 +364,7 @@ impl Replay {
             let slice = batch.slice(row, len);
             let message = encode_ipc(&slice)?;
             self.message_rows.insert(at as i64, at + len as u64 - 1);
-            if self.state.process(&message, 0, at as i64, now, &mut self.closed).is_err() {
+            if self.state.process(&Message::value(&message), 0, at as i64, now, &mut self.closed).is_err() {
                 self.invalid_records += len as u64;
             }
             // Processing-time windows close on the clock, here the replayed one.
@@ -370,7 +377,7 @@ impl Replay {
 
     /// Feeds one Kafka message (`source` numbers the partition).
     pub fn feed_message(&mut self, payload: &[u8], source: u32, offset: i64, time_ms: i64) {
-        if self.state.process(payload, source, offset, time_ms, &mut self.closed).is_err() {
+        if self.state.process(&Message::value(payload), source, offset, time_ms, &mut self.closed).is_err() {
             self.invalid_records += 1;
         }
         self.state.tick(time_ms, &mut self.closed);

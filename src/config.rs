@@ -196,11 +196,24 @@ pub struct StreamConfig {
     /// epoch milliseconds. Needed only for event-time windows.
     #[serde(default)]
     pub event_time_field: Option<String>,
+    /// Options of the `json` format (`[streams.json]`).
+    #[serde(default)]
+    pub json: Option<JsonFormatConfig>,
     pub window: WindowConfig,
     pub reference: ReferenceConfig,
     /// Monitored fields; when empty, every feature of the reference profile.
     #[serde(default)]
     pub fields: Vec<FieldConfig>,
+}
+
+/// Options of the `json` format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonFormatConfig {
+    /// A JSON pointer to an array of records in each message (`""`: the message is the
+    /// array); absent: each message is one record.
+    #[serde(default)]
+    pub records_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -380,6 +393,18 @@ impl Config {
             }
             if s.reference.from_stream == Some(0) {
                 return Err((key("reference.from_stream"), "must be at least 1 record".into()));
+            }
+            // A format's options table belongs to that format only.
+            if s.json.is_some() && s.format != MessageFormat::Json {
+                return Err((
+                    key("json"),
+                    format!("options of the `json` format, but `format` is {:?}", s.format),
+                ));
+            }
+            if let Some(path) = s.json.as_ref().and_then(|j| j.records_path.as_deref())
+                && !(path.is_empty() || path.starts_with('/'))
+            {
+                return Err((key("json.records_path"), "a JSON pointer: \"\" or starting with `/`".into()));
             }
             match &s.window {
                 WindowConfig::TumblingCount { size } if *size == 0 => {

@@ -49,6 +49,7 @@ pub fn demo_config(bootstrap: &str, port: u16, state_dir: &std::path::Path) -> C
         topics: vec![topic.into()],
         format: MessageFormat::Json,
         event_time_field: None,
+        json: None,
         window: WindowConfig::TumblingCount { size: WINDOW_RECORDS },
         reference: ReferenceConfig { from_stream: Some(REFERENCE_RECORDS), ..Default::default() },
         fields,

@@ -4,7 +4,7 @@
 //! agree (the same config, dashboard, alert rules, probes and user); `driftscope probe`
 //! (the image's health check) answers by exit code.
 
-use driftscope::monitor::INVALID_REASONS;
+use driftscope::decode::COMMON_REASONS;
 use driftscope::telemetry::Telemetry;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,7 +16,7 @@ fn repo(path: &str) -> String {
 /// Metric names driftscope exports once every series exists.
 fn exported() -> BTreeSet<String> {
     let t = Telemetry::new();
-    t.init_series(&["s"], &["t"], &INVALID_REASONS);
+    t.init_series(&["s"], &["t"], &COMMON_REASONS);
     t.drift_score.with_label_values(&["s", "f", "psi"]).set(0.0);
     for gauge in [
         &t.drift_threshold,

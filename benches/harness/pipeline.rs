@@ -5,6 +5,7 @@
 
 use super::workload;
 use driftscope::config::Config;
+use driftscope::decode::{DecodeContext, Message};
 use driftscope::monitor::stream::StreamState;
 use driftscope::stats::window::ClosedWindow;
 use driftscope::stats::{Reference, WindowInfo, score_window};
@@ -53,8 +54,14 @@ impl Pipeline {
         std::fs::write(&path, &text)?;
         let config = Config::load(&path)?;
         let telemetry = Telemetry::new();
-        let state = StreamState::new(0, &config.streams[0], &config, telemetry.stream("bench"))
-            .map_err(|e| anyhow::anyhow!("stream setup: {e}"))?;
+        let state = StreamState::new(
+            0,
+            &config.streams[0],
+            &config,
+            &DecodeContext::default(),
+            telemetry.stream("bench"),
+        )
+        .map_err(|e| anyhow::anyhow!("stream setup: {e}"))?;
         let reference = state.reference().cloned().ok_or_else(|| anyhow::anyhow!("no reference"))?;
         Ok(Pipeline {
             state,
@@ -80,7 +87,11 @@ impl Pipeline {
         if self.offset % 16 == 0 {
             self.clock_ms = driftscope::monitor::now_ms();
         }
-        if self.state.process(payload, 0, self.offset, self.clock_ms, &mut self.closed).is_err() {
+        if self
+            .state
+            .process(&Message::value(payload), 0, self.offset, self.clock_ms, &mut self.closed)
+            .is_err()
+        {
             self.bad += 1;
         }
         self.offset += 1;

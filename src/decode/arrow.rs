@@ -1,12 +1,15 @@
 //! Arrow record batches into sketches: used for data files (CSV, Parquet, Arrow IPC,
 //! JSON Lines, all read as Arrow) and for Arrow IPC messages on a stream.
 
+use super::{Decoder, EventTime, FieldBinding, Message, Refusal};
+use crate::config::StreamConfig;
 use crate::stats::settings::FeatureKind;
 use crate::stats::sketch::ValueSink;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use arrow::record_batch::RecordBatch;
+use std::ops::Range;
 
 /// A monitored feature and the column it is read from.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,5 +222,82 @@ pub fn event_times_ms(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
     match as_ms {
         Ok(values) => values.as_primitive::<Int64Type>().iter().collect(),
         Err(_) => vec![None; rows],
+    }
+}
+
+/// The Arrow IPC format of a stream: each message an Arrow IPC stream (or file) of
+/// record batches, whose rows are the records.
+pub struct ArrowMessages {
+    bindings: Vec<ColumnBinding>,
+    event_time: Option<String>,
+    batches: Vec<RecordBatch>,
+    /// The first row of each batch, in the message's rows, and the total at the end.
+    starts: Vec<usize>,
+    /// The event time of every row, when the stream has an event-time column.
+    times: Vec<Option<i64>>,
+}
+
+impl ArrowMessages {
+    pub fn new(stream: &StreamConfig, fields: &[FieldBinding]) -> ArrowMessages {
+        ArrowMessages {
+            bindings: fields
+                .iter()
+                .map(|f| ColumnBinding {
+                    column: f.path.clone().unwrap_or_else(|| f.name.clone()),
+                    feature: f.feature,
+                    kind: f.kind,
+                })
+                .collect(),
+            event_time: stream.event_time_field.clone(),
+            batches: Vec::new(),
+            starts: vec![0],
+            times: Vec::new(),
+        }
+    }
+
+    fn fold<S: ValueSink>(&self, rows: Range<usize>, sink: &mut S) {
+        for (i, batch) in self.batches.iter().enumerate() {
+            let (first, end) = (self.starts[i], self.starts[i + 1]);
+            let (from, to) = (rows.start.max(first), rows.end.min(end));
+            if from < to {
+                fold_batch(&batch.slice(from - first, to - from), &self.bindings, sink);
+            }
+        }
+    }
+}
+
+impl<W: ValueSink, R: ValueSink> Decoder<W, R> for ArrowMessages {
+    fn reasons(&self) -> &'static [&'static str] {
+        &["undecodable_arrow", "wrong_schema"]
+    }
+
+    fn decode(&mut self, message: &Message<'_>) -> Result<usize, Refusal> {
+        self.batches.clear();
+        self.starts.truncate(1);
+        self.times.clear();
+        let batches = decode_ipc_message(message.payload, &self.bindings)
+            .map_err(|e| Refusal::new(e.reason(), e.to_string()))?;
+        for batch in &batches {
+            let rows = batch.num_rows();
+            self.starts.push(self.starts[self.starts.len() - 1] + rows);
+            if let Some(column) = &self.event_time {
+                self.times.extend(event_times_ms(batch, column));
+            }
+        }
+        self.batches = batches;
+        Ok(self.starts[self.starts.len() - 1])
+    }
+
+    fn event_time_ms(&self, row: usize) -> EventTime {
+        self.event_time.as_ref()?;
+        Some(self.times.get(row).copied().flatten().ok_or(()))
+    }
+
+    fn fold_window(&self, rows: Range<usize>, sink: &mut W) {
+        self.fold(rows, sink);
+    }
+
+    fn fold_reference(&self, rows: Range<usize>, sink: &mut R) {
+        self.fold(rows, sink);
     }
 }

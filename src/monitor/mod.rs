@@ -13,6 +13,7 @@ pub mod shutdown;
 pub mod stream;
 
 use crate::config::Config;
+use crate::decode::{DecodeContext, Message, NoHeaders};
 use crate::ingest::dead_letters::{DeadLetters, SHUTDOWN_FLUSH_BOUND};
 use crate::ingest::kafka::{ArcContext, MonitorContext, create_consumer};
 use crate::stats::report::{OffsetRange, Report, WindowInfo};
@@ -61,18 +62,6 @@ pub enum MonitorError {
 /// Exit status of `driftscope run` when a stop could not write the last checkpoint
 /// (everything else of a stop that does not fit in `state.shutdown_timeout` still exits 0).
 pub const EXIT_NO_CHECKPOINT: u8 = 3;
-
-/// Every reason a record can be refused for (the `reason` label of
-/// `driftscope_records_invalid_total`): a bounded set, never taken from record contents.
-pub const INVALID_REASONS: [&str; 7] = [
-    "empty",
-    "oversize",
-    "malformed_json",
-    "not_an_object",
-    "undecodable_arrow",
-    "wrong_schema",
-    "bad_event_time",
-];
 
 /// A scored window on its way to the outputs.
 #[derive(Debug, Clone)]
@@ -171,12 +160,13 @@ impl Monitor {
         reports: mpsc::Sender<ScoredWindow>,
         fresh_state: bool,
     ) -> Result<Monitor, MonitorError> {
-        let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
-        telemetry.init_series(&names, &[], &INVALID_REASONS);
         let mut streams = Vec::with_capacity(config.streams.len());
         let mut routes = FxHashMap::default();
+        let decoding = DecodeContext::default();
         for (i, s) in config.streams.iter().enumerate() {
-            let state = StreamState::new(i, s, config, telemetry.stream(&s.name))?;
+            let state = StreamState::new(i, s, config, &decoding, telemetry.stream(&s.name))?;
+            let reasons: Vec<&str> = state.reasons().collect();
+            telemetry.init_series(&[s.name.as_str()], &[], &reasons);
             if state.reference().is_none()
                 && let Ok(mut pending) = context.pending_references.lock()
             {
@@ -409,7 +399,8 @@ impl Pipeline {
                 ),
             })
         } else {
-            let outcome = state.process(payload, slot, offset, now_ms, &mut self.scratch);
+            let message = Message { payload, key, headers: &NoHeaders };
+            let outcome = state.process(&message, slot, offset, now_ms, &mut self.scratch);
             self.closed.extend(self.scratch.drain(..).map(|w| (stream, w)));
             outcome
         };

@@ -1,16 +1,14 @@
 //! One monitored stream: its decoder, its reference (loaded, profiled from data, or
 //! being taken from the stream's first records), and its windows.
 
-use crate::config::{
-    Config, FieldConfig, MessageFormat, ReferenceConfig, StreamConfig, TimeBasis, WindowConfig,
-};
-use crate::decode::arrow::{ArrowRecordError, ColumnBinding, decode_ipc_message, event_times_ms, fold_batch};
-use crate::decode::json::{JsonDecoder, JsonField};
+use crate::config::{Config, FieldConfig, ReferenceConfig, StreamConfig, TimeBasis, WindowConfig};
+use crate::decode::{self, COMMON_REASONS, DecodeContext, Decoder, FieldBinding, Message};
 use crate::ingest::files::DataSource;
 use crate::offline::{build_profile_streamed, now_rfc3339};
 use crate::stats::Reference;
 use crate::stats::profile::{FeatureSpec, Profile, ProfileBuilder};
 use crate::stats::settings::{FeatureKind, FeatureOverride};
+use crate::stats::sketch::WindowSketch;
 use crate::stats::window::{ClosedWindow, PaneClock, Span, WindowSpec, Windower, WindowerState};
 use crate::telemetry::StreamCounters;
 use std::collections::BTreeMap;
@@ -32,10 +30,8 @@ pub struct BadRecord {
     pub detail: String,
 }
 
-enum Decoder {
-    Json(Box<JsonDecoder>),
-    Arrow { bindings: Vec<ColumnBinding>, event_time: Option<String> },
-}
+/// A stream's decoder, folding into window sketches and a reference being taken.
+type StreamDecoder = Box<dyn Decoder<WindowSketch, ProfileBuilder>>;
 
 enum ReferenceState {
     Ready(Arc<Reference>),
@@ -53,7 +49,7 @@ enum ReferenceState {
 pub struct StreamState {
     pub name: String,
     pub topics: Vec<String>,
-    decoder: Decoder,
+    decoder: StreamDecoder,
     reference: ReferenceState,
     overrides: BTreeMap<String, FeatureOverride>,
     windower: Windower,
@@ -77,6 +73,7 @@ impl StreamState {
         index: usize,
         stream: &StreamConfig,
         config: &Config,
+        context: &DecodeContext,
         counters: StreamCounters,
     ) -> Result<StreamState, StreamSetupError> {
         let key = |k: &str| format!("streams[{index}].{k}");
@@ -188,36 +185,17 @@ impl StreamState {
             }
         };
 
-        let decoder = match stream.format {
-            MessageFormat::Json => {
-                let json_fields: Vec<JsonField> = fields
-                    .iter()
-                    .enumerate()
-                    .map(|(feature, (name, path, kind))| JsonField {
-                        pointer: path
-                            .clone()
-                            .unwrap_or_else(|| format!("/{}", name.replace('~', "~0").replace('/', "~1"))),
-                        feature,
-                        kind: *kind,
-                    })
-                    .collect();
-                let decoder = JsonDecoder::new(&json_fields, stream.event_time_field.as_deref())
-                    .map_err(|e| err("fields", e.to_string()))?;
-                Decoder::Json(Box::new(decoder))
-            }
-            MessageFormat::ArrowIpc => Decoder::Arrow {
-                bindings: fields
-                    .iter()
-                    .enumerate()
-                    .map(|(feature, (name, path, kind))| ColumnBinding {
-                        column: path.clone().unwrap_or_else(|| name.clone()),
-                        feature,
-                        kind: *kind,
-                    })
-                    .collect(),
-                event_time: stream.event_time_field.clone(),
-            },
-        };
+        let bindings: Vec<FieldBinding> = fields
+            .iter()
+            .enumerate()
+            .map(|(feature, (name, path, kind))| FieldBinding {
+                name: name.clone(),
+                path: path.clone(),
+                feature,
+                kind: *kind,
+            })
+            .collect();
+        let decoder = decode::for_stream(context, stream, &bindings).map_err(|e| err(&e.key, e.message))?;
 
         let (spec, time) = window_spec(&stream.window);
         Ok(StreamState {
@@ -246,136 +224,96 @@ impl StreamState {
         }
     }
 
+    /// Every reason a message of this stream can be refused with.
+    pub fn reasons(&self) -> impl Iterator<Item = &'static str> + use<> {
+        let own = self.decoder.reasons();
+        COMMON_REASONS.into_iter().chain(own.iter().copied().filter(|r| !COMMON_REASONS.contains(r)))
+    }
+
     /// Folds one message in. `now_ms` is the processing time.
+    ///
+    /// One path for every format: the decoder's rows go to the panes in runs (rows of
+    /// the same event time, and no more than a count pane still has room for). A row
+    /// without a usable event time (event-time windows) is counted `bad_event_time`;
+    /// when no row of the message has one, the message is refused as a whole.
     pub fn process(
         &mut self,
-        payload: &[u8],
+        message: &Message<'_>,
         source: u32,
         offset: i64,
         now_ms: i64,
         closed: &mut Vec<ClosedWindow>,
     ) -> Result<(), BadRecord> {
         let now_ms = now_ms.max(self.clock_floor_ms);
-        match &mut self.decoder {
-            Decoder::Json(decoder) => {
-                decoder
-                    .decode(payload)
-                    .map_err(|e| BadRecord { reason: e.reason(), detail: e.to_string() })?;
-                if let Some(Ok(t)) = decoder.event_time_ms() {
-                    let lag_us = (now_ms.saturating_sub(t).max(0) as u64).saturating_mul(1000);
-                    self.event_lag.saturating_record(lag_us.clamp(1, 3_600_000_000));
-                }
-                let time = if self.event_time {
-                    match decoder.event_time_ms() {
-                        Some(Ok(t)) => t,
-                        _ => {
-                            return Err(BadRecord {
-                                reason: "bad_event_time",
-                                detail: "event time missing or unusable".into(),
-                            });
-                        }
-                    }
-                } else {
-                    now_ms
+        let decoder = &mut self.decoder;
+        let rows = decoder
+            .decode(message)
+            .map_err(|refusal| BadRecord { reason: refusal.reason, detail: refusal.detail })?;
+        if self.event_time && rows > 0 && (0..rows).all(|r| !matches!(decoder.event_time_ms(r), Some(Ok(_))))
+        {
+            return Err(BadRecord {
+                reason: "bad_event_time",
+                detail: "event time missing or unusable".into(),
+            });
+        }
+        let mut row = 0;
+        while row < rows {
+            let stamp = decoder.event_time_ms(row);
+            if let Some(Ok(t)) = stamp {
+                let lag_us = (now_ms.saturating_sub(t).max(0) as u64).saturating_mul(1000);
+                self.event_lag.saturating_record(lag_us.clamp(1, 3_600_000_000));
+            }
+            let mut end = row + 1;
+            let time = if self.event_time {
+                let Some(Ok(t)) = stamp else {
+                    self.counters.invalid("bad_event_time");
+                    row += 1;
+                    continue;
                 };
-                match &mut self.reference {
-                    ReferenceState::Building { builder, spans, .. } => {
-                        decoder.apply(builder);
-                        cover(spans, source, offset);
+                while end < rows && decoder.event_time_ms(end) == Some(Ok(t)) {
+                    end += 1;
+                }
+                t
+            } else {
+                end = rows;
+                now_ms
+            };
+            match &mut self.reference {
+                ReferenceState::Building { builder, spans, .. } => {
+                    decoder.fold_reference(row..end, builder);
+                    cover(spans, source, offset);
+                }
+                ReferenceState::Taking => {}
+                ReferenceState::Ready(reference) => {
+                    if let PaneClock::Records(per_pane) = self.windower.spec().clock {
+                        let open = self.windower.open_panes().back().map_or(0, |p| p.sketch.records);
+                        let room = per_pane.saturating_sub(open % per_pane.max(1)).max(1) as usize;
+                        end = end.min(row + room);
                     }
-                    ReferenceState::Taking => {}
-                    ReferenceState::Ready(reference) => {
-                        if self.event_time {
-                            self.windower.observe_event_time(time);
+                    if self.event_time {
+                        self.windower.observe_event_time(time);
+                    }
+                    match self.windower.pane_for(time, reference) {
+                        Ok(pane) => {
+                            decoder.fold_window(row..end, &mut pane.sketch);
+                            pane.cover(source, offset, now_ms);
                         }
-                        match self.windower.pane_for(time, reference) {
-                            Ok(pane) => {
-                                decoder.apply(&mut pane.sketch);
-                                pane.cover(source, offset, now_ms);
-                            }
-                            Err(_) => {
+                        Err(_) => {
+                            for _ in row..end {
                                 self.windower.note_late();
                                 self.counters.late_records.inc();
                             }
                         }
-                        self.windower.after_record(closed);
-                        if self.event_time {
-                            // The watermark moves with the records: close what it passed
-                            // before the next record, which may be late for it.
-                            self.windower.advance(now_ms, true, closed);
-                        }
+                    }
+                    self.windower.after_record(closed);
+                    if self.event_time {
+                        // The watermark moves with the records: close what it passed
+                        // before the next record, which may be late for it.
+                        self.windower.advance(now_ms, true, closed);
                     }
                 }
             }
-            Decoder::Arrow { bindings, event_time } => {
-                let batches = decode_ipc_message(payload, bindings)
-                    .map_err(|e: ArrowRecordError| BadRecord { reason: e.reason(), detail: e.to_string() })?;
-                for batch in batches {
-                    let times =
-                        event_time.as_deref().filter(|_| self.event_time).map(|c| event_times_ms(&batch, c));
-                    let mut row = 0;
-                    while row < batch.num_rows() {
-                        // Rows go to a pane in runs: the same event-time pane, and no
-                        // more than a count pane still has room for.
-                        let mut end = row + 1;
-                        let time = match &times {
-                            Some(t) => match t[row] {
-                                Some(ms) => {
-                                    while end < batch.num_rows() && t[end] == Some(ms) {
-                                        end += 1;
-                                    }
-                                    ms
-                                }
-                                None => {
-                                    self.counters.invalid("bad_event_time");
-                                    row += 1;
-                                    continue;
-                                }
-                            },
-                            None => {
-                                end = batch.num_rows();
-                                now_ms
-                            }
-                        };
-                        match &mut self.reference {
-                            ReferenceState::Building { builder, spans, .. } => {
-                                fold_batch(&batch.slice(row, end - row), bindings, builder);
-                                cover(spans, source, offset);
-                            }
-                            ReferenceState::Taking => {}
-                            ReferenceState::Ready(reference) => {
-                                if let PaneClock::Records(per_pane) = self.windower.spec().clock {
-                                    let open =
-                                        self.windower.open_panes().back().map_or(0, |p| p.sketch.records);
-                                    let room =
-                                        per_pane.saturating_sub(open % per_pane.max(1)).max(1) as usize;
-                                    end = end.min(row + room);
-                                }
-                                if self.event_time {
-                                    self.windower.observe_event_time(time);
-                                }
-                                match self.windower.pane_for(time, reference) {
-                                    Ok(pane) => {
-                                        fold_batch(&batch.slice(row, end - row), bindings, &mut pane.sketch);
-                                        pane.cover(source, offset, now_ms);
-                                    }
-                                    Err(_) => {
-                                        for _ in row..end {
-                                            self.windower.note_late();
-                                            self.counters.late_records.inc();
-                                        }
-                                    }
-                                }
-                                self.windower.after_record(closed);
-                                if self.event_time {
-                                    self.windower.advance(now_ms, true, closed);
-                                }
-                            }
-                        }
-                        row = end;
-                    }
-                }
-            }
+            row = end;
         }
         self.finish_reference_if_complete();
         Ok(())
@@ -610,7 +548,14 @@ mod tests {
         );
         let config = Config::from_toml(&text, &dir.join("driftscope.toml")).expect("config");
         let telemetry = Telemetry::new();
-        let state = StreamState::new(0, &config.streams[0], &config, telemetry.stream("s")).expect("stream");
+        let state = StreamState::new(
+            0,
+            &config.streams[0],
+            &config,
+            &DecodeContext::default(),
+            telemetry.stream("s"),
+        )
+        .expect("stream");
         (state, telemetry)
     }
 
@@ -619,12 +564,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut state, _telemetry) = processing_time_stream(dir.path());
         let mut closed = Vec::new();
-        state.process(br#"{"x": 1}"#, 0, 0, 10_500, &mut closed).expect("record 0");
+        state.process(&Message::value(br#"{"x": 1}"#), 0, 0, 10_500, &mut closed).expect("record 0");
         state.tick(12_000, &mut closed);
         assert_eq!(closed.len(), 1, "the tick closed the pane of record 0");
         // The consumer thread read its clock before the tick: this stamp is in the
         // closed pane, yet the record is processed after the tick.
-        state.process(br#"{"x": 2}"#, 0, 1, 10_900, &mut closed).expect("record 1");
+        state.process(&Message::value(br#"{"x": 2}"#), 0, 1, 10_900, &mut closed).expect("record 1");
         state.tick(13_500, &mut closed);
         assert_eq!(closed.len(), 2, "record 1 is in the next window: {closed:?}");
         assert_eq!((closed[1].sketch.records, closed[1].late_records), (1, 0));

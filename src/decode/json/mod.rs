@@ -25,6 +25,8 @@
 //!    Python's bare `NaN`/`Infinity`/`-Infinity`, and numbers beyond f64 where an
 //!    object was expected.
 
+use super::{Decoder, DecoderSetupError, EventTime, FieldBinding, Message, Refusal};
+use crate::config::StreamConfig;
 use crate::stats::settings::FeatureKind;
 use crate::stats::sketch::ValueSink;
 use rustc_hash::FxHashMap;
@@ -32,6 +34,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
+use std::ops::Range;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The most segments a pointer may have. Decoding recurses once per segment, so this
@@ -239,18 +242,7 @@ impl JsonDecoder {
             return;
         }
         sink.add_records(1);
-        for (field, value) in self.plan.fields.iter().zip(&self.record.values) {
-            let feature = field.feature;
-            match value {
-                Captured::Absent | Captured::Null => sink.missing(feature),
-                Captured::Number(x) => sink.numeric(feature, *x),
-                Captured::Text(start, end) => match self.record.text.get(*start..*end) {
-                    Some(text) => sink.category(feature, text),
-                    None => sink.invalid(feature),
-                },
-                Captured::Invalid => sink.invalid(feature),
-            }
-        }
+        apply_values(&self.plan.fields, &self.record.values, &self.record.text, sink);
     }
 
     /// Tells a payload whose top level is not an object from one that is not JSON.
@@ -324,3 +316,159 @@ mod tests;
 use parse::*;
 use plan::*;
 use record::*;
+
+/// One record's captured values to `sink`, one call per configured field.
+fn apply_values<S: ValueSink>(fields: &[FieldTarget], values: &[Captured], text: &str, sink: &mut S) {
+    for (field, value) in fields.iter().zip(values) {
+        let feature = field.feature;
+        match value {
+            Captured::Absent | Captured::Null => sink.missing(feature),
+            Captured::Number(x) => sink.numeric(feature, *x),
+            Captured::Text(start, end) => match text.get(*start..*end) {
+                Some(text) => sink.category(feature, text),
+                None => sink.invalid(feature),
+            },
+            Captured::Invalid => sink.invalid(feature),
+        }
+    }
+}
+
+/// The JSON format of a stream: one JSON object per message, or, with
+/// `[streams.json] records_path`, an array of objects (a batch of records) at that
+/// JSON pointer (`""`: the message is the array).
+pub struct JsonMessages {
+    decoder: JsonDecoder,
+    /// The segments of `records_path`, when messages hold arrays of records.
+    records_path: Option<Vec<String>>,
+    /// The records of the last array message, captured one after another.
+    batch: CapturedRows,
+}
+
+/// The captured values of many records: `fields` values per record, their text in one
+/// buffer; reused from message to message.
+#[derive(Default)]
+struct CapturedRows {
+    values: Vec<Captured>,
+    text: String,
+    times: Vec<EventTime>,
+}
+
+impl JsonMessages {
+    pub fn new(stream: &StreamConfig, fields: &[FieldBinding]) -> Result<JsonMessages, DecoderSetupError> {
+        let json_fields: Vec<JsonField> = fields
+            .iter()
+            .map(|f| JsonField {
+                pointer: f
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| format!("/{}", f.name.replace('~', "~0").replace('/', "~1"))),
+                feature: f.feature,
+                kind: f.kind,
+            })
+            .collect();
+        let decoder = JsonDecoder::new(&json_fields, stream.event_time_field.as_deref())
+            .map_err(|e| DecoderSetupError { key: "fields".into(), message: e.to_string() })?;
+        let records_path = match stream.json.as_ref().and_then(|j| j.records_path.as_deref()) {
+            None => None,
+            Some("") => Some(Vec::new()),
+            Some(pointer) => Some(parse_pointer(pointer).map_err(|e| DecoderSetupError {
+                key: "json.records_path".into(),
+                message: e.to_string(),
+            })?),
+        };
+        Ok(JsonMessages { decoder, records_path, batch: CapturedRows::default() })
+    }
+
+    /// Decodes every record of an array message into `batch`; a record that cannot be
+    /// decoded refuses the whole message (nothing of it reaches a sink).
+    fn decode_array(&mut self, payload: &[u8], path: &[String]) -> Result<usize, Refusal> {
+        let malformed = |e: serde_json::Error| Refusal::new("malformed_json", format!("malformed JSON: {e}"));
+        let mut raw: &RawValue = serde_json::from_slice(payload).map_err(malformed)?;
+        for (depth, segment) in path.iter().enumerate() {
+            let here = || format!("/{}", path[..depth].join("/"));
+            let object: FxHashMap<String, &RawValue> = serde_json::from_str(raw.get()).map_err(|_| {
+                Refusal::new("not_an_array", format!("records_path: {} is not an object", here()))
+            })?;
+            raw = object.get(segment.as_str()).copied().ok_or_else(|| {
+                Refusal::new("not_an_array", format!("records_path: no member {segment:?} at {}", here()))
+            })?;
+        }
+        let records: Vec<&RawValue> = serde_json::from_str(raw.get())
+            .map_err(|_| Refusal::new("not_an_array", "records_path does not hold an array"))?;
+        let batch = &mut self.batch;
+        batch.values.clear();
+        batch.text.clear();
+        batch.times.clear();
+        for (i, record) in records.iter().enumerate() {
+            self.decoder
+                .decode(record.get().as_bytes())
+                .map_err(|e| Refusal::new(e.reason(), format!("record {i} of the array: {e}")))?;
+            batch.times.push(self.decoder.event_time_ms());
+            let shift = batch.text.len();
+            batch.text.push_str(&self.decoder.record.text);
+            batch.values.extend(self.decoder.record.values.iter().map(|v| match *v {
+                Captured::Text(start, end) => Captured::Text(start + shift, end + shift),
+                other => other,
+            }));
+        }
+        self.decoder.has_record = false;
+        Ok(records.len())
+    }
+
+    fn fold<S: ValueSink>(&self, rows: Range<usize>, sink: &mut S) {
+        if self.records_path.is_none() {
+            if !rows.is_empty() {
+                self.decoder.apply(sink);
+            }
+            return;
+        }
+        let fields = &self.decoder.plan.fields;
+        let width = fields.len();
+        sink.add_records(rows.len() as u64);
+        for row in rows {
+            let values = self.batch.values.get(row * width..(row + 1) * width).unwrap_or(&[]);
+            apply_values(fields, values, &self.batch.text, sink);
+        }
+    }
+}
+
+impl<W: ValueSink, R: ValueSink> Decoder<W, R> for JsonMessages {
+    fn reasons(&self) -> &'static [&'static str] {
+        if self.records_path.is_some() {
+            &["empty", "malformed_json", "not_an_object", "not_an_array"]
+        } else {
+            &["empty", "malformed_json", "not_an_object"]
+        }
+    }
+
+    fn decode(&mut self, message: &Message<'_>) -> Result<usize, Refusal> {
+        if let Some(path) = self.records_path.take() {
+            let decoded = self.decode_array(message.payload, &path);
+            self.records_path = Some(path);
+            if decoded.is_err() {
+                self.batch.values.clear();
+                self.batch.times.clear();
+            }
+            return decoded;
+        }
+        match self.decoder.decode(message.payload) {
+            Ok(()) => Ok(1),
+            Err(e) => Err(Refusal::new(e.reason(), e.to_string())),
+        }
+    }
+
+    fn event_time_ms(&self, row: usize) -> EventTime {
+        if self.records_path.is_some() {
+            return self.batch.times.get(row).copied().flatten();
+        }
+        self.decoder.event_time_ms()
+    }
+
+    fn fold_window(&self, rows: Range<usize>, sink: &mut W) {
+        self.fold(rows, sink);
+    }
+
+    fn fold_reference(&self, rows: Range<usize>, sink: &mut R) {
+        self.fold(rows, sink);
+    }
+}
