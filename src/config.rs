@@ -652,4 +652,22 @@ mod tests {
             assert!(e.contains("kafka.dead_letter_max_bytes"), "{e}");
         }
     }
+
+    #[test]
+    fn a_format_options_table_is_checked_against_the_format_by_key() {
+        let stream = |format: &str, json: &str| {
+            format!(
+                "[[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"{format}\"\n{json}\n\
+                 window = {{ type = \"tumbling_count\", size = 10 }}\nreference = {{ from_stream = 10 }}\n"
+            )
+        };
+        let ok = parse(&stream("json", "json = { records_path = \"/instances\" }")).unwrap();
+        assert_eq!(ok.streams[0].json.as_ref().and_then(|j| j.records_path.as_deref()), Some("/instances"));
+        let e = parse(&stream("arrow_ipc", "json = { records_path = \"\" }")).unwrap_err().to_string();
+        assert!(e.contains("streams[0].json"), "{e}");
+        let e = parse(&stream("json", "json = { records_path = \"instances\" }")).unwrap_err().to_string();
+        assert!(e.contains("streams[0].json.records_path"), "{e}");
+        let e = parse(&stream("json", "json = { record_path = \"\" }")).unwrap_err().to_string();
+        assert!(e.contains("record_path"), "{e}");
+    }
 }

@@ -575,4 +575,99 @@ mod tests {
         assert_eq!((closed[1].sketch.records, closed[1].late_records), (1, 0));
         assert_eq!(state.counters.late_records.get(), 0);
     }
+
+    /// A stream of one numeric field `x` reading arrays of records at `records_path`,
+    /// in count windows of 4.
+    fn array_stream(dir: &std::path::Path, records_path: &str) -> (StreamState, Telemetry) {
+        let specs = vec![FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 }];
+        let mut builder = ProfileBuilder::new(specs, 64, 100);
+        builder.add_records(100);
+        for i in 0..100 {
+            builder.numeric(0, f64::from(i));
+        }
+        let profile = dir.join("x.profile.json");
+        std::fs::write(&profile, builder.finish("x".into(), "now".into()).to_json()).expect("profile");
+        let text = format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup_id = \"g\"\n[http]\nlisten = \"\"\n[state]\ndir = {:?}\n\
+             [[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\njson = {{ records_path = {:?} }}\n\
+             window = {{ type = \"tumbling_count\", size = 4 }}\nreference = {{ profile = {:?} }}\n",
+            dir.join("state").display().to_string(),
+            records_path,
+            profile.display().to_string(),
+        );
+        let config = Config::from_toml(&text, &dir.join("driftscope.toml")).expect("config");
+        let telemetry = Telemetry::new();
+        let state = StreamState::new(
+            0,
+            &config.streams[0],
+            &config,
+            &DecodeContext::default(),
+            telemetry.stream("s"),
+        )
+        .expect("stream");
+        (state, telemetry)
+    }
+
+    #[test]
+    fn an_array_message_is_split_across_count_windows_row_for_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut state, _telemetry) = array_stream(dir.path(), "/batch/records");
+        let mut closed = Vec::new();
+        let message = br#"{"id": 7, "batch": {"records": [{"x": 1}, {"x": 2}, {"x": null}]}}"#;
+        state.process(&Message::value(message), 0, 0, 0, &mut closed).expect("message 0");
+        assert!(closed.is_empty());
+        state.process(&Message::value(message), 0, 1, 0, &mut closed).expect("message 1");
+        assert_eq!(closed.len(), 1, "6 records: one window of 4 closed");
+        assert_eq!(closed[0].sketch.records, 4);
+        state
+            .process(&Message::value(br#"{"batch": {"records": []}}"#), 0, 2, 0, &mut closed)
+            .expect("empty");
+        state.process(&Message::value(message), 0, 3, 0, &mut closed).expect("message 3");
+        assert_eq!(closed.len(), 2, "9 records: two windows of 4");
+        assert_eq!(closed[1].sketch.records, 4);
+        // The second window holds the last record of message 1 and three of message 3.
+        let offsets: Vec<(i64, i64)> = closed[1].spans.iter().map(|s| (s.first, s.last)).collect();
+        assert_eq!(offsets, vec![(1, 3)]);
+    }
+
+    #[test]
+    fn an_array_with_one_bad_record_is_refused_whole_and_a_top_level_array_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut state, _telemetry) = array_stream(dir.path(), "/records");
+        let mut closed = Vec::new();
+        let bad = state
+            .process(&Message::value(br#"{"records": [{"x": 1}, 5, {"x": 2}]}"#), 0, 0, 0, &mut closed)
+            .expect_err("an element that is not an object");
+        assert_eq!(bad.reason, "not_an_object");
+        assert!(bad.detail.contains("record 1"), "{}", bad.detail);
+        let missing = state
+            .process(&Message::value(br#"{"rows": []}"#), 0, 1, 0, &mut closed)
+            .expect_err("no array at the path");
+        assert_eq!(missing.reason, "not_an_array");
+        assert!(state.reasons().any(|r| r == "not_an_array"));
+        // Nothing of the refused messages reached a window: four good records close one.
+        state
+            .process(
+                &Message::value(br#"{"records": [{"x": 1}, {"x": 2}, {"x": 3}, {"x": 4}]}"#),
+                0,
+                2,
+                0,
+                &mut closed,
+            )
+            .expect("good");
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].sketch.records, 4);
+
+        let (mut top, _t) = array_stream(dir.path(), "");
+        let mut closed = Vec::new();
+        top.process(
+            &Message::value(br#"[{"x": 1}, {"x": 2}, {"x": 3}, {"x": 4}, {"x": 5}]"#),
+            0,
+            0,
+            0,
+            &mut closed,
+        )
+        .expect("top-level array");
+        assert_eq!(closed.len(), 1);
+    }
 }
