@@ -289,7 +289,4 @@ fn window_report(
     report
 }
 
-/// The current time as RFC 3339 (UTC, seconds).
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
+pub use crate::clock::now_rfc3339;

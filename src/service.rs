@@ -4,7 +4,7 @@
 //! the outputs drain what it sent, trigger deliveries in flight get what time is left).
 
 use crate::config::Config;
-use crate::ingest::kafka::MonitorContext;
+use crate::health::Health;
 use crate::monitor::{Monitor, MonitorError, ScoredWindow, Stop};
 use crate::outputs::triggers::{TriggerEngine, TriggerHandle};
 use crate::outputs::{History, Outputs};
@@ -37,7 +37,7 @@ const REPORT_QUEUE: usize = 64;
 pub struct ServiceHandles {
     pub telemetry: Arc<Telemetry>,
     pub history: Arc<History>,
-    pub kafka: Arc<MonitorContext>,
+    pub health: Arc<Health>,
     /// Where the HTTP server listens, once it does.
     pub http_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
@@ -50,7 +50,7 @@ impl ServiceHandles {
                 config.outputs.history,
                 config.streams.iter().map(|s| s.name.clone()),
             )),
-            kafka: Arc::new(MonitorContext::default()),
+            health: Arc::new(Health::default()),
             http_addr: Arc::new(std::sync::OnceLock::new()),
         }
     }
@@ -77,7 +77,7 @@ pub async fn run(
         tracing::warn!(key = %key, "{warning}");
     }
     let (tx, mut rx) = mpsc::channel::<ScoredWindow>(REPORT_QUEUE);
-    let monitor = Monitor::new(&config, &handles.telemetry, handles.kafka.clone(), tx, options.fresh_state)?;
+    let monitor = Monitor::new(&config, &handles.telemetry, handles.health.clone(), tx, options.fresh_state)?;
     let (engine, trigger_handle) = if config.triggers.is_empty() {
         (None, None)
     } else {
@@ -181,7 +181,7 @@ fn http_state(
     crate::outputs::http::HttpState {
         telemetry: handles.telemetry.clone(),
         history: handles.history.clone(),
-        kafka: handles.kafka.clone(),
+        health: handles.health.clone(),
         streams: Arc::new(
             config
                 .streams

@@ -8,7 +8,8 @@ mod common;
 
 use common::*;
 use driftscope::config::KafkaConfig;
-use driftscope::ingest::kafka::{ArcContext, MonitorContext, create_consumer};
+use driftscope::health::Health;
+use driftscope::ingest::kafka::{ArcContext, create_consumer};
 use driftscope::ingest::message_queue::{MessageQueue, Messages};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -40,7 +41,7 @@ impl Seen {
 /// routed nothing.
 fn read_until(
     consumer: &BaseConsumer<ArcContext>,
-    context: &MonitorContext,
+    context: &Health,
     queue: &mut MessageQueue,
     routed: &mut u64,
     seen: &mut Seen,
@@ -108,7 +109,7 @@ fn routed_partitions_arrive_in_order_and_stay_routed_across_a_reassignment() {
 
     let kafka =
         KafkaConfig { brokers: bootstrap.clone(), group_id: unique("mq-group"), ..Default::default() };
-    let context = Arc::new(MonitorContext::default());
+    let context = Arc::new(Health::default());
     let consumer = create_consumer(&kafka, context.clone()).expect("consumer");
     let mut queue = MessageQueue::new(&consumer).expect("a message queue");
     consumer.subscribe(&[&topic]).expect("subscribe");

@@ -7,7 +7,8 @@ use super::sys;
 use super::workload::WINDOW_RECORDS;
 use anyhow::{Context, bail};
 use driftscope::config::KafkaConfig;
-use driftscope::ingest::kafka::{MonitorContext, consumer_config, create_consumer};
+use driftscope::health::Health;
+use driftscope::ingest::kafka::{consumer_config, create_consumer};
 use driftscope::ingest::message_queue::{MessageQueue, Messages};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -229,7 +230,7 @@ pub fn bare_consume_batched(
     timeout: Duration,
 ) -> anyhow::Result<ConsumeResult> {
     let mut reading = Reading::start(n, timeout);
-    let context = Arc::new(MonitorContext::default());
+    let context = Arc::new(Health::default());
     let consumer = create_consumer(&bench_kafka_config(bootstrap, group, properties), context.clone())?;
     let mut queue = MessageQueue::new(&consumer).context("librdkafka made no message queue")?;
     consumer.subscribe(&[topic])?;

@@ -3,83 +3,32 @@
 //! is in [`super::dead_letters`].
 
 use crate::config::KafkaConfig;
+use crate::health::{Health, LagReport};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-/// Offsets that are safe to commit, by topic and partition: the next offset to read.
-pub type SafeOffsets = BTreeMap<(String, i32), i64>;
-
-/// Consumer lag per topic partition, from librdkafka's statistics.
-pub type LagReport = BTreeMap<(String, i32), i64>;
-
-/// Shared between the consumer's callbacks (run inside `poll`) and the rest of the
-/// process: rebalance notices, the commit-safe offsets, readiness and lag.
-#[derive(Default)]
-pub struct MonitorContext {
-    /// Set when partitions were revoked; the monitor rolls back to its last checkpoint.
-    pub revoked: AtomicBool,
-    /// Partitions currently assigned to this instance.
-    pub assigned: AtomicUsize,
-    /// Assignments received so far: the consumer thread forwards newly assigned
-    /// partitions to its message queue when this moves.
-    pub assignments: AtomicU64,
-    /// The offsets of the last checkpoint; committed synchronously before a rebalance
-    /// gives partitions up. (Records below them that are read again, because a commit
-    /// never reached the broker, are skipped by the monitor.)
-    pub safe: Mutex<SafeOffsets>,
-    /// Latest consumer lag per partition.
-    pub lag: Mutex<LagReport>,
-    /// Fetch errors since start (broker down, ...), for readiness.
-    pub fetch_errors: AtomicU64,
-    /// Whether a broker connection is up (librdkafka statistics; cleared at once when
-    /// librdkafka reports all brokers down).
-    pub connected: AtomicBool,
-    /// Set once the group gave this instance an assignment (possibly empty).
-    pub joined: AtomicBool,
-    /// Set while the assignment is lost (the group session timed out, e.g. while the
-    /// broker was away) until the group assigns partitions again: nothing is fetched.
-    pub assignment_lost: AtomicBool,
-    /// Streams whose reference is still being taken from the stream.
-    pub pending_references: Mutex<std::collections::BTreeSet<String>>,
-    /// Set when an offset commit failed after it was sent (async commits report
-    /// failures only here); the monitor then sends its offsets again.
-    pub commit_failed: AtomicBool,
-    /// Commit answers received (success or failure), so a stop can wait for its last
-    /// commit's answer with a bound instead of committing synchronously.
-    pub commits_answered: AtomicU64,
-    /// Set once the last commit of a stop was sent: the revocation that closing the
-    /// consumer causes then commits nothing more (a synchronous commit there waits for
-    /// a group join to finish, or for an absent broker, without bound).
-    pub closing: AtomicBool,
-    /// Why the last checkpoint could not be written, while that lasts (consumption is
-    /// paused meanwhile, so nothing is committed or reported without a checkpoint).
-    pub state_error: Mutex<Option<String>>,
-}
-
-impl MonitorContext {
-    fn stats(&self, statistics: Statistics) {
-        let mut lag = LagReport::new();
-        for (topic, t) in &statistics.topics {
-            for (&partition, p) in &t.partitions {
-                // Partition -1 is librdkafka's internal "unassigned" entry.
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), partition), p.consumer_lag);
-                }
+/// Takes librdkafka's statistics into the board: lag per partition, broker connection.
+fn record_statistics(health: &Health, statistics: Statistics) {
+    let mut lag = LagReport::new();
+    for (topic, t) in &statistics.topics {
+        for (&partition, p) in &t.partitions {
+            // Partition -1 is librdkafka's internal "unassigned" entry.
+            if partition >= 0 && p.consumer_lag >= 0 {
+                lag.insert((topic.clone(), partition), p.consumer_lag);
             }
         }
-        if let Ok(mut guard) = self.lag.lock() {
-            *guard = lag;
-        }
-        let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
-        self.connected.store(up, Ordering::SeqCst);
     }
+    if let Ok(mut guard) = health.lag.lock() {
+        *guard = lag;
+    }
+    let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
+    health.connected.store(up, Ordering::SeqCst);
 }
 
 /// librdkafka's log lines, as tracing events at the matching level.
@@ -122,21 +71,18 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
-pub fn create_consumer(
-    kafka: &KafkaConfig,
-    context: Arc<MonitorContext>,
-) -> KafkaResult<BaseConsumer<ArcContext>> {
+pub fn create_consumer(kafka: &KafkaConfig, context: Arc<Health>) -> KafkaResult<BaseConsumer<ArcContext>> {
     consumer_config(kafka).create_with_context(ArcContext(context))
 }
 
 /// The context handed to librdkafka: a shared handle, so the rest of the process can
 /// read what the callbacks saw.
-pub struct ArcContext(pub Arc<MonitorContext>);
+pub struct ArcContext(pub Arc<Health>);
 
 impl ClientContext for ArcContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = false;
     fn stats(&self, statistics: Statistics) {
-        self.0.stats(statistics)
+        record_statistics(&self.0, statistics)
     }
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         forward_log(level, fac, log_message)

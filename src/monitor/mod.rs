@@ -8,14 +8,16 @@
 //! lost and none is counted twice in a window.
 
 pub mod checkpoint;
-pub(crate) mod feed;
-pub mod shutdown;
 pub mod stream;
 
+pub use crate::clock::{format_ms, now_ms};
 use crate::config::Config;
 use crate::decode::{DecodeContext, Message, NoHeaders};
+use crate::health::Health;
 use crate::ingest::dead_letters::{DeadLetters, SHUTDOWN_FLUSH_BOUND};
-use crate::ingest::kafka::{ArcContext, MonitorContext, create_consumer};
+use crate::ingest::feed::TopicRoute;
+use crate::ingest::kafka::{ArcContext, create_consumer};
+pub use crate::shutdown::Stop;
 use crate::stats::report::{OffsetRange, Report, WindowInfo};
 use crate::stats::score_window;
 use crate::stats::sequential::SequentialState;
@@ -24,12 +26,11 @@ use crate::telemetry::{RateLimitedLog, Telemetry};
 use checkpoint::{Checkpoint, CheckpointError, SourcePosition, StreamCheckpoint};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rustc_hash::FxHashMap;
-pub use shutdown::Stop;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 pub use stream::{BadRecord, StreamSetupError, StreamState};
 use tokio::sync::mpsc;
 
@@ -87,12 +88,6 @@ struct Source {
     saved: Option<i64>,
 }
 
-pub(crate) struct TopicRoute {
-    stream: usize,
-    /// Source slot per partition number.
-    slots: Vec<Option<u32>>,
-}
-
 pub struct Monitor {
     consumer: BaseConsumer<ArcContext>,
     state: Pipeline,
@@ -103,7 +98,7 @@ pub struct Monitor {
 /// Everything but the consumer, so a message borrowed from the consumer can be
 /// processed without copying it.
 struct Pipeline {
-    context: Arc<MonitorContext>,
+    context: Arc<Health>,
     streams: Vec<StreamState>,
     routes: FxHashMap<String, TopicRoute>,
     sources: Vec<Source>,
@@ -156,7 +151,7 @@ impl Monitor {
     pub fn new(
         config: &Config,
         telemetry: &Arc<Telemetry>,
-        context: Arc<MonitorContext>,
+        context: Arc<Health>,
         reports: mpsc::Sender<ScoredWindow>,
         fresh_state: bool,
     ) -> Result<Monitor, MonitorError> {
@@ -217,7 +212,7 @@ impl Monitor {
 
     /// Consumes until `shutdown` is set, then checkpoints, hands the last reports to
     /// the outputs, commits and returns. Two threads: this one polls and batches
-    /// ([`feed::Feeder`]); a pipeline thread decodes, windows, scores and checkpoints.
+    /// ([`crate::ingest::feed::Feeder`]); a pipeline thread decodes, windows, scores and checkpoints.
     /// The records polled are all processed; open windows stay open in the checkpoint
     /// and continue on the next start.
     ///
@@ -231,15 +226,15 @@ impl Monitor {
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
         tracing::info!(topics = ?topics, streams = state.streams.len(), "monitor started");
         let routes = std::mem::take(&mut state.routes);
-        let mut feeder = feed::Feeder::new(
+        let mut feeder = crate::ingest::feed::Feeder::new(
             consumer,
             state.context.clone(),
             routes,
             state.sources.len() as u32,
             batch_reads,
         );
-        let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT);
-        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(feed::BATCHES_IN_FLIGHT + 2);
+        let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(crate::ingest::feed::BATCHES_IN_FLIGHT);
+        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(crate::ingest::feed::BATCHES_IN_FLIGHT + 2);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let pipeline_stop = stop.clone();
         let pipeline = std::thread::Builder::new()
@@ -264,9 +259,9 @@ impl Pipeline {
     /// clock, scores closed windows and checkpoints in between.
     fn run(
         mut self,
-        batches: std::sync::mpsc::Receiver<feed::Batch>,
-        spare: std::sync::mpsc::SyncSender<feed::Batch>,
-        controls: std::sync::mpsc::Sender<feed::Control>,
+        batches: std::sync::mpsc::Receiver<crate::ingest::feed::Batch>,
+        spare: std::sync::mpsc::SyncSender<crate::ingest::feed::Batch>,
+        controls: std::sync::mpsc::Sender<crate::ingest::feed::Control>,
         stop: &Stop,
     ) -> Result<(), MonitorError> {
         for window in std::mem::take(&mut self.replay) {
@@ -317,7 +312,7 @@ impl Pipeline {
     }
 
     /// Folds a batch from the consumer thread in.
-    fn take_batch(&mut self, batch: &feed::Batch) {
+    fn take_batch(&mut self, batch: &crate::ingest::feed::Batch) {
         if batch.revoked {
             self.roll_back();
         }
@@ -479,7 +474,7 @@ impl Pipeline {
     /// retried every interval.
     fn advance(
         &mut self,
-        controls: &std::sync::mpsc::Sender<feed::Control>,
+        controls: &std::sync::mpsc::Sender<crate::ingest::feed::Control>,
         mode: CommitMode,
     ) -> Result<(), MonitorError> {
         self.last_checkpoint_at = Instant::now();
@@ -495,7 +490,7 @@ impl Pipeline {
                     }
                 }
                 if self.paused {
-                    let _ = controls.send(feed::Control::Pause(false));
+                    let _ = controls.send(crate::ingest::feed::Control::Pause(false));
                     self.paused = false;
                 }
             }
@@ -510,7 +505,7 @@ impl Pipeline {
                 }
                 self.checkpoint_failure = Some(message);
                 if !self.paused {
-                    let _ = controls.send(feed::Control::Pause(true));
+                    let _ = controls.send(crate::ingest::feed::Control::Pause(true));
                     self.paused = true;
                 }
                 return Ok(());
@@ -532,13 +527,17 @@ impl Pipeline {
 
     /// Asks the consumer thread to commit the last checkpoint's positions, and
     /// publishes them for the commit before a rebalance.
-    fn send_commit(&self, controls: &std::sync::mpsc::Sender<feed::Control>, mode: CommitMode) {
+    fn send_commit(
+        &self,
+        controls: &std::sync::mpsc::Sender<crate::ingest::feed::Control>,
+        mode: CommitMode,
+    ) {
         let offsets: Vec<(String, i32, i64)> =
             self.sources.iter().filter_map(|s| Some((s.topic.clone(), s.partition, s.saved?))).collect();
         if let Ok(mut guard) = self.context.safe.lock() {
             guard.extend(offsets.iter().map(|(t, p, o)| ((t.clone(), *p), *o)));
         }
-        let _ = controls.send(feed::Control::Commit(offsets, mode));
+        let _ = controls.send(crate::ingest::feed::Control::Commit(offsets, mode));
     }
 
     /// The state as it is now. Positions are the next unread offsets, except where a
@@ -782,18 +781,4 @@ fn close_consumer(consumer: BaseConsumer<ArcContext>, deadline: Option<Instant>)
         return false;
     }
     true
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Milliseconds since the epoch as RFC 3339 (UTC).
-pub fn format_ms(ms: i64) -> String {
-    let t = if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    };
-    humantime::format_rfc3339_millis(t).to_string()
 }

@@ -249,7 +249,12 @@ impl StreamState {
         let rows = decoder
             .decode(message)
             .map_err(|refusal| BadRecord { reason: refusal.reason, detail: refusal.detail })?;
-        if self.event_time && rows > 0 && (0..rows).all(|r| !matches!(decoder.event_time_ms(r), Some(Ok(_))))
+        // An event time a report could not show (before 1970, after 9999) is unusable.
+        let event_time_ms = |decoder: &StreamDecoder, row: usize| match decoder.event_time_ms(row) {
+            Some(Ok(t)) if !crate::clock::FORMATTABLE_MS.contains(&t) => Some(Err(())),
+            other => other,
+        };
+        if self.event_time && rows > 0 && (0..rows).all(|r| !matches!(event_time_ms(decoder, r), Some(Ok(_))))
         {
             return Err(BadRecord {
                 reason: "bad_event_time",
@@ -258,7 +263,7 @@ impl StreamState {
         }
         let mut row = 0;
         while row < rows {
-            let stamp = decoder.event_time_ms(row);
+            let stamp = event_time_ms(decoder, row);
             if let Some(Ok(t)) = stamp {
                 let lag_us = (now_ms.saturating_sub(t).max(0) as u64).saturating_mul(1000);
                 self.event_lag.saturating_record(lag_us.clamp(1, 3_600_000_000));
@@ -270,7 +275,7 @@ impl StreamState {
                     row += 1;
                     continue;
                 };
-                while end < rows && decoder.event_time_ms(end) == Some(Ok(t)) {
+                while end < rows && event_time_ms(decoder, end) == Some(Ok(t)) {
                     end += 1;
                 }
                 t
@@ -669,5 +674,53 @@ mod tests {
         )
         .expect("top-level array");
         assert_eq!(closed.len(), 1);
+    }
+
+    #[test]
+    fn an_event_time_a_report_cannot_show_is_refused_not_windowed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let specs = vec![FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 }];
+        let mut builder = ProfileBuilder::new(specs, 64, 100);
+        builder.add_records(100);
+        for i in 0..100 {
+            builder.numeric(0, f64::from(i));
+        }
+        let profile = dir.path().join("x.profile.json");
+        std::fs::write(&profile, builder.finish("x".into(), "now".into()).to_json()).expect("profile");
+        let text = format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup_id = \"g\"\n[http]\nlisten = \"\"\n[state]\ndir = {:?}\n\
+             [[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+             window = {{ type = \"tumbling_time\", size = \"1s\", time = \"event\" }}\nreference = {{ profile = {:?} }}\n",
+            dir.path().join("state").display().to_string(),
+            profile.display().to_string(),
+        );
+        let config = Config::from_toml(&text, &dir.path().join("driftscope.toml")).expect("config");
+        let telemetry = Telemetry::new();
+        let mut state = StreamState::new(
+            0,
+            &config.streams[0],
+            &config,
+            &DecodeContext::default(),
+            telemetry.stream("s"),
+        )
+        .expect("stream");
+        let mut closed = Vec::new();
+        for payload in [
+            &br#"{"x": 1, "ts": -1500}"#[..],
+            br#"{"x": 1, "ts": 1e17}"#,
+            br#"{"x": 1, "ts": "0001-01-01T00:00:00Z"}"#,
+        ] {
+            let bad =
+                state.process(&Message::value(payload), 0, 0, 0, &mut closed).expect_err("unshowable time");
+            assert_eq!(bad.reason, "bad_event_time");
+        }
+        state
+            .process(&Message::value(br#"{"x": 1, "ts": 1000}"#), 0, 1, 0, &mut closed)
+            .expect("a good time");
+        state
+            .process(&Message::value(br#"{"x": 1, "ts": 5000}"#), 0, 2, 0, &mut closed)
+            .expect("a later one");
+        assert_eq!(closed.len(), 1, "the window of the good record closed");
+        assert_eq!(closed[0].sketch.records, 1);
     }
 }

@@ -2,7 +2,7 @@
 //! API over recent reports. `/api/*` takes an optional bearer token.
 
 use super::History;
-use crate::ingest::kafka::MonitorContext;
+use crate::health::Health;
 use crate::telemetry::Telemetry;
 use axum::Router;
 use axum::extract::{Query, Request, State};
@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 pub struct HttpState {
     pub telemetry: Arc<Telemetry>,
     pub history: Arc<History>,
-    pub kafka: Arc<MonitorContext>,
+    pub health: Arc<Health>,
     pub streams: Arc<Vec<StreamInfo>>,
     pub api_token: Option<Arc<crate::secret::Secret>>,
     pub triggers: Option<super::triggers::TriggerHandle>,
@@ -71,7 +71,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    if let Ok(lag) = state.kafka.lag.lock() {
+    if let Ok(lag) = state.health.lag.lock() {
         for ((topic, partition), records) in lag.iter() {
             state
                 .telemetry
@@ -88,23 +88,23 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 /// stream has its reference; otherwise 503 with the reasons.
 async fn readyz(State(state): State<HttpState>) -> Response {
     let mut reasons = Vec::new();
-    if !state.kafka.joined.load(Ordering::SeqCst) {
+    if !state.health.joined.load(Ordering::SeqCst) {
         reasons.push("the consumer has no partition assignment yet".to_owned());
     }
-    if state.kafka.assignment_lost.load(Ordering::SeqCst) {
+    if state.health.assignment_lost.load(Ordering::SeqCst) {
         reasons.push(
             "the consumer lost its partition assignment (group session expired) and is rejoining".to_owned(),
         );
     }
-    if !state.kafka.connected.load(Ordering::SeqCst) {
+    if !state.health.connected.load(Ordering::SeqCst) {
         reasons.push("no connection to a Kafka broker".to_owned());
     }
-    if let Ok(error) = state.kafka.state_error.lock()
+    if let Ok(error) = state.health.state_error.lock()
         && let Some(error) = error.as_ref()
     {
         reasons.push(format!("state: {error}"));
     }
-    if let Ok(pending) = state.kafka.pending_references.lock() {
+    if let Ok(pending) = state.health.pending_references.lock() {
         reasons.extend(
             pending.iter().map(|s| format!("stream `{s}`: reference still being taken from the stream")),
         );

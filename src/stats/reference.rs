@@ -9,7 +9,7 @@ use super::numeric::{NumericGrid, NumericSketch};
 use super::profile::{FeatureStats, Profile};
 use super::report::ReferenceInfo;
 use super::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric, Rule};
-use super::sketch::{FeatureSketch, WindowSketch};
+use super::sketch::{FeatureSketch, FeatureSketchState, WindowSketch, WindowSketchState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -196,6 +196,39 @@ impl Reference {
                 })
                 .collect(),
         )
+    }
+
+    /// Rebuilds a window sketch of this reference from a snapshot; refuses one whose
+    /// features do not fit the reference.
+    pub fn restore_window(&self, state: &WindowSketchState) -> Result<WindowSketch, String> {
+        let reference = self;
+        if state.features.len() != reference.features.len() {
+            return Err(format!(
+                "{} features, but the reference has {}",
+                state.features.len(),
+                reference.features.len()
+            ));
+        }
+        let mut features = Vec::with_capacity(state.features.len());
+        for (feature, saved) in reference.features.iter().zip(&state.features) {
+            let sketch = match (&feature.model, saved) {
+                (FeatureModel::Numeric { grid, .. }, FeatureSketchState::Numeric(s)) => {
+                    FeatureSketch::Numeric(NumericSketch::restore(grid.clone(), s)?)
+                }
+                (FeatureModel::Categorical { index }, FeatureSketchState::Categorical(s)) => {
+                    FeatureSketch::Categorical(CategoricalSketch::restore(
+                        index.clone(),
+                        reference.settings.max_categories,
+                        s,
+                    )?)
+                }
+                _ => return Err(format!("feature `{}` has another kind in the reference", feature.name)),
+            };
+            features.push(sketch);
+        }
+        let mut window = WindowSketch::new(features);
+        window.records = state.records;
+        Ok(window)
     }
 
     pub fn feature_index(&self, name: &str) -> Option<usize> {

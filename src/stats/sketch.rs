@@ -3,7 +3,6 @@
 
 use super::categorical::{CategoricalSketch, CategoricalSketchState};
 use super::numeric::{NumericSketch, NumericSketchState};
-use super::reference::{FeatureModel, Reference};
 
 /// Where decoded values go. Features are addressed by their position in the reference.
 pub trait ValueSink {
@@ -184,35 +183,5 @@ impl WindowSketch {
                 })
                 .collect(),
         }
-    }
-
-    /// Rebuilds a window sketch of `reference` from a snapshot; refuses one whose
-    /// features do not fit the reference.
-    pub fn restore(reference: &Reference, state: &WindowSketchState) -> Result<Self, String> {
-        if state.features.len() != reference.features.len() {
-            return Err(format!(
-                "{} features, but the reference has {}",
-                state.features.len(),
-                reference.features.len()
-            ));
-        }
-        let mut features = Vec::with_capacity(state.features.len());
-        for (feature, saved) in reference.features.iter().zip(&state.features) {
-            let sketch = match (&feature.model, saved) {
-                (FeatureModel::Numeric { grid, .. }, FeatureSketchState::Numeric(s)) => {
-                    FeatureSketch::Numeric(NumericSketch::restore(grid.clone(), s)?)
-                }
-                (FeatureModel::Categorical { index }, FeatureSketchState::Categorical(s)) => {
-                    FeatureSketch::Categorical(CategoricalSketch::restore(
-                        index.clone(),
-                        reference.settings.max_categories,
-                        s,
-                    )?)
-                }
-                _ => return Err(format!("feature `{}` has another kind in the reference", feature.name)),
-            };
-            features.push(sketch);
-        }
-        Ok(WindowSketch { records: state.records, features })
     }
 }

@@ -345,8 +345,7 @@ impl Windower {
                 return Err(format!("pane {} is out of order", p.index));
             }
             previous = Some(p.index);
-            let sketch =
-                WindowSketch::restore(reference, &p.sketch).map_err(|e| format!("pane {}: {e}", p.index))?;
+            let sketch = reference.restore_window(&p.sketch).map_err(|e| format!("pane {}: {e}", p.index))?;
             panes.push_back(Pane {
                 index: p.index,
                 sketch,

@@ -4,7 +4,7 @@
 //! firing per episode (consecutive windows, cooldown, re-arming after clean windows).
 //! Time is whatever the caller passes, so tests script window sequences.
 
-use super::config::{ConditionConfig, Require};
+use crate::config::triggers::{ConditionConfig, Require};
 use crate::stats::report::{FeatureReport, Report, Status};
 use serde::{Deserialize, Serialize};
 

@@ -4,10 +4,10 @@
 //! Redirects are never followed; errors never carry a secret or the request URL.
 
 use super::TriggerError;
-use super::config::{DeliveryConfig, KindConfig, TriggerConfig};
 use super::outbox::Entry;
 use super::signing::WebhookKey;
 use crate::config::KafkaConfig;
+use crate::config::triggers::{DeliveryConfig, KindConfig, TriggerConfig};
 use crate::secret::{REDACTED, Secret};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

@@ -17,14 +17,13 @@
 #![warn(missing_docs)]
 
 pub mod condition;
-pub mod config;
 mod delivery;
 pub mod kinds;
 pub mod outbox;
 pub mod payload;
 pub mod signing;
 
-pub use config::{
+pub use crate::config::triggers::{
     ConditionConfig, DeliveryConfig, GithubConfig, GitlabConfig, KafkaTriggerConfig, KindConfig, Require,
     TriggerConfig, WebhookConfig, validate,
 };
@@ -42,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::{Notify, watch};
 
 /// Errors of opening the engine and of persisting its state. None carries a secret.
@@ -246,25 +245,7 @@ impl std::fmt::Debug for TriggerHandle {
     }
 }
 
-fn now_ms() -> i64 {
-    to_ms(SystemTime::now())
-}
-
-fn to_ms(t: SystemTime) -> i64 {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-fn format_ms(ms: i64) -> String {
-    let t = if ms >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    };
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use crate::clock::{format_ms, now_ms, to_ms};
 
 /// The condition clock of a report: its window's end time when that is an RFC 3339
 /// time (stream windows), else the wall clock (e.g. `score` reports).
@@ -286,7 +267,7 @@ impl TriggerEngine {
         kafka_brokers: Option<&KafkaConfig>,
         telemetry: Arc<Telemetry>,
     ) -> Result<(TriggerEngine, TriggerHandle), TriggerError> {
-        config::validate_inner(configs, None)
+        crate::config::triggers::validate_inner(configs, None)
             .map_err(|(key, message)| TriggerError::Config { key, message })?;
         let dir = state_dir.join("triggers");
         let outbox = Outbox::open(dir.join("outbox"))?;

@@ -4,7 +4,7 @@
 //! (at most 10 top-level keys, under 64 KB) and GitLab's CI variables.
 
 use super::condition::Observed;
-use super::config::{ConditionConfig, Require};
+use crate::config::triggers::{ConditionConfig, Require};
 use crate::stats::report::{OffsetRange, Report, WindowInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

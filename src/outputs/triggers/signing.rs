@@ -2,7 +2,7 @@
 //! keyed by the bytes of a `whsec_<base64>` secret. Used to sign webhook deliveries and,
 //! in tests, by receivers to verify them.
 
-use super::config::WEBHOOK_SECRET_PREFIX;
+use crate::config::triggers::webhook_key_bytes;
 use crate::secret::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -22,17 +22,10 @@ impl std::fmt::Debug for WebhookKey {
 impl WebhookKey {
     /// Decodes `whsec_<base64>`. The error message never contains the secret.
     pub fn from_secret(secret: &Secret) -> Result<WebhookKey, String> {
-        let Some(encoded) = secret.expose().strip_prefix(WEBHOOK_SECRET_PREFIX) else {
-            return Err(format!(
-                "must be a Standard Webhooks secret: `{WEBHOOK_SECRET_PREFIX}` followed by base64"
-            ));
-        };
-        let invalid = || format!("the part after `{WEBHOOK_SECRET_PREFIX}` must be non-empty base64");
-        let key = STANDARD.decode(encoded.trim()).map_err(|_| invalid())?;
-        if key.is_empty() {
-            return Err(invalid());
-        }
-        Hmac::<Sha256>::new_from_slice(&key).map(WebhookKey).map_err(|_| invalid())
+        let key = webhook_key_bytes(secret)?;
+        Hmac::<Sha256>::new_from_slice(&key)
+            .map(WebhookKey)
+            .map_err(|_| "the webhook key is not usable for HMAC-SHA256".to_owned())
     }
 
     /// The `webhook-signature` header value for one delivery attempt.

@@ -1,11 +1,14 @@
 //! The configuration tree (TOML), `${ENV}` expansion, and start-up validation whose
 //! errors name the offending key path.
 
+pub mod triggers;
+
 use crate::stats::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric, Rule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use triggers::TriggerConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -39,7 +42,7 @@ pub struct Config {
     pub http: HttpConfig,
     /// Retraining triggers.
     #[serde(default)]
-    pub triggers: Vec<crate::outputs::triggers::TriggerConfig>,
+    pub triggers: Vec<TriggerConfig>,
 }
 
 /// The HTTP server: metrics, health, API and dashboard.
@@ -372,7 +375,7 @@ impl Config {
             return Err(("kafka.max_message_bytes".into(), "must be at least 1".into()));
         }
         let stream_names: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
-        crate::outputs::triggers::validate(&self.triggers, &stream_names)?;
+        triggers::validate(&self.triggers, &stream_names)?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let key = |k: &str| format!("streams[{i}].{k}");

@@ -8,8 +8,8 @@
 //! pipeline asks for through a control channel. Batches come back for reuse, so the
 //! steady state allocates nothing per message.
 
-use super::TopicRoute;
-use crate::ingest::kafka::{ArcContext, MonitorContext};
+use crate::health::Health;
+use crate::ingest::kafka::ArcContext;
 use crate::ingest::message_queue::{MessageQueue, Messages};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -19,6 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
+
+/// Where a topic's records go: its stream, and the source slot of each partition.
+pub(crate) struct TopicRoute {
+    pub(crate) stream: usize,
+    /// Source slot per partition number.
+    pub(crate) slots: Vec<Option<u32>>,
+}
 
 /// Records per batch: large enough that the hand-over costs little per record, small
 /// enough that a batch is a few hundred kilobytes.
@@ -103,7 +110,7 @@ pub enum Control {
 /// The consumer side: routing, batching, commits.
 pub struct Feeder {
     pub consumer: BaseConsumer<ArcContext>,
-    pub context: Arc<MonitorContext>,
+    pub context: Arc<Health>,
     pub routes: FxHashMap<String, TopicRoute>,
     pub next_slot: u32,
     /// Offsets committed (or being committed) per partition.
@@ -115,7 +122,7 @@ pub struct Feeder {
     /// `kafka.batch_reads` is off or librdkafka refused to make one (then everything
     /// is polled one by one).
     queue: Option<MessageQueue>,
-    /// The group's assignment count (`MonitorContext::assignments`) last routed.
+    /// The group's assignment count (`Health::assignments`) last routed.
     routed_assignments: u64,
     /// Messages of the current round, given back to librdkafka once copied.
     messages: Messages,
@@ -126,7 +133,7 @@ pub struct Feeder {
 impl Feeder {
     pub fn new(
         consumer: BaseConsumer<ArcContext>,
-        context: Arc<MonitorContext>,
+        context: Arc<Health>,
         routes: FxHashMap<String, TopicRoute>,
         next_slot: u32,
         batch_reads: bool,
@@ -170,14 +177,14 @@ impl Feeder {
     /// then reads the message queue in one batch call.
     pub fn run(
         &mut self,
-        shutdown: &super::Stop,
+        shutdown: &crate::shutdown::Stop,
         batches: SyncSender<Batch>,
         spare: &Receiver<Batch>,
         controls: &Receiver<Control>,
     ) {
         let mut batch = Batch::default();
         let mut started = Instant::now();
-        let mut clock_ms = super::now_ms();
+        let mut clock_ms = crate::clock::now_ms();
         loop {
             if shutdown.requested() {
                 break;
@@ -215,7 +222,7 @@ impl Feeder {
                     Some(Ok(message)) => {
                         if waited {
                             // The clock after a wait, not before it (see StreamState's floor).
-                            clock_ms = super::now_ms();
+                            clock_ms = crate::clock::now_ms();
                         }
                         if let Some(slot) = slot(
                             &mut self.routes,
@@ -291,7 +298,7 @@ impl Feeder {
                 }
             }
             // One clock read per round: a millisecond is the windows' resolution.
-            clock_ms = super::now_ms();
+            clock_ms = crate::clock::now_ms();
             if !self.messages.is_empty() {
                 if batch.records.is_empty() {
                     started = Instant::now();
