@@ -80,8 +80,9 @@ impl Pipeline {
     }
 
     /// Folds one message in, and scores any window it closes. As `driftscope run`
-    /// does: the clock is read once per 16 messages (by its consumer thread) and time
-    /// windows are ticked once per batch of 512 (by its pipeline thread).
+    /// does: the clock is read once per 16 messages (by its consumer thread), messages
+    /// are staged and folded once per batch of 512 (by its pipeline thread), which also
+    /// ticks time windows then.
     #[inline]
     pub fn process(&mut self, payload: &[u8]) {
         if self.offset % 16 == 0 {
@@ -89,13 +90,14 @@ impl Pipeline {
         }
         if self
             .state
-            .process(&Message::value(payload), 0, self.offset, self.clock_ms, &mut self.closed)
+            .stage(&Message::value(payload), 0, self.offset, self.clock_ms, &mut self.closed)
             .is_err()
         {
             self.bad += 1;
         }
         self.offset += 1;
         if self.offset % 512 == 0 {
+            self.state.flush(&mut self.closed);
             self.state.tick(self.clock_ms, &mut self.closed);
         }
         if !self.closed.is_empty() {

@@ -81,20 +81,39 @@ pub struct FieldBinding {
 }
 
 /// A message format. One decoder per stream, used by one thread; buffers are reused
-/// from message to message. A decoded message's rows are held until the next
-/// [`decode`](Decoder::decode): a message refused halfway never reaches a sink.
+/// from message to message. A decoded message's rows are held until they are folded:
+/// a message refused halfway never reaches a sink.
+///
+/// Rows are numbered from 0 among the rows held. A decoder that [`appends`] keeps the
+/// rows of many messages, one after another, until [`clear`]: the stream then folds
+/// a whole batch of messages at once, feature by feature (each feature's sketch stays
+/// in cache while its column is folded). One that does not replaces its rows at each
+/// [`decode`], and the stream folds each message before the next.
 ///
 /// The two fold methods exist so that the sinks stay concrete (no virtual call per
 /// value): `W` is the window sketch, `R` the builder of a reference taken from the
 /// stream. Implementations forward both to one generic function.
+///
+/// [`appends`]: Decoder::appends
+/// [`clear`]: Decoder::clear
+/// [`decode`]: Decoder::decode
 pub trait Decoder<W: ValueSink, R: ValueSink>: Send {
     /// Every reason [`decode`](Decoder::decode) can refuse a message with (declared up
     /// front so each metric series exists at zero).
     fn reasons(&self) -> &'static [&'static str];
 
-    /// Decodes one message; returns how many rows it holds (0 is allowed: an empty
-    /// batch). On `Err` the decoder holds no rows.
+    /// Decodes one message; returns how many rows it adds (0 is allowed: an empty
+    /// batch). On `Err` the message adds no row (rows held before it stay).
     fn decode(&mut self, message: &Message<'_>) -> Result<usize, Refusal>;
+
+    /// Whether [`decode`](Decoder::decode) appends to the rows held (until
+    /// [`clear`](Decoder::clear)) rather than replacing them.
+    fn appends(&self) -> bool {
+        false
+    }
+
+    /// Drops the rows held (after they were folded).
+    fn clear(&mut self) {}
 
     /// The event time of held row `row`.
     fn event_time_ms(&self, row: usize) -> EventTime;

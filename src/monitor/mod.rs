@@ -344,6 +344,22 @@ impl Pipeline {
             let key = record.key.map(|k| batch.bytes_of(k));
             self.process(stream, record.slot, payload, key, record.offset, record.time_ms);
         }
+        self.flush_streams();
+    }
+
+    /// Folds what every stream staged from the batch; windows that close go to `closed`.
+    fn flush_streams(&mut self) {
+        for (stream, state) in self.streams.iter_mut().enumerate() {
+            let had_reference = state.reference().is_some();
+            state.flush(&mut self.scratch);
+            self.closed.extend(self.scratch.drain(..).map(|w| (stream, w)));
+            if !had_reference
+                && state.reference().is_some()
+                && let Ok(mut pending) = self.context.pending_references.lock()
+            {
+                pending.remove(&state.name);
+            }
+        }
     }
 
     fn source_slot(&mut self, topic: &str, partition: i32) -> Option<(usize, u32)> {
@@ -381,7 +397,6 @@ impl Pipeline {
     ) {
         let state = &mut self.streams[stream];
         state.counters.records.inc();
-        let had_reference = state.reference().is_some();
         let outcome = if payload.is_empty() {
             Err(BadRecord { reason: "empty", detail: "empty payload".into() })
         } else if payload.len() > self.max_message_bytes {
@@ -395,16 +410,12 @@ impl Pipeline {
             })
         } else {
             let message = Message { payload, key, headers: &NoHeaders };
-            let outcome = state.process(&message, slot, offset, now_ms, &mut self.scratch);
+            // Folded with the rest of the batch (`flush_streams`); windows that close
+            // on the way (a batch of many-row messages is folded in slices) go on.
+            let outcome = state.stage(&message, slot, offset, now_ms, &mut self.scratch);
             self.closed.extend(self.scratch.drain(..).map(|w| (stream, w)));
             outcome
         };
-        if !had_reference
-            && state.reference().is_some()
-            && let Ok(mut pending) = self.context.pending_references.lock()
-        {
-            pending.remove(&state.name);
-        }
         if let Err(bad) = outcome {
             let (topic, partition) = match self.sources.get(slot as usize) {
                 Some(source) => (source.topic.as_str(), source.partition),

@@ -33,6 +33,21 @@ pub struct BadRecord {
 /// A stream's decoder, folding into window sketches and a reference being taken.
 type StreamDecoder = Box<dyn Decoder<WindowSketch, ProfileBuilder>>;
 
+/// The most rows staged before they are folded: a feed batch of one-record messages
+/// fits, and a batch of many-row messages is folded in slices of about this size, so
+/// memory stays bounded by the batch, whatever the messages hold.
+pub const MAX_STAGED_ROWS: usize = 4096;
+
+/// A decoded message whose rows wait to be folded: rows up to `end` (from the end of
+/// the message before), where it was read from, and when.
+#[derive(Debug, Clone, Copy)]
+struct StagedMessage {
+    end: usize,
+    source: u32,
+    offset: i64,
+    now_ms: i64,
+}
+
 enum ReferenceState {
     Ready(Arc<Reference>),
     /// Taking the reference from the stream's first records.
@@ -50,6 +65,8 @@ pub struct StreamState {
     pub name: String,
     pub topics: Vec<String>,
     decoder: StreamDecoder,
+    /// Messages decoded and not yet folded (see [`StreamState::stage`]).
+    staged: Vec<StagedMessage>,
     reference: ReferenceState,
     overrides: BTreeMap<String, FeatureOverride>,
     windower: Windower,
@@ -202,6 +219,7 @@ impl StreamState {
             name: stream.name.clone(),
             topics: stream.topics.clone(),
             decoder,
+            staged: Vec::new(),
             reference,
             overrides,
             windower: Windower::new(spec),
@@ -230,12 +248,7 @@ impl StreamState {
         COMMON_REASONS.into_iter().chain(own.iter().copied().filter(|r| !COMMON_REASONS.contains(r)))
     }
 
-    /// Folds one message in. `now_ms` is the processing time.
-    ///
-    /// One path for every format: the decoder's rows go to the panes in runs (rows of
-    /// the same event time, and no more than a count pane still has room for). A row
-    /// without a usable event time (event-time windows) is counted `bad_event_time`;
-    /// when no row of the message has one, the message is refused as a whole.
+    /// Folds one message in at once. `now_ms` is the processing time.
     pub fn process(
         &mut self,
         message: &Message<'_>,
@@ -244,49 +257,129 @@ impl StreamState {
         now_ms: i64,
         closed: &mut Vec<ClosedWindow>,
     ) -> Result<(), BadRecord> {
+        let staged = self.stage(message, source, offset, now_ms, closed);
+        self.flush(closed);
+        staged
+    }
+
+    /// Decodes one message and holds its rows for [`flush`](Self::flush), which folds
+    /// the rows of many messages at once (a decoder that cannot hold many messages'
+    /// rows has each message folded before the next is decoded, and so does a batch
+    /// past [`MAX_STAGED_ROWS`]). `now_ms` is the processing time.
+    ///
+    /// A row without a usable event time (event-time windows) is counted
+    /// `bad_event_time` when folded; when no row of the message has one, the message is
+    /// refused as a whole.
+    pub fn stage(
+        &mut self,
+        message: &Message<'_>,
+        source: u32,
+        offset: i64,
+        now_ms: i64,
+        closed: &mut Vec<ClosedWindow>,
+    ) -> Result<(), BadRecord> {
+        if !self.staged.is_empty() && (!self.decoder.appends() || self.staged_rows() >= MAX_STAGED_ROWS) {
+            self.flush(closed);
+        }
         let now_ms = now_ms.max(self.clock_floor_ms);
-        let decoder = &mut self.decoder;
-        let rows = decoder
+        let first = self.staged_rows();
+        let rows = self
+            .decoder
             .decode(message)
             .map_err(|refusal| BadRecord { reason: refusal.reason, detail: refusal.detail })?;
-        // An event time a report could not show (before 1970, after 9999) is unusable.
-        let event_time_ms = |decoder: &StreamDecoder, row: usize| match decoder.event_time_ms(row) {
-            Some(Ok(t)) if !crate::clock::FORMATTABLE_MS.contains(&t) => Some(Err(())),
-            other => other,
-        };
-        if self.event_time && rows > 0 && (0..rows).all(|r| !matches!(event_time_ms(decoder, r), Some(Ok(_))))
+        if self.event_time
+            && rows > 0
+            && (first..first + rows).all(|r| !matches!(self.event_time_ms(r), Some(Ok(_))))
         {
+            self.discard_rows_from(first, closed);
             return Err(BadRecord {
                 reason: "bad_event_time",
                 detail: "event time missing or unusable".into(),
             });
         }
+        if rows > 0 {
+            self.staged.push(StagedMessage { end: first + rows, source, offset, now_ms });
+        }
+        Ok(())
+    }
+
+    fn staged_rows(&self) -> usize {
+        self.staged.last().map_or(0, |m| m.end)
+    }
+
+    /// Drops the rows from `first` on, which the decoder just added. A decoder drops
+    /// only all its rows, so the staged rows before them are folded first.
+    fn discard_rows_from(&mut self, first: usize, closed: &mut Vec<ClosedWindow>) {
+        if first > 0 {
+            self.fold_staged(first, closed);
+            self.staged.clear();
+        }
+        self.decoder.clear();
+    }
+
+    /// An event time a report could show (1970..=9999), or unusable.
+    fn event_time_ms(&self, row: usize) -> crate::decode::EventTime {
+        match self.decoder.event_time_ms(row) {
+            Some(Ok(t)) if !crate::clock::FORMATTABLE_MS.contains(&t) => Some(Err(())),
+            other => other,
+        }
+    }
+
+    /// Folds the staged rows into the panes (or the reference being taken), closing
+    /// the windows that fill or that the watermark passes.
+    pub fn flush(&mut self, closed: &mut Vec<ClosedWindow>) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let rows = self.staged_rows();
+        self.fold_staged(rows, closed);
+        self.decoder.clear();
+        self.staged.clear();
+    }
+
+    /// One path for every format: staged rows `0..rows` go to the panes in runs (rows
+    /// of the same time, and no more than a count pane still has room for, or the
+    /// reference being taken still needs).
+    fn fold_staged(&mut self, rows: usize, closed: &mut Vec<ClosedWindow>) {
         let mut row = 0;
+        let mut message = 0;
         while row < rows {
-            let stamp = event_time_ms(decoder, row);
-            if let Some(Ok(t)) = stamp {
-                let lag_us = (now_ms.saturating_sub(t).max(0) as u64).saturating_mul(1000);
-                self.event_lag.saturating_record(lag_us.clamp(1, 3_600_000_000));
+            while self.staged[message].end <= row {
+                message += 1;
             }
-            let mut end = row + 1;
+            let StagedMessage { now_ms, .. } = self.staged[message];
+            let mut end;
             let time = if self.event_time {
-                let Some(Ok(t)) = stamp else {
+                let Some(Ok(t)) = self.event_time_ms(row) else {
                     self.counters.invalid("bad_event_time");
                     row += 1;
                     continue;
                 };
-                while end < rows && event_time_ms(decoder, end) == Some(Ok(t)) {
+                end = row + 1;
+                while end < rows && self.event_time_ms(end) == Some(Ok(t)) {
                     end += 1;
                 }
                 t
             } else {
-                end = rows;
+                // Processing time: on to the last message read at the same time.
+                let mut last = message;
+                while last + 1 < self.staged.len() && self.staged[last + 1].now_ms == now_ms {
+                    last += 1;
+                }
+                end = self.staged[last].end.min(rows);
                 now_ms
             };
             match &mut self.reference {
-                ReferenceState::Building { builder, spans, .. } => {
-                    decoder.fold_reference(row..end, builder);
-                    cover(spans, source, offset);
+                ReferenceState::Building { builder, spans, target, .. } => {
+                    let needed = target.saturating_sub(builder.records()).max(1) as usize;
+                    end = end.min(row + needed);
+                    self.decoder.fold_reference(row..end, builder);
+                    for m in &self.staged[message..] {
+                        cover(spans, m.source, m.offset);
+                        if m.end >= end {
+                            break;
+                        }
+                    }
                 }
                 ReferenceState::Taking => {}
                 ReferenceState::Ready(reference) => {
@@ -300,8 +393,13 @@ impl StreamState {
                     }
                     match self.windower.pane_for(time, reference) {
                         Ok(pane) => {
-                            decoder.fold_window(row..end, &mut pane.sketch);
-                            pane.cover(source, offset, now_ms);
+                            self.decoder.fold_window(row..end, &mut pane.sketch);
+                            for m in &self.staged[message..] {
+                                pane.cover(m.source, m.offset, m.now_ms);
+                                if m.end >= end {
+                                    break;
+                                }
+                            }
                         }
                         Err(_) => {
                             for _ in row..end {
@@ -318,10 +416,29 @@ impl StreamState {
                     }
                 }
             }
+            self.record_event_lag(message, row, end);
             row = end;
+            self.finish_reference_if_complete();
         }
-        self.finish_reference_if_complete();
-        Ok(())
+    }
+
+    /// Records processing time minus event time for each message whose first row is in
+    /// `row..end` (one sample per message, as records are read one per message).
+    fn record_event_lag(&mut self, mut message: usize, row: usize, end: usize) {
+        while message < self.staged.len() {
+            let first = if message == 0 { 0 } else { self.staged[message - 1].end };
+            if first >= end {
+                break;
+            }
+            if first >= row
+                && let Some(Ok(t)) = self.event_time_ms(first)
+            {
+                let lag_us =
+                    (self.staged[message].now_ms.saturating_sub(t).max(0) as u64).saturating_mul(1000);
+                self.event_lag.saturating_record(lag_us.clamp(1, 3_600_000_000));
+            }
+            message += 1;
+        }
     }
 
     /// Turns a complete stream-taken reference into the live one, saving it first so a
@@ -369,11 +486,13 @@ impl StreamState {
 
     /// The lowest offset of `source` held by an open window.
     pub fn lowest_open_offset(&self, source: u32) -> Option<i64> {
+        debug_assert!(self.staged.is_empty(), "asked with rows staged: flush first");
         self.windower.lowest_open_offset(source)
     }
 
     /// Closes time windows whose end has passed.
     pub fn tick(&mut self, now_ms: i64, closed: &mut Vec<ClosedWindow>) {
+        self.flush(closed);
         self.clock_floor_ms = self.clock_floor_ms.max(now_ms);
         if self.processing_time_windows || self.event_time {
             self.windower.advance(now_ms, self.event_time, closed);
@@ -403,6 +522,7 @@ impl StreamState {
 
     /// The open windows, for a checkpoint; `None` while the reference is being taken.
     pub fn snapshot(&self) -> Option<WindowerState> {
+        debug_assert!(self.staged.is_empty(), "a snapshot with rows staged: flush first");
         self.reference().map(|_| self.windower.snapshot())
     }
 
@@ -421,6 +541,8 @@ impl StreamState {
     /// Forgets everything not yet emitted (after partitions were revoked, the records
     /// are read again from the committed offsets).
     pub fn discard_open(&mut self) {
+        self.staged.clear();
+        self.decoder.clear();
         self.windower.discard_open();
         if let ReferenceState::Building { builder, spans, .. } = &mut self.reference {
             let specs = builder.specs().to_vec();
@@ -584,20 +706,29 @@ mod tests {
     /// A stream of one numeric field `x` reading arrays of records at `records_path`,
     /// in count windows of 4.
     fn array_stream(dir: &std::path::Path, records_path: &str) -> (StreamState, Telemetry) {
-        let specs = vec![FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 }];
+        count_stream(dir, &format!("json = {{ records_path = {records_path:?} }}\n"))
+    }
+
+    /// A JSON stream of a numeric `x` and a categorical `c`, count windows of 4, with
+    /// `extra` added to its table.
+    fn count_stream(dir: &std::path::Path, extra: &str) -> (StreamState, Telemetry) {
+        let specs = vec![
+            FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 },
+            FeatureSpec { name: "c".into(), kind: FeatureKind::Categorical, bins: 10 },
+        ];
         let mut builder = ProfileBuilder::new(specs, 64, 100);
         builder.add_records(100);
         for i in 0..100 {
             builder.numeric(0, f64::from(i));
+            builder.category(1, ["a", "b", "c"][i as usize % 3]);
         }
         let profile = dir.join("x.profile.json");
         std::fs::write(&profile, builder.finish("x".into(), "now".into()).to_json()).expect("profile");
         let text = format!(
             "[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup_id = \"g\"\n[http]\nlisten = \"\"\n[state]\ndir = {:?}\n\
-             [[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\njson = {{ records_path = {:?} }}\n\
+             [[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\n{extra}\
              window = {{ type = \"tumbling_count\", size = 4 }}\nreference = {{ profile = {:?} }}\n",
             dir.join("state").display().to_string(),
-            records_path,
             profile.display().to_string(),
         );
         let config = Config::from_toml(&text, &dir.join("driftscope.toml")).expect("config");
@@ -722,5 +853,51 @@ mod tests {
             .expect("a later one");
         assert_eq!(closed.len(), 1, "the window of the good record closed");
         assert_eq!(closed[0].sketch.records, 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Staging messages and folding them in batches gives the windows that folding
+        /// each message at once gives: the same records, values, offsets and times.
+        #[test]
+        fn batches_fold_to_the_windows_messages_fold_to(
+            values in proptest::collection::vec((proptest::option::of(-1e3f64..1e3), 0usize..4, 0usize..3), 1..60),
+            cuts in proptest::collection::vec(1usize..9, 1..20),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mut one, _t1) = count_stream(dir.path(), "");
+            let (mut batched, _t2) = count_stream(dir.path(), "");
+            let messages: Vec<String> = values
+                .iter()
+                .map(|(x, c, shape)| match shape {
+                    0 => format!(r#"{{"x": {}, "c": "{}"}}"#, x.map_or("null".into(), |x| x.to_string()), ["a", "b", "z", "c"][*c]),
+                    1 => r#"{"x": "not a number"}"#.to_owned(),
+                    _ => "{broken".to_owned(),
+                })
+                .collect();
+            let (mut closed_one, mut closed_batched) = (Vec::new(), Vec::new());
+            for (i, m) in messages.iter().enumerate() {
+                let _ = one.process(&Message::value(m.as_bytes()), 0, i as i64, 1_000 + i as i64 / 7, &mut closed_one);
+            }
+            let mut i = 0;
+            for cut in cuts.iter().cycle() {
+                if i >= messages.len() {
+                    break;
+                }
+                for (j, m) in messages.iter().enumerate().skip(i).take(*cut) {
+                    let _ = batched.stage(&Message::value(m.as_bytes()), 0, j as i64, 1_000 + j as i64 / 7, &mut closed_batched);
+                }
+                batched.flush(&mut closed_batched);
+                i += cut;
+            }
+            proptest::prop_assert_eq!(closed_one.len(), closed_batched.len());
+            for (a, b) in closed_one.iter().zip(&closed_batched) {
+                proptest::prop_assert_eq!(a.sketch.snapshot(), b.sketch.snapshot());
+                proptest::prop_assert_eq!(&a.spans, &b.spans);
+                proptest::prop_assert_eq!((a.start_ms, a.end_ms, a.index), (b.start_ms, b.end_ms, b.index));
+            }
+            proptest::prop_assert_eq!(one.snapshot(), batched.snapshot());
+        }
     }
 }

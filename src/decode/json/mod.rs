@@ -336,21 +336,51 @@ fn apply_values<S: ValueSink>(fields: &[FieldTarget], values: &[Captured], text:
 /// The JSON format of a stream: one JSON object per message, or, with
 /// `[streams.json] records_path`, an array of objects (a batch of records) at that
 /// JSON pointer (`""`: the message is the array).
+///
+/// Decoded records are appended to columns (one per field) until the stream folds
+/// them: folding a batch feature by feature keeps each feature's sketch in cache,
+/// where folding record by record walks every sketch once per record.
 pub struct JsonMessages {
     decoder: JsonDecoder,
     /// The segments of `records_path`, when messages hold arrays of records.
     records_path: Option<Vec<String>>,
-    /// The records of the last array message, captured one after another.
-    batch: CapturedRows,
+    rows: CapturedRows,
 }
 
-/// The captured values of many records: `fields` values per record, their text in one
-/// buffer; reused from message to message.
-#[derive(Default)]
+/// The captured values of many records, a column per field, their text in one
+/// buffer; reused from batch to batch.
 struct CapturedRows {
-    values: Vec<Captured>,
+    columns: Vec<Vec<Captured>>,
     text: String,
     times: Vec<EventTime>,
+}
+
+impl CapturedRows {
+    fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Appends the record `decoder` holds.
+    fn push(&mut self, decoder: &JsonDecoder) {
+        let shift = self.text.len();
+        self.text.push_str(&decoder.record.text);
+        for (column, value) in self.columns.iter_mut().zip(&decoder.record.values) {
+            column.push(match *value {
+                Captured::Text(start, end) => Captured::Text(start + shift, end + shift),
+                other => other,
+            });
+        }
+        self.times.push(decoder.event_time_ms());
+    }
+
+    /// Back to `rows` rows and `text` bytes of text (a message refused halfway).
+    fn truncate(&mut self, rows: usize, text: usize) {
+        for column in &mut self.columns {
+            column.truncate(rows);
+        }
+        self.times.truncate(rows);
+        self.text.truncate(text);
+    }
 }
 
 impl JsonMessages {
@@ -376,11 +406,16 @@ impl JsonMessages {
                 message: e.to_string(),
             })?),
         };
-        Ok(JsonMessages { decoder, records_path, batch: CapturedRows::default() })
+        let rows = CapturedRows {
+            columns: vec![Vec::new(); decoder.plan.fields.len()],
+            text: String::new(),
+            times: Vec::new(),
+        };
+        Ok(JsonMessages { decoder, records_path, rows })
     }
 
-    /// Decodes every record of an array message into `batch`; a record that cannot be
-    /// decoded refuses the whole message (nothing of it reaches a sink).
+    /// Decodes every record of an array message; a record that cannot be decoded
+    /// refuses the whole message (the caller rolls its rows back).
     fn decode_array(&mut self, payload: &[u8], path: &[String]) -> Result<usize, Refusal> {
         let malformed = |e: serde_json::Error| Refusal::new("malformed_json", format!("malformed JSON: {e}"));
         let mut raw: &RawValue = serde_json::from_slice(payload).map_err(malformed)?;
@@ -395,39 +430,30 @@ impl JsonMessages {
         }
         let records: Vec<&RawValue> = serde_json::from_str(raw.get())
             .map_err(|_| Refusal::new("not_an_array", "records_path does not hold an array"))?;
-        let batch = &mut self.batch;
-        batch.values.clear();
-        batch.text.clear();
-        batch.times.clear();
         for (i, record) in records.iter().enumerate() {
             self.decoder
                 .decode(record.get().as_bytes())
                 .map_err(|e| Refusal::new(e.reason(), format!("record {i} of the array: {e}")))?;
-            batch.times.push(self.decoder.event_time_ms());
-            let shift = batch.text.len();
-            batch.text.push_str(&self.decoder.record.text);
-            batch.values.extend(self.decoder.record.values.iter().map(|v| match *v {
-                Captured::Text(start, end) => Captured::Text(start + shift, end + shift),
-                other => other,
-            }));
+            self.rows.push(&self.decoder);
         }
-        self.decoder.has_record = false;
         Ok(records.len())
     }
 
     fn fold<S: ValueSink>(&self, rows: Range<usize>, sink: &mut S) {
-        if self.records_path.is_none() {
-            if !rows.is_empty() {
-                self.decoder.apply(sink);
-            }
-            return;
-        }
-        let fields = &self.decoder.plan.fields;
-        let width = fields.len();
         sink.add_records(rows.len() as u64);
-        for row in rows {
-            let values = self.batch.values.get(row * width..(row + 1) * width).unwrap_or(&[]);
-            apply_values(fields, values, &self.batch.text, sink);
+        for (field, column) in self.decoder.plan.fields.iter().zip(&self.rows.columns) {
+            let feature = field.feature;
+            for value in column.get(rows.clone()).unwrap_or(&[]) {
+                match value {
+                    Captured::Absent | Captured::Null => sink.missing(feature),
+                    Captured::Number(x) => sink.numeric(feature, *x),
+                    Captured::Text(start, end) => match self.rows.text.get(*start..*end) {
+                        Some(text) => sink.category(feature, text),
+                        None => sink.invalid(feature),
+                    },
+                    Captured::Invalid => sink.invalid(feature),
+                }
+            }
         }
     }
 }
@@ -442,26 +468,37 @@ impl<W: ValueSink, R: ValueSink> Decoder<W, R> for JsonMessages {
     }
 
     fn decode(&mut self, message: &Message<'_>) -> Result<usize, Refusal> {
-        if let Some(path) = self.records_path.take() {
-            let decoded = self.decode_array(message.payload, &path);
-            self.records_path = Some(path);
-            if decoded.is_err() {
-                self.batch.values.clear();
-                self.batch.times.clear();
+        let (rows, text) = (self.rows.len(), self.rows.text.len());
+        let decoded = match self.records_path.take() {
+            Some(path) => {
+                let decoded = self.decode_array(message.payload, &path);
+                self.records_path = Some(path);
+                decoded
             }
-            return decoded;
+            None => match self.decoder.decode(message.payload) {
+                Ok(()) => {
+                    self.rows.push(&self.decoder);
+                    Ok(1)
+                }
+                Err(e) => Err(Refusal::new(e.reason(), e.to_string())),
+            },
+        };
+        if decoded.is_err() {
+            self.rows.truncate(rows, text);
         }
-        match self.decoder.decode(message.payload) {
-            Ok(()) => Ok(1),
-            Err(e) => Err(Refusal::new(e.reason(), e.to_string())),
-        }
+        decoded
+    }
+
+    fn appends(&self) -> bool {
+        true
+    }
+
+    fn clear(&mut self) {
+        self.rows.truncate(0, 0);
     }
 
     fn event_time_ms(&self, row: usize) -> EventTime {
-        if self.records_path.is_some() {
-            return self.batch.times.get(row).copied().flatten();
-        }
-        self.decoder.event_time_ms()
+        self.rows.times.get(row).copied().flatten()
     }
 
     fn fold_window(&self, rows: Range<usize>, sink: &mut W) {
