@@ -19,8 +19,11 @@ pub fn binomial<R: Rng>(rng: &mut R, n: u64, p: f64) -> u64 {
     let variance = n as f64 * p * (1.0 - p);
     if variance > NORMAL_APPROXIMATION_VARIANCE {
         let z: f64 = rng.sample(rand_distr::StandardNormal);
-        let x = (n as f64 * p + z * variance.sqrt()).round();
-        return x.clamp(0.0, n as f64) as u64;
+        // Rounded half up by `+ 0.5` and a saturating cast (negative draws become 0):
+        // `f64::round` is a libm call on x86-64 without SSE4.1, a fifth of the draws'
+        // cost in a profile of the start-up.
+        let x = (n as f64 * p + z * variance.sqrt() + 0.5) as u64;
+        return x.min(n);
     }
     Binomial::new(n, p).map_or(0, |b| b.sample(rng))
 }
