@@ -907,3 +907,58 @@ proptest! {
         check_contract(&payload.as_bytes()[..cut])?;
     }
 }
+
+proptest! {
+    /// The stream's decoder folds a batch of records column by column (numbers in
+    /// slices): each feature gets the same numbers in the same order, and the same
+    /// counts of categories, missing and invalid values, as applying record by record.
+    #[test]
+    fn folding_a_batch_equals_applying_each_record(
+        records in proptest::collection::vec(
+            (proptest::option::of(-1e6f64..1e6), 0usize..5, proptest::bool::ANY),
+            0..300,
+        ),
+    ) {
+        use crate::decode::{Decoder, FieldBinding, Message};
+        let text = "[[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\n\
+                    window = { type = \"tumbling_count\", size = 10 }\nreference = { from_stream = 10 }\n";
+        let config = crate::config::Config::from_toml(text, std::path::Path::new("t.toml")).expect("config");
+        let bindings = [
+            FieldBinding { name: "x".into(), path: None, feature: 0, kind: FeatureKind::Numeric },
+            FieldBinding { name: "c".into(), path: None, feature: 1, kind: FeatureKind::Categorical },
+        ];
+        let mut messages = JsonMessages::new(&config.streams[0], &bindings).expect("decoder");
+        let mut single = JsonDecoder::new(&fields(&[("/x", FeatureKind::Numeric), ("/c", FeatureKind::Categorical)]), None)
+            .expect("decoder");
+        let mut expected = TestSink::default();
+        for (x, c, text_x) in &records {
+            let x = match (x, text_x) {
+                (Some(x), false) => x.to_string(),
+                (Some(x), true) => format!("\"{x}\""),
+                (None, _) => "null".to_owned(),
+            };
+            let c = ["\"a\"", "\"b\"", "null", "7", "[1]"][*c];
+            let payload = format!(r#"{{"x": {x}, "c": {c}}}"#);
+            single.decode(payload.as_bytes()).expect("record");
+            single.apply(&mut expected);
+            let added = <JsonMessages as Decoder<TestSink, TestSink>>::decode(&mut messages, &Message::value(payload.as_bytes()))
+                .expect("record");
+            prop_assert_eq!(added, 1);
+        }
+        let mut folded = TestSink::default();
+        <JsonMessages as Decoder<TestSink, TestSink>>::fold_window(&messages, 0..records.len(), &mut folded);
+        prop_assert_eq!(folded.records, expected.records);
+        for feature in 0..2 {
+            let numbers = |s: &TestSink| -> Vec<Got> {
+                s.calls.iter().filter(|(f, g)| *f == feature && matches!(g, Got::Num(_))).map(|(_, g)| g.clone()).collect()
+            };
+            prop_assert_eq!(numbers(&folded), numbers(&expected));
+            let others = |s: &TestSink| -> Vec<String> {
+                let mut v: Vec<String> = s.calls.iter().filter(|(f, g)| *f == feature && !matches!(g, Got::Num(_))).map(|(_, g)| format!("{g:?}")).collect();
+                v.sort();
+                v
+            };
+            prop_assert_eq!(others(&folded), others(&expected));
+        }
+    }
+}
