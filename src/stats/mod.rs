@@ -7,6 +7,7 @@ pub mod grid;
 pub mod metrics;
 pub mod null;
 pub mod numeric;
+pub mod performance;
 pub mod profile;
 pub mod reference;
 pub mod report;

@@ -1,0 +1,385 @@
+//! Model performance from joined (prediction, label) pairs: one mergeable accumulator
+//! per task, so a window's figure is the merge of its parts (panes, partitions, and
+//! later instances) and equals the figure computed on all its rows at once.
+//!
+//! * Binary: the confusion counts at the decision threshold (a score `>= threshold` is
+//!   a positive prediction, as `y_pred = score >= t` in scikit-learn), accuracy,
+//!   precision, recall, F1, log loss (scores clipped to `[1e-15, 1 - 1e-15]`), the
+//!   expected calibration error over [`ECE_BINS`] equal-width score bins, and ROC AUC
+//!   from a histogram of positives' and negatives' scores on a fixed grid of
+//!   [`AUC_CELLS`] cells over `[0, 1]`.
+//! * Multiclass: accuracy and macro F1 over at most [`MAX_CLASSES`] classes (classes
+//!   beyond that share one bucket, [`OTHER_CLASS`], and the overflow is counted).
+//! * Regression: MAE, RMSE, MAPE (scikit-learn's: `|y - p| / max(|y|, eps)`).
+//!
+//! A metric that is undefined on the rows seen (precision with no positive prediction,
+//! AUC with one class only) is absent from [`PerformanceSketch::metrics`] rather than
+//! 0 (scikit-learn's `zero_division` would report 0).
+//!
+//! ROC AUC tolerance: pairs of a positive and a negative whose scores fall in the same
+//! grid cell are counted as ties (1/2). Only those pairs can differ from the exact
+//! count, so `|auc - exact| <= 1/2 * sum_c pos_c * neg_c / (P * N)`; that bound is
+//! computed per window and reported as `roc_auc_bound`. For scores spread over `[0, 1]`
+//! it is about `1 / (2 * AUC_CELLS)`; exactly tied scores are ties either way.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Score bins of the expected calibration error: `[0, 0.1), ..., [0.9, 1]`.
+pub const ECE_BINS: usize = 10;
+/// Cells of the ROC AUC score grid over `[0, 1]`.
+pub const AUC_CELLS: usize = 1000;
+/// Distinct classes a multiclass window keeps apart.
+pub const MAX_CLASSES: usize = 256;
+/// The bucket of classes beyond [`MAX_CLASSES`].
+pub const OTHER_CLASS: &str = "__other__";
+/// Log loss clips probabilities this far from 0 and 1.
+const LOG_LOSS_EPS: f64 = 1e-15;
+
+/// Why a joined pair cannot be counted (a bounded metric label each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PairError {
+    #[error("the score is not a probability in [0, 1]")]
+    ScoreOutOfRange,
+    #[error("the value is not finite")]
+    NotFinite,
+}
+
+impl PairError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            PairError::ScoreOutOfRange => "score_out_of_range",
+            PairError::NotFinite => "not_finite",
+        }
+    }
+}
+
+/// Binary classification: confusion counts, log loss, calibration bins and the AUC grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinarySketch {
+    pub threshold: f64,
+    pub tp: u64,
+    pub fp: u64,
+    pub tn: u64,
+    pub fn_: u64,
+    /// Sum of the per-row log loss.
+    pub log_loss_sum: f64,
+    /// Per calibration bin: rows, sum of scores, positives.
+    pub ece_rows: Vec<u64>,
+    pub ece_scores: Vec<f64>,
+    pub ece_positives: Vec<u64>,
+    /// Per AUC grid cell: positives' and negatives' scores that fall in it. Kept sparse
+    /// (cell -> count) so an idle window costs nothing.
+    pub auc_positives: BTreeMap<u16, u64>,
+    pub auc_negatives: BTreeMap<u16, u64>,
+}
+
+impl BinarySketch {
+    pub fn new(threshold: f64) -> BinarySketch {
+        BinarySketch {
+            threshold,
+            tp: 0,
+            fp: 0,
+            tn: 0,
+            fn_: 0,
+            log_loss_sum: 0.0,
+            ece_rows: vec![0; ECE_BINS],
+            ece_scores: vec![0.0; ECE_BINS],
+            ece_positives: vec![0; ECE_BINS],
+            auc_positives: BTreeMap::new(),
+            auc_negatives: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one row: `score` is the predicted probability of the positive class.
+    pub fn add(&mut self, score: f64, label: bool) -> Result<(), PairError> {
+        if !score.is_finite() {
+            return Err(PairError::NotFinite);
+        }
+        if !(0.0..=1.0).contains(&score) {
+            return Err(PairError::ScoreOutOfRange);
+        }
+        match (score >= self.threshold, label) {
+            (true, true) => self.tp += 1,
+            (true, false) => self.fp += 1,
+            (false, false) => self.tn += 1,
+            (false, true) => self.fn_ += 1,
+        }
+        let p = score.clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
+        self.log_loss_sum -= if label { p.ln() } else { (1.0 - p).ln() };
+        let bin = ece_bin(score);
+        self.ece_rows[bin] += 1;
+        self.ece_scores[bin] += score;
+        self.ece_positives[bin] += u64::from(label);
+        let cell = auc_cell(score);
+        let side = if label { &mut self.auc_positives } else { &mut self.auc_negatives };
+        *side.entry(cell).or_insert(0) += 1;
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.tp + self.fp + self.tn + self.fn_
+    }
+
+    /// Adds another sketch's rows (same threshold).
+    pub fn merge(&mut self, other: &BinarySketch) {
+        debug_assert_eq!(self.threshold.to_bits(), other.threshold.to_bits());
+        self.tp += other.tp;
+        self.fp += other.fp;
+        self.tn += other.tn;
+        self.fn_ += other.fn_;
+        self.log_loss_sum += other.log_loss_sum;
+        for b in 0..ECE_BINS {
+            self.ece_rows[b] += other.ece_rows[b];
+            self.ece_scores[b] += other.ece_scores[b];
+            self.ece_positives[b] += other.ece_positives[b];
+        }
+        for (cell, n) in &other.auc_positives {
+            *self.auc_positives.entry(*cell).or_insert(0) += n;
+        }
+        for (cell, n) in &other.auc_negatives {
+            *self.auc_negatives.entry(*cell).or_insert(0) += n;
+        }
+    }
+
+    fn metrics(&self, out: &mut BTreeMap<String, f64>) {
+        let n = self.rows();
+        if n == 0 {
+            return;
+        }
+        let (tp, fp, fn_) = (self.tp as f64, self.fp as f64, self.fn_ as f64);
+        out.insert("accuracy".into(), (self.tp + self.tn) as f64 / n as f64);
+        if self.tp + self.fp > 0 {
+            out.insert("precision".into(), tp / (tp + fp));
+        }
+        if self.tp + self.fn_ > 0 {
+            out.insert("recall".into(), tp / (tp + fn_));
+        }
+        if self.tp + self.fp + self.fn_ > 0 {
+            out.insert("f1".into(), 2.0 * tp / (2.0 * tp + fp + fn_));
+        }
+        out.insert("log_loss".into(), self.log_loss_sum / n as f64);
+        let ece: f64 = (0..ECE_BINS)
+            .filter(|&b| self.ece_rows[b] > 0)
+            .map(|b| {
+                let rows = self.ece_rows[b] as f64;
+                (self.ece_positives[b] as f64 / rows - self.ece_scores[b] / rows).abs() * rows
+            })
+            .sum::<f64>()
+            / n as f64;
+        out.insert("ece".into(), ece);
+        if let Some((auc, bound)) = self.roc_auc() {
+            out.insert("roc_auc".into(), auc);
+            out.insert("roc_auc_bound".into(), bound);
+        }
+    }
+
+    /// ROC AUC from the grid and its bound on the distance to the exact value; `None`
+    /// without both classes.
+    pub fn roc_auc(&self) -> Option<(f64, f64)> {
+        let positives: u64 = self.auc_positives.values().sum();
+        let negatives: u64 = self.auc_negatives.values().sum();
+        if positives == 0 || negatives == 0 {
+            return None;
+        }
+        // Walk the cells upwards: a positive beats every negative in a lower cell and
+        // ties (1/2) the negatives of its own cell.
+        let mut below = 0.0f64;
+        let mut wins = 0.0f64;
+        let mut same_cell = 0.0f64;
+        let mut negs = self.auc_negatives.iter().peekable();
+        for (cell, &pos) in &self.auc_positives {
+            while let Some((_, &n)) = negs.next_if(|(c, _)| *c < cell) {
+                below += n as f64;
+            }
+            let here = self.auc_negatives.get(cell).copied().unwrap_or(0) as f64;
+            wins += pos as f64 * (below + 0.5 * here);
+            same_cell += pos as f64 * here;
+        }
+        let pairs = positives as f64 * negatives as f64;
+        Some((wins / pairs, 0.5 * same_cell / pairs))
+    }
+}
+
+fn ece_bin(score: f64) -> usize {
+    ((score * ECE_BINS as f64) as usize).min(ECE_BINS - 1)
+}
+
+fn auc_cell(score: f64) -> u16 {
+    ((score * AUC_CELLS as f64) as usize).min(AUC_CELLS - 1) as u16
+}
+
+/// Multiclass classification: per class, true positives, false positives and false
+/// negatives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MulticlassSketch {
+    /// class -> [tp, fp, fn]
+    pub classes: BTreeMap<String, [u64; 3]>,
+    pub rows: u64,
+    pub correct: u64,
+    /// Rows whose predicted or true class went to [`OTHER_CLASS`].
+    pub overflow: u64,
+}
+
+impl MulticlassSketch {
+    pub fn add(&mut self, predicted: &str, actual: &str) {
+        let predicted = self.class_key(predicted);
+        let actual = self.class_key(actual);
+        if predicted == OTHER_CLASS || actual == OTHER_CLASS {
+            self.overflow += 1;
+        }
+        self.rows += 1;
+        if predicted == actual {
+            self.correct += 1;
+            self.classes.entry(predicted).or_default()[0] += 1;
+        } else {
+            self.classes.entry(predicted).or_default()[1] += 1;
+            self.classes.entry(actual).or_default()[2] += 1;
+        }
+    }
+
+    fn class_key(&self, class: &str) -> String {
+        if self.classes.contains_key(class) || self.classes.len() < MAX_CLASSES {
+            class.to_owned()
+        } else {
+            OTHER_CLASS.to_owned()
+        }
+    }
+
+    /// Adds another sketch's rows; classes beyond the cap go to [`OTHER_CLASS`].
+    pub fn merge(&mut self, other: &MulticlassSketch) {
+        self.rows += other.rows;
+        self.correct += other.correct;
+        self.overflow += other.overflow;
+        for (class, counts) in &other.classes {
+            let key = self.class_key(class);
+            let mine = self.classes.entry(key).or_default();
+            for k in 0..3 {
+                mine[k] += counts[k];
+            }
+        }
+    }
+
+    fn metrics(&self, out: &mut BTreeMap<String, f64>) {
+        if self.rows == 0 {
+            return;
+        }
+        out.insert("accuracy".into(), self.correct as f64 / self.rows as f64);
+        // Every class seen as truth or prediction, as scikit-learn's default labels.
+        let f1: Vec<f64> = self
+            .classes
+            .values()
+            .map(|&[tp, fp, fn_]| {
+                let d = 2 * tp + fp + fn_;
+                if d == 0 { 0.0 } else { 2.0 * tp as f64 / d as f64 }
+            })
+            .collect();
+        if !f1.is_empty() {
+            out.insert("macro_f1".into(), f1.iter().sum::<f64>() / f1.len() as f64);
+        }
+    }
+}
+
+/// Regression: sums of absolute, squared and relative errors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegressionSketch {
+    pub rows: u64,
+    pub abs_sum: f64,
+    pub sq_sum: f64,
+    pub ape_sum: f64,
+}
+
+impl RegressionSketch {
+    pub fn add(&mut self, predicted: f64, actual: f64) -> Result<(), PairError> {
+        if !predicted.is_finite() || !actual.is_finite() {
+            return Err(PairError::NotFinite);
+        }
+        let e = (actual - predicted).abs();
+        self.rows += 1;
+        self.abs_sum += e;
+        self.sq_sum += e * e;
+        self.ape_sum += e / actual.abs().max(f64::EPSILON);
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &RegressionSketch) {
+        self.rows += other.rows;
+        self.abs_sum += other.abs_sum;
+        self.sq_sum += other.sq_sum;
+        self.ape_sum += other.ape_sum;
+    }
+
+    fn metrics(&self, out: &mut BTreeMap<String, f64>) {
+        if self.rows == 0 {
+            return;
+        }
+        let n = self.rows as f64;
+        out.insert("mae".into(), self.abs_sum / n);
+        out.insert("rmse".into(), (self.sq_sum / n).sqrt());
+        out.insert("mape".into(), self.ape_sum / n);
+    }
+}
+
+/// The accumulator of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum PerformanceSketch {
+    Binary(BinarySketch),
+    Multiclass(MulticlassSketch),
+    Regression(RegressionSketch),
+}
+
+/// A prediction's value as the join keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Predicted {
+    /// Binary score or regression prediction.
+    Number(f64),
+    /// Multiclass: the class's index in the caller's class table.
+    Class(u32),
+}
+
+impl PerformanceSketch {
+    /// Rows counted.
+    pub fn rows(&self) -> u64 {
+        match self {
+            PerformanceSketch::Binary(b) => b.rows(),
+            PerformanceSketch::Multiclass(m) => m.rows,
+            PerformanceSketch::Regression(r) => r.rows,
+        }
+    }
+
+    /// An empty sketch of the same task and settings.
+    pub fn empty_like(&self) -> PerformanceSketch {
+        match self {
+            PerformanceSketch::Binary(b) => PerformanceSketch::Binary(BinarySketch::new(b.threshold)),
+            PerformanceSketch::Multiclass(_) => PerformanceSketch::Multiclass(MulticlassSketch::default()),
+            PerformanceSketch::Regression(_) => PerformanceSketch::Regression(RegressionSketch::default()),
+        }
+    }
+
+    /// Adds another sketch of the same task; a sketch of another task is ignored (a
+    /// caller merges only sketches it made from one config).
+    pub fn merge(&mut self, other: &PerformanceSketch) {
+        match (self, other) {
+            (PerformanceSketch::Binary(a), PerformanceSketch::Binary(b)) => a.merge(b),
+            (PerformanceSketch::Multiclass(a), PerformanceSketch::Multiclass(b)) => a.merge(b),
+            (PerformanceSketch::Regression(a), PerformanceSketch::Regression(b)) => a.merge(b),
+            _ => debug_assert!(false, "merging sketches of different tasks"),
+        }
+    }
+
+    /// Every metric defined on the rows seen, by name (flat, for reports and series).
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        match self {
+            PerformanceSketch::Binary(b) => b.metrics(&mut out),
+            PerformanceSketch::Multiclass(m) => m.metrics(&mut out),
+            PerformanceSketch::Regression(r) => r.metrics(&mut out),
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "performance_tests.rs"]
+mod tests;
