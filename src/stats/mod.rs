@@ -4,6 +4,7 @@
 pub mod categorical;
 pub mod distribution;
 pub mod grid;
+pub mod label_join;
 pub mod metrics;
 pub mod null;
 pub mod numeric;

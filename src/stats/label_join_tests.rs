@@ -1,0 +1,225 @@
+//! Tests of the label join: both arrival orders, duplicates, expiry, the cap, the
+//! sample, the checkpoint round trip, memory per entry, and (proptest) that any
+//! interleaving of the same messages gives the same joined set.
+
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn join(ttl_ms: i64, max_pending: usize) -> LabelJoin {
+    LabelJoin::new(JoinSettings { ttl_ms, max_pending, sample: 1.0 })
+}
+
+fn joined(events: &[JoinEvent]) -> Vec<(u64, i64, f64, f64)> {
+    let mut out: Vec<_> = events
+        .iter()
+        .filter_map(|e| match *e {
+            JoinEvent::Joined { id, window, predicted, label } => Some((id, window, predicted, label)),
+            _ => None,
+        })
+        .collect();
+    out.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    out
+}
+
+#[test]
+fn a_prediction_meets_its_label_in_either_order_once() {
+    let mut j = join(1000, 100);
+    let mut ev = Vec::new();
+    assert_eq!(j.prediction(1, 7, 0.9, 0, &mut ev), Arrival::Waiting);
+    assert_eq!(j.label(2, 1.0, 1, &mut ev), Arrival::Waiting);
+    assert_eq!(j.label(1, 1.0, 2, &mut ev), Arrival::Joined);
+    assert_eq!(j.prediction(2, 8, 0.1, 3, &mut ev), Arrival::Joined);
+    assert_eq!(j.label(1, 1.0, 4, &mut ev), Arrival::Duplicate);
+    assert_eq!(j.prediction(2, 8, 0.1, 5, &mut ev), Arrival::Duplicate);
+    assert_eq!(joined(&ev), vec![(1, 7, 0.9, 1.0), (2, 8, 0.1, 1.0)]);
+    let c = j.counts();
+    assert_eq!(
+        (c.predictions, c.labels, c.joined, c.duplicate_labels, c.duplicate_predictions),
+        (2, 2, 2, 1, 1)
+    );
+}
+
+#[test]
+fn unlabelled_predictions_expire_and_early_labels_become_orphans() {
+    let mut j = join(100, 100);
+    let mut ev = Vec::new();
+    j.prediction(1, 3, 0.5, 0, &mut ev);
+    j.label(2, 0.0, 10, &mut ev);
+    j.prediction(3, 4, 0.5, 50, &mut ev);
+    j.expire(99, &mut ev);
+    assert!(ev.is_empty(), "nothing is due before its ttl: {ev:?}");
+    j.expire(110, &mut ev);
+    assert_eq!(ev, vec![JoinEvent::Expired { window: 3 }, JoinEvent::Orphan]);
+    // A label after its prediction expired is an orphan in turn, never joined.
+    assert_eq!(j.label(1, 1.0, 120, &mut ev), Arrival::Waiting);
+    assert_eq!(j.waiting_predictions().collect::<Vec<_>>(), vec![4]);
+    j.expire(1000, &mut ev);
+    assert_eq!(j.counts().expired, 2);
+    assert_eq!(j.counts().orphans, 2);
+    assert!(j.is_empty());
+}
+
+#[test]
+fn the_cap_evicts_the_oldest_and_counts_it() {
+    let mut j = join(1_000_000, 3);
+    let mut ev = Vec::new();
+    j.prediction(1, 0, 0.5, 0, &mut ev);
+    j.label(2, 1.0, 1, &mut ev);
+    j.prediction(3, 0, 0.5, 2, &mut ev);
+    j.label(3, 0.0, 3, &mut ev);
+    j.prediction(4, 1, 0.5, 4, &mut ev);
+    j.prediction(5, 1, 0.5, 5, &mut ev);
+    j.prediction(6, 1, 0.5, 6, &mut ev);
+    assert_eq!(j.len(), 3);
+    assert_eq!(
+        ev[1..],
+        [JoinEvent::Evicted { window: 0 }, JoinEvent::LabelEvicted, JoinEvent::MarkerEvicted]
+    );
+    let c = j.counts();
+    assert_eq!((c.evicted, c.labels_evicted, c.markers_evicted), (1, 1, 1));
+    // The evicted prediction's label now waits as an orphan; it joins nothing.
+    assert_eq!(j.label(1, 1.0, 7, &mut ev), Arrival::Waiting);
+    assert_eq!(j.counts().joined, 1);
+}
+
+#[test]
+fn the_sample_picks_the_same_ids_on_both_sides_and_about_its_share() {
+    let mut j = LabelJoin::new(JoinSettings { ttl_ms: 1 << 40, max_pending: 1 << 20, sample: 0.25 });
+    let mut ev = Vec::new();
+    let n = 100_000;
+    for i in 0..n {
+        j.prediction(id_hash(format!("req-{i}").as_bytes()), 0, 0.5, 0, &mut ev);
+    }
+    for i in 0..n {
+        j.label(id_hash(format!("req-{i}").as_bytes()), 1.0, 0, &mut ev);
+    }
+    let c = j.counts();
+    assert_eq!(c.joined, c.predictions, "every sampled prediction's label is sampled too");
+    assert_eq!(c.labels, c.predictions);
+    let share = c.predictions as f64 / n as f64;
+    assert!((share - 0.25).abs() < 0.01, "share {share}");
+}
+
+#[test]
+fn id_hash_is_stable() {
+    // Checkpoints and both topics rely on it: a change here must be deliberate.
+    assert_eq!(id_hash(b""), mix(0xcbf2_9ce4_8422_2325));
+    assert_eq!(id_hash(b"req-1"), id_hash(b"req-1"));
+    assert_ne!(id_hash(b"req-1"), id_hash(b"req-2"));
+}
+
+#[test]
+fn a_checkpoint_round_trip_continues_exactly() {
+    let mut j = join(100, 10);
+    let mut ev = Vec::new();
+    for i in 0..8u64 {
+        j.prediction(i, i as i64, 0.1 * i as f64, i as i64 * 10, &mut ev);
+    }
+    j.label(3, 1.0, 80, &mut ev);
+    j.label(100, 0.0, 85, &mut ev);
+    let bytes = rmp_serde::to_vec_named(&j.snapshot()).expect("encode");
+    let state: JoinState = rmp_serde::from_slice(&bytes).expect("decode");
+    let mut back = join(100, 10);
+    back.restore(&state, &mut ev);
+    assert_eq!(back.snapshot(), j.snapshot());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (join, out) in [(&mut j, &mut a), (&mut back, &mut b)] {
+        join.label(3, 1.0, 90, out);
+        join.label(5, 0.0, 90, out);
+        join.prediction(100, 9, 0.7, 95, out);
+        join.expire(500, out);
+    }
+    assert_eq!(a, b);
+    assert_eq!(joined(&a), vec![(5, 5, 0.5, 0.0), (100, 9, 0.7, 0.0)]);
+    // The encoding is compact: an array per entry, not field names.
+    assert!(bytes.len() < 10 * 40 + 300, "{} bytes", bytes.len());
+}
+
+#[test]
+fn memory_per_entry_is_under_64_bytes() {
+    let mut j = join(1 << 40, 1 << 20);
+    let mut ev = Vec::new();
+    let mut worst = 0.0f64;
+    let mut i = 0u64;
+    for target in [1_000usize, 10_000, 50_000, 100_000, 300_000, 1 << 20] {
+        while j.len() < target {
+            j.prediction(id_hash(&i.to_le_bytes()), 0, 0.5, 0, &mut ev);
+            i += 1;
+        }
+        let per = j.allocated_bytes() as f64 / j.len() as f64;
+        println!("{target} entries: {per:.1} bytes each");
+        worst = worst.max(per);
+    }
+    // At the cap, eviction keeps it there: memory stays flat.
+    let before = j.allocated_bytes();
+    for _ in 0..100_000 {
+        j.prediction(id_hash(&i.to_le_bytes()), 0, 0.5, 0, &mut ev);
+        i += 1;
+    }
+    assert_eq!(j.allocated_bytes(), before);
+    assert_eq!(j.counts().evicted, 100_000);
+    assert!(worst <= 64.0, "{worst:.1} bytes per waiting prediction");
+}
+
+/// One message of a generated run: (id, is_label).
+fn messages() -> impl Strategy<Value = (Vec<(u64, bool)>, usize)> {
+    // Up to 60 ids; each may have a prediction and/or a label, each sent 1-3 times.
+    prop::collection::vec((any::<bool>(), any::<bool>(), 1usize..=3, 1usize..=3), 1..60).prop_flat_map(
+        |ids| {
+            let mut msgs = Vec::new();
+            for (i, &(pred, label, np, nl)) in ids.iter().enumerate() {
+                for _ in 0..if pred { np } else { 0 } {
+                    msgs.push((i as u64, false));
+                }
+                for _ in 0..if label { nl } else { 0 } {
+                    msgs.push((i as u64, true));
+                }
+            }
+            let n = msgs.len();
+            (Just(msgs).prop_shuffle(), 0..=n)
+        },
+    )
+}
+
+fn run(join: &mut LabelJoin, msgs: &[(u64, bool)], events: &mut Vec<JoinEvent>) {
+    for &(id, is_label) in msgs {
+        if is_label {
+            join.label(id, (id % 2) as f64, 0, events);
+        } else {
+            join.prediction(id, id as i64 / 10, id as f64 / 100.0, 0, events);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_interleaving_gives_the_same_joined_set((msgs, cut) in messages()) {
+        let mut expected: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
+        for &(id, is_label) in &msgs {
+            let e = expected.entry(id).or_default();
+            if is_label { e.1 = true } else { e.0 = true }
+        }
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|(_, (p, l))| *p && *l)
+            .map(|(&id, _)| (id, id as i64 / 10, id as f64 / 100.0, (id % 2) as f64))
+            .collect();
+
+        let mut straight = join(1 << 40, 1 << 16);
+        let mut ev = Vec::new();
+        run(&mut straight, &msgs, &mut ev);
+        prop_assert_eq!(joined(&ev), want.clone());
+
+        // A crash at `cut`: the state is checkpointed there and restored in a new join.
+        let mut first = join(1 << 40, 1 << 16);
+        let mut ev = Vec::new();
+        run(&mut first, &msgs[..cut], &mut ev);
+        let saved: JoinState = rmp_serde::from_slice(&rmp_serde::to_vec_named(&first.snapshot()).unwrap()).unwrap();
+        let mut second = join(1 << 40, 1 << 16);
+        second.restore(&saved, &mut ev);
+        run(&mut second, &msgs[cut..], &mut ev);
+        prop_assert_eq!(joined(&ev), want);
+        prop_assert_eq!(second.counts(), straight.counts());
+    }
+}
