@@ -53,6 +53,7 @@ pub fn demo_config(bootstrap: &str, port: u16, state_dir: &std::path::Path) -> C
         window: WindowConfig::TumblingCount { size: WINDOW_RECORDS },
         reference: ReferenceConfig { from_stream: Some(REFERENCE_RECORDS), ..Default::default() },
         fields,
+        labels: None,
     };
     let mut config = Config {
         kafka: KafkaConfig {

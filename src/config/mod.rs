@@ -1,6 +1,7 @@
 //! The configuration tree (TOML), `${ENV}` expansion, and start-up validation whose
 //! errors name the offending key path.
 
+pub mod labels;
 pub mod triggers;
 
 use crate::stats::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric, Rule};
@@ -207,6 +208,9 @@ pub struct StreamConfig {
     /// Monitored fields; when empty, every feature of the reference profile.
     #[serde(default)]
     pub fields: Vec<FieldConfig>,
+    /// Delayed labels joined to the predictions (`[streams.labels]`).
+    #[serde(default)]
+    pub labels: Option<labels::LabelsConfig>,
 }
 
 /// Options of the `json` format.
@@ -376,6 +380,7 @@ impl Config {
         }
         let stream_names: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
         triggers::validate(&self.triggers, &stream_names)?;
+        labels::validate_topics(&self.streams)?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let key = |k: &str| format!("streams[{i}].{k}");
@@ -386,6 +391,9 @@ impl Config {
                 return Err((key("topics"), "name at least one topic".into()));
             }
             validate_fields(&s.fields, &key("fields"))?;
+            if let Some(l) = &s.labels {
+                labels::validate(l, s, &format!("streams[{i}]"))?;
+            }
             let sources = [
                 s.reference.profile.is_some(),
                 s.reference.data.is_some(),

@@ -1,0 +1,271 @@
+//! A stream's `[streams.labels]` table: where its delayed labels come from, how a
+//! prediction and its label are matched (the request id on both topics), what the
+//! model predicts (the task), and the join's bounds (`ttl`, `sample`, `max_pending`).
+//! Validated at start-up, errors naming the key.
+
+use super::{MessageFormat, StreamConfig, WindowConfig};
+use crate::stats::label_join::MAX_PENDING_LIMIT;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Labels of a stream's predictions, joined by request id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsConfig {
+    /// Topics of label messages (co-partitioned with the stream's topics by request
+    /// id: same partition count, the request id as the key).
+    pub topics: Vec<String>,
+    /// The label messages' format (`json`).
+    #[serde(default = "json")]
+    pub format: LabelFormat,
+    /// Where the request id is in a prediction message: `"key"` (the Kafka key) or a
+    /// JSON pointer.
+    pub prediction_id: IdLocation,
+    /// Where the request id is in a label message: `"key"` or a JSON pointer.
+    pub label_id: IdLocation,
+    /// JSON pointer of the label in a label message.
+    pub label: String,
+    /// What the model predicts and where its prediction is in a prediction message.
+    pub task: TaskConfig,
+    /// How long an id's first message (prediction or label) waits for the other.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Fraction of request ids joined (by a hash of the id, the same on both topics).
+    #[serde(default = "one")]
+    pub sample: f64,
+    /// Entries (waiting predictions, waiting labels, recent joined ids) held at most;
+    /// the oldest is evicted and counted beyond it.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+}
+
+fn json() -> LabelFormat {
+    LabelFormat::Json
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_max_pending() -> usize {
+    1_000_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelFormat {
+    Json,
+}
+
+/// Where a request id is: the Kafka key, or a JSON pointer into the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum IdLocation {
+    Key,
+    Pointer(String),
+}
+
+impl TryFrom<String> for IdLocation {
+    type Error = String;
+    fn try_from(s: String) -> Result<IdLocation, String> {
+        if s == "key" {
+            Ok(IdLocation::Key)
+        } else if s.starts_with('/') {
+            Ok(IdLocation::Pointer(s))
+        } else {
+            Err(format!("`{s}` is neither \"key\" (the Kafka key) nor a JSON pointer starting with `/`"))
+        }
+    }
+}
+
+impl From<IdLocation> for String {
+    fn from(id: IdLocation) -> String {
+        match id {
+            IdLocation::Key => "key".into(),
+            IdLocation::Pointer(p) => p,
+        }
+    }
+}
+
+/// The model's task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskConfig {
+    /// A score (probability of the positive class) and a decision threshold; labels
+    /// are `true`/`false` or 1/0.
+    Binary {
+        score: String,
+        #[serde(default = "half")]
+        threshold: f64,
+    },
+    /// A predicted class (a string, or a number taken by its JSON text).
+    Multiclass { predicted: String },
+    /// A predicted number.
+    Regression { prediction: String },
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+impl TaskConfig {
+    /// The JSON pointer of the prediction in a prediction message.
+    pub fn prediction_pointer(&self) -> &str {
+        match self {
+            TaskConfig::Binary { score, .. } => score,
+            TaskConfig::Multiclass { predicted } => predicted,
+            TaskConfig::Regression { prediction } => prediction,
+        }
+    }
+}
+
+/// Checks stream `stream`'s labels table; `key` is the stream's key path.
+pub(super) fn validate(
+    labels: &LabelsConfig,
+    stream: &StreamConfig,
+    key: &str,
+) -> Result<(), (String, String)> {
+    let err = |k: &str, m: String| Err((format!("{key}.labels.{k}"), m));
+    if labels.topics.is_empty() || labels.topics.iter().any(String::is_empty) {
+        return err("topics", "name at least one topic".into());
+    }
+    if let Some(t) = labels.topics.iter().find(|t| stream.topics.contains(t)) {
+        return err("topics", format!("`{t}` is also a prediction topic of the stream"));
+    }
+    // The prediction is read from the stream's own messages, one record each.
+    if stream.format != MessageFormat::Json {
+        return err("task", format!("labels need `format = \"json\"` predictions, not {:?}", stream.format));
+    }
+    if stream.json.as_ref().is_some_and(|j| j.records_path.is_some()) {
+        return Err((
+            format!("{key}.json.records_path"),
+            "a stream with labels reads one prediction per message (no records_path)".into(),
+        ));
+    }
+    if !matches!(stream.window, WindowConfig::TumblingCount { .. } | WindowConfig::TumblingTime { .. }) {
+        return Err((
+            format!("{key}.window.type"),
+            "a stream with labels needs tumbling windows (sliding windows are not supported with labels yet)"
+                .into(),
+        ));
+    }
+    for (k, id) in [("prediction_id", &labels.prediction_id), ("label_id", &labels.label_id)] {
+        if let IdLocation::Pointer(p) = id
+            && p.len() < 2
+        {
+            return err(k, "a JSON pointer to the id, like `/request_id`".into());
+        }
+    }
+    if !labels.label.starts_with('/') {
+        return err("label", "a JSON pointer starting with `/`".into());
+    }
+    let (k, pointer) = match &labels.task {
+        TaskConfig::Binary { score, threshold } => {
+            if !(threshold.is_finite() && (0.0..=1.0).contains(threshold)) {
+                return err("task.threshold", "must be between 0 and 1".into());
+            }
+            ("task.score", score)
+        }
+        TaskConfig::Multiclass { predicted } => ("task.predicted", predicted),
+        TaskConfig::Regression { prediction } => ("task.prediction", prediction),
+    };
+    if !pointer.starts_with('/') {
+        return err(k, "a JSON pointer starting with `/`".into());
+    }
+    if labels.ttl.is_zero() || labels.ttl > Duration::from_secs(366 * 86_400) {
+        return err("ttl", "must be positive and at most a year".into());
+    }
+    if !(labels.sample > 0.0 && labels.sample <= 1.0) {
+        return err("sample", "must be a fraction in (0, 1]".into());
+    }
+    if !(1..=MAX_PENDING_LIMIT).contains(&labels.max_pending) {
+        return err("max_pending", format!("must be between 1 and {MAX_PENDING_LIMIT}"));
+    }
+    Ok(())
+}
+
+/// A label topic is read by one stream's join only: it may be no stream's prediction
+/// topic and no other stream's label topic (a topic routes to one place).
+pub(super) fn validate_topics(streams: &[StreamConfig]) -> Result<(), (String, String)> {
+    for (i, s) in streams.iter().enumerate() {
+        let Some(labels) = &s.labels else { continue };
+        for topic in &labels.topics {
+            let clash = streams.iter().enumerate().find(|(j, other)| {
+                *j != i
+                    && (other.topics.contains(topic)
+                        || other.labels.as_ref().is_some_and(|l| l.topics.contains(topic)))
+            });
+            if let Some((j, _)) = clash {
+                return Err((
+                    format!("streams[{i}].labels.topics"),
+                    format!("`{topic}` is also read by streams[{j}]; a label topic belongs to one stream"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn stream(window: &str, labels: &str) -> String {
+        format!(
+            "[[streams]]\nname = \"s\"\ntopics = [\"preds\"]\nformat = \"json\"\n\
+             window = {window}\nreference = {{ from_stream = 10 }}\n\
+             [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+             [streams.labels]\n{labels}\n"
+        )
+    }
+
+    const TUMBLING: &str = "{ type = \"tumbling_count\", size = 10 }";
+    const GOOD: &str = "topics = [\"labels\"]\nprediction_id = \"key\"\nlabel_id = \"/id\"\nlabel = \"/y\"\n\
+                        ttl = \"10m\"\ntask = { type = \"binary\", score = \"/p\", threshold = 0.3 }";
+
+    fn error(text: &str) -> String {
+        Config::from_toml(text, Path::new("t.toml")).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn a_labels_table_parses_with_its_defaults() {
+        let c = Config::from_toml(&stream(TUMBLING, GOOD), Path::new("t.toml")).expect("valid");
+        let l = c.streams[0].labels.as_ref().expect("labels");
+        assert_eq!(l.prediction_id, super::IdLocation::Key);
+        assert_eq!(l.label_id, super::IdLocation::Pointer("/id".into()));
+        assert_eq!((l.sample, l.max_pending), (1.0, 1_000_000));
+        assert_eq!(l.ttl, std::time::Duration::from_secs(600));
+        assert_eq!(l.task.prediction_pointer(), "/p");
+    }
+
+    #[test]
+    fn every_bad_setting_is_named_by_its_key() {
+        let cases = [
+            (GOOD.replace("\"labels\"", "\"preds\""), "streams[0].labels.topics"),
+            (GOOD.replace("label_id = \"/id\"", "label_id = \"id\""), "streams[0].labels.label_id"),
+            (GOOD.replace("label = \"/y\"", "label = \"y\""), "streams[0].labels.label"),
+            (GOOD.replace("0.3", "1.5"), "streams[0].labels.task.threshold"),
+            (GOOD.replace("\"/p\"", "\"p\""), "streams[0].labels.task.score"),
+            (GOOD.replace("\"10m\"", "\"0s\""), "streams[0].labels.ttl"),
+            (format!("{GOOD}\nsample = 0.0"), "streams[0].labels.sample"),
+            (format!("{GOOD}\nmax_pending = 0"), "streams[0].labels.max_pending"),
+            (format!("{GOOD}\nmax_pendin = 3"), "max_pendin"),
+            (GOOD.replace("binary", "ranking"), "streams[0].labels.task"),
+        ];
+        for (labels, key) in cases {
+            let e = error(&stream(TUMBLING, &labels));
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
+        let two = format!(
+            "{}{}",
+            stream(TUMBLING, GOOD),
+            stream(TUMBLING, GOOD)
+                .replace("name = \"s\"", "name = \"s2\"")
+                .replace("[\"preds\"]", "[\"p2\"]")
+        );
+        assert!(error(&two).contains("streams[0].labels.topics"), "{}", error(&two));
+        let sliding = "{ type = \"sliding_count\", size = 10, slide = 5 }";
+        assert!(error(&stream(sliding, GOOD)).contains("streams[0].window.type"));
+    }
+}
