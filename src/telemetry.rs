@@ -40,6 +40,10 @@ pub struct Telemetry {
     pub checkpoints: IntCounterVec,
     pub checkpoint_bytes: IntGauge,
     pub records_replayed: IntCounterVec,
+    /// Label join and model performance (streams with `[streams.labels]`).
+    pub performance: GaugeVec,
+    pub label_coverage: GaugeVec,
+    pub labels: IntCounterVec,
     pub build_info: Gauge,
 }
 
@@ -201,6 +205,21 @@ impl Telemetry {
                 "driftscope_records_skipped_replayed_total",
                 "Records read again after a restart or rebalance that the checkpoint already held.",
                 &["stream"],
+            ),
+            performance: gauge(
+                "driftscope_performance",
+                "Realized model performance of the newest final window, by metric (streams with labels).",
+                &["stream", "metric"],
+            ),
+            label_coverage: gauge(
+                "driftscope_label_coverage",
+                "Share of the newest closed window's predictions that have their label.",
+                &["stream"],
+            ),
+            labels: counter(
+                "driftscope_labels_total",
+                "Label join outcomes: joined, expired, evicted, orphan, duplicate, not_sampled, late, bad_*.",
+                &["stream", "outcome"],
             ),
             build_info,
             registry: r,

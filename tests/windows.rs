@@ -214,6 +214,7 @@ mod checkpoints {
                 recent: Vec::new(),
                 latest_distributions: None,
                 sequential: Default::default(),
+                labels: None,
             }],
         };
         let bytes = checkpoint::encode(&saved).unwrap();

@@ -500,6 +500,7 @@ pub fn checkpoint_seeds() -> Vec<Vec<u8>> {
             recent: Vec::new(),
             latest_distributions: None,
             sequential: Default::default(),
+            labels: None,
         }],
     };
     let empty = Checkpoint { written_at_ms: 0, sources: Vec::new(), streams: Vec::new() };

@@ -60,6 +60,9 @@ pub struct StreamCheckpoint {
     /// checkpoints written before there were any: they start afresh).
     #[serde(default)]
     pub sequential: SequentialState,
+    /// The label join and performance windows (streams with labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<crate::monitor::labels::LabelsState>,
 }
 
 impl Checkpoint {
@@ -198,6 +201,7 @@ mod tests {
                 recent: Vec::new(),
                 latest_distributions: None,
                 sequential: SequentialState::default(),
+                labels: None,
             }],
         }
     }

@@ -8,6 +8,7 @@
 //! lost and none is counted twice in a window.
 
 pub mod checkpoint;
+pub mod labels;
 pub mod stream;
 
 pub use crate::clock::{format_ms, now_ms};
@@ -86,6 +87,8 @@ struct Source {
     next: Option<i64>,
     /// Records below this offset are in the last checkpoint written.
     saved: Option<i64>,
+    /// A label topic of its stream (its records go to the stream's label join).
+    labels: bool,
 }
 
 pub struct Monitor {
@@ -100,6 +103,8 @@ pub struct Monitor {
 struct Pipeline {
     context: Arc<Health>,
     streams: Vec<StreamState>,
+    /// Per stream, its label join and performance windows (`[streams.labels]`).
+    labels: Vec<Option<labels::StreamLabels>>,
     routes: FxHashMap<String, TopicRoute>,
     sources: Vec<Source>,
     dead_letters: Option<DeadLetters>,
@@ -157,6 +162,7 @@ impl Monitor {
     ) -> Result<Monitor, MonitorError> {
         let mut streams = Vec::with_capacity(config.streams.len());
         let mut routes = FxHashMap::default();
+        let mut stream_labels = Vec::with_capacity(config.streams.len());
         let decoding = DecodeContext::default();
         for (i, s) in config.streams.iter().enumerate() {
             let state = StreamState::new(i, s, config, &decoding, telemetry.stream(&s.name))?;
@@ -171,6 +177,18 @@ impl Monitor {
             for topic in &s.topics {
                 routes.insert(topic.clone(), TopicRoute { stream: i, slots: Vec::new() });
             }
+            let joined = match &s.labels {
+                Some(l) => {
+                    Some(labels::StreamLabels::new(&s.name, l, &s.window, telemetry).map_err(|e| {
+                        StreamSetupError { key: format!("streams[{i}].{}", e.key), message: e.message }
+                    })?)
+                }
+                None => None,
+            };
+            for topic in joined.iter().flat_map(|l| &l.topics) {
+                routes.insert(topic.clone(), TopicRoute { stream: i, slots: Vec::new() });
+            }
+            stream_labels.push(joined);
         }
         let consumer = create_consumer(&config.kafka, context.clone())?;
         let dead_letters = match &config.kafka.dead_letter_topic {
@@ -181,6 +199,7 @@ impl Monitor {
         let mut state = Pipeline {
             context,
             streams,
+            labels: stream_labels,
             routes,
             sources: Vec::new(),
             dead_letters,
@@ -280,6 +299,9 @@ impl Pipeline {
             for (i, stream) in self.streams.iter_mut().enumerate() {
                 stream.tick(now_ms, &mut self.scratch);
                 self.closed.extend(self.scratch.drain(..).map(|w| (i, w)));
+                if let Some(labels) = self.labels[i].as_mut() {
+                    labels.tick(now_ms);
+                }
             }
             // Windows are scored in the order they closed.
             for (stream, window) in std::mem::take(&mut self.closed) {
@@ -321,12 +343,14 @@ impl Pipeline {
             // continuing after those of the restored checkpoint.
             debug_assert_eq!(new.slot as usize, self.sources.len());
             if new.slot as usize == self.sources.len() {
+                let labels = self.is_label_topic(new.stream, &new.topic);
                 self.sources.push(Source {
                     topic: new.topic.clone(),
                     partition: new.partition,
                     stream: new.stream,
                     next: None,
                     saved: None,
+                    labels,
                 });
             }
         }
@@ -342,7 +366,25 @@ impl Pipeline {
             self.dirty = true;
             let payload = batch.bytes_of(record.payload);
             let key = record.key.map(|k| batch.bytes_of(k));
-            self.process(stream, record.slot, payload, key, record.offset, record.time_ms);
+            if source.labels {
+                self.process_label(stream, payload, key, record.time_ms);
+            } else {
+                self.process(stream, record.slot, payload, key, record.offset, record.time_ms);
+            }
+        }
+    }
+
+    fn is_label_topic(&self, stream: usize, topic: &str) -> bool {
+        self.labels.get(stream).and_then(Option::as_ref).is_some_and(|l| l.topics.iter().any(|t| t == topic))
+    }
+
+    /// A label message: to the stream's join (bad ones are counted there by reason).
+    fn process_label(&mut self, stream: usize, payload: &[u8], key: Option<&[u8]>, now_ms: i64) {
+        let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) else { return };
+        if let Err(reason) = labels.label_message(payload, key, now_ms)
+            && let Some(suppressed) = self.bad_log.admit()
+        {
+            tracing::warn!(stream = %self.streams[stream].name, reason, suppressed, "label message counted and skipped");
         }
         self.flush_streams();
     }
@@ -372,12 +414,18 @@ impl Pipeline {
             Some(slot) => slot,
             None => {
                 let slot = self.sources.len() as u32;
+                let labels = self
+                    .labels
+                    .get(route.stream)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|l| l.topics.iter().any(|t| t == topic));
                 self.sources.push(Source {
                     topic: topic.to_owned(),
                     partition,
                     stream: route.stream,
                     next: None,
                     saved: None,
+                    labels,
                 });
                 route.slots[p] = Some(slot);
                 slot
@@ -414,6 +462,13 @@ impl Pipeline {
             // on the way (a batch of many-row messages is folded in slices) go on.
             let outcome = state.stage(&message, slot, offset, now_ms, &mut self.scratch);
             self.closed.extend(self.scratch.drain(..).map(|w| (stream, w)));
+            // A prediction in a window waits for its label (not while the reference is taken).
+            if outcome.is_ok()
+                && state.reference().is_some()
+                && let Some(labels) = self.labels[stream].as_mut()
+            {
+                let _ = labels.prediction(payload, key, now_ms);
+            }
             outcome
         };
         if let Err(bad) = outcome {
@@ -463,6 +518,7 @@ impl Pipeline {
         self.recent[stream].sequential.update(&mut report, settings.alpha_sequential);
         let scoring = started.elapsed();
         report.stream = Some(state.name.clone());
+        report.performance = self.labels[stream].as_mut().map(|l| l.section());
         state.counters.windows_closed.inc();
         log_window(&report);
         let distributions = Arc::new(crate::stats::distribution::distributions(reference, &window.sketch));
@@ -577,7 +633,8 @@ impl Pipeline {
             .streams
             .iter()
             .zip(&self.recent)
-            .map(|(stream, recent)| {
+            .zip(&self.labels)
+            .map(|((stream, recent), labels)| {
                 let (window, reference) = stream.fingerprint();
                 StreamCheckpoint {
                     name: stream.name.clone(),
@@ -587,6 +644,7 @@ impl Pipeline {
                     recent: recent.reports.iter().cloned().collect(),
                     latest_distributions: recent.distributions.clone(),
                     sequential: recent.sequential.clone(),
+                    labels: labels.as_ref().map(|l| l.snapshot()),
                 }
             })
             .collect();
@@ -647,6 +705,9 @@ impl Pipeline {
             recent.reports = cp.recent.iter().cloned().collect();
             recent.distributions = cp.latest_distributions.clone();
             recent.sequential = cp.sequential.clone();
+            if let Some(labels) = self.labels[i].as_mut() {
+                labels.restore(cp.labels.as_ref());
+            }
             let newest = recent.reports.len();
             for (n, report) in recent.reports.iter().enumerate() {
                 let distributions = if n + 1 == newest { recent.distributions.clone() } else { None };
@@ -714,11 +775,19 @@ impl Pipeline {
                     recent.distributions = cp.and_then(|c| c.latest_distributions.clone());
                     recent.sequential = cp.map(|c| c.sequential.clone()).unwrap_or_default();
                 }
+                for (stream, labels) in self.streams.iter().zip(&mut self.labels) {
+                    if let Some(labels) = labels.as_mut() {
+                        labels.restore(saved.stream(&stream.name).and_then(|c| c.labels.as_ref()));
+                    }
+                }
             }
             None => {
                 for (stream, recent) in self.streams.iter_mut().zip(&mut self.recent) {
                     stream.discard_open();
                     *recent = RecentReports::default();
+                }
+                for labels in self.labels.iter_mut().flatten() {
+                    labels.restore(None);
                 }
             }
         }

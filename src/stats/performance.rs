@@ -380,6 +380,48 @@ impl PerformanceSketch {
     }
 }
 
+/// Whether a window's performance can still change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerformanceStatus {
+    /// Some of its predictions still wait for their label.
+    Provisional,
+    /// Every prediction is labelled, expired or evicted: the figure is settled.
+    Final,
+}
+
+/// The realized performance of one window of predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowPerformance {
+    /// Sequence number of the performance window in its stream.
+    pub index: u64,
+    pub start: String,
+    pub end: String,
+    pub status: PerformanceStatus,
+    /// Predictions in the window (sampled ids, duplicates not counted).
+    pub predictions: u64,
+    /// ... of which labelled (they make the metrics).
+    pub labelled: u64,
+    /// ... of which waited `ttl` without a label.
+    pub expired: u64,
+    /// ... of which were evicted by `max_pending`.
+    pub evicted: u64,
+    /// `labelled / predictions` (1 for a window without predictions).
+    pub label_coverage: f64,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A report's `performance` section: windows whose performance settled since the
+/// previous report and those still provisional, and the join's running totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceSection {
+    /// `binary`, `multiclass` or `regression`.
+    pub task: String,
+    pub windows: Vec<WindowPerformance>,
+    /// Running totals since the state began, by outcome.
+    pub counts: BTreeMap<String, u64>,
+}
+
 #[cfg(test)]
 #[path = "performance_tests.rs"]
 mod tests;

@@ -16,6 +16,9 @@ pub struct Report {
     /// Things the reader should know that are not scores (e.g. unmatched columns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Model performance from joined labels (streams with `[streams.labels]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<super::performance::PerformanceSection>,
 }
 
 /// The window's bounds: record positions, processing or event time, and the Kafka

@@ -109,6 +109,7 @@ pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: Wi
         },
         features,
         notes: Vec::new(),
+        performance: None,
     }
 }
 

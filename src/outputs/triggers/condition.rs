@@ -346,6 +346,7 @@ mod tests {
                 })
                 .collect(),
             notes: vec![],
+            performance: None,
         }
     }
 

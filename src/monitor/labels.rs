@@ -1,0 +1,618 @@
+//! A stream's labels: reads the request id and prediction from each prediction
+//! message and the request id and label from each label message, joins them
+//! ([`crate::stats::label_join`]), and keeps the performance of each window of
+//! predictions ([`crate::stats::performance`]) until it is final: closed to new
+//! predictions and every prediction labelled, expired or evicted. Reports carry the
+//! windows settled since the previous report (final) and those still waiting
+//! (provisional, with their `label_coverage`). The whole state goes into the checkpoint.
+//!
+//! Performance windows follow the stream's tumbling windows: count windows of `size`
+//! predictions (those with a usable id and prediction), or processing-time windows
+//! `[k * size, (k + 1) * size)`. The join's clock is processing time.
+
+use crate::clock::format_ms;
+use crate::config::labels::{IdLocation, LabelsConfig, TaskConfig};
+use crate::config::{TimeBasis, WindowConfig};
+use crate::stats::label_join::{Arrival, JoinEvent, JoinSettings, JoinState, LabelJoin, id_hash};
+use crate::stats::performance::{
+    BinarySketch, MAX_CLASSES, MulticlassSketch, OTHER_CLASS, PerformanceSection, PerformanceSketch,
+    PerformanceStatus, RegressionSketch, WindowPerformance,
+};
+use crate::telemetry::Telemetry;
+use prometheus::{GaugeVec, IntCounterVec};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Every `outcome` of `driftscope_labels_total`.
+pub const OUTCOMES: [&str; 14] = [
+    "predictions",
+    "labels",
+    "joined",
+    "expired",
+    "evicted",
+    "orphan",
+    "labels_evicted",
+    "duplicate",
+    "not_sampled",
+    "late",
+    "bad_json",
+    "bad_id",
+    "bad_prediction",
+    "bad_label",
+];
+
+/// How predictions are cut into performance windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PerfClock {
+    Count(u64),
+    Millis(i64),
+}
+
+/// One window of predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PerfWindow {
+    key: i64,
+    start_ms: i64,
+    end_ms: i64,
+    predictions: u64,
+    labelled: u64,
+    expired: u64,
+    evicted: u64,
+    /// No more predictions can fall in it.
+    closed: bool,
+    sketch: PerformanceSketch,
+}
+
+impl PerfWindow {
+    fn resolved(&self) -> bool {
+        self.labelled + self.expired + self.evicted >= self.predictions
+    }
+
+    fn view(&self, status: PerformanceStatus) -> WindowPerformance {
+        WindowPerformance {
+            index: self.key.max(0) as u64,
+            start: format_ms(self.start_ms),
+            end: format_ms(self.end_ms),
+            status,
+            predictions: self.predictions,
+            labelled: self.labelled,
+            expired: self.expired,
+            evicted: self.evicted,
+            label_coverage: coverage(self.labelled, self.predictions),
+            metrics: self.sketch.metrics(),
+        }
+    }
+}
+
+fn coverage(labelled: u64, predictions: u64) -> f64 {
+    if predictions == 0 { 1.0 } else { labelled as f64 / predictions as f64 }
+}
+
+/// What the checkpoint keeps of a stream's labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelsState {
+    join: JoinState,
+    windows: Vec<PerfWindow>,
+    /// Predictions counted into count windows so far.
+    predictions_seen: u64,
+    /// Windows below this key are closed.
+    closed_below: i64,
+    clock_floor_ms: i64,
+    /// Multiclass: class names by index (the join keeps indices).
+    classes: Vec<String>,
+    /// Windows settled since the last report.
+    settled: Vec<WindowPerformance>,
+    /// Outcomes the join does not count itself (late, bad_*).
+    other: BTreeMap<String, u64>,
+}
+
+/// A stream's label join and performance windows.
+pub struct StreamLabels {
+    stream: String,
+    pub topics: Vec<String>,
+    prediction_id: IdLocation,
+    label_id: IdLocation,
+    label: String,
+    task: TaskConfig,
+    clock: PerfClock,
+    join: LabelJoin,
+    state: LabelsState,
+    events: Vec<JoinEvent>,
+    /// Totals last added to the Prometheus counters.
+    published: BTreeMap<&'static str, u64>,
+    labels_total: IntCounterVec,
+    performance: GaugeVec,
+    label_coverage: GaugeVec,
+}
+
+/// Why a labels table cannot work with its stream; `key` is relative to the stream.
+#[derive(Debug)]
+pub struct LabelsSetupError {
+    pub key: String,
+    pub message: String,
+}
+
+impl StreamLabels {
+    pub fn new(
+        stream: &str,
+        config: &LabelsConfig,
+        window: &WindowConfig,
+        telemetry: &Telemetry,
+    ) -> Result<StreamLabels, LabelsSetupError> {
+        let clock = match window {
+            WindowConfig::TumblingCount { size } => PerfClock::Count(*size),
+            WindowConfig::TumblingTime { size, time: TimeBasis::Processing, .. } => {
+                PerfClock::Millis(i64::try_from(size.as_millis()).unwrap_or(i64::MAX).max(1))
+            }
+            _ => {
+                return Err(LabelsSetupError {
+                    key: "window".into(),
+                    message: "labels work with tumbling count windows and processing-time tumbling windows \
+                              (event-time and sliding windows are not supported with labels yet)"
+                        .into(),
+                });
+            }
+        };
+        let settings = JoinSettings {
+            ttl_ms: i64::try_from(config.ttl.as_millis()).unwrap_or(i64::MAX),
+            max_pending: config.max_pending,
+            sample: config.sample,
+        };
+        for outcome in OUTCOMES {
+            telemetry.labels.with_label_values(&[stream, outcome]);
+        }
+        let mut labels = StreamLabels {
+            stream: stream.to_owned(),
+            topics: config.topics.clone(),
+            prediction_id: config.prediction_id.clone(),
+            label_id: config.label_id.clone(),
+            label: config.label.clone(),
+            task: config.task.clone(),
+            clock,
+            join: LabelJoin::new(settings),
+            state: LabelsState::default(),
+            events: Vec::new(),
+            published: BTreeMap::new(),
+            labels_total: telemetry.labels.clone(),
+            performance: telemetry.performance.clone(),
+            label_coverage: telemetry.label_coverage.clone(),
+        };
+        labels.state.clock_floor_ms = i64::MIN;
+        labels.state.closed_below = i64::MIN;
+        Ok(labels)
+    }
+
+    fn empty_sketch(&self) -> PerformanceSketch {
+        match &self.task {
+            TaskConfig::Binary { threshold, .. } => PerformanceSketch::Binary(BinarySketch::new(*threshold)),
+            TaskConfig::Multiclass { .. } => PerformanceSketch::Multiclass(MulticlassSketch::default()),
+            TaskConfig::Regression { .. } => PerformanceSketch::Regression(RegressionSketch::default()),
+        }
+    }
+
+    fn task_name(&self) -> &'static str {
+        match self.task {
+            TaskConfig::Binary { .. } => "binary",
+            TaskConfig::Multiclass { .. } => "multiclass",
+            TaskConfig::Regression { .. } => "regression",
+        }
+    }
+
+    fn count(&mut self, outcome: &str) {
+        *self.state.other.entry(outcome.to_owned()).or_insert(0) += 1;
+    }
+
+    /// A prediction message the stream accepted, read at processing time `now_ms`.
+    /// Returns the outcome counted when it cannot take part (for the log).
+    pub fn prediction(
+        &mut self,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<(), &'static str> {
+        let now_ms = now_ms.max(self.state.clock_floor_ms);
+        let outcome = self.read_prediction(payload, key);
+        let (id, value) = match outcome {
+            Ok(v) => v,
+            Err(reason) => {
+                self.count(reason);
+                return Err(reason);
+            }
+        };
+        let key = match self.clock {
+            PerfClock::Count(size) => (self.state.predictions_seen / size.max(1)) as i64,
+            PerfClock::Millis(size) => now_ms.div_euclid(size),
+        };
+        if key < self.state.closed_below {
+            self.count("late");
+            return Err("late");
+        }
+        self.ensure_window(key, now_ms);
+        let arrival = self.join.prediction(id, key, value, now_ms, &mut self.events);
+        if matches!(arrival, Arrival::Waiting | Arrival::Joined) {
+            self.state.predictions_seen += 1;
+            if let Some(w) = self.window_mut(key) {
+                w.predictions += 1;
+                w.end_ms = w.end_ms.max(now_ms);
+            }
+            if let PerfClock::Count(size) = self.clock
+                && self.state.predictions_seen % size.max(1) == 0
+            {
+                self.close_below(key + 1);
+            }
+        }
+        self.apply_events();
+        Ok(())
+    }
+
+    /// A label message read at processing time `now_ms`.
+    pub fn label_message(
+        &mut self,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<(), &'static str> {
+        let now_ms = now_ms.max(self.state.clock_floor_ms);
+        match self.read_label(payload, key) {
+            Ok((id, value)) => {
+                self.join.label(id, value, now_ms, &mut self.events);
+                self.apply_events();
+                Ok(())
+            }
+            Err(reason) => {
+                self.count(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Moves the clock: expires what waited `ttl`, closes time windows that ended, and
+    /// settles windows whose every prediction is resolved.
+    pub fn tick(&mut self, now_ms: i64) {
+        self.state.clock_floor_ms = self.state.clock_floor_ms.max(now_ms);
+        self.join.expire(now_ms, &mut self.events);
+        self.apply_events();
+        if let PerfClock::Millis(size) = self.clock {
+            self.close_below(now_ms.div_euclid(size));
+        }
+        self.settle();
+        self.publish_counts();
+    }
+
+    fn close_below(&mut self, key: i64) {
+        self.state.closed_below = self.state.closed_below.max(key);
+        for w in &mut self.state.windows {
+            if w.key < key {
+                w.closed = true;
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        let mut i = 0;
+        while i < self.state.windows.len() {
+            let w = &self.state.windows[i];
+            if w.closed && w.resolved() {
+                let w = self.state.windows.remove(i);
+                let view = w.view(PerformanceStatus::Final);
+                for (metric, value) in &view.metrics {
+                    self.performance.with_label_values(&[&self.stream, metric]).set(*value);
+                }
+                self.state.settled.push(view);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The `performance` section for the next report: windows settled since the last
+    /// one, then the closed windows still waiting for labels.
+    pub fn section(&mut self) -> PerformanceSection {
+        let mut windows = std::mem::take(&mut self.state.settled);
+        windows.extend(
+            self.state.windows.iter().filter(|w| w.closed).map(|w| w.view(PerformanceStatus::Provisional)),
+        );
+        if let Some(newest) = windows.iter().max_by_key(|w| w.index) {
+            self.label_coverage.with_label_values(&[&self.stream]).set(newest.label_coverage);
+        }
+        PerformanceSection { task: self.task_name().into(), windows, counts: self.totals() }
+    }
+
+    fn window_mut(&mut self, key: i64) -> Option<&mut PerfWindow> {
+        self.state.windows.iter_mut().find(|w| w.key == key)
+    }
+
+    fn ensure_window(&mut self, key: i64, now_ms: i64) {
+        if self.window_mut(key).is_some() {
+            return;
+        }
+        let (start_ms, end_ms) = match self.clock {
+            PerfClock::Count(_) => (now_ms, now_ms),
+            PerfClock::Millis(size) => {
+                (key.saturating_mul(size), key.saturating_mul(size).saturating_add(size))
+            }
+        };
+        let sketch = self.empty_sketch();
+        let at = self.state.windows.partition_point(|w| w.key < key);
+        self.state.windows.insert(
+            at,
+            PerfWindow {
+                key,
+                start_ms,
+                end_ms,
+                predictions: 0,
+                labelled: 0,
+                expired: 0,
+                evicted: 0,
+                closed: false,
+                sketch,
+            },
+        );
+    }
+
+    fn apply_events(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            match event {
+                JoinEvent::Joined { window, predicted, label, .. } => {
+                    let classes = &self.state.classes;
+                    let Some(w) = self.state.windows.iter_mut().find(|w| w.key == window) else { continue };
+                    let added = match &mut w.sketch {
+                        PerformanceSketch::Binary(b) => b.add(predicted, label >= 0.5).is_ok(),
+                        PerformanceSketch::Multiclass(m) => {
+                            let name = |v: f64| classes.get(v as usize).map_or(OTHER_CLASS, String::as_str);
+                            m.add(name(predicted), name(label));
+                            true
+                        }
+                        PerformanceSketch::Regression(r) => r.add(predicted, label).is_ok(),
+                    };
+                    if added {
+                        w.labelled += 1;
+                    } else {
+                        // Values are checked when read: this cannot happen.
+                        w.expired += 1;
+                    }
+                }
+                JoinEvent::Expired { window } => {
+                    if let Some(w) = self.window_mut(window) {
+                        w.expired += 1;
+                    }
+                }
+                JoinEvent::Evicted { window } => {
+                    if let Some(w) = self.window_mut(window) {
+                        w.evicted += 1;
+                    }
+                }
+                JoinEvent::Orphan | JoinEvent::LabelEvicted | JoinEvent::MarkerEvicted => {}
+            }
+        }
+        self.events = events;
+    }
+
+    fn read_id(location: &IdLocation, doc: &Value, key: Option<&[u8]>) -> Result<u64, &'static str> {
+        match location {
+            IdLocation::Key => key.filter(|k| !k.is_empty()).map(id_hash).ok_or("bad_id"),
+            IdLocation::Pointer(p) => match doc.pointer(p) {
+                Some(Value::String(s)) if !s.is_empty() => Ok(id_hash(s.as_bytes())),
+                Some(n @ Value::Number(_)) => Ok(id_hash(n.to_string().as_bytes())),
+                _ => Err("bad_id"),
+            },
+        }
+    }
+
+    fn class_index(&mut self, value: &Value) -> Option<f64> {
+        let name = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(_) | Value::Bool(_) => value.to_string(),
+            _ => return None,
+        };
+        let classes = &mut self.state.classes;
+        let index = match classes.iter().position(|c| *c == name) {
+            Some(i) => i,
+            None if classes.len() < MAX_CLASSES => {
+                classes.push(name);
+                classes.len() - 1
+            }
+            // Beyond the cap: an index past the table reads as the overflow class.
+            None => MAX_CLASSES,
+        };
+        Some(index as f64)
+    }
+
+    fn read_prediction(&mut self, payload: &[u8], key: Option<&[u8]>) -> Result<(u64, f64), &'static str> {
+        let doc: Value = serde_json::from_slice(payload).map_err(|_| "bad_json")?;
+        let id = Self::read_id(&self.prediction_id, &doc, key)?;
+        let value = doc.pointer(self.task.prediction_pointer()).ok_or("bad_prediction")?;
+        let value = match &self.task {
+            TaskConfig::Binary { .. } => {
+                value.as_f64().filter(|s| (0.0..=1.0).contains(s)).ok_or("bad_prediction")?
+            }
+            TaskConfig::Multiclass { .. } => {
+                let value = value.clone();
+                self.class_index(&value).ok_or("bad_prediction")?
+            }
+            TaskConfig::Regression { .. } => {
+                value.as_f64().filter(|v| v.is_finite()).ok_or("bad_prediction")?
+            }
+        };
+        Ok((id, value))
+    }
+
+    fn read_label(&mut self, payload: &[u8], key: Option<&[u8]>) -> Result<(u64, f64), &'static str> {
+        let doc: Value = serde_json::from_slice(payload).map_err(|_| "bad_json")?;
+        let id = Self::read_id(&self.label_id, &doc, key)?;
+        let value = doc.pointer(&self.label).ok_or("bad_label")?;
+        let value = match &self.task {
+            TaskConfig::Binary { .. } => match value {
+                Value::Bool(b) => f64::from(u8::from(*b)),
+                Value::Number(n) if n.as_f64() == Some(0.0) || n.as_f64() == Some(1.0) => {
+                    n.as_f64().unwrap_or(0.0)
+                }
+                _ => return Err("bad_label"),
+            },
+            TaskConfig::Multiclass { .. } => {
+                let value = value.clone();
+                self.class_index(&value).ok_or("bad_label")?
+            }
+            TaskConfig::Regression { .. } => value.as_f64().filter(|v| v.is_finite()).ok_or("bad_label")?,
+        };
+        Ok((id, value))
+    }
+
+    /// Running totals by outcome.
+    fn totals(&self) -> BTreeMap<String, u64> {
+        let c = self.join.counts();
+        let mut out: BTreeMap<String, u64> = [
+            ("predictions", c.predictions),
+            ("labels", c.labels),
+            ("joined", c.joined),
+            ("expired", c.expired),
+            ("evicted", c.evicted),
+            ("orphan", c.orphans),
+            ("labels_evicted", c.labels_evicted),
+            ("duplicate", c.duplicate_predictions + c.duplicate_labels),
+            ("not_sampled", c.not_sampled),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in &self.state.other {
+            out.insert(k.clone(), *v);
+        }
+        out
+    }
+
+    /// Adds what the totals grew by since the last call to the Prometheus counters (a
+    /// roll-back to a checkpoint lowers the totals; the counters wait until they pass
+    /// what was published).
+    fn publish_counts(&mut self) {
+        let totals = self.totals();
+        for outcome in OUTCOMES {
+            let now = totals.get(outcome).copied().unwrap_or(0);
+            let before = self.published.entry(outcome).or_insert(0);
+            if now > *before {
+                self.labels_total.with_label_values(&[&self.stream, outcome]).inc_by(now - *before);
+                *before = now;
+            }
+        }
+    }
+
+    /// The state for a checkpoint.
+    pub fn snapshot(&self) -> LabelsState {
+        let mut state = self.state.clone();
+        state.join = self.join.snapshot();
+        state
+    }
+
+    /// Puts a checkpoint's state back (`None`: start empty).
+    pub fn restore(&mut self, saved: Option<&LabelsState>) {
+        match saved {
+            Some(saved) => {
+                self.state = saved.clone();
+                self.join.restore(&saved.join, &mut self.events);
+                self.state.join = JoinState::default();
+                self.apply_events();
+            }
+            None => {
+                self.state =
+                    LabelsState { clock_floor_ms: i64::MIN, closed_below: i64::MIN, ..Default::default() };
+                self.join.restore(&JoinState::default(), &mut self.events);
+                self.events.clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn labels(window: &str, task: &str) -> (StreamLabels, Telemetry) {
+        let text = format!(
+            "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\nwindow = {window}\n\
+             reference = {{ from_stream = 10 }}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+             [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\n\
+             ttl = \"10s\"\ntask = {task}\n"
+        );
+        let config = Config::from_toml(&text, Path::new("t.toml")).expect("config");
+        let telemetry = Telemetry::new();
+        let stream = &config.streams[0];
+        let l = StreamLabels::new("s", stream.labels.as_ref().expect("labels"), &stream.window, &telemetry)
+            .map_err(|e| e.message)
+            .expect("labels");
+        (l, telemetry)
+    }
+
+    const BINARY: &str = "{ type = \"binary\", score = \"/p\", threshold = 0.5 }";
+    const COUNT4: &str = "{ type = \"tumbling_count\", size = 4 }";
+
+    #[test]
+    fn a_count_window_is_provisional_until_every_prediction_is_resolved() {
+        let (mut l, telemetry) = labels(COUNT4, BINARY);
+        for (i, p) in [0.9, 0.2, 0.7, 0.4].iter().enumerate() {
+            l.prediction(format!(r#"{{"id": "r{i}", "p": {p}, "x": 1}}"#).as_bytes(), None, 0).expect("pred");
+        }
+        l.label_message(br#"{"y": 1}"#, Some(b"r0"), 1).expect("label");
+        l.label_message(br#"{"y": true}"#, Some(b"r1"), 1).expect("label");
+        l.label_message(br#"{"y": 0}"#, Some(b"r2"), 1).expect("label");
+        l.tick(2);
+        let s = l.section();
+        assert_eq!(s.windows.len(), 1);
+        assert_eq!(s.windows[0].status, PerformanceStatus::Provisional);
+        assert_eq!(s.windows[0].label_coverage, 0.75);
+        // r3 never gets its label: at the ttl it expires and the window is final.
+        l.tick(10_001);
+        let s = l.section();
+        let w = &s.windows[0];
+        assert_eq!((w.status, w.predictions, w.labelled, w.expired), (PerformanceStatus::Final, 4, 3, 1));
+        // Joined: (0.9, 1) tp, (0.2, 1) fn, (0.7, 0) fp.
+        assert!((w.metrics["accuracy"] - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(w.metrics["precision"], 0.5);
+        assert!(l.section().windows.is_empty(), "a final window is reported once");
+        let text = telemetry.render();
+        assert!(text.contains(r#"driftscope_labels_total{outcome="expired",stream="s"} 1"#), "{text}");
+        assert!(text.contains(r#"driftscope_performance{metric="precision",stream="s"} 0.5"#), "{text}");
+    }
+
+    #[test]
+    fn bad_messages_are_counted_by_reason_never_joined() {
+        let (mut l, _t) = labels(COUNT4, BINARY);
+        assert_eq!(l.prediction(br#"{"p": 0.5}"#, None, 0), Err("bad_id"));
+        assert_eq!(l.prediction(br#"{"id": "a", "p": 1.5}"#, None, 0), Err("bad_prediction"));
+        assert_eq!(l.label_message(br#"{"y": 1}"#, None, 0), Err("bad_id"));
+        assert_eq!(l.label_message(br#"{"y": "yes"}"#, Some(b"a"), 0), Err("bad_label"));
+        assert_eq!(l.label_message(b"not json", Some(b"a"), 0), Err("bad_json"));
+        let totals = l.totals();
+        assert_eq!((totals["bad_id"], totals["bad_prediction"], totals["bad_label"]), (2, 1, 1));
+        assert_eq!(totals["joined"], 0);
+    }
+
+    #[test]
+    fn the_state_survives_a_checkpoint_round_trip() {
+        let (mut l, _t) = labels(COUNT4, "{ type = \"multiclass\", predicted = \"/c\" }");
+        for (i, c) in ["a", "b", "a"].iter().enumerate() {
+            l.prediction(format!(r#"{{"id": {i}, "c": "{c}"}}"#).as_bytes(), None, 0).expect("pred");
+        }
+        l.label_message(br#"{"y": "a"}"#, Some(b"0"), 0).expect("label");
+        let bytes = rmp_serde::to_vec_named(&l.snapshot()).expect("encode");
+        let saved: LabelsState = rmp_serde::from_slice(&bytes).expect("decode");
+        let (mut back, _t2) = labels(COUNT4, "{ type = \"multiclass\", predicted = \"/c\" }");
+        back.restore(Some(&saved));
+        for l in [&mut l, &mut back] {
+            l.label_message(br#"{"y": "a"}"#, Some(b"0"), 1).expect("duplicate");
+            l.label_message(br#"{"y": "a"}"#, Some(b"1"), 1).expect("label");
+            l.label_message(br#"{"y": "a"}"#, Some(b"2"), 1).expect("label");
+            l.prediction(br#"{"id": 3, "c": "b"}"#, None, 1).expect("pred");
+            l.label_message(br#"{"y": "b"}"#, Some(b"3"), 1).expect("label");
+            l.tick(2);
+        }
+        let (a, b) = (l.section(), back.section());
+        assert_eq!(a, b);
+        assert_eq!(a.windows[0].status, PerformanceStatus::Final);
+        assert_eq!(a.windows[0].metrics["accuracy"], 0.75);
+        assert_eq!(a.counts["duplicate"], 1);
+    }
+}
