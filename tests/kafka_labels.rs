@@ -1,0 +1,323 @@
+//! Delayed labels on the real broker: a predictions topic and a labels topic keyed by
+//! request id; labels delayed by a seeded number of rounds, 10% never sent, some sent
+//! before their prediction, some sent twice, and some predictions sent twice.
+//! `driftscope run` is killed with SIGKILL at seeded points in every round and started
+//! again. Every window's final performance must equal the exact figures computed here
+//! on the window's labelled rows, with each prediction counted once (labelled or
+//! expired), so a kill that lost or doubled a prediction or a label would show.
+
+mod common;
+
+use common::*;
+use rdkafka::producer::{BaseRecord, Producer};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+const WINDOW: usize = 500;
+const WINDOWS: usize = 10;
+const PREDICTIONS: usize = WINDOW * WINDOWS;
+/// Rounds of producing: one window of predictions each, then two of late labels only.
+const ROUNDS: usize = WINDOWS + 2;
+const THRESHOLD: f64 = 0.5;
+
+/// xorshift64*: seeded, so every run sees the same messages.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One prediction and the fate of its label.
+struct Row {
+    id: String,
+    x: f64,
+    c: &'static str,
+    score: f64,
+    label: bool,
+    /// The round its label is sent in (`None`: never); may be before its own round.
+    label_round: Option<usize>,
+    /// Sent twice.
+    label_twice: bool,
+    prediction_twice: bool,
+}
+
+fn rows() -> Vec<Row> {
+    let mut rng = Rng(0x1abe1);
+    (0..PREDICTIONS)
+        .map(|i| {
+            let round = i / WINDOW;
+            let score = (rng.unit() * 0.98 + 0.01 * (1 + i % 2) as f64).min(1.0);
+            // The model is imperfect: labels follow the score, with noise.
+            let label = rng.unit() < (score * 0.8 + 0.1);
+            let delivered = rng.unit() >= 0.1;
+            let early = rng.unit() < 0.1 && round > 0;
+            let delay = (rng.next() % 3) as usize;
+            let label_round = delivered.then(|| if early { round - 1 } else { round + delay });
+            Row {
+                id: format!("req-{i}"),
+                x: rng.unit() * 2.0 - 1.0,
+                c: ["a", "b", "c"][(rng.next() % 3) as usize],
+                score,
+                label,
+                label_round,
+                label_twice: rng.unit() < 0.1,
+                prediction_twice: rng.unit() < 0.03,
+            }
+        })
+        .collect()
+}
+
+fn prediction(row: &Row) -> Vec<u8> {
+    format!(r#"{{"id":"{}","x":{},"c":"{}","score":{}}}"#, row.id, row.x, row.c, row.score).into_bytes()
+}
+
+/// Produces keyed messages to partition 0 of `topic`, waiting for every acknowledgement.
+fn produce_keyed(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+    let p = producer(bootstrap);
+    for (key, payload) in messages {
+        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(payload.as_slice()).partition(0);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    p.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("all messages acknowledged");
+}
+
+/// The messages of round `round`: its labels (some early, some late, some twice), then
+/// its predictions (some twice).
+fn round_messages(rows: &[Row], round: usize) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+    let mut labels = Vec::new();
+    for row in rows {
+        if row.label_round == Some(round) {
+            let payload = format!(r#"{{"y":{}}}"#, u8::from(row.label)).into_bytes();
+            labels.push((row.id.clone(), payload.clone()));
+            if row.label_twice {
+                labels.push((row.id.clone(), payload));
+            }
+        }
+    }
+    let mut predictions = Vec::new();
+    if round < WINDOWS {
+        for row in &rows[round * WINDOW..(round + 1) * WINDOW] {
+            predictions.push((row.id.clone(), prediction(row)));
+            if row.prediction_twice {
+                predictions.push((row.id.clone(), prediction(row)));
+            }
+        }
+    }
+    (labels, predictions)
+}
+
+/// The exact binary metrics of `(score, label)` rows; ROC AUC by counting every pair.
+fn exact(rows: &[(f64, bool)]) -> BTreeMap<&'static str, f64> {
+    let n = rows.len() as f64;
+    let (mut tp, mut fp, mut tn, mut fn_) = (0.0, 0.0, 0.0, 0.0);
+    let mut log_loss = 0.0;
+    for &(s, y) in rows {
+        match (s >= THRESHOLD, y) {
+            (true, true) => tp += 1.0,
+            (true, false) => fp += 1.0,
+            (false, false) => tn += 1.0,
+            (false, true) => fn_ += 1.0,
+        }
+        let p: f64 = s.clamp(1e-15, 1.0 - 1e-15);
+        log_loss -= if y { p.ln() } else { (1.0 - p).ln() };
+    }
+    let mut ece = 0.0;
+    for b in 0..10 {
+        let in_bin: Vec<&(f64, bool)> =
+            rows.iter().filter(|(s, _)| ((s * 10.0) as usize).min(9) == b).collect();
+        if !in_bin.is_empty() {
+            let m = in_bin.len() as f64;
+            let positives = in_bin.iter().filter(|(_, y)| *y).count() as f64;
+            let scores: f64 = in_bin.iter().map(|(s, _)| s).sum();
+            ece += (positives / m - scores / m).abs() * m / n;
+        }
+    }
+    let (mut wins, mut pairs) = (0.0, 0.0);
+    for &(sp, _) in rows.iter().filter(|(_, y)| *y) {
+        for &(sn, _) in rows.iter().filter(|(_, y)| !*y) {
+            pairs += 1.0;
+            wins += if sp > sn {
+                1.0
+            } else if sp == sn {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    BTreeMap::from([
+        ("accuracy", (tp + tn) / n),
+        ("precision", tp / (tp + fp)),
+        ("recall", tp / (tp + fn_)),
+        ("f1", 2.0 * tp / (2.0 * tp + fp + fn_)),
+        ("log_loss", log_loss / n),
+        ("ece", ece),
+        ("roc_auc", wins / pairs),
+    ])
+}
+
+fn write_config(bootstrap: &str, dir: &Path, topics: (&str, &str), profile: &Path) -> std::path::PathBuf {
+    let group = unique("labels");
+    let config = dir.join("driftscope.toml");
+    let stream = xc_stream_toml(
+        "s",
+        topics.0,
+        &format!(r#"{{ type = "tumbling_count", size = {WINDOW} }}"#),
+        &format!(r#"{{ profile = "{}" }}"#, profile.display()),
+    );
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "{group}"
+properties = {{ "group.instance.id" = "{group}-0", "session.timeout.ms" = "10000" }}
+[state]
+dir = "{state}"
+checkpoint_interval = "50ms"
+[outputs]
+reports_file = "{reports}"
+[http]
+listen = "127.0.0.1:0"
+{stream}
+[streams.labels]
+topics = ["{labels}"]
+prediction_id = "/id"
+label_id = "key"
+label = "/y"
+ttl = "30s"
+task = {{ type = "binary", score = "/score", threshold = {THRESHOLD} }}
+"#,
+            state = dir.join("state").display(),
+            reports = dir.join("reports.jsonl").display(),
+            labels = topics.1,
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn start(config: &Path, dir: &Path) -> (Driftscope, String) {
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir);
+    let addr = http_address(&run);
+    wait_for("/readyz 200", Duration::from_secs(90), || {
+        if let Ok(Some(status)) = run.child.try_wait() {
+            panic!("driftscope exited early ({status}):\n{}", run.log_text());
+        }
+        (http("GET", &addr, "/readyz", None).0 == 200).then_some(())
+    });
+    (run, addr)
+}
+
+/// The value of a series in the Prometheus text, when present.
+fn series(addr: &str, line_start: &str) -> Option<f64> {
+    let (status, text) = http("GET", addr, "/metrics", None);
+    if status != 200 {
+        return None;
+    }
+    text.lines().find(|l| l.starts_with(line_start))?.rsplit(' ').next()?.parse().ok()
+}
+
+#[test]
+fn final_window_performance_is_exact_through_sigkills() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (predictions_topic, labels_topic) = (unique("preds"), unique("labels"));
+    create_topic(&bootstrap, &predictions_topic, 1);
+    create_topic(&bootstrap, &labels_topic, 1);
+    let mut csv = String::from("x,c\n");
+    let mut rng = Rng(7);
+    for _ in 0..2_000 {
+        csv.push_str(&format!("{},{}\n", rng.unit() * 2.0 - 1.0, ["a", "b", "c"][(rng.next() % 3) as usize]));
+    }
+    let profile = build_profile(dir.path(), &csv);
+    let config = write_config(&bootstrap, dir.path(), (&predictions_topic, &labels_topic), &profile);
+    let rows = rows();
+
+    // Each round starts driftscope, produces the round's labels and predictions while
+    // it runs, and kills it at a seeded point (not a synchronisation).
+    let mut kill_rng = Rng(0x5eed);
+    for round in 0..ROUNDS {
+        let (run, _addr) = start(&config, dir.path());
+        let (labels, predictions) = round_messages(&rows, round);
+        produce_keyed(&bootstrap, &labels_topic, &labels);
+        produce_keyed(&bootstrap, &predictions_topic, &predictions);
+        std::thread::sleep(Duration::from_millis(kill_rng.next() % 400));
+        kill_hard(run);
+    }
+    let (mut run, addr) = start(&config, dir.path());
+    // Every prediction is resolved once the undelivered labels' predictions expired.
+    let undelivered = rows.iter().filter(|r| r.label_round.is_none()).count() as f64;
+    let expired_series = r#"driftscope_labels_total{outcome="expired",stream="s"}"#;
+    wait_for("every unlabelled prediction expired", Duration::from_secs(120), || {
+        if let Ok(Some(status)) = run.child.try_wait() {
+            panic!("driftscope exited early ({status}):\n{}", run.log_text());
+        }
+        (series(&addr, expired_series)? >= undelivered).then_some(())
+    });
+    // One more window of predictions (no labels) closes a window whose report carries
+    // the windows settled since the last report.
+    let tail: Vec<(String, Vec<u8>)> = (0..WINDOW)
+        .map(|i| {
+            let id = format!("tail-{i}");
+            let payload = format!(r#"{{"id":"{id}","x":0.1,"c":"a","score":0.5}}"#).into_bytes();
+            (id, payload)
+        })
+        .collect();
+    produce_keyed(&bootstrap, &predictions_topic, &tail);
+    let reports_path = dir.path().join("reports.jsonl");
+    let reports = run.wait_reports(&reports_path, WINDOWS + 1, Duration::from_secs(120));
+
+    let mut finals: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
+    for report in &reports {
+        for w in report["performance"]["windows"].as_array().into_iter().flatten() {
+            if w["status"] == "final" {
+                let index = w["index"].as_u64().unwrap();
+                assert!(finals.insert(index, w.clone()).is_none(), "window {index} reported final twice");
+            }
+        }
+    }
+    assert_eq!(finals.keys().copied().collect::<Vec<_>>(), (0..WINDOWS as u64).collect::<Vec<_>>());
+    for (k, w) in &finals {
+        let rows = &rows[*k as usize * WINDOW..(*k as usize + 1) * WINDOW];
+        let labelled: Vec<(f64, bool)> =
+            rows.iter().filter(|r| r.label_round.is_some()).map(|r| (r.score, r.label)).collect();
+        assert_eq!(w["predictions"], WINDOW as u64, "window {k}: each prediction once: {w}");
+        assert_eq!(w["labelled"], labelled.len() as u64, "window {k}: each label once: {w}");
+        assert_eq!(w["expired"], (WINDOW - labelled.len()) as u64, "window {k}: {w}");
+        assert_eq!(w["evicted"], 0, "window {k}: {w}");
+        let want = exact(&labelled);
+        for (metric, value) in &want {
+            let got = w["metrics"][metric].as_f64().unwrap_or(f64::NAN);
+            let tolerance =
+                if *metric == "roc_auc" { w["metrics"]["roc_auc_bound"].as_f64().unwrap() + 1e-12 } else { 1e-9 };
+            assert!((got - value).abs() <= tolerance, "window {k}: {metric} {got}, exact {value}");
+        }
+    }
+    let last = reports.last().unwrap();
+    let counts = &last["performance"]["counts"];
+    let sent_twice = rows.iter().filter(|r| r.label_round.is_some() && r.label_twice).count()
+        + rows.iter().filter(|r| r.prediction_twice).count();
+    assert_eq!(counts["duplicate"], sent_twice as u64, "every redelivery recognised once: {counts}");
+    let early = rows.iter().filter(|r| matches!(r.label_round, Some(l) if l < r.id[4..].parse::<usize>().unwrap() / WINDOW)).count();
+    assert!(early > 100, "some labels were sent before their prediction ({early})");
+    assert!(run.terminate().success());
+}
