@@ -81,7 +81,7 @@ fn prediction(row: &Row) -> Vec<u8> {
 }
 
 /// Produces keyed messages to partition 0 of `topic`, waiting for every acknowledgement.
-fn produce_keyed(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+fn produce_keyed(bootstrap: &str, topic: &str, messages: &Keyed) {
     let p = producer(bootstrap);
     for (key, payload) in messages {
         let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(payload.as_slice()).partition(0);
@@ -100,7 +100,10 @@ fn produce_keyed(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
 
 /// The messages of round `round`: its labels (some early, some late, some twice), then
 /// its predictions (some twice).
-fn round_messages(rows: &[Row], round: usize) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+/// Keyed messages: (key, payload).
+type Keyed = Vec<(String, Vec<u8>)>;
+
+fn round_messages(rows: &[Row], round: usize) -> (Keyed, Keyed) {
     let mut labels = Vec::new();
     for row in rows {
         if row.label_round == Some(round) {
@@ -263,6 +266,12 @@ fn final_window_performance_is_exact_through_sigkills() {
         std::thread::sleep(Duration::from_millis(kill_rng.next() % 400));
         kill_hard(run);
     }
+    let restored = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|log| log.contains("checkpoint restored"))
+        .count();
+    assert!(restored >= ROUNDS / 2, "restarts restored the checkpoint ({restored} of {ROUNDS})");
     let (mut run, addr) = start(&config, dir.path());
     // Every prediction is resolved once the undelivered labels' predictions expired.
     let undelivered = rows.iter().filter(|r| r.label_round.is_none()).count() as f64;
@@ -275,7 +284,7 @@ fn final_window_performance_is_exact_through_sigkills() {
     });
     // One more window of predictions (no labels) closes a window whose report carries
     // the windows settled since the last report.
-    let tail: Vec<(String, Vec<u8>)> = (0..WINDOW)
+    let tail: Keyed = (0..WINDOW)
         .map(|i| {
             let id = format!("tail-{i}");
             let payload = format!(r#"{{"id":"{id}","x":0.1,"c":"a","score":0.5}}"#).into_bytes();
@@ -307,8 +316,11 @@ fn final_window_performance_is_exact_through_sigkills() {
         let want = exact(&labelled);
         for (metric, value) in &want {
             let got = w["metrics"][metric].as_f64().unwrap_or(f64::NAN);
-            let tolerance =
-                if *metric == "roc_auc" { w["metrics"]["roc_auc_bound"].as_f64().unwrap() + 1e-12 } else { 1e-9 };
+            let tolerance = if *metric == "roc_auc" {
+                w["metrics"]["roc_auc_bound"].as_f64().unwrap() + 1e-12
+            } else {
+                1e-9
+            };
             assert!((got - value).abs() <= tolerance, "window {k}: {metric} {got}, exact {value}");
         }
     }
@@ -317,7 +329,10 @@ fn final_window_performance_is_exact_through_sigkills() {
     let sent_twice = rows.iter().filter(|r| r.label_round.is_some() && r.label_twice).count()
         + rows.iter().filter(|r| r.prediction_twice).count();
     assert_eq!(counts["duplicate"], sent_twice as u64, "every redelivery recognised once: {counts}");
-    let early = rows.iter().filter(|r| matches!(r.label_round, Some(l) if l < r.id[4..].parse::<usize>().unwrap() / WINDOW)).count();
+    let early = rows
+        .iter()
+        .filter(|r| matches!(r.label_round, Some(l) if l < r.id[4..].parse::<usize>().unwrap() / WINDOW))
+        .count();
     assert!(early > 100, "some labels were sent before their prediction ({early})");
     assert!(run.terminate().success());
 }

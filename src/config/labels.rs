@@ -39,6 +39,14 @@ pub struct LabelsConfig {
     pub max_pending: usize,
 }
 
+/// A trigger condition on new labels: `condition.labels = { at_least = N }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsCondition {
+    /// New labelled predictions (joined since the trigger last fired) that make it fire.
+    pub at_least: u64,
+}
+
 fn json() -> LabelFormat {
     LabelFormat::Json
 }
@@ -265,6 +273,23 @@ mod tests {
                 .replace("[\"preds\"]", "[\"p2\"]")
         );
         assert!(error(&two).contains("streams[0].labels.topics"), "{}", error(&two));
+        let trigger = |condition: &str| {
+            format!(
+                "{}\n[[triggers]]\nname = \"t\"\nkind = {{ type = \"webhook\", url = \"http://127.0.0.1:1/\", \
+                 secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\ncondition = {condition}\n",
+                stream(TUMBLING, GOOD)
+            )
+        };
+        let ok = Config::from_toml(&trigger("{ labels = { at_least = 500 } }"), Path::new("t.toml"))
+            .expect("valid");
+        assert_eq!(ok.triggers[0].condition.labels.as_ref().map(|l| l.at_least), Some(500));
+        assert!(
+            error(&trigger("{ labels = { at_least = 0 } }"))
+                .contains("triggers[0].condition.labels.at_least")
+        );
+        assert!(
+            error(&trigger("{ labels = { at_least = 5 }, dataset_drift = true }")).contains("exactly one")
+        );
         let sliding = "{ type = \"sliding_count\", size = 10, slide = 5 }";
         assert!(error(&stream(sliding, GOOD)).contains("streams[0].window.type"));
     }

@@ -76,6 +76,10 @@ pub struct ConditionConfig {
     /// With `score`: holds when the score is strictly below this value (p-values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub below: Option<f64>,
+    /// Holds when at least `at_least` new labelled predictions have been joined on the
+    /// stream since the trigger last fired (streams with `[streams.labels]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<super::labels::LabelsCondition>,
     /// Streams the trigger watches, by `[[streams]]` name; every stream when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<String>,
@@ -105,9 +109,10 @@ pub enum Require {
 
 impl ConditionConfig {
     /// Windows in a row the condition must hold: 1 for a sequential condition (the
-    /// detector has already accumulated its evidence), else `consecutive_windows`.
+    /// detector has already accumulated its evidence) and a labels condition (a count
+    /// since the last firing), else `consecutive_windows`.
     pub fn required_windows(&self) -> u32 {
-        if self.sequential { 1 } else { self.consecutive_windows }
+        if self.sequential || self.labels.is_some() { 1 } else { self.consecutive_windows }
     }
 }
 
@@ -359,12 +364,16 @@ fn valid_name(name: &str) -> bool {
 
 fn validate_condition(c: &ConditionConfig, streams: Option<&[String]>, key: &str) -> Result<(), KeyError> {
     let k = |s: &str| format!("{key}.{s}");
-    let chosen = [c.dataset_drift, c.sequential || !c.features.is_empty(), c.score.is_some()];
+    let chosen =
+        [c.dataset_drift, c.sequential || !c.features.is_empty(), c.score.is_some(), c.labels.is_some()];
     if chosen.iter().filter(|&&b| b).count() != 1 {
         return Err((
             key.to_owned(),
-            "set exactly one of `dataset_drift = true`, `features`, `sequential = true` (with or without `features`) or `score`".into(),
+            "set exactly one of `dataset_drift = true`, `features`, `sequential = true` (with or without `features`), `score` or `labels`".into(),
         ));
+    }
+    if c.labels.as_ref().is_some_and(|l| l.at_least == 0) {
+        return Err((k("labels.at_least"), "must be at least 1".into()));
     }
     if c.sequential && c.consecutive_windows != default_consecutive_windows() && c.consecutive_windows != 1 {
         return Err((

@@ -164,6 +164,18 @@ pub struct Episode {
     /// windows that changed nothing changes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_window: Option<u64>,
+    /// A `labels` condition: the stream's joined-label total when it last fired.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub labels_mark: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The stream's running total of joined labels in `report`, if it has labels.
+pub fn joined_labels(report: &Report) -> Option<u64> {
+    report.performance.as_ref()?.counts.get("joined").copied()
 }
 
 impl Default for Episode {
@@ -175,6 +187,7 @@ impl Default for Episode {
             cooldown_until_ms: None,
             last_fired_seq: 0,
             last_window: None,
+            labels_mark: 0,
         }
     }
 }
@@ -191,6 +204,16 @@ pub enum Step {
 }
 
 impl Episode {
+    /// A `labels` condition's verdict: whether `at_least` labels were joined since the
+    /// last firing (unknown on a stream without labels).
+    pub fn labels_verdict(&self, at_least: u64, report: &Report) -> Verdict {
+        match joined_labels(report) {
+            None => Verdict::Unknown,
+            Some(joined) if joined.saturating_sub(self.labels_mark) >= at_least => Verdict::Holds,
+            Some(_) => Verdict::Clear,
+        }
+    }
+
     /// Advances the episode by one window's verdict at time `now_ms`.
     pub fn step(&mut self, verdict: Verdict, now_ms: i64, condition: &ConditionConfig) -> Step {
         match verdict {
@@ -246,6 +269,7 @@ mod tests {
             feature: None,
             above: None,
             below: None,
+            labels: None,
             streams: vec![],
             consecutive_windows: consecutive,
             cooldown: Duration::from_millis(cooldown_ms),
@@ -413,5 +437,35 @@ mod tests {
         assert_eq!(c.required_windows(), 1);
         let mut episode = Episode::default();
         assert_eq!(episode.step(Verdict::Holds, 0, &c), Step::Fire);
+    }
+
+    #[test]
+    fn a_labels_condition_counts_new_labels_since_the_last_firing() {
+        use crate::stats::performance::PerformanceSection;
+        let mut c = condition(2, 0, 1);
+        c.dataset_drift = false;
+        c.labels = Some(crate::config::labels::LabelsCondition { at_least: 100 });
+        assert_eq!(c.required_windows(), 1);
+        let with_joined = |joined: u64| {
+            let mut r = report(vec![("a", false, Status::Ok, 0.1)]);
+            r.performance = Some(PerformanceSection {
+                task: "binary".into(),
+                windows: vec![],
+                counts: [("joined".to_owned(), joined)].into(),
+            });
+            r
+        };
+        let mut e = Episode::default();
+        let no_labels = report(vec![("a", false, Status::Ok, 0.1)]);
+        assert_eq!(e.labels_verdict(100, &no_labels), Verdict::Unknown);
+        assert_eq!(e.labels_verdict(100, &with_joined(99)), Verdict::Clear);
+        assert_eq!(e.labels_verdict(100, &with_joined(100)), Verdict::Holds);
+        assert_eq!(e.step(Verdict::Holds, 0, &c), Step::Fire);
+        e.fired(0, 1, &c);
+        e.labels_mark = 100;
+        assert_eq!(e.labels_verdict(100, &with_joined(150)), Verdict::Clear, "50 new since the firing");
+        assert_eq!(e.step(Verdict::Clear, 10, &c), Step::Quiet);
+        assert_eq!(e.labels_verdict(100, &with_joined(200)), Verdict::Holds);
+        assert_eq!(e.step(Verdict::Holds, 20, &c), Step::Fire);
     }
 }

@@ -370,7 +370,6 @@ impl TriggerEngine {
             if !condition.streams.is_empty() && !condition.streams.contains(&stream) {
                 continue;
             }
-            let (verdict, observed) = condition::evaluate(condition, report);
             let episode = self
                 .state
                 .episodes
@@ -378,6 +377,10 @@ impl TriggerEngine {
                 .or_default()
                 .entry(stream.clone())
                 .or_default();
+            let (verdict, observed) = match &condition.labels {
+                Some(labels) => (episode.labels_verdict(labels.at_least, report), Vec::new()),
+                None => condition::evaluate(condition, report),
+            };
             if replayed && episode.last_window.is_some_and(|w| w >= report.window.index) {
                 continue;
             }
@@ -394,6 +397,9 @@ impl TriggerEngine {
                     let seq = self.state.next_seq.max(1);
                     self.state.next_seq = seq + 1;
                     episode.fired(clock_ms, seq, condition);
+                    if let Some(joined) = condition::joined_labels(report) {
+                        episode.labels_mark = joined;
+                    }
                     let id = payload::trigger_id(&trigger.name, &stream, &report.window);
                     if self.shared.lock().entries.contains_key(&id) {
                         // Fired before a crash that came before its episode was saved.
