@@ -47,6 +47,53 @@ pub struct LabelsCondition {
     pub at_least: u64,
 }
 
+/// A trigger condition on realized performance: `condition.performance = { metric =
+/// "f1", drop = 0.05, baseline = 0.9 }` holds in a window whose performance is final
+/// and whose metric's upper confidence bound is below `baseline - drop`: the drop is
+/// established at `confidence`, not a noisy dip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceCondition {
+    /// `accuracy`, `precision`, `recall` or `f1` (binary tasks).
+    pub metric: String,
+    /// How far below `baseline` the metric must be (absolute).
+    pub drop: f64,
+    /// The metric's expected value (the model's performance at validation).
+    pub baseline: f64,
+    /// One-sided confidence of the bound (default 0.95).
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+}
+
+/// Metrics a performance condition can watch.
+pub const PERFORMANCE_CONDITION_METRICS: [&str; 4] = ["accuracy", "precision", "recall", "f1"];
+
+fn default_confidence() -> f64 {
+    0.95
+}
+
+impl PerformanceCondition {
+    /// Checks the condition; `key` is its key path.
+    pub fn validate(&self, key: &str) -> Result<(), (String, String)> {
+        if !PERFORMANCE_CONDITION_METRICS.contains(&self.metric.as_str()) {
+            return Err((
+                format!("{key}.metric"),
+                format!("one of {}", PERFORMANCE_CONDITION_METRICS.join(", ")),
+            ));
+        }
+        for (k, v, range) in [
+            ("drop", self.drop, 0.0..1.0),
+            ("baseline", self.baseline, 0.0..1.0 + f64::EPSILON),
+            ("confidence", self.confidence, 0.5..1.0),
+        ] {
+            if !(v.is_finite() && range.contains(&v)) || (k == "drop" && v <= 0.0) {
+                return Err((format!("{key}.{k}"), format!("must be in [{}, {})", range.start, range.end)));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn json() -> LabelFormat {
     LabelFormat::Json
 }
@@ -290,6 +337,21 @@ mod tests {
         assert!(
             error(&trigger("{ labels = { at_least = 5 }, dataset_drift = true }")).contains("exactly one")
         );
+        let perf = trigger("{ performance = { metric = \"f1\", drop = 0.05, baseline = 0.9 } }");
+        let ok = Config::from_toml(&perf, Path::new("t.toml")).expect("valid");
+        assert_eq!(ok.triggers[0].condition.performance.as_ref().map(|p| p.confidence), Some(0.95));
+        for (bad, key) in [
+            ("metric = \"auc\", drop = 0.05, baseline = 0.9", "condition.performance.metric"),
+            ("metric = \"f1\", drop = 0.0, baseline = 0.9", "condition.performance.drop"),
+            ("metric = \"f1\", drop = 0.1, baseline = 1.5", "condition.performance.baseline"),
+            (
+                "metric = \"f1\", drop = 0.1, baseline = 0.9, confidence = 1.0",
+                "condition.performance.confidence",
+            ),
+        ] {
+            let e = error(&trigger(&format!("{{ performance = {{ {bad} }} }}")));
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
         let sliding = "{ type = \"sliding_count\", size = 10, slide = 5 }";
         assert!(error(&stream(sliding, GOOD)).contains("streams[0].window.type"));
     }

@@ -80,6 +80,10 @@ pub struct ConditionConfig {
     /// stream since the trigger last fired (streams with `[streams.labels]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<super::labels::LabelsCondition>,
+    /// Holds when a window's final performance dropped below a baseline, with
+    /// confidence (streams with `[streams.labels]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<super::labels::PerformanceCondition>,
     /// Streams the trigger watches, by `[[streams]]` name; every stream when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<String>,
@@ -364,16 +368,24 @@ fn valid_name(name: &str) -> bool {
 
 fn validate_condition(c: &ConditionConfig, streams: Option<&[String]>, key: &str) -> Result<(), KeyError> {
     let k = |s: &str| format!("{key}.{s}");
-    let chosen =
-        [c.dataset_drift, c.sequential || !c.features.is_empty(), c.score.is_some(), c.labels.is_some()];
+    let chosen = [
+        c.dataset_drift,
+        c.sequential || !c.features.is_empty(),
+        c.score.is_some(),
+        c.labels.is_some(),
+        c.performance.is_some(),
+    ];
     if chosen.iter().filter(|&&b| b).count() != 1 {
         return Err((
             key.to_owned(),
-            "set exactly one of `dataset_drift = true`, `features`, `sequential = true` (with or without `features`), `score` or `labels`".into(),
+            "set exactly one of `dataset_drift = true`, `features`, `sequential = true` (with or without `features`), `score`, `labels` or `performance`".into(),
         ));
     }
     if c.labels.as_ref().is_some_and(|l| l.at_least == 0) {
         return Err((k("labels.at_least"), "must be at least 1".into()));
+    }
+    if let Some(p) = &c.performance {
+        p.validate(&k("performance"))?;
     }
     if c.sequential && c.consecutive_windows != default_consecutive_windows() && c.consecutive_windows != 1 {
         return Err((

@@ -81,6 +81,10 @@ impl PerfWindow {
             evicted: self.evicted,
             label_coverage: coverage(self.labelled, self.predictions),
             metrics: self.sketch.metrics(),
+            confusion: match &self.sketch {
+                PerformanceSketch::Binary(b) => Some([b.tp, b.fp, b.tn, b.fn_]),
+                _ => None,
+            },
         }
     }
 }

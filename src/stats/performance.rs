@@ -409,6 +409,39 @@ pub struct WindowPerformance {
     /// `labelled / predictions` (1 for a window without predictions).
     pub label_coverage: f64,
     pub metrics: BTreeMap<String, f64>,
+    /// Binary tasks: `[tp, fp, tn, fn]` at the threshold (for confidence bounds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<[u64; 4]>,
+}
+
+impl WindowPerformance {
+    /// The one-sided upper confidence bound of a binary metric (`accuracy`,
+    /// `precision`, `recall`, `f1`) at `confidence`: the Wilson score bound of the
+    /// proportion behind it. F1 is taken as the proportion `tp / (tp + (fp + fn) / 2)`
+    /// (which it equals) of that many trials, an approximation: its errors are not
+    /// independent trials. `None` without confusion counts or trials.
+    pub fn upper_bound(&self, metric: &str, confidence: f64) -> Option<f64> {
+        let [tp, fp, tn, fn_] = self.confusion?.map(|c| c as f64);
+        let (successes, trials) = match metric {
+            "accuracy" => (tp + tn, tp + fp + tn + fn_),
+            "precision" => (tp, tp + fp),
+            "recall" => (tp, tp + fn_),
+            "f1" => (tp, tp + (fp + fn_) / 2.0),
+            _ => return None,
+        };
+        (trials > 0.0).then(|| wilson_upper(successes / trials, trials, confidence))
+    }
+}
+
+/// The Wilson score interval's upper end for proportion `p` of `n` trials, one-sided
+/// at `confidence`.
+pub fn wilson_upper(p: f64, n: f64, confidence: f64) -> f64 {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    let z = Normal::standard().inverse_cdf(confidence.clamp(0.5, 1.0 - 1e-12));
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre + spread) / (1.0 + z2 / n)).min(1.0)
 }
 
 /// A report's `performance` section: windows whose performance settled since the

@@ -150,3 +150,27 @@ fn classes_beyond_the_cap_share_one_bucket() {
     assert_eq!(m.classes[OTHER_CLASS][0], 10);
     assert_eq!(m.overflow, 10);
 }
+
+#[test]
+fn the_wilson_bound_matches_an_independent_computation() {
+    // Python's statistics.NormalDist for z, the Wilson formula written out.
+    assert!((wilson_upper(0.8, 1000.0, 0.95) - 0.8199841357782135).abs() < 1e-9);
+    assert!((wilson_upper(0.5, 10.0, 0.99) - 0.796289765144384).abs() < 1e-9);
+    let w = WindowPerformance {
+        index: 0,
+        start: String::new(),
+        end: String::new(),
+        status: PerformanceStatus::Final,
+        predictions: 10,
+        labelled: 10,
+        expired: 0,
+        evicted: 0,
+        label_coverage: 1.0,
+        metrics: BTreeMap::new(),
+        confusion: Some([4, 2, 3, 1]),
+    };
+    // Recall 4 of 5; F1 = 8 / 11 = tp / (tp + (fp + fn) / 2) on 5.5 trials.
+    assert_eq!(w.upper_bound("recall", 0.95), Some(wilson_upper(0.8, 5.0, 0.95)));
+    assert_eq!(w.upper_bound("f1", 0.95), Some(wilson_upper(4.0 / 5.5, 5.5, 0.95)));
+    assert_eq!(w.upper_bound("mae", 0.95), None);
+}

@@ -34,6 +34,9 @@ pub struct Observed {
 /// Evaluates `condition` on `report`; for `score` conditions also returns the scores
 /// that crossed the limit.
 pub fn evaluate(condition: &ConditionConfig, report: &Report) -> (Verdict, Vec<Observed>) {
+    if let Some(performance) = &condition.performance {
+        return evaluate_performance(performance, report);
+    }
     if let Some(key) = &condition.score {
         return evaluate_score(condition, key, report);
     }
@@ -51,6 +54,42 @@ pub fn evaluate(condition: &ConditionConfig, report: &Report) -> (Verdict, Vec<O
         Verdict::Clear
     };
     (verdict, Vec::new())
+}
+
+/// A performance condition on the newest window the report settles: holds when the
+/// metric's upper confidence bound is below `baseline - drop`; unknown when the report
+/// settles no window (or the metric is undefined in it). Observed: the metric, its
+/// bound and the window's label coverage.
+fn evaluate_performance(
+    condition: &crate::config::labels::PerformanceCondition,
+    report: &Report,
+) -> (Verdict, Vec<Observed>) {
+    use crate::stats::performance::PerformanceStatus;
+    let newest = report.performance.as_ref().and_then(|p| {
+        p.windows.iter().filter(|w| w.status == PerformanceStatus::Final).max_by_key(|w| w.index)
+    });
+    let Some(window) = newest else { return (Verdict::Unknown, Vec::new()) };
+    let (Some(value), Some(bound)) =
+        (window.metrics.get(&condition.metric), window.upper_bound(&condition.metric, condition.confidence))
+    else {
+        return (Verdict::Unknown, Vec::new());
+    };
+    let observed = |score: &str, value: f64| Observed {
+        feature: format!("performance_window_{}", window.index),
+        score: score.to_owned(),
+        value,
+    };
+    if bound < condition.baseline - condition.drop {
+        let upper = format!("{}_upper_bound", condition.metric);
+        let evidence = vec![
+            observed(&condition.metric, *value),
+            observed(&upper, bound),
+            observed("label_coverage", window.label_coverage),
+        ];
+        (Verdict::Holds, evidence)
+    } else {
+        (Verdict::Clear, Vec::new())
+    }
 }
 
 /// `Some(drifted)` for a feature that was evaluated, `None` when it is missing or had
@@ -270,6 +309,7 @@ mod tests {
             above: None,
             below: None,
             labels: None,
+            performance: None,
             streams: vec![],
             consecutive_windows: consecutive,
             cooldown: Duration::from_millis(cooldown_ms),
@@ -467,5 +507,52 @@ mod tests {
         assert_eq!(e.step(Verdict::Clear, 10, &c), Step::Quiet);
         assert_eq!(e.labels_verdict(100, &with_joined(200)), Verdict::Holds);
         assert_eq!(e.step(Verdict::Holds, 20, &c), Step::Fire);
+    }
+
+    #[test]
+    fn a_performance_condition_holds_only_on_an_established_drop() {
+        use crate::stats::performance::{PerformanceSection, PerformanceStatus, WindowPerformance};
+        let mut c = condition(1, 0, 1);
+        c.dataset_drift = false;
+        c.performance = Some(crate::config::labels::PerformanceCondition {
+            metric: "accuracy".into(),
+            drop: 0.05,
+            baseline: 0.9,
+            confidence: 0.95,
+        });
+        // `correct` of `n` right, in a final window (tp and tn split evenly).
+        let with_window = |correct: u64, n: u64, status: PerformanceStatus| {
+            let mut r = report(vec![("a", false, Status::Ok, 0.1)]);
+            let wrong = n - correct;
+            r.performance = Some(PerformanceSection {
+                task: "binary".into(),
+                windows: vec![WindowPerformance {
+                    index: 3,
+                    start: String::new(),
+                    end: String::new(),
+                    status,
+                    predictions: n,
+                    labelled: n,
+                    expired: 0,
+                    evicted: 0,
+                    label_coverage: 1.0,
+                    metrics: [("accuracy".to_owned(), correct as f64 / n as f64)].into(),
+                    confusion: Some([correct / 2, wrong / 2, correct - correct / 2, wrong - wrong / 2]),
+                }],
+                counts: Default::default(),
+            });
+            r
+        };
+        // 0.80 on 1,000 rows: the upper bound (about 0.82) is below 0.85.
+        let (verdict, observed) = evaluate(&c, &with_window(800, 1000, PerformanceStatus::Final));
+        assert_eq!(verdict, Verdict::Holds);
+        assert_eq!(observed.len(), 3);
+        assert!(observed[1].value > 0.8 && observed[1].value < 0.85, "{observed:?}");
+        // The same 0.80 on 20 rows is not established: the bound is above 0.85.
+        assert_eq!(evaluate(&c, &with_window(16, 20, PerformanceStatus::Final)).0, Verdict::Clear);
+        // At the baseline: clear; provisional windows and streams without labels: unknown.
+        assert_eq!(evaluate(&c, &with_window(900, 1000, PerformanceStatus::Final)).0, Verdict::Clear);
+        assert_eq!(evaluate(&c, &with_window(800, 1000, PerformanceStatus::Provisional)).0, Verdict::Unknown);
+        assert_eq!(evaluate(&c, &report(vec![("a", false, Status::Ok, 0.1)])).0, Verdict::Unknown);
     }
 }

@@ -70,6 +70,24 @@ pub enum ConditionSummary {
         /// `any` or `all`.
         require: Require,
     },
+    /// `labels = { at_least = N }`.
+    Labels {
+        /// New labels that make it fire.
+        at_least: u64,
+    },
+    /// `performance = { ... }`.
+    Performance {
+        /// The watched metric.
+        metric: String,
+        /// How far below the baseline its upper bound had to be.
+        drop: f64,
+        /// The metric's expected value.
+        baseline: f64,
+        /// One-sided confidence of the bound.
+        confidence: f64,
+        /// Windows in a row it had to hold.
+        consecutive_windows: u32,
+    },
     /// `score = ...`.
     Score {
         /// The score key.
@@ -91,7 +109,17 @@ pub enum ConditionSummary {
 impl ConditionSummary {
     /// Summarises a condition.
     pub fn of(c: &ConditionConfig) -> ConditionSummary {
-        if let Some(score) = &c.score {
+        if let Some(l) = &c.labels {
+            ConditionSummary::Labels { at_least: l.at_least }
+        } else if let Some(p) = &c.performance {
+            ConditionSummary::Performance {
+                metric: p.metric.clone(),
+                drop: p.drop,
+                baseline: p.baseline,
+                confidence: p.confidence,
+                consecutive_windows: c.consecutive_windows,
+            }
+        } else if let Some(score) = &c.score {
             ConditionSummary::Score {
                 score: score.clone(),
                 feature: c.feature.clone(),
