@@ -16,7 +16,8 @@
 //! the entry's sequence number: 40 bytes per entry in the ring (which grows by a
 //! quarter, so at most 50 bytes with its slack) plus 5 per index bucket (at 44% to
 //! 87.5% load: 5.7 to 11.4 bytes per entry). Measured from 1,000 to 1,048,576 entries:
-//! 47 to 57 bytes per entry, under 64 (`memory_per_entry_is_under_64_bytes`).
+//! 47 to 57 bytes per entry (58 at 600,000 entries under a cap of 1,000,000 in
+//! `benches/label_join.rs`), under 64 (`memory_per_entry_is_under_64_bytes`).
 //!
 //! Ids are compared by their 64-bit hash: two ids collide with probability about
 //! `pending^2 / 2^65` (1e-8 at a million entries), and a collision joins one id's

@@ -1,0 +1,102 @@
+//! The label join's speed, in process, one core (issue 15): predictions and their labels
+//! through `stats::label_join` (ids hashed beforehand, and with the hashing), the
+//! monitor's per-message path (`monitor::labels`, JSON read with serde_json), and a
+//! binary window's metrics at its close. Printed, never asserted.
+//!
+//!   cargo bench --bench label_join
+
+use driftscope::config::Config;
+use driftscope::monitor::labels::StreamLabels;
+use driftscope::stats::label_join::{JoinSettings, LabelJoin, id_hash};
+use driftscope::stats::performance::{BinarySketch, PerformanceSketch};
+use driftscope::telemetry::Telemetry;
+use std::hint::black_box;
+use std::time::Instant;
+
+const N: usize = 1_000_000;
+/// Labels arrive this many predictions after their own.
+const LAG: usize = 10_000;
+
+fn rate(what: &str, n: usize, started: Instant) {
+    let s = started.elapsed().as_secs_f64();
+    println!("{what:<58} {:>8.2} M/s  ({:.0} ns each)", n as f64 / s / 1e6, s * 1e9 / n as f64);
+}
+
+fn main() {
+    let ids: Vec<u64> = (0..N).map(|i| id_hash(format!("req-{i}").as_bytes())).collect();
+    // A small state (in cache) and a million entries (the index and ring out of cache).
+    for max_pending in [2 * LAG, N] {
+        let settings = JoinSettings { ttl_ms: 600_000, max_pending, sample: 1.0 };
+        let mut join = LabelJoin::new(settings);
+        let mut events = Vec::with_capacity(16);
+        let started = Instant::now();
+        for i in 0..N {
+            join.prediction(ids[i], (i / 10_000) as i64, 0.5, i as i64, &mut events);
+            if i >= LAG && i % 10 != 0 {
+                join.label(ids[i - LAG], 1.0, i as i64, &mut events);
+            }
+            events.clear();
+        }
+        rate(&format!("join, max_pending {max_pending}: prediction + 90% of labels"), N, started);
+        println!(
+            "  joined {}, entries {}, {:.1} bytes each",
+            join.counts().joined,
+            join.len(),
+            join.allocated_bytes() as f64 / join.len() as f64
+        );
+    }
+
+    let keys: Vec<String> = (0..N).map(|i| format!("req-{i}")).collect();
+    let started = Instant::now();
+    let mut h = 0u64;
+    for k in &keys {
+        h ^= id_hash(k.as_bytes());
+    }
+    black_box(h);
+    rate("id_hash of a 9-11 byte id", N, started);
+
+    let text = "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\n\
+                window = { type = \"tumbling_count\", size = 10000 }\nreference = { from_stream = 10 }\n\
+                [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n[streams.labels]\ntopics = [\"l\"]\n\
+                prediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\nttl = \"10m\"\n\
+                task = { type = \"binary\", score = \"/score\" }\n";
+    let config = Config::from_toml(text, std::path::Path::new("bench.toml")).expect("config");
+    let stream = &config.streams[0];
+    let telemetry = Telemetry::new();
+    let mut labels =
+        StreamLabels::new("s", stream.labels.as_ref().expect("labels"), &stream.window, &telemetry)
+            .map_err(|e| e.message)
+            .expect("labels");
+    let m = N / 4;
+    let predictions: Vec<Vec<u8>> = (0..m)
+        .map(|i| {
+            format!(r#"{{"id":"req-{i}","x":{},"score":{}}}"#, i % 97, (i % 1000) as f64 / 1000.0)
+                .into_bytes()
+        })
+        .collect();
+    let label = br#"{"y":1}"#;
+    let started = Instant::now();
+    for (i, p) in predictions.iter().enumerate() {
+        let _ = labels.prediction(p, None, i as i64);
+        if i >= LAG {
+            let _ = labels.label_message(label, Some(keys[i - LAG].as_bytes()), i as i64);
+        }
+        if i % 1000 == 0 {
+            labels.tick(i as i64);
+        }
+    }
+    rate("monitor path: JSON prediction + JSON label message", m, started);
+
+    let mut sketch = BinarySketch::new(0.5);
+    for i in 0..10_000 {
+        sketch.add((i % 1000) as f64 / 1000.0, i % 3 == 0).expect("valid");
+    }
+    let sketch = PerformanceSketch::Binary(sketch);
+    let reps = 10_000;
+    let started = Instant::now();
+    for _ in 0..reps {
+        black_box(sketch.metrics());
+    }
+    let each = started.elapsed().as_secs_f64() / reps as f64;
+    println!("{:<58} {:>8.1} us", "binary window metrics at close (10,000 rows)", each * 1e6);
+}
