@@ -176,7 +176,14 @@ fn exact(rows: &[(f64, bool)]) -> BTreeMap<&'static str, f64> {
     ])
 }
 
-fn write_config(bootstrap: &str, dir: &Path, topics: (&str, &str), profile: &Path) -> std::path::PathBuf {
+/// A config of its own in `dir`; `join` is the labels table's `ttl` and `max_pending` lines.
+fn write_config(
+    bootstrap: &str,
+    dir: &Path,
+    topics: (&str, &str),
+    profile: &Path,
+    join: &str,
+) -> std::path::PathBuf {
     let group = unique("labels");
     let config = dir.join("driftscope.toml");
     let stream = xc_stream_toml(
@@ -206,7 +213,7 @@ topics = ["{labels}"]
 prediction_id = "/id"
 label_id = "key"
 label = "/y"
-ttl = "30s"
+{join}
 task = {{ type = "binary", score = "/score", threshold = {THRESHOLD} }}
 "#,
             state = dir.join("state").display(),
@@ -239,6 +246,98 @@ fn series(addr: &str, line_start: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(line_start))?.rsplit(' ').next()?.parse().ok()
 }
 
+fn reference(dir: &Path) -> std::path::PathBuf {
+    let mut csv = String::from("x,c\n");
+    let mut rng = Rng(7);
+    for _ in 0..2_000 {
+        csv.push_str(&format!("{},{}\n", rng.unit() * 2.0 - 1.0, ["a", "b", "c"][(rng.next() % 3) as usize]));
+    }
+    build_profile(dir, &csv)
+}
+
+/// Final windows of a reports file by index; fails on a window reported final twice.
+fn final_windows(reports: &[serde_json::Value]) -> BTreeMap<u64, serde_json::Value> {
+    let mut finals = BTreeMap::new();
+    for report in reports {
+        for w in report["performance"]["windows"].as_array().into_iter().flatten() {
+            if w["status"] == "final" {
+                let index = w["index"].as_u64().unwrap();
+                assert!(finals.insert(index, w.clone()).is_none(), "window {index} reported final twice");
+            }
+        }
+    }
+    finals
+}
+
+/// A window of predictions without labels, to close one more window whose report
+/// carries the windows settled since the previous one.
+fn tail(bootstrap: &str, topic: &str, name: &str) {
+    let tail: Keyed = (0..WINDOW)
+        .map(|i| {
+            let id = format!("{name}-{i}");
+            let payload = format!(r#"{{"id":"{id}","x":0.1,"c":"a","score":0.5}}"#).into_bytes();
+            (id, payload)
+        })
+        .collect();
+    produce_keyed(bootstrap, topic, &tail);
+}
+
+#[test]
+fn with_a_small_max_pending_evictions_are_counted_and_every_prediction_resolves() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (predictions_topic, labels_topic) = (unique("preds-cap"), unique("labels-cap"));
+    create_topic(&bootstrap, &predictions_topic, 1);
+    create_topic(&bootstrap, &labels_topic, 1);
+    let profile = reference(dir.path());
+    let join = "ttl = \"2s\"\nmax_pending = 100";
+    let config = write_config(&bootstrap, dir.path(), (&predictions_topic, &labels_topic), &profile, join);
+    let rows = rows();
+    let (mut run, addr) = start(&config, dir.path());
+    for round in 0..ROUNDS {
+        let (labels, predictions) = round_messages(&rows, round);
+        produce_keyed(&bootstrap, &labels_topic, &labels);
+        produce_keyed(&bootstrap, &predictions_topic, &predictions);
+    }
+    let evicted_series = r#"driftscope_labels_total{outcome="evicted",stream="s"}"#;
+    let expired_series = r#"driftscope_labels_total{outcome="expired",stream="s"}"#;
+    let joined_series = r#"driftscope_labels_total{outcome="joined",stream="s"}"#;
+    // Every prediction is joined, expired or evicted: nothing waits after the ttl.
+    let predictions = PREDICTIONS as f64;
+    let (joined_total, evicted_total) =
+        wait_for("every prediction resolved", Duration::from_secs(120), || {
+            let (joined, expired, evicted) = (
+                series(&addr, joined_series)?,
+                series(&addr, expired_series)?,
+                series(&addr, evicted_series)?,
+            );
+            (joined + expired + evicted >= predictions).then_some((joined, evicted))
+        });
+    tail(&bootstrap, &predictions_topic, "tail");
+    let reports = run.wait_reports(&dir.path().join("reports.jsonl"), WINDOWS + 1, Duration::from_secs(120));
+    let finals = final_windows(&reports);
+    assert_eq!(finals.keys().copied().collect::<Vec<_>>(), (0..WINDOWS as u64).collect::<Vec<_>>());
+    let mut evicted = 0;
+    let mut labelled = 0;
+    for (k, w) in &finals {
+        assert_eq!(w["predictions"], WINDOW as u64, "window {k}: {w}");
+        let resolved =
+            w["labelled"].as_u64().unwrap() + w["expired"].as_u64().unwrap() + w["evicted"].as_u64().unwrap();
+        assert_eq!(resolved, WINDOW as u64, "window {k}: each prediction resolved once: {w}");
+        evicted += w["evicted"].as_u64().unwrap();
+        labelled += w["labelled"].as_u64().unwrap();
+    }
+    // Labels come a round (500 predictions) late or more: with 100 entries most
+    // predictions are evicted first, and every eviction is counted.
+    assert!(evicted > PREDICTIONS as u64 / 2, "{evicted} evictions");
+    // The series before the tail (whose predictions are evicted in turn) agree.
+    assert_eq!(evicted_total, evicted as f64);
+    assert_eq!(joined_total, labelled as f64);
+    let counts = &reports.last().unwrap()["performance"]["counts"];
+    assert!(counts["labels_evicted"].as_u64().unwrap() + counts["orphan"].as_u64().unwrap() > 0, "{counts}");
+    assert!(run.terminate().success());
+}
+
 #[test]
 fn final_window_performance_is_exact_through_sigkills() {
     let Some(bootstrap) = broker() else { return };
@@ -246,13 +345,9 @@ fn final_window_performance_is_exact_through_sigkills() {
     let (predictions_topic, labels_topic) = (unique("preds"), unique("labels"));
     create_topic(&bootstrap, &predictions_topic, 1);
     create_topic(&bootstrap, &labels_topic, 1);
-    let mut csv = String::from("x,c\n");
-    let mut rng = Rng(7);
-    for _ in 0..2_000 {
-        csv.push_str(&format!("{},{}\n", rng.unit() * 2.0 - 1.0, ["a", "b", "c"][(rng.next() % 3) as usize]));
-    }
-    let profile = build_profile(dir.path(), &csv);
-    let config = write_config(&bootstrap, dir.path(), (&predictions_topic, &labels_topic), &profile);
+    let profile = reference(dir.path());
+    let config =
+        write_config(&bootstrap, dir.path(), (&predictions_topic, &labels_topic), &profile, "ttl = \"30s\"");
     let rows = rows();
 
     // Each round starts driftscope, produces the round's labels and predictions while
@@ -282,28 +377,10 @@ fn final_window_performance_is_exact_through_sigkills() {
         }
         (series(&addr, expired_series)? >= undelivered).then_some(())
     });
-    // One more window of predictions (no labels) closes a window whose report carries
-    // the windows settled since the last report.
-    let tail: Keyed = (0..WINDOW)
-        .map(|i| {
-            let id = format!("tail-{i}");
-            let payload = format!(r#"{{"id":"{id}","x":0.1,"c":"a","score":0.5}}"#).into_bytes();
-            (id, payload)
-        })
-        .collect();
-    produce_keyed(&bootstrap, &predictions_topic, &tail);
+    tail(&bootstrap, &predictions_topic, "tail");
     let reports_path = dir.path().join("reports.jsonl");
     let reports = run.wait_reports(&reports_path, WINDOWS + 1, Duration::from_secs(120));
-
-    let mut finals: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
-    for report in &reports {
-        for w in report["performance"]["windows"].as_array().into_iter().flatten() {
-            if w["status"] == "final" {
-                let index = w["index"].as_u64().unwrap();
-                assert!(finals.insert(index, w.clone()).is_none(), "window {index} reported final twice");
-            }
-        }
-    }
+    let finals = final_windows(&reports);
     assert_eq!(finals.keys().copied().collect::<Vec<_>>(), (0..WINDOWS as u64).collect::<Vec<_>>());
     for (k, w) in &finals {
         let rows = &rows[*k as usize * WINDOW..(*k as usize + 1) * WINDOW];
