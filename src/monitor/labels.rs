@@ -10,6 +10,7 @@
 //! predictions (those with a usable id and prediction), or processing-time windows
 //! `[k * size, (k + 1) * size)`. The join's clock is processing time.
 
+use super::json_pointer;
 use crate::clock::format_ms;
 use crate::config::labels::{IdLocation, LabelsConfig, TaskConfig};
 use crate::config::{TimeBasis, WindowConfig};
@@ -21,8 +22,25 @@ use crate::stats::performance::{
 use crate::telemetry::Telemetry;
 use prometheus::{GaugeVec, IntCounterVec};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+
+/// A finite JSON number's value.
+fn number(raw: &RawValue) -> Option<f64> {
+    let text = raw.get();
+    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return None;
+    }
+    serde_json::from_str::<f64>(text).ok().filter(|v| v.is_finite())
+}
+
+/// A JSON string's content (borrowed unless it has escapes).
+fn json_string(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(std::borrow::Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(std::borrow::Cow::Owned),
+    }
+}
 
 /// Every `outcome` of `driftscope_labels_total`.
 pub const OUTCOMES: [&str; 14] = [
@@ -394,28 +412,47 @@ impl StreamLabels {
         self.events = events;
     }
 
-    fn read_id(location: &IdLocation, doc: &Value, key: Option<&[u8]>) -> Result<u64, &'static str> {
+    /// The id hash of a message: of its Kafka key, or of the text at a pointer (a
+    /// string's content, a number's JSON text).
+    fn read_id(
+        location: &IdLocation,
+        raw: Option<&RawValue>,
+        key: Option<&[u8]>,
+    ) -> Result<u64, &'static str> {
         match location {
             IdLocation::Key => key.filter(|k| !k.is_empty()).map(id_hash).ok_or("bad_id"),
-            IdLocation::Pointer(p) => match doc.pointer(p) {
-                Some(Value::String(s)) if !s.is_empty() => Ok(id_hash(s.as_bytes())),
-                Some(n @ Value::Number(_)) => Ok(id_hash(n.to_string().as_bytes())),
-                _ => Err("bad_id"),
-            },
+            IdLocation::Pointer(_) => {
+                let text = raw.ok_or("bad_id")?.get();
+                if text.starts_with('"') {
+                    let s = json_string(text).ok_or("bad_id")?;
+                    if s.is_empty() { Err("bad_id") } else { Ok(id_hash(s.as_bytes())) }
+                } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+                    Ok(id_hash(text.as_bytes()))
+                } else {
+                    Err("bad_id")
+                }
+            }
         }
     }
 
-    fn class_index(&mut self, value: &Value) -> Option<f64> {
-        let name = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(_) | Value::Bool(_) => value.to_string(),
-            _ => return None,
+    /// A class's index (a string, or a number or boolean by its JSON text).
+    fn class_index(&mut self, raw: &RawValue) -> Option<f64> {
+        let text = raw.get();
+        let name = if text.starts_with('"') {
+            json_string(text)?
+        } else if text == "true"
+            || text == "false"
+            || text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        {
+            std::borrow::Cow::Borrowed(text)
+        } else {
+            return None;
         };
         let classes = &mut self.state.classes;
         let index = match classes.iter().position(|c| *c == name) {
             Some(i) => i,
             None if classes.len() < MAX_CLASSES => {
-                classes.push(name);
+                classes.push(name.into_owned());
                 classes.len() - 1
             }
             // Beyond the cap: an index past the table reads as the overflow class.
@@ -425,41 +462,41 @@ impl StreamLabels {
     }
 
     fn read_prediction(&mut self, payload: &[u8], key: Option<&[u8]>) -> Result<(u64, f64), &'static str> {
-        let doc: Value = serde_json::from_slice(payload).map_err(|_| "bad_json")?;
-        let id = Self::read_id(&self.prediction_id, &doc, key)?;
-        let value = doc.pointer(self.task.prediction_pointer()).ok_or("bad_prediction")?;
+        let id_pointer = match &self.prediction_id {
+            IdLocation::Pointer(p) => Some(p.as_str()),
+            IdLocation::Key => None,
+        };
+        let [id, value] = json_pointer::lookup(payload, [id_pointer, Some(self.task.prediction_pointer())])
+            .map_err(|_| "bad_json")?;
+        let id = Self::read_id(&self.prediction_id, id, key)?;
+        let value = value.ok_or("bad_prediction")?;
         let value = match &self.task {
             TaskConfig::Binary { .. } => {
-                value.as_f64().filter(|s| (0.0..=1.0).contains(s)).ok_or("bad_prediction")?
+                number(value).filter(|s| (0.0..=1.0).contains(s)).ok_or("bad_prediction")?
             }
-            TaskConfig::Multiclass { .. } => {
-                let value = value.clone();
-                self.class_index(&value).ok_or("bad_prediction")?
-            }
-            TaskConfig::Regression { .. } => {
-                value.as_f64().filter(|v| v.is_finite()).ok_or("bad_prediction")?
-            }
+            TaskConfig::Multiclass { .. } => self.class_index(value).ok_or("bad_prediction")?,
+            TaskConfig::Regression { .. } => number(value).ok_or("bad_prediction")?,
         };
         Ok((id, value))
     }
 
     fn read_label(&mut self, payload: &[u8], key: Option<&[u8]>) -> Result<(u64, f64), &'static str> {
-        let doc: Value = serde_json::from_slice(payload).map_err(|_| "bad_json")?;
-        let id = Self::read_id(&self.label_id, &doc, key)?;
-        let value = doc.pointer(&self.label).ok_or("bad_label")?;
+        let id_pointer = match &self.label_id {
+            IdLocation::Pointer(p) => Some(p.as_str()),
+            IdLocation::Key => None,
+        };
+        let [id, value] =
+            json_pointer::lookup(payload, [id_pointer, Some(&self.label)]).map_err(|_| "bad_json")?;
+        let id = Self::read_id(&self.label_id, id, key)?;
+        let value = value.ok_or("bad_label")?;
         let value = match &self.task {
-            TaskConfig::Binary { .. } => match value {
-                Value::Bool(b) => f64::from(u8::from(*b)),
-                Value::Number(n) if n.as_f64() == Some(0.0) || n.as_f64() == Some(1.0) => {
-                    n.as_f64().unwrap_or(0.0)
-                }
-                _ => return Err("bad_label"),
+            TaskConfig::Binary { .. } => match value.get() {
+                "true" => 1.0,
+                "false" => 0.0,
+                _ => number(value).filter(|v| *v == 0.0 || *v == 1.0).ok_or("bad_label")?,
             },
-            TaskConfig::Multiclass { .. } => {
-                let value = value.clone();
-                self.class_index(&value).ok_or("bad_label")?
-            }
-            TaskConfig::Regression { .. } => value.as_f64().filter(|v| v.is_finite()).ok_or("bad_label")?,
+            TaskConfig::Multiclass { .. } => self.class_index(value).ok_or("bad_label")?,
+            TaskConfig::Regression { .. } => number(value).ok_or("bad_label")?,
         };
         Ok((id, value))
     }

@@ -8,6 +8,7 @@
 //! lost and none is counted twice in a window.
 
 pub mod checkpoint;
+mod json_pointer;
 pub mod labels;
 pub mod stream;
 
