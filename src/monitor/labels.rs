@@ -6,8 +6,9 @@
 //! windows settled since the previous report (final) and those still waiting
 //! (provisional, with their `label_coverage`). The whole state goes into the checkpoint.
 //!
-//! Performance windows follow the stream's tumbling windows: count windows of `size`
-//! predictions (those with a usable id and prediction), or processing-time windows
+//! Performance windows are the stream's tumbling windows: count windows of `size`
+//! records the stream accepted (a window's `predictions` are those of them with a
+//! usable id and prediction, in the sample, not duplicates), or processing-time windows
 //! `[k * size, (k + 1) * size)`. The join's clock is processing time.
 
 use super::json_pointer;
@@ -234,35 +235,50 @@ impl StreamLabels {
         now_ms: i64,
     ) -> Result<(), &'static str> {
         let now_ms = now_ms.max(self.state.clock_floor_ms);
-        let outcome = self.read_prediction(payload, key);
-        let (id, value) = match outcome {
+        // Every record the stream accepted counts towards its count window, usable or
+        // not, sampled or not, so performance windows are the stream's windows.
+        let window = match self.clock {
+            PerfClock::Count(size) => {
+                let key = (self.state.predictions_seen / size.max(1)) as i64;
+                self.state.predictions_seen += 1;
+                key
+            }
+            PerfClock::Millis(size) => now_ms.div_euclid(size),
+        };
+        let result = self.join_prediction(payload, key, window, now_ms);
+        if let PerfClock::Count(size) = self.clock
+            && self.state.predictions_seen % size.max(1) == 0
+        {
+            self.close_below(window + 1);
+        }
+        result
+    }
+
+    fn join_prediction(
+        &mut self,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        window: i64,
+        now_ms: i64,
+    ) -> Result<(), &'static str> {
+        let (id, value) = match self.read_prediction(payload, key) {
             Ok(v) => v,
             Err(reason) => {
                 self.count(reason);
                 return Err(reason);
             }
         };
-        let key = match self.clock {
-            PerfClock::Count(size) => (self.state.predictions_seen / size.max(1)) as i64,
-            PerfClock::Millis(size) => now_ms.div_euclid(size),
-        };
-        if key < self.state.closed_below {
+        if window < self.state.closed_below {
             self.count("late");
             return Err("late");
         }
-        self.ensure_window(key, now_ms);
-        let arrival = self.join.prediction(id, key, value, now_ms, &mut self.events);
-        if matches!(arrival, Arrival::Waiting | Arrival::Joined) {
-            self.state.predictions_seen += 1;
-            if let Some(w) = self.window_mut(key) {
-                w.predictions += 1;
-                w.end_ms = w.end_ms.max(now_ms);
-            }
-            if let PerfClock::Count(size) = self.clock
-                && self.state.predictions_seen % size.max(1) == 0
-            {
-                self.close_below(key + 1);
-            }
+        self.ensure_window(window, now_ms);
+        let arrival = self.join.prediction(id, window, value, now_ms, &mut self.events);
+        if matches!(arrival, Arrival::Waiting | Arrival::Joined)
+            && let Some(w) = self.window_mut(window)
+        {
+            w.predictions += 1;
+            w.end_ms = w.end_ms.max(now_ms);
         }
         self.apply_events();
         Ok(())
@@ -572,11 +588,15 @@ mod tests {
     use std::path::Path;
 
     fn labels(window: &str, task: &str) -> (StreamLabels, Telemetry) {
+        labels_with(window, task, "")
+    }
+
+    fn labels_with(window: &str, task: &str, extra: &str) -> (StreamLabels, Telemetry) {
         let text = format!(
             "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\nwindow = {window}\n\
              reference = {{ from_stream = 10 }}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
              [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\n\
-             ttl = \"10s\"\ntask = {task}\n"
+             ttl = \"10s\"\ntask = {task}\n{extra}\n"
         );
         let config = Config::from_toml(&text, Path::new("t.toml")).expect("config");
         let telemetry = Telemetry::new();
@@ -655,5 +675,24 @@ mod tests {
         assert_eq!(a.windows[0].status, PerformanceStatus::Final);
         assert_eq!(a.windows[0].metrics["accuracy"], 0.75);
         assert_eq!(a.counts["duplicate"], 1);
+    }
+
+    #[test]
+    fn count_windows_are_the_streams_windows_whatever_the_sample_and_bad_records() {
+        let (mut l, _t) = labels_with(COUNT4, BINARY, "sample = 0.5");
+        let mut sampled = 0;
+        for i in 0..8 {
+            let id = format!("r{i}");
+            sampled += u64::from(crate::stats::label_join::sampled(id_hash(id.as_bytes()), 0.5));
+            l.prediction(format!(r#"{{"id": "{id}", "p": 0.5}}"#).as_bytes(), None, 0).expect("pred");
+        }
+        // A bad record is a record of the stream's window too.
+        assert_eq!(l.prediction(br#"{"p": 0.5}"#, None, 0), Err("bad_id"));
+        l.tick(20_000);
+        let s = l.section();
+        let total: u64 = s.windows.iter().map(|w| w.predictions).sum();
+        assert_eq!(total, sampled, "{s:?}");
+        assert!(s.windows.iter().all(|w| w.index < 2), "8 records make windows 0 and 1: {s:?}");
+        assert_eq!(l.state.predictions_seen, 9);
     }
 }
