@@ -397,6 +397,7 @@ fn final_window_performance_is_exact_through_sigkills() {
     tail(&bootstrap, &predictions_topic, "tail");
     let reports_path = dir.path().join("reports.jsonl");
     let reports = run.wait_reports(&reports_path, WINDOWS + 1, Duration::from_secs(120));
+    assert!(reports.iter().all(|r| !r["notes"].to_string().contains("co-partitioned")), "1 and 1 partitions");
     let finals = final_windows(&reports);
     let windows = windows_of(&rows);
     assert_eq!(windows.len(), WINDOWS, "the duplicates make less than a window");
@@ -433,5 +434,25 @@ fn final_window_performance_is_exact_through_sigkills() {
         .filter(|r| matches!(r.label_round, Some(l) if l < r.id[4..].parse::<usize>().unwrap() / WINDOW))
         .count();
     assert!(early > 100, "some labels were sent before their prediction ({early})");
+    assert!(run.terminate().success());
+}
+
+#[test]
+fn topics_that_are_not_co_partitioned_are_reported() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (predictions_topic, labels_topic) = (unique("preds-2p"), unique("labels-1p"));
+    create_topic(&bootstrap, &predictions_topic, 2);
+    create_topic(&bootstrap, &labels_topic, 1);
+    let profile = reference(dir.path());
+    let config =
+        write_config(&bootstrap, dir.path(), (&predictions_topic, &labels_topic), &profile, "ttl = \"30s\"");
+    let (mut run, _addr) = start(&config, dir.path());
+    tail(&bootstrap, &predictions_topic, "p");
+    let reports = run.wait_reports(&dir.path().join("reports.jsonl"), 1, Duration::from_secs(120));
+    let notes = reports[0]["notes"].to_string();
+    assert!(notes.contains("not co-partitioned"), "{}", reports[0]);
+    assert!(notes.contains("has 1 partitions") && notes.contains("has 2"), "{notes}");
+    assert!(run.log_text().contains("not co-partitioned"));
     assert!(run.terminate().success());
 }

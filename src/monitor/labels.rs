@@ -147,6 +147,9 @@ pub struct StreamLabels {
     labels_total: IntCounterVec,
     performance: GaugeVec,
     label_coverage: GaugeVec,
+    /// Why the label and prediction topics are not co-partitioned, when they are not
+    /// (a note in every report of the stream).
+    pub co_partitioning: Option<String>,
 }
 
 /// Why a labels table cannot work with its stream; `key` is relative to the stream.
@@ -200,10 +203,43 @@ impl StreamLabels {
             labels_total: telemetry.labels.clone(),
             performance: telemetry.performance.clone(),
             label_coverage: telemetry.label_coverage.clone(),
+            co_partitioning: None,
         };
         labels.state.clock_floor_ms = i64::MIN;
         labels.state.closed_below = i64::MIN;
         Ok(labels)
+    }
+
+    /// Compares the partition counts of the label topics and the stream's topics (from
+    /// the cluster's metadata, waiting at most 5 s; unknown counts are not judged). With
+    /// different counts an id's prediction and label land on different partition
+    /// numbers, so one instance of the group may see one side only: logged as an error
+    /// and noted in every report of the stream.
+    pub fn check_co_partitioning<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &C,
+        topics: &[String],
+    ) {
+        let count = |topic: &str| {
+            let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(5)).ok()?;
+            let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+            (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
+        };
+        let predictions: Vec<(String, usize)> =
+            topics.iter().filter_map(|t| Some((t.clone(), count(t)?))).collect();
+        for label_topic in &self.topics {
+            let Some(n) = count(label_topic) else { continue };
+            if let Some((topic, m)) = predictions.iter().find(|(_, m)| *m != n) {
+                let problem = format!(
+                    "not co-partitioned: label topic `{label_topic}` has {n} partitions, prediction topic `{topic}` \
+                     has {m}; an instance may see a prediction but not its label (give both topics the same \
+                     partition count and key both by the request id)"
+                );
+                tracing::error!(stream = %self.stream, "{problem}");
+                self.co_partitioning = Some(problem);
+                return;
+            }
+        }
     }
 
     fn empty_sketch(&self) -> PerformanceSketch {

@@ -192,6 +192,11 @@ impl Monitor {
             stream_labels.push(joined);
         }
         let consumer = create_consumer(&config.kafka, context.clone())?;
+        for (s, labels) in config.streams.iter().zip(&mut stream_labels) {
+            if let Some(labels) = labels {
+                labels.check_co_partitioning(&consumer, &s.topics);
+            }
+        }
         let dead_letters = match &config.kafka.dead_letter_topic {
             Some(topic) => Some(DeadLetters::new(&config.kafka, topic)?),
             None => None,
@@ -520,6 +525,9 @@ impl Pipeline {
         let scoring = started.elapsed();
         report.stream = Some(state.name.clone());
         report.performance = self.labels[stream].as_mut().map(|l| l.section());
+        if let Some(problem) = self.labels[stream].as_ref().and_then(|l| l.co_partitioning.clone()) {
+            report.notes.push(problem);
+        }
         state.counters.windows_closed.inc();
         log_window(&report);
         let distributions = Arc::new(crate::stats::distribution::distributions(reference, &window.sketch));
