@@ -378,6 +378,7 @@ impl Pipeline {
                 self.process(stream, record.slot, payload, key, record.offset, record.time_ms);
             }
         }
+        self.flush_streams();
     }
 
     fn is_label_topic(&self, stream: usize, topic: &str) -> bool {
@@ -392,7 +393,6 @@ impl Pipeline {
         {
             tracing::warn!(stream = %self.streams[stream].name, reason, suppressed, "label message counted and skipped");
         }
-        self.flush_streams();
     }
 
     /// Folds what every stream staged from the batch; windows that close go to `closed`.
