@@ -311,7 +311,7 @@ mod tests {
         s
     }
 
-    fn shuffled<'a>(items: &'a [Partial], seed: u64) -> Vec<&'a Partial> {
+    fn shuffled(items: &[Partial], seed: u64) -> Vec<&Partial> {
         let mut v: Vec<&Partial> = items.iter().collect();
         let mut g = Lcg(seed);
         for i in (1..v.len()).rev() {
