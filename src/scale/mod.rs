@@ -5,6 +5,7 @@
 //! here today: the compacted topic, the transactional publisher and the partials
 //! reader's settings. Not yet here: wiring into the pipeline thread, the merging owner.
 
+pub mod assembler;
 pub mod publisher;
 
 pub use publisher::{PartialsPublisher, ScaleError, ensure_partials_topic, partials_consumer_config};
