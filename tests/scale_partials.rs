@@ -6,7 +6,9 @@
 mod common;
 
 use driftscope::config::KafkaConfig;
-use driftscope::scale::{PartialsPublisher, ensure_partials_topic, partials_consumer_config};
+use driftscope::scale::{
+    PartialsPublisher, ensure_partials_topic, owner_partition, partials_consumer_config,
+};
 use driftscope::stats::partial::{Partial, PartialHeader, SourcePartition};
 use driftscope::stats::sketch::WindowSketchState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -44,13 +46,14 @@ fn joined_consumer(bootstrap: &str, group: &str, topic: &str) -> BaseConsumer {
 }
 
 /// Every committed partial on `topic`, read as the merger reads them.
-fn read_committed(kafka: &KafkaConfig, topic: &str, expect: usize) -> Vec<Partial> {
+/// Each with the partials-topic partition it was read from.
+fn read_committed(kafka: &KafkaConfig, topic: &str, expect: usize) -> Vec<(i32, Partial)> {
     let reader: BaseConsumer = partials_consumer_config(kafka).create().expect("reader");
     reader.subscribe(&[topic]).expect("subscribe");
     let mut seen = Vec::new();
     common::wait_for("the committed partials", Duration::from_secs(60), || {
         if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
-            seen.push(Partial::decode(m.payload().unwrap_or_default()).expect("a partial"));
+            seen.push((m.partition(), Partial::decode(m.payload().unwrap_or_default()).expect("a partial")));
         }
         (seen.len() >= expect).then_some(())
     });
@@ -58,7 +61,7 @@ fn read_committed(kafka: &KafkaConfig, topic: &str, expect: usize) -> Vec<Partia
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
-            seen.push(Partial::decode(m.payload().unwrap_or_default()).expect("a partial"));
+            seen.push((m.partition(), Partial::decode(m.payload().unwrap_or_default()).expect("a partial")));
         }
     }
     seen
@@ -96,14 +99,20 @@ fn partials_and_input_offsets_commit_together_and_a_zombie_is_fenced() {
     let fenced = zombie.publish(&[partial("s", 1, 0, 99)], &offsets, &metadata);
     assert!(fenced.is_err(), "a fenced publisher must not commit");
 
-    let published = vec![partial("s", 1, 0, 5), partial("s", 1, 1, 3), partial("s", 2, 0, 4)];
+    let published =
+        vec![partial("s", 1, 0, 5), partial("s", 1, 1, 3), partial("s", 2, 0, 4), partial("t", 1, 0, 2)];
     let mut offsets = TopicPartitionList::new();
     offsets.add_partition_offset(&input, 0, Offset::Offset(9)).unwrap();
     offsets.add_partition_offset(&input, 1, Offset::Offset(3)).unwrap();
     publisher.publish(&published, &offsets, &metadata).expect("published");
 
-    let mut seen = read_committed(&kafka, &partials_topic, published.len());
-    seen.sort_by_key(|p| (p.pane, p.source.partition));
+    let seen = read_committed(&kafka, &partials_topic, published.len());
+    // One partials partition per stream: its owner reads all of the stream's partials.
+    for (partition, p) in &seen {
+        assert_eq!(*partition, owner_partition(&p.header.stream, 3), "{}", p.header.stream);
+    }
+    let mut seen: Vec<Partial> = seen.into_iter().map(|(_, p)| p).collect();
+    seen.sort_by_key(|p| (p.header.stream.clone(), p.pane, p.source.partition));
     assert_eq!(seen, published, "exactly the committed partials, the zombie's not among them");
 
     let committed = consumer.committed(Duration::from_secs(30)).expect("committed offsets");

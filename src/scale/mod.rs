@@ -9,4 +9,6 @@ pub mod assembler;
 pub mod panes;
 pub mod publisher;
 
-pub use publisher::{PartialsPublisher, ScaleError, ensure_partials_topic, partials_consumer_config};
+pub use publisher::{
+    PartialsPublisher, ScaleError, ensure_partials_topic, owner_partition, partials_consumer_config,
+};

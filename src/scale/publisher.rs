@@ -99,12 +99,22 @@ pub fn ensure_partials_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) 
     Ok(())
 }
 
+/// The partials-topic partition that carries every partial of `stream`: one per
+/// stream, so the member of the partials group assigned it is the stream's owner and
+/// reads all its partials (the key, which also names the pane and source partition
+/// for compaction, is not what places a partial). A CRC of the name, the same on every
+/// instance and version.
+pub fn owner_partition(stream: &str, partitions: i32) -> i32 {
+    (crc32fast::hash(stream.as_bytes()) % partitions.max(1) as u32) as i32
+}
+
 /// A transactional producer of partials. Its `transactional.id` is stable per
 /// instance (`driftscope-<group>-<instance>`), so a restarted instance fences off its
 /// own zombie and aborts what the crashed one left open.
 pub struct PartialsPublisher {
     producer: BaseProducer,
     topic: String,
+    partitions: i32,
     timeout: Duration,
 }
 
@@ -121,7 +131,15 @@ impl PartialsPublisher {
             .set("linger.ms", "5")
             .create()?;
         producer.init_transactions(timeout)?;
-        Ok(PartialsPublisher { producer, topic: topic.into(), timeout })
+        let metadata = producer.client().fetch_metadata(Some(topic), timeout)?;
+        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            return Err(ScaleError::Topic {
+                topic: topic.into(),
+                message: "has no partitions (create it first)".into(),
+            });
+        }
+        Ok(PartialsPublisher { producer, topic: topic.into(), partitions, timeout })
     }
 
     /// Publishes `partials` and commits `offsets` (the input positions after the
@@ -155,7 +173,10 @@ impl PartialsPublisher {
         for p in partials {
             let key = Partial::key(&p.header.stream, p.pane, &p.source);
             let payload = p.encode();
-            let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).key(&key).payload(&payload);
+            let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
+                .key(&key)
+                .payload(&payload)
+                .partition(owner_partition(&p.header.stream, self.partitions));
             let deadline = std::time::Instant::now() + self.timeout;
             loop {
                 match self.producer.send(record) {
