@@ -68,7 +68,10 @@ pub fn ensure_partials_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) 
     let created = runtime.block_on(admin.create_topics(&[new], &options))?;
     for result in created {
         match result {
-            Ok(_) => tracing::info!(topic, partitions, "partials topic created (compacted)"),
+            Ok(_) => {
+                tracing::info!(topic, partitions, "partials topic created (compacted)");
+                return Ok(());
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code)) => {
                 return Err(ScaleError::Topic {
@@ -78,23 +81,33 @@ pub fn ensure_partials_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) 
             }
         }
     }
-    let described = runtime.block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options))?;
-    for resource in described {
-        let resource = resource.map_err(|code| ScaleError::Topic {
-            topic: topic.into(),
-            message: format!("cannot describe it: {code}"),
-        })?;
-        let policy = resource.get("cleanup.policy").and_then(|e| e.value.clone()).unwrap_or_default();
-        if !policy.split(',').any(|p| p.trim() == "compact") {
-            return Err(ScaleError::Topic {
-                topic: topic.into(),
-                message: format!(
-                    "exists with cleanup.policy={policy}; partials need compaction (a replay overwrites its \
-                     own key): `kafka-configs --alter --entity-type topics --entity-name {topic} --add-config \
-                     cleanup.policy=compact`, or name a new topic"
-                ),
-            });
+    // The topic existed, maybe created a moment ago by another instance: until the
+    // broker has its config, the policy reads empty, so it is asked again for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let policy = loop {
+        let described =
+            runtime.block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options))?;
+        let policy = described
+            .into_iter()
+            .filter_map(Result::ok)
+            .find_map(|r| r.get("cleanup.policy").and_then(|e| e.value.clone()))
+            .unwrap_or_default();
+        if !policy.is_empty() || std::time::Instant::now() >= deadline {
+            break policy;
         }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if policy.is_empty() {
+        tracing::warn!(topic, "cannot read the partials topic's cleanup.policy; assuming it is compacted");
+    } else if !policy.split(',').any(|p| p.trim() == "compact") {
+        return Err(ScaleError::Topic {
+            topic: topic.into(),
+            message: format!(
+                "exists with cleanup.policy={policy}; partials need compaction (a replay overwrites its \
+                 own key): `kafka-configs --alter --entity-type topics --entity-name {topic} --add-config \
+                 cleanup.policy=compact`, or name a new topic"
+            ),
+        });
     }
     Ok(())
 }
