@@ -120,3 +120,74 @@ fn partials_and_input_offsets_commit_together_and_a_zombie_is_fenced() {
     assert_eq!(at(0), Some(Offset::Offset(9)));
     assert_eq!(at(1), Some(Offset::Offset(3)));
 }
+
+#[test]
+fn each_stream_is_read_by_its_owner_only_and_a_new_owner_takes_over() {
+    use driftscope::scale::owner::{PartialsReader, owned_streams};
+    let Some(bootstrap) = common::broker() else { return };
+    let input = common::unique("scale-owner-input");
+    let partials_topic = common::unique("scale-owner-partials");
+    let group = common::unique("scale-owner-group");
+    common::create_topic(&bootstrap, &input, 2);
+    let kafka = KafkaConfig { brokers: bootstrap.clone(), group_id: group.clone(), ..Default::default() };
+    ensure_partials_topic(&kafka, &partials_topic, 2).expect("created");
+    // Two streams on different partials partitions.
+    let names: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
+    let first = names[0].clone();
+    let second = names
+        .iter()
+        .find(|n| owner_partition(n, 2) != owner_partition(&first, 2))
+        .expect("two owners")
+        .clone();
+    let streams = vec![first.clone(), second.clone()];
+
+    let one = PartialsReader::new(&kafka, &partials_topic, Duration::from_secs(30)).expect("reader");
+    let two = PartialsReader::new(&kafka, &partials_topic, Duration::from_secs(30)).expect("reader");
+    common::wait_for("both owners assigned one partition", Duration::from_secs(60), || {
+        let _ = (one.poll(Duration::from_millis(50)), two.poll(Duration::from_millis(50)));
+        (one.assigned().len() == 1 && two.assigned().len() == 1).then_some(())
+    });
+    let mine = owned_streams(&streams, &one.assigned(), 2);
+    let theirs = owned_streams(&streams, &two.assigned(), 2);
+    assert_eq!(mine.len() + theirs.len(), 2, "each stream has exactly one owner: {mine:?} {theirs:?}");
+    assert_eq!(mine.len(), 1);
+
+    let consumer = joined_consumer(&bootstrap, &group, &input);
+    let metadata = consumer.group_metadata().expect("group metadata");
+    let publisher =
+        PartialsPublisher::new(&kafka, &partials_topic, "p", Duration::from_secs(30)).expect("publisher");
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&input, 0, Offset::Offset(1)).unwrap();
+    let published: Vec<Partial> =
+        streams.iter().flat_map(|s| (0..3).map(move |pane| partial(s, pane, 0, 2))).collect();
+    publisher.publish(&published, &offsets, &metadata).expect("published");
+
+    let read = |reader: &PartialsReader, n: usize| {
+        let mut got = Vec::new();
+        common::wait_for("an owner's partials", Duration::from_secs(60), || {
+            if let Some(p) = reader.poll(Duration::from_millis(100)) {
+                got.push(p.expect("a partial"));
+            }
+            (got.len() >= n).then_some(())
+        });
+        got
+    };
+    let got_one = read(&one, 3);
+    assert!(got_one.iter().all(|p| p.header.stream == mine[0]), "only its own stream");
+    let got_two = read(&two, 3);
+    assert!(got_two.iter().all(|p| p.header.stream == theirs[0]), "only its own stream");
+
+    // The first owner leaves without committing: the other takes its partition over and
+    // reads its stream's partials from the group's (uncommitted: earliest) offset.
+    drop(one);
+    common::wait_for("the remaining owner assigned both partitions", Duration::from_secs(90), || {
+        let _ = two.poll(Duration::from_millis(100));
+        (two.assigned().len() == 2).then_some(())
+    });
+    // Nothing is committed in the partials group yet, so the rebalance (eager: every
+    // partition is revoked and assigned again) has it read its own stream again too.
+    let taken = read(&two, 6);
+    let of = |s: &str| taken.iter().filter(|p| p.header.stream == s).count();
+    assert_eq!((of(mine[0]), of(theirs[0])), (3, 3), "the new owner reads the old owner's stream");
+    assert_eq!(owned_streams(&streams, &two.assigned(), 2).len(), 2);
+}

@@ -6,6 +6,7 @@
 //! reader's settings. Not yet here: wiring into the pipeline thread, the merging owner.
 
 pub mod assembler;
+pub mod owner;
 pub mod panes;
 pub mod publisher;
 
