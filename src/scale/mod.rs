@@ -1,9 +1,11 @@
 //! Global mode (`[scale] mode = "global"`): the Kafka side of partial windows. Each
 //! instance publishes the partials of its partitions (`crate::stats::partial`) to the
 //! partials topic, in one Kafka transaction with the input offsets they cover; the
-//! owner of a stream reads them back with `read_committed` and merges them. What is
-//! here today: the compacted topic, the transactional publisher and the partials
-//! reader's settings. Not yet here: wiring into the pipeline thread, the merging owner.
+//! owner of a stream reads them back with `read_committed` and merges them. Here: the
+//! compacted topic and the transactional publisher (`publisher`), per-partition panes
+//! turned into partials (`panes`), stream ownership and the partials reader (`owner`),
+//! the owner's merge that hands out each window once (`assembler`). Not yet here: the
+//! pipeline thread publishing, the owner's scoring loop and its committed state.
 
 pub mod assembler;
 pub mod owner;

@@ -3,7 +3,7 @@
 //! and the partition's watermark), with a header naming the stream, window spec and
 //! reference it was folded against; their versioned binary encoding; and the merge of
 //! a pane's partials into the sketch one instance reading every partition would hold.
-//! Pure: the Kafka side (publishing, consuming, who merges) lives in `monitor::global`.
+//! Pure: the Kafka side (publishing, consuming, who merges) lives in `crate::scale`.
 //!
 //! Merging is exact for every count (grid cells, categories, missing, invalid, records):
 //! the sketches add. Float sums (cell interiors, the shifted moments) are added in one
