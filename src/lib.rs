@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod monitor;
 pub mod offline;
 pub mod outputs;
+pub mod scale;
 pub mod secret;
 pub mod service;
 pub mod shutdown;

@@ -2,6 +2,7 @@
 //! errors name the offending key path.
 
 pub mod labels;
+pub mod scale;
 pub mod triggers;
 
 use crate::stats::settings::{DriftSettings, FeatureKind, FeatureOverride, Metric, Rule};
@@ -44,6 +45,9 @@ pub struct Config {
     /// Retraining triggers.
     #[serde(default)]
     pub triggers: Vec<TriggerConfig>,
+    /// Local or global windows across instances (`config/scale.rs`).
+    #[serde(default)]
+    pub scale: scale::ScaleConfig,
 }
 
 /// The HTTP server: metrics, health, API and dashboard.
@@ -381,6 +385,7 @@ impl Config {
         let stream_names: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
         triggers::validate(&self.triggers, &stream_names)?;
         labels::validate_topics(&self.streams)?;
+        scale::validate(&self.scale, &self.streams)?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let key = |k: &str| format!("streams[{i}].{k}");

@@ -8,6 +8,7 @@ pub mod label_join;
 pub mod metrics;
 pub mod null;
 pub mod numeric;
+pub mod partial;
 pub mod performance;
 pub mod profile;
 pub mod reference;
