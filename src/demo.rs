@@ -54,6 +54,7 @@ pub fn demo_config(bootstrap: &str, port: u16, state_dir: &std::path::Path) -> C
         reference: ReferenceConfig { from_stream: Some(REFERENCE_RECORDS), ..Default::default() },
         fields,
         labels: None,
+        open_inference: None,
     };
     let mut config = Config {
         kafka: KafkaConfig {

@@ -135,6 +135,13 @@ pub struct FieldConfig {
     /// `significant_effect` (version 2) or `threshold` (version 1) for this field.
     #[serde(default)]
     pub rule: Option<Rule>,
+    /// `open_inference` streams: the tensor the value is in (default: the field's name).
+    #[serde(default)]
+    pub tensor: Option<String>,
+    /// `open_inference` streams: the column of a tensor of shape [N, d] (from 0); unset
+    /// for a tensor of shape [N] or [N, 1].
+    #[serde(default)]
+    pub column: Option<usize>,
 }
 
 impl FieldConfig {
@@ -192,6 +199,8 @@ impl Default for KafkaConfig {
 pub enum MessageFormat {
     Json,
     ArrowIpc,
+    /// Open Inference Protocol (KServe v2) requests or responses, protobuf or JSON.
+    OpenInference,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +224,45 @@ pub struct StreamConfig {
     /// Delayed labels joined to the predictions (`[streams.labels]`).
     #[serde(default)]
     pub labels: Option<labels::LabelsConfig>,
+    /// Settings of the `open_inference` format (required by it, refused by the others).
+    #[serde(default)]
+    pub open_inference: Option<OpenInferenceConfig>,
+}
+
+/// How an `open_inference` stream reads its messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenInferenceConfig {
+    /// Which message the topic carries: a model's requests (their input tensors) or its
+    /// responses (their output tensors).
+    pub message: InferenceMessage,
+    /// `auto` tells JSON from protobuf by each message's first byte.
+    #[serde(default)]
+    pub encoding: InferenceEncoding,
+    /// Feature names for the columns of a tensor, in column order:
+    /// `{ "input-0" = ["age", "income"] }` reads `age` from column 0 of `input-0`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, Vec<String>>,
+}
+
+/// An Open Inference Protocol message kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InferenceMessage {
+    /// `ModelInferRequest` (`inputs`; KServe v1 `instances`).
+    Request,
+    /// `ModelInferResponse` (`outputs`; KServe v1 `predictions`).
+    Response,
+}
+
+/// How Open Inference Protocol messages are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InferenceEncoding {
+    #[default]
+    Auto,
+    Protobuf,
+    Json,
 }
 
 /// Options of the `json` format.
@@ -399,6 +447,7 @@ impl Config {
             if let Some(l) = &s.labels {
                 labels::validate(l, s, &format!("streams[{i}]"))?;
             }
+            validate_open_inference(s, &key)?;
             let sources = [
                 s.reference.profile.is_some(),
                 s.reference.data.is_some(),
@@ -535,6 +584,60 @@ fn validate_fields(fields: &[FieldConfig], key: &str) -> Result<(), (String, Str
             && !(2..=1000).contains(&b)
         {
             return Err((k("bins"), "must be between 2 and 1000".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The `open_inference` table and the tensor addressing of a stream's fields: set
+/// exactly when the format is `open_inference`, every feature named once.
+fn validate_open_inference(s: &StreamConfig, key: &dyn Fn(&str) -> String) -> Result<(), (String, String)> {
+    let is_oip = s.format == MessageFormat::OpenInference;
+    for (j, f) in s.fields.iter().enumerate() {
+        if !is_oip && (f.tensor.is_some() || f.column.is_some()) {
+            let k = if f.tensor.is_some() { "tensor" } else { "column" };
+            return Err((
+                key(&format!("fields[{j}].{k}")),
+                "only `open_inference` streams address tensors".into(),
+            ));
+        }
+        if is_oip && f.path.is_some() {
+            return Err((
+                key(&format!("fields[{j}].path")),
+                "an `open_inference` field is addressed by `tensor` and `column`, not `path`".into(),
+            ));
+        }
+        if f.tensor.as_deref() == Some("") {
+            return Err((key(&format!("fields[{j}].tensor")), "must not be empty".into()));
+        }
+    }
+    let Some(oip) = &s.open_inference else {
+        if is_oip {
+            return Err((
+                key("open_inference"),
+                "format `open_inference` needs `[streams.open_inference]` with `message = \"request\"` or \
+                 `\"response\"`"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    };
+    if !is_oip {
+        return Err((key("open_inference"), "only for `format = \"open_inference\"`".into()));
+    }
+    let mut named = std::collections::HashSet::new();
+    for (tensor, names) in &oip.columns {
+        let k = || key(&format!("open_inference.columns.{tensor:?}"));
+        if tensor.is_empty() {
+            return Err((key("open_inference.columns"), "a tensor name must not be empty".into()));
+        }
+        if names.is_empty() {
+            return Err((k(), "name at least one column".into()));
+        }
+        for name in names {
+            if name.is_empty() || !named.insert(name.as_str()) {
+                return Err((k(), format!("`{name}`: column names must be non-empty and named once")));
+            }
         }
     }
     Ok(())
@@ -685,5 +788,51 @@ mod tests {
         assert!(e.contains("streams[0].json.records_path"), "{e}");
         let e = parse(&stream("json", "json = { record_path = \"\" }")).unwrap_err().to_string();
         assert!(e.contains("record_path"), "{e}");
+    }
+
+    #[test]
+    fn open_inference_table_and_tensor_addressing_are_validated_by_key() {
+        let stream = |format: &str, extra: &str| {
+            format!(
+                "[[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"{format}\"\n\
+                 window = {{ type = \"tumbling_count\", size = 10 }}\nreference = {{ from_stream = 10 }}\n{extra}"
+            )
+        };
+        let table =
+            "[streams.open_inference]\nmessage = \"request\"\ncolumns = { \"input-0\" = [\"a\", \"b\"] }\n";
+        let field =
+            "[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\ntensor = \"input-1\"\ncolumn = 2\n";
+        let c = parse(&stream("open_inference", &format!("{table}{field}"))).unwrap();
+        let oip = c.streams[0].open_inference.as_ref().unwrap();
+        assert_eq!(oip.message, InferenceMessage::Request);
+        assert_eq!(oip.encoding, InferenceEncoding::Auto);
+        assert_eq!(c.streams[0].fields[0].column, Some(2));
+        let cases = [
+            (stream("open_inference", ""), "streams[0].open_inference"),
+            (stream("json", table), "streams[0].open_inference"),
+            (stream("json", field), "streams[0].fields[0].tensor"),
+            (
+                stream(
+                    "open_inference",
+                    &format!("{table}[[streams.fields]]\nname = \"y\"\npath = \"/y\"\n"),
+                ),
+                "streams[0].fields[0].path",
+            ),
+            (
+                stream(
+                    "open_inference",
+                    "[streams.open_inference]\nmessage = \"request\"\ncolumns = { t = [\"a\", \"a\"] }\n",
+                ),
+                "streams[0].open_inference.columns.\"t\"",
+            ),
+            (
+                stream("open_inference", "[streams.open_inference]\nmessage = \"reply\"\n"),
+                "streams[0].open_inference.message",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")) || e.contains(key), "{key}: {e}");
+        }
     }
 }

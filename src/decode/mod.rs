@@ -8,6 +8,7 @@
 
 pub mod arrow;
 pub mod json;
+pub mod open_inference;
 
 use crate::config::{MessageFormat, StreamConfig};
 use crate::stats::settings::FeatureKind;
@@ -148,5 +149,8 @@ pub fn for_stream<W: ValueSink + 'static, R: ValueSink + 'static>(
     match stream.format {
         MessageFormat::Json => Ok(Box::new(json::JsonMessages::new(stream, fields)?)),
         MessageFormat::ArrowIpc => Ok(Box::new(arrow::ArrowMessages::new(stream, fields))),
+        MessageFormat::OpenInference => {
+            Ok(Box::new(open_inference::OpenInference::for_stream(stream, fields)?))
+        }
     }
 }
