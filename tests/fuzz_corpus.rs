@@ -84,6 +84,9 @@ fn write_seed_corpus() {
     for (i, c) in targets::checkpoint_seeds().into_iter().enumerate() {
         seeds.push(("checkpoint", format!("seed-{i}.bin"), c));
     }
+    for (name, m) in seeds::oip_messages() {
+        seeds.push(("open_inference", format!("seed-{name}"), m));
+    }
 
     for (target, name, bytes) in &seeds {
         let run = targets::TARGETS.iter().find(|(t, _)| t == target).expect("known target").1;
@@ -263,6 +266,114 @@ reference = { data = "ref.parquet" }
 "#
             .into(),
         ));
+        out
+    }
+
+    /// Open Inference Protocol messages with the target's tensors (`x`, `m`, `c`, `ts`):
+    /// protobuf requests and responses encoded by prost from the generated types
+    /// (typed contents, raw contents, every datatype), v2 and v1 JSON, and the bad
+    /// cases the decoder refuses.
+    pub fn oip_messages() -> Vec<(String, Vec<u8>)> {
+        use driftscope::decode::open_inference::proto::model_infer_request::InferInputTensor;
+        use driftscope::decode::open_inference::proto::model_infer_response::InferOutputTensor;
+        use driftscope::decode::open_inference::proto::{
+            InferTensorContents, ModelInferRequest, ModelInferResponse,
+        };
+        use prost::Message as _;
+        let input = |name: &str, datatype: &str, shape: &[i64], contents: Option<InferTensorContents>| {
+            InferInputTensor {
+                name: name.into(),
+                datatype: datatype.into(),
+                shape: shape.to_vec(),
+                parameters: Default::default(),
+                contents,
+            }
+        };
+        let request = |inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>| {
+            ModelInferRequest {
+                model_name: "m".into(),
+                id: "req-1".into(),
+                inputs,
+                raw_input_contents: raw.into_iter().map(Into::into).collect(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let contents = |f: fn(&mut InferTensorContents)| {
+            let mut c = InferTensorContents::default();
+            f(&mut c);
+            Some(c)
+        };
+        let typed = request(
+            vec![
+                input("x", "FP32", &[3], contents(|c| c.fp32_contents = vec![0.5, -1.0, f32::NAN])),
+                input("m", "INT64", &[3, 2], contents(|c| c.int64_contents = vec![1, 2, 3, 4, 5, 6])),
+                input("c", "BYTES", &[3, 1], contents(|c| c.bytes_contents = vec!["a".into(), "\u{e9}".into(), vec![0xff].into()])),
+                input("ts", "INT64", &[3], contents(|c| c.int64_contents = vec![1_714_564_800_000, 0, -1])),
+            ],
+            vec![],
+        );
+        let le = |values: &[f64]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        let mut bytes_raw = Vec::new();
+        for s in ["2024-05-01T12:00:00Z", "later"] {
+            bytes_raw.extend((s.len() as u32).to_le_bytes());
+            bytes_raw.extend(s.as_bytes());
+        }
+        let raw = request(
+            vec![
+                input("x", "FP64", &[2], None),
+                input("m", "UINT8", &[2, 2], None),
+                input("c", "BOOL", &[2], None),
+                input("ts", "BYTES", &[2], None),
+            ],
+            vec![le(&[1.0, 2.0]), vec![1, 2, 3, 4], vec![1, 0], bytes_raw],
+        );
+        let half = request(vec![input("x", "FP16", &[2, 1], None)], vec![vec![0x00, 0x3c, 0x00, 0xc0]]);
+        let response = ModelInferResponse {
+            model_name: "m".into(),
+            outputs: vec![InferOutputTensor {
+                name: "x".into(),
+                datatype: "FP64".into(),
+                shape: vec![2, 1],
+                parameters: Default::default(),
+                contents: None,
+            }],
+            raw_output_contents: vec![le(&[0.25, 0.75]).into()],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut out: Vec<(String, Vec<u8>)> = vec![
+            ("typed.pb".into(), typed.clone()),
+            ("raw.pb".into(), raw),
+            ("fp16.pb".into(), half),
+            ("response.pb".into(), response),
+            ("truncated.pb".into(), typed[..typed.len() / 2].to_vec()),
+            (
+                "short-data.pb".into(),
+                request(vec![input("x", "FP32", &[4], contents(|c| c.fp32_contents = vec![1.0]))], vec![]),
+            ),
+            ("bf16.pb".into(), request(vec![input("x", "BF16", &[1], None)], vec![vec![0, 0]])),
+            (
+                "wrong-field.pb".into(),
+                request(vec![input("x", "FP32", &[1], contents(|c| c.int_contents = vec![1]))], vec![]),
+            ),
+            ("huge-shape.pb".into(), request(vec![input("m", "FP32", &[1 << 62, 2], None)], vec![vec![0; 8]])),
+        ];
+        let json = [
+            r#"{"id": "j", "inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, null]},
+               {"name": "m", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, "4"]]},
+               {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+               {"name": "ts", "shape": [2], "datatype": "BYTES", "data": ["2024-05-01T12:00:00Z", 5]}]}"#,
+            r#"{"outputs": [{"name": "x", "shape": [1, 1], "datatype": "BOOL", "data": [true]}]}"#,
+            r#"{"instances": [{"x": 1, "m": [1, 2], "c": "a"}, {"x": null, "c": 3, "ts": "2024-05-01T12:00:00Z"}]}"#,
+            r#"{"instances": [[1, 2], [3, 4]]}"#,
+            r#"{"predictions": [0.1, 0.9]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#,
+            r#"{"inputs": [{"name": "x"}]}"#,
+        ];
+        for (i, text) in json.iter().enumerate() {
+            out.push((format!("{i:02}.json"), text.as_bytes().to_vec()));
+        }
         out
     }
 

@@ -30,6 +30,7 @@ use arrow::record_batch::RecordBatch;
 use driftscope::config::{Config, ConfigError, MessageFormat};
 use driftscope::decode::arrow::{ColumnBinding, decode_ipc_message, event_times_ms, fold_batch};
 use driftscope::decode::json::{JsonDecoder, JsonField, RecordError};
+use driftscope::decode::open_inference::{OpenInference, REASONS as OIP_REASONS, TensorField};
 use driftscope::stats::report::WindowInfo;
 use driftscope::stats::sketch::FeatureSketch;
 use driftscope::stats::{
@@ -50,6 +51,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("profile", profile),
     ("checkpoint", checkpoint),
+    ("open_inference", open_inference),
 ];
 
 /// Settings for the fuzzed references: one value is enough to be scored, so every
@@ -517,4 +519,88 @@ pub fn checkpoint_seeds() -> Vec<Vec<u8>> {
         seeds.push([&[0u8][..], &file[..file.len() / 2]].concat());
     }
     seeds
+}
+
+// ---------------------------------------------------------------------------------
+// Open Inference Protocol messages.
+
+/// The tensors the `open_inference` target monitors: a one-column numeric tensor `x`,
+/// columns 1 and 0 of a matrix `m` (numeric and categorical), a categorical `c`.
+/// Event time: tensor `ts`.
+pub fn oip_fields() -> Vec<TensorField> {
+    let field = |feature, kind, tensor: &str, column| TensorField { feature, kind, tensor: tensor.into(), column };
+    vec![
+        field(0, FeatureKind::Numeric, "x", None),
+        field(1, FeatureKind::Numeric, "m", Some(1)),
+        field(2, FeatureKind::Categorical, "m", Some(0)),
+        field(3, FeatureKind::Categorical, "c", None),
+    ]
+}
+
+/// The event-time tensor of the `open_inference` target.
+pub const OIP_EVENT_TIME: &str = "ts";
+
+fn oip_decoder(message: driftscope::config::InferenceMessage) -> OpenInference {
+    let config = driftscope::config::OpenInferenceConfig {
+        message,
+        encoding: driftscope::config::InferenceEncoding::Auto,
+        columns: BTreeMap::new(),
+    };
+    OpenInference::new(&config, Some(OIP_EVENT_TIME), oip_fields())
+}
+
+/// What one message gave: rows or the refusal's reason, the sink calls, event times.
+type OipDecoded = (Result<usize, &'static str>, Vec<Call>, Vec<Option<Result<i64, ()>>>);
+
+fn oip_decode_once(decoder: &mut OpenInference, payload: &[u8]) -> OipDecoded {
+    let result = decoder.decode_message(payload, Some(b"key")).map_err(|(reason, _)| reason);
+    let mut sink = Recorder::default();
+    // Past the held rows on purpose: the fold must clamp.
+    decoder.fold(0..decoder.rows() + 3, &mut sink);
+    let times = (0..decoder.rows()).map(|row| decoder.event_time_ms(row)).collect();
+    (result, sink.0, times)
+}
+
+/// `OpenInference` on arbitrary bytes, read as a request and as a response. Invariants:
+/// * no panic; a refusal is one of the declared reasons, holds no rows and reaches no
+///   sink;
+/// * memory is bounded by the message: no more rows than payload bytes;
+/// * an accepted message of n rows is `add_records(n)`, then n calls per field in field
+///   order;
+/// * decoding is a function of the payload: the same bytes again, after a message that
+///   fills every buffer, give the same rows, calls and event times.
+pub fn open_inference(payload: &[u8]) {
+    use driftscope::config::InferenceMessage;
+    let other = br#"{"id": "r", "inputs": [
+        {"name": "x", "shape": [2], "datatype": "FP64", "data": [1.5, null]},
+        {"name": "m", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]},
+        {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+        {"name": "ts", "shape": [2], "datatype": "INT64", "data": [1714564800000, 0]}],
+        "outputs": [
+        {"name": "x", "shape": [2], "datatype": "FP64", "data": [1.5, null]}]}"#;
+    for message in [InferenceMessage::Request, InferenceMessage::Response] {
+        let mut decoder = oip_decoder(message);
+        let first = oip_decode_once(&mut decoder, payload);
+        let (result, calls, times) = &first;
+        match result {
+            Ok(rows) => {
+                assert!(*rows <= payload.len(), "{rows} rows from {} bytes", payload.len());
+                assert_eq!(calls.first(), Some(&Call::Records(*rows as u64)), "the rows are counted once");
+                if *rows > 0 {
+                    let features: Vec<Option<usize>> = calls[1..].iter().map(Call::feature).collect();
+                    let expected: Vec<Option<usize>> =
+                        (0..oip_fields().len()).flat_map(|f| std::iter::repeat_n(Some(f), *rows)).collect();
+                    assert_eq!(features, expected, "n calls per field, in field order");
+                }
+                assert_eq!(times.len(), *rows);
+            }
+            Err(reason) => {
+                assert!(OIP_REASONS.contains(reason), "undeclared reason {reason}");
+                assert_eq!(decoder.rows(), 0, "a refused message holds no rows");
+                assert_eq!(calls, &vec![Call::Records(0)], "a refused message reached the sink");
+            }
+        }
+        assert_eq!(decoder.decode_message(other, None).map_err(|(r, _)| r), Ok(2));
+        assert_eq!(oip_decode_once(&mut decoder, payload), first, "decoding depends on the previous message");
+    }
 }
