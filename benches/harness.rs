@@ -13,7 +13,8 @@
 //!   --messages N          end-to-end messages (default 2,000,000)
 //!   --e2e-rounds N        end-to-end rounds, each reading the topic with (a), (a2)
 //!                         and (b) in turn; ratios per round and their median (default 3)
-//!   --stages LIST         comma list of inprocess,e2e,scoring,memory,soundness,offline
+//!   --stages LIST         comma list of inprocess,open_inference,e2e,scoring,memory,
+//!                         soundness,offline
 //!                         (default: all);
 //!                         a stage named here must run or the harness fails
 //!   --require-broker      fail (instead of skipping end-to-end) when no broker answers
@@ -36,6 +37,8 @@
 mod kafka;
 #[path = "harness/offline.rs"]
 mod offline;
+#[path = "harness/open_inference.rs"]
+mod open_inference;
 #[path = "harness/pipeline.rs"]
 mod pipeline;
 #[path = "harness/soundness.rs"]
@@ -83,7 +86,7 @@ struct Options {
     evidently_python: Option<PathBuf>,
 }
 
-const STAGES: [&str; 6] = ["inprocess", "e2e", "scoring", "memory", "soundness", "offline"];
+const STAGES: [&str; 7] = ["inprocess", "open_inference", "e2e", "scoring", "memory", "soundness", "offline"];
 
 fn parse_count(s: &str) -> anyhow::Result<u64> {
     let t = s.replace(['_', ','], "");
@@ -1313,6 +1316,14 @@ fn run(o: &Options) -> anyhow::Result<(Table, Vec<String>)> {
     };
     if wants("inprocess") {
         stage("inprocess", &mut table, &mut |t| stage_inprocess(o, dir.path(), t));
+    }
+    if wants("open_inference") {
+        stage("open_inference", &mut table, &mut |t| {
+            let profile = workload::profile(&Schema::bench(), REFERENCE_SEED, 100_000);
+            let reference = Reference::new(profile, DriftSettings::default(), &BTreeMap::new())
+                .map_err(|e| anyhow::anyhow!("reference: {e}"))?;
+            open_inference::stage(o.quick, &reference, STREAM_SEED, t)
+        });
     }
     if wants("e2e") {
         let asked = o.explicit_stages || o.require_broker;

@@ -308,7 +308,12 @@ reference = { data = "ref.parquet" }
             vec![
                 input("x", "FP32", &[3], contents(|c| c.fp32_contents = vec![0.5, -1.0, f32::NAN])),
                 input("m", "INT64", &[3, 2], contents(|c| c.int64_contents = vec![1, 2, 3, 4, 5, 6])),
-                input("c", "BYTES", &[3, 1], contents(|c| c.bytes_contents = vec!["a".into(), "\u{e9}".into(), vec![0xff].into()])),
+                input(
+                    "c",
+                    "BYTES",
+                    &[3, 1],
+                    contents(|c| c.bytes_contents = vec!["a".into(), "\u{e9}".into(), vec![0xff].into()]),
+                ),
                 input("ts", "INT64", &[3], contents(|c| c.int64_contents = vec![1_714_564_800_000, 0, -1])),
             ],
             vec![],
@@ -357,7 +362,10 @@ reference = { data = "ref.parquet" }
                 "wrong-field.pb".into(),
                 request(vec![input("x", "FP32", &[1], contents(|c| c.int_contents = vec![1]))], vec![]),
             ),
-            ("huge-shape.pb".into(), request(vec![input("m", "FP32", &[1 << 62, 2], None)], vec![vec![0; 8]])),
+            (
+                "huge-shape.pb".into(),
+                request(vec![input("m", "FP32", &[1 << 62, 2], None)], vec![vec![0; 8]]),
+            ),
         ];
         let json = [
             r#"{"id": "j", "inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, null]},

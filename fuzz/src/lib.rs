@@ -528,7 +528,8 @@ pub fn checkpoint_seeds() -> Vec<Vec<u8>> {
 /// columns 1 and 0 of a matrix `m` (numeric and categorical), a categorical `c`.
 /// Event time: tensor `ts`.
 pub fn oip_fields() -> Vec<TensorField> {
-    let field = |feature, kind, tensor: &str, column| TensorField { feature, kind, tensor: tensor.into(), column };
+    let field =
+        |feature, kind, tensor: &str, column| TensorField { feature, kind, tensor: tensor.into(), column };
     vec![
         field(0, FeatureKind::Numeric, "x", None),
         field(1, FeatureKind::Numeric, "m", Some(1)),
