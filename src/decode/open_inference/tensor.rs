@@ -262,6 +262,14 @@ impl Column {
     /// `kind`. The tensor was checked, so every index is in range.
     pub(super) fn fill(&mut self, tensor: &Tensor<'_>, column: usize, kind: FeatureKind) {
         self.clear();
+        if tensor.rows == 0 {
+            // No rows (and maybe no columns either, shape [0, 0]: nothing to step over).
+            self.fill = match kind {
+                FeatureKind::Numeric => Fill::Numbers,
+                FeatureKind::Categorical => Fill::Text,
+            };
+            return;
+        }
         match kind {
             FeatureKind::Numeric => self.fill_numeric(tensor, column),
             FeatureKind::Categorical => self.fill_text(tensor, column),

@@ -514,4 +514,10 @@ fn an_empty_batch_holds_no_rows() {
     let mut d = decoder(InferenceMessage::Request, vec![field(0, Num, "x", None)]);
     let sink = run(&mut d, &request(vec![input("x", "FP32", &[0], None)], vec![])).unwrap();
     assert_eq!(sink.records, 0);
+    // No rows and no columns: nothing to read, nothing to step over.
+    for shape in [&[0, 0][..], &[0, 0, 5]] {
+        let mut d = OpenInference::new(&config(InferenceMessage::Request), Some("x"), vec![field(0, Cat, "x", None)]);
+        let sink = run(&mut d, &request(vec![input("x", "BYTES", shape, None)], vec![])).unwrap();
+        assert_eq!(sink.records, 0, "{shape:?}");
+    }
 }
