@@ -395,6 +395,12 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         validate_settings(&self.defaults, "defaults")?;
         validate_fields(&self.fields, "fields")?;
+        if let Some((i, f)) =
+            self.fields.iter().enumerate().find(|(_, f)| f.tensor.is_some() || f.column.is_some())
+        {
+            let k = if f.tensor.is_some() { "tensor" } else { "column" };
+            return Err((format!("fields[{i}].{k}"), "tensors are addressed in a stream's fields".into()));
+        }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err((
                 "http.listen".into(),
@@ -811,6 +817,7 @@ mod tests {
             (stream("open_inference", ""), "streams[0].open_inference"),
             (stream("json", table), "streams[0].open_inference"),
             (stream("json", field), "streams[0].fields[0].tensor"),
+            (format!("[[fields]]\nname = \"x\"\ncolumn = 1\n"), "fields[0].column"),
             (
                 stream(
                     "open_inference",

@@ -130,11 +130,7 @@ type V1Tensor<'v> = (Vec<Option<&'v Value>>, usize);
 /// Tensor `name` of KServe v1 rows, row-major, and its width; `None` when no row has
 /// it. Rows of objects hold it under its name (a value or a list per row); rows of
 /// lists or scalars are the one tensor named after the list itself.
-fn v1_tensor<'v>(
-    rows: &'v [Value],
-    name: &str,
-    list: &str,
-) -> Result<Option<V1Tensor<'v>>, Refused> {
+fn v1_tensor<'v>(rows: &'v [Value], name: &str, list: &str) -> Result<Option<V1Tensor<'v>>, Refused> {
     let objects = rows.iter().filter(|r| r.is_object()).count();
     if objects != 0 && objects != rows.len() {
         return Err((REASON_SHAPE, format!("`{list}` mixes objects with other rows")));

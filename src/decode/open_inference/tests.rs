@@ -516,7 +516,8 @@ fn an_empty_batch_holds_no_rows() {
     assert_eq!(sink.records, 0);
     // No rows and no columns: nothing to read, nothing to step over.
     for shape in [&[0, 0][..], &[0, 0, 5]] {
-        let mut d = OpenInference::new(&config(InferenceMessage::Request), Some("x"), vec![field(0, Cat, "x", None)]);
+        let mut d =
+            OpenInference::new(&config(InferenceMessage::Request), Some("x"), vec![field(0, Cat, "x", None)]);
         let sink = run(&mut d, &request(vec![input("x", "BYTES", shape, None)], vec![])).unwrap();
         assert_eq!(sink.records, 0, "{shape:?}");
     }
