@@ -817,7 +817,7 @@ mod tests {
             (stream("open_inference", ""), "streams[0].open_inference"),
             (stream("json", table), "streams[0].open_inference"),
             (stream("json", field), "streams[0].fields[0].tensor"),
-            (format!("[[fields]]\nname = \"x\"\ncolumn = 1\n"), "fields[0].column"),
+            ("[[fields]]\nname = \"x\"\ncolumn = 1\n".to_string(), "fields[0].column"),
             (
                 stream(
                     "open_inference",
