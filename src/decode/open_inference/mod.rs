@@ -194,6 +194,8 @@ impl OpenInference {
                 &mut self.held,
             ) {
                 Err(e) if self.encoding == InferenceEncoding::Auto && payload.first() == Some(&b'\n') => {
+                    self.held.has_request_id = false;
+                    self.held.request_id.clear();
                     self.decode_protobuf(payload).map_err(|_| e)
                 }
                 other => other,
@@ -214,6 +216,8 @@ impl OpenInference {
             }
             Err(e) => {
                 self.held.rows = 0;
+                self.held.has_request_id = false;
+                self.held.request_id.clear();
                 Err(e)
             }
         }
