@@ -37,7 +37,7 @@ use crate::config::{InferenceEncoding, InferenceMessage, OpenInferenceConfig, St
 use crate::stats::settings::FeatureKind;
 use crate::stats::sketch::ValueSink;
 use std::ops::Range;
-use tensor::{Column, Fill, Refused, Status, Tensor};
+use tensor::{ByteSpans, Column, Fill, Refused, Status, Tensor};
 
 pub(crate) const REASON_MALFORMED: &str = "malformed_open_inference";
 pub(crate) const REASON_SHAPE: &str = "shape_mismatch";
@@ -102,6 +102,10 @@ struct Held {
     event_times: Vec<Option<Result<i64, ()>>>,
     request_id: String,
     has_request_id: bool,
+    byte_spans: ByteSpans,
+    /// Scratch for reading the event-time tensor both ways.
+    time_text: Column,
+    time_numbers: Column,
 }
 
 /// The header holding the request id when neither the protocol's `id` nor the message
@@ -162,6 +166,9 @@ impl OpenInference {
                 event_times: Vec::new(),
                 request_id: String::new(),
                 has_request_id: false,
+                byte_spans: ByteSpans::default(),
+                time_text: Column::new(),
+                time_numbers: Column::new(),
             },
             fields,
             event_time: event_time.map(str::to_owned),
@@ -328,14 +335,24 @@ impl<W: ValueSink, R: ValueSink> Decoder<W, R> for OpenInference {
 
 /// Fills `held` from a message's tensors: finds each field's tensor, checks the rows
 /// agree and every column exists, then copies the columns and the event times. Shared
-/// by both encodings; `tensor(name)` finds a checked monitored tensor (`Ok(None)`: not
+/// by both encodings; `find(name)` finds a checked monitored tensor (`Ok(None)`: not
 /// in the message).
-fn load<'t>(
-    fields: &[TensorField],
-    event_time: Option<&str>,
+fn load<'t, 'f>(
+    fields: &'f [TensorField],
+    event_time: Option<&'f str>,
     held: &mut Held,
-    mut tensor: impl FnMut(&str) -> Result<Option<Tensor<'t>>, Refused>,
+    mut find: impl FnMut(&str) -> Result<Option<Tensor<'t>>, Refused>,
 ) -> Result<usize, Refused> {
+    // Each tensor is found and checked once, however many fields read it.
+    let mut seen: Vec<(&'f str, Option<Tensor<'t>>)> = Vec::new();
+    let mut tensor = |name: &'f str| -> Result<Option<Tensor<'t>>, Refused> {
+        if let Some((_, t)) = seen.iter().find(|(n, _)| *n == name) {
+            return Ok(*t);
+        }
+        let t = find(name)?;
+        seen.push((name, t));
+        Ok(t)
+    };
     let mut found: Vec<Option<Tensor<'t>>> = Vec::with_capacity(fields.len());
     // The rows of the first tensor found, and its name, which the others must match.
     let mut rows: Option<(usize, &str)> = None;
@@ -379,20 +396,19 @@ fn load<'t>(
         rows = Some(agree(rows, t.rows, name)?);
     }
     let rows = rows.map_or(0, |(n, _)| n);
+    held.byte_spans.reset();
     for ((field, column), t) in fields.iter().zip(&mut held.columns).zip(&found) {
         match t {
-            Some(t) => column.fill(t, field.column.unwrap_or(0), field.kind),
+            Some(t) => column.fill(t, field.column.unwrap_or(0), field.kind, &mut held.byte_spans),
             None => column.fill = Fill::Missing,
         }
     }
     held.event_times.clear();
     if let Some(t) = &time {
-        let mut text = Column::new();
-        text.fill(t, 0, FeatureKind::Categorical);
-        let mut numbers = Column::new();
-        numbers.fill(t, 0, FeatureKind::Numeric);
+        held.time_text.fill(t, 0, FeatureKind::Categorical, &mut held.byte_spans);
+        held.time_numbers.fill(t, 0, FeatureKind::Numeric, &mut held.byte_spans);
         for row in 0..rows {
-            held.event_times.push(event_time_of(&text, &numbers, row));
+            held.event_times.push(event_time_of(&held.time_text, &held.time_numbers, row));
         }
     }
     Ok(rows)

@@ -87,6 +87,7 @@ pub(super) enum Data<'a> {
 }
 
 /// A tensor of one message.
+#[derive(Clone, Copy)]
 pub(super) struct Tensor<'a> {
     /// `None` for KServe v1 rows, which carry no datatype (each value's own JSON type
     /// decides).
@@ -196,15 +197,37 @@ fn count_raw_bytes(mut bytes: &[u8]) -> Option<usize> {
     Some(n)
 }
 
-/// The raw BYTES elements in order (the buffer was checked by `count_raw_bytes`).
-fn raw_bytes_elements(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let (len, rest) = bytes.split_first_chunk::<4>()?;
-        let len = u32::from_le_bytes(*len) as usize;
-        let element = rest.get(..len)?;
-        bytes = &rest[len..];
-        Some(element)
-    })
+/// Where each element of raw BYTES contents is, found once per tensor and message
+/// rather than once per column read from it (the elements can only be found in order).
+#[derive(Debug, Default)]
+pub(super) struct ByteSpans {
+    /// The contents the spans are of (address, length); reset for every message, so
+    /// that another message's buffer at the same address is never taken for this one.
+    of: (usize, usize),
+    spans: Vec<(u32, u32)>,
+}
+
+impl ByteSpans {
+    pub(super) fn reset(&mut self) {
+        self.of = (0, 0);
+    }
+
+    /// The elements' spans in `bytes` (checked by `count_raw_bytes`).
+    fn of(&mut self, bytes: &[u8]) -> &[(u32, u32)] {
+        let key = (bytes.as_ptr() as usize, bytes.len());
+        if self.of != key {
+            self.of = key;
+            self.spans.clear();
+            let mut at = 0usize;
+            while let Some(len) = bytes.get(at..at + 4) {
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                // Offsets fit in u32: contents over 4 GiB cannot be in a Kafka message.
+                self.spans.push(((at + 4) as u32, (at + 4 + len) as u32));
+                at += 4 + len;
+            }
+        }
+        &self.spans
+    }
 }
 
 /// One value of a row when it is not a plain number.
@@ -260,7 +283,13 @@ impl Column {
 
     /// Copies column `column` (0 for a tensor of width 1) of `tensor` for a feature of
     /// `kind`. The tensor was checked, so every index is in range.
-    pub(super) fn fill(&mut self, tensor: &Tensor<'_>, column: usize, kind: FeatureKind) {
+    pub(super) fn fill(
+        &mut self,
+        tensor: &Tensor<'_>,
+        column: usize,
+        kind: FeatureKind,
+        spans: &mut ByteSpans,
+    ) {
         self.clear();
         if tensor.rows == 0 {
             // No rows (and maybe no columns either, shape [0, 0]: nothing to step over).
@@ -272,7 +301,7 @@ impl Column {
         }
         match kind {
             FeatureKind::Numeric => self.fill_numeric(tensor, column),
-            FeatureKind::Categorical => self.fill_text(tensor, column),
+            FeatureKind::Categorical => self.fill_text(tensor, column, spans),
         }
     }
 
@@ -348,7 +377,7 @@ impl Column {
         }
     }
 
-    fn fill_text(&mut self, t: &Tensor<'_>, col: usize) {
+    fn fill_text(&mut self, t: &Tensor<'_>, col: usize, spans: &mut ByteSpans) {
         self.fill = Fill::Text;
         let (rows, width) = (t.rows, t.width);
         macro_rules! display {
@@ -372,8 +401,9 @@ impl Column {
                 }
             }
             (Data::Raw(bytes), Some(Dtype::Bytes)) => {
-                for b in raw_bytes_elements(bytes).skip(col).step_by(width).take(rows) {
-                    self.push_bytes(b);
+                for &(a, b) in spans.of(bytes).get(col..).unwrap_or_default().iter().step_by(width).take(rows)
+                {
+                    self.push_bytes(bytes.get(a as usize..b as usize).unwrap_or_default());
                 }
             }
             (Data::Raw(_), Some(dtype)) => {
