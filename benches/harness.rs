@@ -1320,9 +1320,11 @@ fn run(o: &Options) -> anyhow::Result<(Table, Vec<String>)> {
     if wants("open_inference") {
         stage("open_inference", &mut table, &mut |t| {
             let profile = workload::profile(&Schema::bench(), REFERENCE_SEED, 100_000);
+            let profile_path = dir.path().join("open_inference.profile");
+            std::fs::write(&profile_path, profile.to_json())?;
             let reference = Reference::new(profile, DriftSettings::default(), &BTreeMap::new())
                 .map_err(|e| anyhow::anyhow!("reference: {e}"))?;
-            open_inference::stage(o.quick, &reference, STREAM_SEED, t)
+            open_inference::stage(o.quick, &profile_path, dir.path(), &reference, STREAM_SEED, t)
         });
     }
     if wants("e2e") {

@@ -5,6 +5,7 @@
 //! same rows (one record per message). Rates per CPU-second of the measuring thread;
 //! the 60 M values/s target is printed, never asserted.
 
+use super::pipeline::Pipeline;
 use super::workload::{Generator, Schema, Value, WORDS};
 use super::{Noop, Table, Variant, json_fields, measured, progress, run_rounds, si};
 use driftscope::config::{InferenceEncoding, InferenceMessage, OpenInferenceConfig};
@@ -16,6 +17,7 @@ use driftscope::stats::{FeatureKind, Reference};
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::path::Path;
 
 const S: &str = "1b. in-process Open Inference Protocol, one thread (bench schema, 32 rows per request)";
 pub const ROWS: usize = 32;
@@ -108,7 +110,28 @@ fn decoder(schema: &Schema) -> OpenInference {
     OpenInference::new(&config, None, fields)
 }
 
-pub fn stage(quick: bool, reference: &Reference, seed: u64, table: &mut Table) -> anyhow::Result<()> {
+/// `[streams.open_inference]` for the bench schema's requests.
+fn stream_lines(schema: &Schema) -> String {
+    let names = |kind| {
+        let names: Vec<String> =
+            schema.features.iter().filter(|f| f.kind == kind).map(|f| format!("{:?}", f.name)).collect();
+        names.join(", ")
+    };
+    format!(
+        "[streams.open_inference]\nmessage = \"request\"\ncolumns = {{ features = [{}], words = [{}] }}\n",
+        names(FeatureKind::Numeric),
+        names(FeatureKind::Categorical)
+    )
+}
+
+pub fn stage(
+    quick: bool,
+    profile: &Path,
+    dir: &Path,
+    reference: &Reference,
+    seed: u64,
+    table: &mut Table,
+) -> anyhow::Result<()> {
     let schema = Schema::bench();
     let values_per_row = schema.len() as f64;
     let (messages, rounds, passes) = if quick { (3_000, 3, 2) } else { (20_000, 5, 3) };
@@ -127,6 +150,7 @@ pub fn stage(quick: bool, reference: &Reference, seed: u64, table: &mut Table) -
     let mut json_decoder = JsonDecoder::new(&json_fields(&schema), None)?;
     let (mut sketch_a, mut sketch_b, mut sketch_c) =
         (reference.new_window(), reference.new_window(), reference.new_window());
+    let mut pipeline = Pipeline::with_stream_lines("open_inference", profile, dir, &stream_lines(&schema))?;
     let (n, rows) = (messages as u64, (messages * ROWS) as u64);
     let (refused_raw, refused_typed) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
     let mut variants = vec![
@@ -179,6 +203,16 @@ pub fn stage(quick: bool, reference: &Reference, seed: u64, table: &mut Table) -
             timings: Vec::new(),
         },
         Variant {
+            name: "OIP raw PIPELINE: StreamState stage/flush + score at close",
+            pass: Box::new(|| {
+                for m in &raw {
+                    pipeline.process(black_box(m));
+                }
+                (n, rows)
+            }),
+            timings: Vec::new(),
+        },
+        Variant {
             name: "JSON, same rows: decode + apply to a WindowSketch",
             pass: Box::new(|| {
                 for m in &json {
@@ -212,7 +246,10 @@ pub fn stage(quick: bool, reference: &Reference, seed: u64, table: &mut Table) -
             format!("{}values/s = {}rows/s", si(*values), si(values / values_per_row)),
         );
     }
-    let (raw_rate, json_rate) = (figures[2].1, figures[4].1);
+    if pipeline.bad > 0 || pipeline.windows == 0 {
+        anyhow::bail!("open_inference pipeline: {} refused, {} windows", pipeline.bad, pipeline.windows);
+    }
+    let (raw_rate, json_rate) = (figures[2].1, figures[5].1);
     table.check(
         S,
         "  OIP raw into the sketches",

@@ -38,6 +38,27 @@ impl Pipeline {
         dir: &Path,
         defaults: &str,
     ) -> anyhow::Result<Pipeline> {
+        Pipeline::build(format, profile, dir, defaults, "")
+    }
+
+    /// The same with TOML lines appended to the stream's table (its sub-tables, e.g.
+    /// `[streams.open_inference]`).
+    pub fn with_stream_lines(
+        format: &str,
+        profile: &Path,
+        dir: &Path,
+        lines: &str,
+    ) -> anyhow::Result<Pipeline> {
+        Pipeline::build(format, profile, dir, "", lines)
+    }
+
+    fn build(
+        format: &str,
+        profile: &Path,
+        dir: &Path,
+        defaults: &str,
+        stream: &str,
+    ) -> anyhow::Result<Pipeline> {
         let body = workload::config_toml(
             "127.0.0.1:1",
             "bench-inprocess",
@@ -48,6 +69,7 @@ impl Pipeline {
             &dir.join("reports.jsonl"),
             &[],
         );
+        let body = format!("{body}{stream}");
         let text = if defaults.is_empty() { body } else { format!("[defaults]\n{defaults}\n{body}") };
         let path = dir
             .join(format!("inprocess-{format}{}.toml", if defaults.is_empty() { "" } else { "-defaults" }));
