@@ -7,6 +7,8 @@
 //! (`monitor::stream`) is written once against this trait, whatever the format.
 
 pub mod arrow;
+pub mod avro;
+pub mod confluent;
 pub mod json;
 
 use crate::config::{MessageFormat, StreamConfig};
