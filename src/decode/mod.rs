@@ -10,6 +10,7 @@ pub mod arrow;
 pub mod avro;
 pub mod confluent;
 pub mod json;
+pub mod protobuf;
 
 use crate::config::{MessageFormat, StreamConfig};
 use crate::stats::settings::FeatureKind;

@@ -483,4 +483,4 @@ fn skip_blocks(schema: &Schema, parts: &[usize], cur: &mut Cursor<'_>, depth: us
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
