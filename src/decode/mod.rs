@@ -140,16 +140,26 @@ pub struct DecoderSetupError {
 /// What the decoders of all streams share (made once per process: schema caches and the
 /// clients that fill them).
 #[derive(Default)]
-pub struct DecodeContext {}
+pub struct DecodeContext {
+    /// Schemas by id for Confluent-framed `avro` and `protobuf` streams (the registry
+    /// client, `ingest::registry`); `None` without a `[registry]`.
+    pub schemas: Option<std::sync::Arc<dyn confluent::SchemaSource>>,
+    /// Told when a stream's messages switch schema id (the telemetry counter).
+    pub schema_events: Option<std::sync::Arc<dyn confluent::SchemaEvents>>,
+}
 
 /// The decoder of `stream` for `fields`.
 pub fn for_stream<W: ValueSink + 'static, R: ValueSink + 'static>(
-    _context: &DecodeContext,
+    context: &DecodeContext,
     stream: &StreamConfig,
     fields: &[FieldBinding],
 ) -> Result<Box<dyn Decoder<W, R>>, DecoderSetupError> {
     match stream.format {
         MessageFormat::Json => Ok(Box::new(json::JsonMessages::new(stream, fields)?)),
         MessageFormat::ArrowIpc => Ok(Box::new(arrow::ArrowMessages::new(stream, fields))),
+        MessageFormat::Avro => Ok(Box::new(avro::AvroDecoder::for_stream(context, stream, fields)?)),
+        MessageFormat::Protobuf => {
+            Ok(Box::new(protobuf::ProtobufDecoder::for_stream(context, stream, fields)?))
+        }
     }
 }

@@ -25,20 +25,25 @@
 
 pub mod schema;
 
-use super::Refusal;
 use super::confluent::{
     Cell, Row, SchemaKind, SchemaLookupError, SchemaSource, SchemaTracker, epoch_ms_from_text, path_steps,
     split_frame,
 };
+use super::{DecodeContext, Decoder, DecoderSetupError, EventTime, FieldBinding, Message, Refusal};
+use crate::config::StreamConfig;
 use crate::stats::settings::FeatureKind;
+use crate::stats::sketch::ValueSink;
 use rustc_hash::FxHashMap;
 use schema::{Node, Schema, TimeUnit};
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 
-/// Every reason an Avro message can be refused for.
+/// Every reason a Confluent-framed Avro message can be refused for.
 pub const REASONS: [&str; 5] =
     ["wrong_magic_byte", "unknown_schema", "unusable_schema", "malformed_avro", "registry_unavailable"];
+/// With a fixed schema (`avro.schema_file`), only this.
+pub const FIXED_REASONS: [&str; 1] = ["malformed_avro"];
 
 /// Deepest nesting of values read or skipped.
 pub const MAX_DEPTH: usize = 64;
@@ -120,7 +125,8 @@ impl AvroDecoder {
         if let Some(path) = event_time {
             wanted.push((path_steps(path), Target::EventTime));
         }
-        let row = Row::new(fields.iter().map(|f| f.feature).collect(), fields.iter().map(|f| f.kind).collect());
+        let row =
+            Row::new(fields.iter().map(|f| f.feature).collect(), fields.iter().map(|f| f.kind).collect());
         let mut decoder = AvroDecoder {
             schemas: SchemasState::Fixed,
             wanted,
@@ -160,12 +166,16 @@ impl AvroDecoder {
             Ok(s) if s.kind != SchemaKind::Avro => {
                 Err(Refusal::new("unusable_schema", format!("schema id {id} is {:?}, not Avro", s.kind)))
             }
-            Ok(s) => self.compile(&s.text).map_err(|r| Refusal::new(r.reason, format!("schema id {id}: {}", r.detail))),
+            Ok(s) => self
+                .compile(&s.text)
+                .map_err(|r| Refusal::new(r.reason, format!("schema id {id}: {}", r.detail))),
             Err(SchemaLookupError::NotFound(_)) => {
                 Err(Refusal::new("unknown_schema", format!("schema id {id} is not in the registry")))
             }
             // Not remembered: the next message asks again.
-            Err(e @ SchemaLookupError::Unavailable(_)) => return Err(Refusal::new("registry_unavailable", e.to_string())),
+            Err(e @ SchemaLookupError::Unavailable(_)) => {
+                return Err(Refusal::new("registry_unavailable", e.to_string()));
+            }
         };
         self.compiled.push(compiled);
         self.by_id.insert(id, self.compiled.len() - 1);
@@ -201,8 +211,9 @@ impl AvroDecoder {
             Err(refusal) => return Err(refusal.clone()),
         };
         let mut cursor = Cursor { bytes: body, pos: 0 };
-        let result = read(&compiled.schema, &compiled.root, &mut cursor, &mut self.row, 0)
-            .and_then(|()| if cursor.pos == body.len() { Ok(()) } else { Err(Malformed("bytes after the record")) });
+        let result = read(&compiled.schema, &compiled.root, &mut cursor, &mut self.row, 0).and_then(|()| {
+            if cursor.pos == body.len() { Ok(()) } else { Err(Malformed("bytes after the record")) }
+        });
         result.map_err(|Malformed(what)| {
             self.row.clear();
             Refusal::new("malformed_avro", format!("{what} at byte {}", cursor.pos))
@@ -212,6 +223,73 @@ impl AvroDecoder {
     /// The held row.
     pub fn row(&self) -> &Row {
         &self.row
+    }
+}
+
+impl AvroDecoder {
+    /// The decoder of an `avro` stream: Confluent framing with the context's registry,
+    /// or bare Avro of `avro.schema_file` (read here, once).
+    pub fn for_stream(
+        context: &DecodeContext,
+        stream: &StreamConfig,
+        fields: &[FieldBinding],
+    ) -> Result<AvroDecoder, DecoderSetupError> {
+        let schema_file = stream.avro.as_ref().and_then(|a| a.schema_file.as_ref());
+        let schemas = match (schema_file, &context.schemas) {
+            (Some(path), _) => {
+                AvroSchemas::Fixed(std::fs::read_to_string(path).map_err(|e| DecoderSetupError {
+                    key: "avro.schema_file".into(),
+                    message: format!("{}: {e}", path.display()),
+                })?)
+            }
+            (None, Some(source)) => AvroSchemas::Registry(source.clone()),
+            (None, None) => {
+                return Err(DecoderSetupError {
+                    key: "format".into(),
+                    message: "Confluent-framed Avro needs a `[registry]` (or set `avro.schema_file`)".into(),
+                });
+            }
+        };
+        let fields: Vec<AvroField> = fields
+            .iter()
+            .map(|f| AvroField {
+                path: f.path.clone().unwrap_or_else(|| f.name.clone()),
+                feature: f.feature,
+                kind: f.kind,
+            })
+            .collect();
+        let tracker = SchemaTracker::new(&stream.name, context.schema_events.clone());
+        AvroDecoder::new(schemas, &fields, stream.event_time_field.as_deref(), tracker)
+            .map_err(|message| DecoderSetupError { key: "avro.schema_file".into(), message })
+    }
+}
+
+impl<W: ValueSink, R: ValueSink> Decoder<W, R> for AvroDecoder {
+    fn reasons(&self) -> &'static [&'static str] {
+        match self.schemas {
+            SchemasState::Registry(_) => &REASONS,
+            SchemasState::Fixed => &FIXED_REASONS,
+        }
+    }
+
+    fn decode(&mut self, message: &Message<'_>) -> Result<usize, Refusal> {
+        AvroDecoder::decode(self, message.payload).map(|()| 1)
+    }
+
+    fn event_time_ms(&self, _row: usize) -> EventTime {
+        self.row.event
+    }
+
+    fn fold_window(&self, rows: Range<usize>, sink: &mut W) {
+        if !rows.is_empty() {
+            self.row.fold(sink);
+        }
+    }
+
+    fn fold_reference(&self, rows: Range<usize>, sink: &mut R) {
+        if !rows.is_empty() {
+            self.row.fold(sink);
+        }
     }
 }
 
@@ -242,7 +320,11 @@ fn compile(schema: &Schema, node: usize, wanted: &[(&[String], Target)], depth: 
         }
         Node::Union(branches) => {
             let steps: Vec<Step> = branches.iter().map(|&b| compile(schema, b, wanted, depth + 1)).collect();
-            if steps.iter().all(|s| matches!(s, Step::Skip(_))) { Step::Skip(node) } else { Step::Union(steps.into()) }
+            if steps.iter().all(|s| matches!(s, Step::Skip(_))) {
+                Step::Skip(node)
+            } else {
+                Step::Union(steps.into())
+            }
         }
         // A path through something that is not a record: missing.
         _ => Step::Skip(node),
@@ -277,7 +359,8 @@ impl<'a> Cursor<'a> {
 
     #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(Malformed("truncated value"))?;
+        let end =
+            self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(Malformed("truncated value"))?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -309,7 +392,13 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn read(schema: &Schema, step: &Step, cur: &mut Cursor<'_>, row: &mut Row, depth: usize) -> Result<(), Malformed> {
+fn read(
+    schema: &Schema,
+    step: &Step,
+    cur: &mut Cursor<'_>,
+    row: &mut Row,
+    depth: usize,
+) -> Result<(), Malformed> {
     match step {
         Step::Skip(node) => skip(schema, *node, cur, depth),
         Step::Record(fields) => {
@@ -450,7 +539,12 @@ fn skip(schema: &Schema, node: usize, cur: &mut Cursor<'_>, depth: usize) -> Res
 
 /// Skips the blocks of an array (`parts` = the item) or a map (a string key, then the
 /// value; `usize::MAX` stands for the key).
-fn skip_blocks(schema: &Schema, parts: &[usize], cur: &mut Cursor<'_>, depth: usize) -> Result<(), Malformed> {
+fn skip_blocks(
+    schema: &Schema,
+    parts: &[usize],
+    cur: &mut Cursor<'_>,
+    depth: usize,
+) -> Result<(), Malformed> {
     loop {
         let count = cur.long()?;
         if count == 0 {

@@ -134,7 +134,9 @@ impl Parser {
             Value::Object(map) => {
                 let Some(Value::String(ty)) = map.get("type") else {
                     return match map.get("type") {
-                        Some(inner @ (Value::Object(_) | Value::Array(_))) => self.node(inner, enclosing, depth + 1),
+                        Some(inner @ (Value::Object(_) | Value::Array(_))) => {
+                            self.node(inner, enclosing, depth + 1)
+                        }
                         _ => err("a schema object needs a `type`"),
                     };
                 };
@@ -180,7 +182,9 @@ impl Parser {
                         };
                         let symbols: Option<Vec<String>> =
                             symbols.iter().map(|s| s.as_str().map(str::to_owned)).collect();
-                        let Some(symbols) = symbols else { return err(format!("enum `{full}`: symbols are text")) };
+                        let Some(symbols) = symbols else {
+                            return err(format!("enum `{full}`: symbols are text"));
+                        };
                         let index = self.push(Node::Enum { name: full.clone(), symbols });
                         self.define(&full, index)?;
                         Ok(index)
@@ -190,7 +194,8 @@ impl Parser {
                         let Some(size) = map.get("size").and_then(Value::as_u64) else {
                             return err(format!("fixed `{full}` needs a `size`"));
                         };
-                        let size = usize::try_from(size).map_err(|_| SchemaError("fixed size too large".into()))?;
+                        let size =
+                            usize::try_from(size).map_err(|_| SchemaError("fixed size too large".into()))?;
                         let index = self.push(Node::Fixed { name: full.clone(), size });
                         self.define(&full, index)?;
                         Ok(index)

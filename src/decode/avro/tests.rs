@@ -120,11 +120,12 @@ fn folded(d: &AvroDecoder) -> Vec<String> {
 }
 
 fn registry_decoder() -> (AvroDecoder, Arc<FixedSchemas>, Arc<RecordedSchemaEvents>) {
-    let source = Arc::new(FixedSchemas::new().with(1, SchemaKind::Avro, V1).with(2, SchemaKind::Avro, V2).with(
-        3,
-        SchemaKind::Protobuf,
-        "syntax = \"proto3\";",
-    ));
+    let source =
+        Arc::new(FixedSchemas::new().with(1, SchemaKind::Avro, V1).with(2, SchemaKind::Avro, V2).with(
+            3,
+            SchemaKind::Protobuf,
+            "syntax = \"proto3\";",
+        ));
     let events = Arc::new(RecordedSchemaEvents::default());
     let decoder = AvroDecoder::new(
         AvroSchemas::Registry(source.clone()),
@@ -162,7 +163,15 @@ fn evolution_binds_fields_by_name_per_schema_id_and_counts_the_change() {
     // age promoted to long, income removed (missing), score added.
     assert_eq!(
         folded(&d),
-        ["records 1", &format!("0={}", (1u64 << 40) as f64), "1 missing", "2 missing", "3=\"FREE\"", "4=0.25", "5 invalid"]
+        [
+            "records 1",
+            &format!("0={}", (1u64 << 40) as f64),
+            "1 missing",
+            "2 missing",
+            "3=\"FREE\"",
+            "4=0.25",
+            "5 invalid"
+        ]
     );
     d.decode(&v1_message(true, Some(1.0)).framed(1)).unwrap();
     for _ in 0..100 {
@@ -223,10 +232,14 @@ fn declared_lengths_beyond_the_message_are_refused_without_allocating() {
 #[test]
 fn a_fixed_schema_reads_bare_avro() {
     let mut d =
-        AvroDecoder::new(AvroSchemas::Fixed(V1.into()), &fields(), None, SchemaTracker::new("s", None)).unwrap();
+        AvroDecoder::new(AvroSchemas::Fixed(V1.into()), &fields(), None, SchemaTracker::new("s", None))
+            .unwrap();
     d.decode(&v1_message(true, None).0).unwrap();
     assert_eq!(folded(&d)[..3], ["records 1", "0=42", "1=\"DE\""]);
-    assert!(AvroDecoder::new(AvroSchemas::Fixed("{".into()), &fields(), None, SchemaTracker::new("s", None)).is_err());
+    assert!(
+        AvroDecoder::new(AvroSchemas::Fixed("{".into()), &fields(), None, SchemaTracker::new("s", None))
+            .is_err()
+    );
 }
 
 #[test]

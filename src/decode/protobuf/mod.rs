@@ -19,22 +19,27 @@
 
 mod descriptors;
 
-use super::Refusal;
 use super::confluent::{
     Cell, Row, SchemaKind, SchemaLookupError, SchemaSource, SchemaTracker, epoch_ms_from_text, path_steps,
     split_frame,
 };
+use super::{DecodeContext, Decoder, DecoderSetupError, EventTime, FieldBinding, Message, Refusal};
+use crate::config::StreamConfig;
 use crate::stats::settings::FeatureKind;
+use crate::stats::sketch::ValueSink;
 use prost_reflect::{Kind, MessageDescriptor};
 use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 
 pub use descriptors::{message_from_descriptor_set, message_from_registered};
 
-/// Every reason a Protobuf message can be refused for.
+/// Every reason a Confluent-framed Protobuf message can be refused for.
 pub const REASONS: [&str; 5] =
     ["wrong_magic_byte", "unknown_schema", "unusable_schema", "malformed_protobuf", "registry_unavailable"];
+/// With a descriptor set (`protobuf.descriptor_set`), only this.
+pub const FIXED_REASONS: [&str; 1] = ["malformed_protobuf"];
 
 /// Deepest nesting of messages and groups read or skipped.
 pub const MAX_DEPTH: usize = 64;
@@ -154,7 +159,8 @@ impl ProtobufDecoder {
         if let Some(path) = event_time {
             wanted.push((path_steps(path), Target::EventTime));
         }
-        let row = Row::new(fields.iter().map(|f| f.feature).collect(), fields.iter().map(|f| f.kind).collect());
+        let row =
+            Row::new(fields.iter().map(|f| f.feature).collect(), fields.iter().map(|f| f.kind).collect());
         let mut decoder = ProtobufDecoder {
             source: None,
             wanted,
@@ -184,7 +190,12 @@ impl ProtobufDecoder {
         self.compile(message, &refs, 0)
     }
 
-    fn compile(&mut self, message: &MessageDescriptor, wanted: &[(&[String], Target)], depth: usize) -> MessagePlan {
+    fn compile(
+        &mut self,
+        message: &MessageDescriptor,
+        wanted: &[(&[String], Target)],
+        depth: usize,
+    ) -> MessagePlan {
         let mut plan = MessagePlan::default();
         if depth > MAX_DEPTH {
             return plan;
@@ -197,8 +208,11 @@ impl ProtobufDecoder {
             let Some(field) = message.get_field_by_name(name) else { continue };
             let here: Vec<Target> =
                 wanted.iter().filter(|(s, _)| s.len() == 1 && s[0] == name).map(|(_, t)| *t).collect();
-            let below: Vec<(&[String], Target)> =
-                wanted.iter().filter(|(s, _)| s.len() > 1 && s[0] == name).map(|(s, t)| (&s[1..], *t)).collect();
+            let below: Vec<(&[String], Target)> = wanted
+                .iter()
+                .filter(|(s, _)| s.len() > 1 && s[0] == name)
+                .map(|(s, t)| (&s[1..], *t))
+                .collect();
             let tag = field.number() as usize;
             let step = if !here.is_empty() {
                 let scalar = if field.is_list() || field.is_map() {
@@ -261,11 +275,14 @@ impl ProtobufDecoder {
             return Ok(i);
         }
         if !self.files.contains_key(&id) {
-            let Some(source) = &self.source else { return Err(Refusal::new("unknown_schema", "no registry")) };
+            let Some(source) = &self.source else {
+                return Err(Refusal::new("unknown_schema", "no registry"));
+            };
             let file = match source.schema(id) {
-                Ok(s) if s.kind != SchemaKind::Protobuf => {
-                    Err(Refusal::new("unusable_schema", format!("schema id {id} is {:?}, not Protobuf", s.kind)))
-                }
+                Ok(s) if s.kind != SchemaKind::Protobuf => Err(Refusal::new(
+                    "unusable_schema",
+                    format!("schema id {id} is {:?}, not Protobuf", s.kind),
+                )),
                 Ok(s) => descriptors::file_from_registered(&s.text)
                     .map_err(|e| Refusal::new("unusable_schema", format!("schema id {id}: {e}"))),
                 Err(SchemaLookupError::NotFound(_)) => {
@@ -335,6 +352,76 @@ impl ProtobufDecoder {
 
     pub fn row(&self) -> &Row {
         &self.row
+    }
+}
+
+impl ProtobufDecoder {
+    /// The decoder of a `protobuf` stream: Confluent framing with the context's
+    /// registry, or bare messages of `protobuf.message` from `protobuf.descriptor_set`
+    /// (read here, once).
+    pub fn for_stream(
+        context: &DecodeContext,
+        stream: &StreamConfig,
+        fields: &[FieldBinding],
+    ) -> Result<ProtobufDecoder, DecoderSetupError> {
+        let options = stream.protobuf.clone().unwrap_or_default();
+        let setup = |key: &str, message: String| DecoderSetupError { key: key.into(), message };
+        let schemas = match (&options.descriptor_set, &context.schemas) {
+            (Some(path), _) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| setup("protobuf.descriptor_set", format!("{}: {e}", path.display())))?;
+                let name = options.message.as_deref().unwrap_or_default();
+                ProtobufSchemas::Fixed(
+                    message_from_descriptor_set(&bytes, name)
+                        .map_err(|e| setup("protobuf.message", format!("{}: {e}", path.display())))?,
+                )
+            }
+            (None, Some(source)) => ProtobufSchemas::Registry(source.clone()),
+            (None, None) => {
+                return Err(setup(
+                    "format",
+                    "Confluent-framed Protobuf needs a `[registry]` (or set `protobuf.descriptor_set`)"
+                        .into(),
+                ));
+            }
+        };
+        let fields: Vec<ProtobufField> = fields
+            .iter()
+            .map(|f| ProtobufField {
+                path: f.path.clone().unwrap_or_else(|| f.name.clone()),
+                feature: f.feature,
+                kind: f.kind,
+            })
+            .collect();
+        let tracker = SchemaTracker::new(&stream.name, context.schema_events.clone());
+        ProtobufDecoder::new(schemas, &fields, stream.event_time_field.as_deref(), tracker)
+            .map_err(|e| setup("protobuf", e))
+    }
+}
+
+impl<W: ValueSink, R: ValueSink> Decoder<W, R> for ProtobufDecoder {
+    fn reasons(&self) -> &'static [&'static str] {
+        if self.source.is_some() { &REASONS } else { &FIXED_REASONS }
+    }
+
+    fn decode(&mut self, message: &Message<'_>) -> Result<usize, Refusal> {
+        ProtobufDecoder::decode(self, message.payload).map(|()| 1)
+    }
+
+    fn event_time_ms(&self, _row: usize) -> EventTime {
+        self.row.event
+    }
+
+    fn fold_window(&self, rows: Range<usize>, sink: &mut W) {
+        if !rows.is_empty() {
+            self.row.fold(sink);
+        }
+    }
+
+    fn fold_reference(&self, rows: Range<usize>, sink: &mut R) {
+        if !rows.is_empty() {
+            self.row.fold(sink);
+        }
     }
 }
 
@@ -548,7 +635,9 @@ fn read_scalar<'a, 'b: 'a>(
             if cur.pos != inner_end {
                 return Err(Malformed("timestamp runs past its message"));
             }
-            Value::TimestampMs(seconds.checked_mul(1000).and_then(|s| s.checked_add(nanos / 1_000_000)).ok_or(()))
+            Value::TimestampMs(
+                seconds.checked_mul(1000).and_then(|s| s.checked_add(nanos / 1_000_000)).ok_or(()),
+            )
         }
         Scalar::Unsupported => Value::Other,
     })

@@ -114,10 +114,11 @@ fn registry() -> (ProtobufDecoder, Arc<FixedSchemas>, Arc<RecordedSchemaEvents>)
     let v2_proto = features_message(PROTO_V2).parent_file().file_descriptor_proto().clone();
     let v2_b64 = base64::engine::general_purpose::STANDARD.encode(v2_proto.encode_to_vec());
     let source = Arc::new(
-        FixedSchemas::new()
-            .with(1, SchemaKind::Protobuf, PROTO)
-            .with(2, SchemaKind::Protobuf, v2_b64)
-            .with(3, SchemaKind::Avro, "\"long\""),
+        FixedSchemas::new().with(1, SchemaKind::Protobuf, PROTO).with(2, SchemaKind::Protobuf, v2_b64).with(
+            3,
+            SchemaKind::Avro,
+            "\"long\"",
+        ),
     );
     let events = Arc::new(RecordedSchemaEvents::default());
     let d = ProtobufDecoder::new(
@@ -139,17 +140,7 @@ fn reads_monitored_scalars_by_tag_and_skips_the_rest() {
     d.decode(&framed(1, &[2, 2], &full(&m))).unwrap();
     assert_eq!(
         folded(&d),
-        [
-            "records 1",
-            "0=-42",
-            "1=\"DE\"",
-            "2=12.5",
-            "3=\"PRO\"",
-            "4 invalid",
-            "5=0.5",
-            "6=-3",
-            "7 missing"
-        ]
+        ["records 1", "0=-42", "1=\"DE\"", "2=12.5", "3=\"PRO\"", "4 invalid", "5=0.5", "6=-3", "7 missing"]
     );
     assert_eq!(d.row().event, Some(Ok(2005)));
     // Absent: a proto3 scalar is its default, an optional or a message's field missing.
@@ -175,7 +166,17 @@ fn evolution_and_the_base64_descriptor_form() {
     d.decode(&framed(2, &[2, 2], &v2)).unwrap();
     assert_eq!(
         folded(&d),
-        ["records 1", "0 missing", "1 missing", "2=3", "3 missing", "4 missing", "5 missing", "6 missing", "7=7"]
+        [
+            "records 1",
+            "0 missing",
+            "1 missing",
+            "2=3",
+            "3 missing",
+            "4 missing",
+            "5 missing",
+            "6 missing",
+            "7=7"
+        ]
     );
     assert_eq!(source.lookups(), 2, "one lookup per schema id");
     assert_eq!(events.0.lock().unwrap().len(), 101);
@@ -203,7 +204,10 @@ fn refusals_have_their_reasons() {
             assert_eq!(e.reason, "malformed_protobuf");
         }
     }
-    assert_eq!(reason(&mut d, &framed(1, &[2, 2], &[0x12, 0xff, 0xff, 0xff, 0xff, 0x0f])), "malformed_protobuf");
+    assert_eq!(
+        reason(&mut d, &framed(1, &[2, 2], &[0x12, 0xff, 0xff, 0xff, 0xff, 0x0f])),
+        "malformed_protobuf"
+    );
     assert_eq!(reason(&mut d, &framed(1, &[2, 2], &[0x0b, 0x0b, 0x0b])), "malformed_protobuf");
     d.decode(&good).unwrap();
 }
