@@ -185,8 +185,8 @@ impl AvroDecoder {
     /// Decodes one message into the held row.
     pub fn decode(&mut self, payload: &[u8]) -> Result<(), Refusal> {
         self.row.clear();
-        let (index, body) = match self.schemas {
-            SchemasState::Fixed => (0, payload),
+        let (index, body, id) = match self.schemas {
+            SchemasState::Fixed => (0, payload, None),
             SchemasState::Registry(_) => {
                 let Some((id, body)) = split_frame(payload) else {
                     return Err(Refusal::new(
@@ -202,14 +202,17 @@ impl AvroDecoder {
                         index
                     }
                 };
-                self.tracker.see(id);
-                (index, body)
+                (index, body, Some(id))
             }
         };
         let compiled = match &self.compiled[index] {
             Ok(c) => c,
             Err(refusal) => return Err(refusal.clone()),
         };
+        // A schema change is a switch between usable schemas (an unknown id is refused).
+        if let Some(id) = id {
+            self.tracker.see(id);
+        }
         let mut cursor = Cursor { bytes: body, pos: 0 };
         let result = read(&compiled.schema, &compiled.root, &mut cursor, &mut self.row, 0).and_then(|()| {
             if cursor.pos == body.len() { Ok(()) } else { Err(Malformed("bytes after the record")) }

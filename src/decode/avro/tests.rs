@@ -185,14 +185,16 @@ fn evolution_binds_fields_by_name_per_schema_id_and_counts_the_change() {
 
 #[test]
 fn framing_and_schema_refusals_have_their_reasons() {
-    let (mut d, source, _) = registry_decoder();
+    let (mut d, source, events) = registry_decoder();
     let reason = |d: &mut AvroDecoder, m: &[u8]| d.decode(m).unwrap_err().reason;
+    d.decode(&v1_message(true, None).framed(1)).unwrap();
     assert_eq!(reason(&mut d, b"{\"json\": 1}"), "wrong_magic_byte");
     assert_eq!(reason(&mut d, &[0, 0, 0]), "wrong_magic_byte");
     assert_eq!(reason(&mut d, &v1_message(true, None).framed(77)), "unknown_schema");
     assert_eq!(reason(&mut d, &v1_message(true, None).framed(77)), "unknown_schema");
     assert_eq!(reason(&mut d, &v1_message(true, None).framed(3)), "unusable_schema");
-    assert_eq!(source.lookups(), 2, "an unknown id is asked for once");
+    assert_eq!(source.lookups(), 3, "an unknown id is asked for once");
+    assert!(events.0.lock().unwrap().is_empty(), "a refused schema id is no schema change");
     let good = v1_message(true, Some(2.0)).framed(1);
     for cut in 5..good.len() {
         assert_eq!(reason(&mut d, &good[..cut]), "malformed_avro", "cut at {cut}");

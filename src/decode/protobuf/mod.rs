@@ -313,8 +313,8 @@ impl ProtobufDecoder {
     /// Decodes one message into the held row.
     pub fn decode(&mut self, payload: &[u8]) -> Result<(), Refusal> {
         self.row.clear();
-        let (index, body) = if self.source.is_none() {
-            (0, payload)
+        let (index, body, id) = if self.source.is_none() {
+            (0, payload, None)
         } else {
             let Some((id, rest)) = split_frame(payload) else {
                 return Err(Refusal::new(
@@ -335,13 +335,16 @@ impl ProtobufDecoder {
                     index
                 }
             };
-            self.tracker.see(id);
-            (index, body)
+            (index, body, Some(id))
         };
         let plan = match &self.compiled[index].plan {
             Ok(plan) => plan,
             Err(refusal) => return Err(refusal.clone()),
         };
+        // A schema change is a switch between usable schemas (an unknown id is refused).
+        if let Some(id) = id {
+            self.tracker.see(id);
+        }
         let mut cur = Cursor { bytes: body, pos: 0 };
         let result = read_message(plan, &self.enums, &mut cur, body.len(), &mut self.row, 0);
         result.map_err(|Malformed(what)| {
