@@ -13,7 +13,7 @@
 //!   --messages N          end-to-end messages (default 2,000,000)
 //!   --e2e-rounds N        end-to-end rounds, each reading the topic with (a), (a2)
 //!                         and (b) in turn; ratios per round and their median (default 3)
-//!   --stages LIST         comma list of inprocess,e2e,scoring,memory,soundness,offline
+//!   --stages LIST         comma list of inprocess,confluent,e2e,scoring,memory,soundness,offline
 //!                         (default: all);
 //!                         a stage named here must run or the harness fails
 //!   --require-broker      fail (instead of skipping end-to-end) when no broker answers
@@ -32,6 +32,8 @@
 //! The work directory (profiles, configs, driftscope's log and reports) is kept when a
 //! stage fails or DRIFTSCOPE_BENCH_KEEP is set.
 
+#[path = "harness/confluent.rs"]
+mod confluent;
 #[path = "harness/kafka.rs"]
 mod kafka;
 #[path = "harness/offline.rs"]
@@ -83,7 +85,7 @@ struct Options {
     evidently_python: Option<PathBuf>,
 }
 
-const STAGES: [&str; 6] = ["inprocess", "e2e", "scoring", "memory", "soundness", "offline"];
+const STAGES: [&str; 7] = ["inprocess", "confluent", "e2e", "scoring", "memory", "soundness", "offline"];
 
 fn parse_count(s: &str) -> anyhow::Result<u64> {
     let t = s.replace(['_', ','], "");
@@ -1313,6 +1315,9 @@ fn run(o: &Options) -> anyhow::Result<(Table, Vec<String>)> {
     };
     if wants("inprocess") {
         stage("inprocess", &mut table, &mut |t| stage_inprocess(o, dir.path(), t));
+    }
+    if wants("confluent") {
+        stage("confluent", &mut table, &mut |t| confluent::stage(o.quick, dir.path(), t));
     }
     if wants("e2e") {
         let asked = o.explicit_stages || o.require_broker;

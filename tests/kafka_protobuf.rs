@@ -21,11 +21,21 @@ use std::time::Duration;
 fn spec(version: u32) -> Value {
     let user = json!({"User": [["tier", "int32", 1], ["country", "string", 2]]});
     let fields = if version == 1 {
-        json!([["id", "string", 1], ["x", "double", 2], ["y", "double", 3], ["user", "message:User", 4],
-               ["count", "int32", 5]])
+        json!([
+            ["id", "string", 1],
+            ["x", "double", 2],
+            ["y", "double", 3],
+            ["user", "message:User", 4],
+            ["count", "int32", 5]
+        ])
     } else {
-        json!([["x", "double", 2], ["y", "double", 3], ["user", "message:User", 4], ["count", "int64", 5],
-               ["extra", "string", 6]])
+        json!([
+            ["x", "double", 2],
+            ["y", "double", 3],
+            ["user", "message:User", 4],
+            ["count", "int64", 5],
+            ["extra", "string", 6]
+        ])
     };
     json!({"file": "shop/features.proto", "package": "shop", "message": "Features", "messages": user, "fields": fields})
 }
@@ -42,7 +52,11 @@ fn current_with_gaps() -> DataFile {
     let schema = Arc::new(arrow::datatypes::Schema::new(
         file.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
     ));
-    DataFile { path: file.path, schema: schema.clone(), batches: vec![RecordBatch::try_new(schema, columns).unwrap()] }
+    DataFile {
+        path: file.path,
+        schema: schema.clone(),
+        batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
+    }
 }
 
 #[test]

@@ -617,9 +617,13 @@ pub fn avro(data: &[u8]) {
         .enumerate()
         .map(|(feature, (path, kind))| AvroField { path: (*path).into(), feature, kind: *kind })
         .collect();
-    let mut decoder =
-        AvroDecoder::new(AvroSchemas::Registry(Arc::new(source)), &fields, Some("ts"), SchemaTracker::new("f", None))
-            .expect("the target's own schemas");
+    let mut decoder = AvroDecoder::new(
+        AvroSchemas::Registry(Arc::new(source)),
+        &fields,
+        Some("ts"),
+        SchemaTracker::new("f", None),
+    )
+    .expect("the target's own schemas");
     let once = |d: &mut AvroDecoder| {
         let result = d.decode(data).map_err(|r| r.reason.to_owned());
         let mut sink = Recorder::default();

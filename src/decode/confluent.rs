@@ -227,7 +227,7 @@ pub fn path_steps(path: &str) -> Vec<String> {
 }
 
 /// Epoch milliseconds from RFC 3339 text (UTC or a numeric offset).
-pub fn epoch_ms_from_text(text: &str) -> Result<i64, ()> {
+pub(crate) fn epoch_ms_from_text(text: &str) -> Result<i64, ()> {
     let bytes = text.as_bytes();
     let mut offset_minutes = 0i64;
     let mut stamp = text;

@@ -214,9 +214,10 @@ impl AvroDecoder {
             self.tracker.see(id);
         }
         let mut cursor = Cursor { bytes: body, pos: 0 };
-        let result = read(&compiled.schema, &compiled.root, &mut cursor, &mut self.row, 0).and_then(|()| {
-            if cursor.pos == body.len() { Ok(()) } else { Err(Malformed("bytes after the record")) }
-        });
+        let mut result = read(&compiled.schema, &compiled.root, &mut cursor, &mut self.row, 0);
+        if result.is_ok() && cursor.pos != body.len() {
+            result = Err(Malformed("bytes after the record"));
+        }
         result.map_err(|Malformed(what)| {
             self.row.clear();
             Refusal::new("malformed_avro", format!("{what} at byte {}", cursor.pos))
