@@ -257,6 +257,16 @@ pub fn decode_context(
     Ok(DecodeContext { schemas, schema_events: Some(Arc::new(SchemaChangeCounter(telemetry.clone()))) })
 }
 
+/// The same for a one-off read (`backtest`): the registry client without readiness
+/// or metrics (an unreachable registry is waited for until the command is stopped).
+pub fn offline_decode_context(config: &Config) -> Result<DecodeContext, RegistryError> {
+    let schemas: Option<Arc<dyn SchemaSource>> = match &config.registry {
+        Some(r) => Some(Arc::new(RegistryClient::new(r, None, None)?)),
+        None => None,
+    };
+    Ok(DecodeContext { schemas, schema_events: None })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
