@@ -84,6 +84,22 @@ enum Step {
     Record(Box<[Step]>),
     /// A union with something monitored in a branch: one step per branch.
     Union(Box<[Step]>),
+    // Specialised forms of the above for the common cases, so the hot loop reads a
+    // primitive without looking its node up (measured: see the module doc).
+    /// Skip this many bytes (boolean, float, double, fixed).
+    SkipFixed(usize),
+    /// Skip a varint (int, long, enum).
+    SkipVarint,
+    /// Skip a length-prefixed value (string, bytes).
+    SkipLen,
+    /// A double (or float) into a numeric slot.
+    Double(u32),
+    Float(u32),
+    /// A long (or an int, range-checked) into a numeric slot.
+    Long(u32),
+    Int(u32),
+    /// A string into a categorical slot.
+    Text(u32),
 }
 
 /// A writer schema compiled for the monitored fields.
@@ -150,7 +166,7 @@ impl AvroDecoder {
     fn compile(&self, text: &str) -> Result<Compiled, Refusal> {
         let schema = Schema::parse(text).map_err(|e| Refusal::new("unusable_schema", e.to_string()))?;
         let wanted: Vec<(&[String], Target)> = self.wanted.iter().map(|(s, t)| (&s[..], *t)).collect();
-        let root = compile(&schema, schema.root, &wanted, 0);
+        let root = specialise(&schema, compile(&schema, schema.root, &wanted, 0), &self.row.kinds);
         Ok(Compiled { schema, root })
     }
 
@@ -335,6 +351,40 @@ fn compile(schema: &Schema, node: usize, wanted: &[(&[String], Target)], depth: 
     }
 }
 
+/// Replaces generic steps by their specialised forms where the node is a primitive.
+fn specialise(schema: &Schema, step: Step, kinds: &[FeatureKind]) -> Step {
+    match step {
+        Step::Skip(node) => match &schema.nodes[node] {
+            Node::Null => Step::SkipFixed(0),
+            Node::Boolean => Step::SkipFixed(1),
+            Node::Float => Step::SkipFixed(4),
+            Node::Double => Step::SkipFixed(8),
+            Node::Fixed { size, .. } => Step::SkipFixed(*size),
+            Node::Int(_) | Node::Long(_) | Node::Enum { .. } => Step::SkipVarint,
+            Node::String | Node::Bytes => Step::SkipLen,
+            _ => Step::Skip(node),
+        },
+        Step::Leaf(node, targets) => match (&*targets, &schema.nodes[node]) {
+            (&[Target::Slot(s)], node_type) => match (kinds.get(s as usize), node_type) {
+                (Some(FeatureKind::Numeric), Node::Double) => Step::Double(s),
+                (Some(FeatureKind::Numeric), Node::Float) => Step::Float(s),
+                (Some(FeatureKind::Numeric), Node::Long(_)) => Step::Long(s),
+                (Some(FeatureKind::Numeric), Node::Int(_)) => Step::Int(s),
+                (Some(FeatureKind::Categorical), Node::String) => Step::Text(s),
+                _ => Step::Leaf(node, targets),
+            },
+            _ => Step::Leaf(node, targets),
+        },
+        Step::Record(fields) => {
+            Step::Record(fields.into_vec().into_iter().map(|f| specialise(schema, f, kinds)).collect())
+        }
+        Step::Union(branches) => {
+            Step::Union(branches.into_vec().into_iter().map(|b| specialise(schema, b, kinds)).collect())
+        }
+        other => other,
+    }
+}
+
 struct Malformed(&'static str);
 
 struct Cursor<'a> {
@@ -416,6 +466,38 @@ fn read(
             read(schema, &branches[i], cur, row, depth + 1)
         }
         Step::Leaf(node, targets) => leaf(schema, *node, targets, cur, row, depth),
+        Step::SkipFixed(n) => cur.take(*n).map(drop),
+        Step::SkipVarint => cur.long().map(drop),
+        Step::SkipLen => {
+            let n = cur.len()?;
+            cur.take(n).map(drop)
+        }
+        Step::Double(slot) => {
+            row.cells[*slot as usize] = Cell::Number(cur.f64()?);
+            Ok(())
+        }
+        Step::Float(slot) => {
+            row.cells[*slot as usize] = Cell::Number(f64::from(cur.f32()?));
+            Ok(())
+        }
+        Step::Long(slot) => {
+            row.cells[*slot as usize] = Cell::Number(cur.long()? as f64);
+            Ok(())
+        }
+        Step::Int(slot) => {
+            let v = cur.long()?;
+            if i32::try_from(v).is_err() {
+                return Err(Malformed("int out of range"));
+            }
+            row.cells[*slot as usize] = Cell::Number(v as f64);
+            Ok(())
+        }
+        Step::Text(slot) => {
+            let n = cur.len()?;
+            let s = std::str::from_utf8(cur.take(n)?).map_err(|_| Malformed("string not UTF-8"))?;
+            row.text(*slot as usize, s);
+            Ok(())
+        }
     }
 }
 
