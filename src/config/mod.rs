@@ -604,10 +604,11 @@ fn validate_schema_formats(
                         "the message type's full name, with `descriptor_set`".into(),
                     ));
                 }
-                (None, Some(_)) if !has_registry => {
+                (None, Some(_)) => {
                     return Err((
-                        key("protobuf.descriptor_set"),
-                        "`message` names a type of a descriptor set".into(),
+                        key("protobuf.message"),
+                        "goes with `descriptor_set`; with the registry each message's index list names its type"
+                            .into(),
                     ));
                 }
                 _ => {}
@@ -828,6 +829,10 @@ mod tests {
         assert!(e.contains("streams[0].avro"), "{e}");
         let registry = "[registry]\nurl = \"http://127.0.0.1:8081\"\ntimeout = \"2s\"\n";
         let c = parse(&format!("{registry}{}", stream("protobuf", ""))).unwrap();
+        let e = parse(&format!("{registry}{}", stream("protobuf", "protobuf = { message = \"a.B\" }\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("streams[0].protobuf.message"), "{e}");
         assert_eq!(c.registry.unwrap().timeout, Duration::from_secs(2));
         for (bad, key) in [
             ("[registry]\nurl = \"registry:8081\"\n", "registry.url"),
