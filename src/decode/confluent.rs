@@ -217,6 +217,77 @@ impl Row {
     }
 }
 
+/// The rows of many decoded messages, column by column (one column per monitored
+/// feature), held until the stream folds them: feature by feature, so each feature's
+/// sketch stays in cache while its column is folded.
+#[derive(Debug, Default)]
+pub struct Rows {
+    columns: Vec<Vec<Cell>>,
+    text: String,
+    times: Vec<Option<Result<i64, ()>>>,
+}
+
+impl Rows {
+    /// Appends the held record of `row`.
+    #[inline]
+    pub fn push(&mut self, row: &Row) {
+        if self.columns.len() != row.cells.len() {
+            self.columns.resize_with(row.cells.len(), Vec::new);
+        }
+        let base = self.text.len();
+        self.text.push_str(&row.text);
+        for (column, cell) in self.columns.iter_mut().zip(&row.cells) {
+            column.push(match *cell {
+                Cell::Text(a, b) => {
+                    match (u32::try_from(a as usize + base), u32::try_from(b as usize + base)) {
+                        (Ok(a), Ok(b)) => Cell::Text(a, b),
+                        _ => Cell::Invalid,
+                    }
+                }
+                other => other,
+            });
+        }
+        self.times.push(row.event);
+    }
+
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.columns.iter_mut().for_each(Vec::clear);
+        self.text.clear();
+        self.times.clear();
+    }
+
+    pub fn event_time_ms(&self, row: usize) -> Option<Result<i64, ()>> {
+        self.times.get(row).copied().flatten()
+    }
+
+    /// Folds rows `rows` into `sink`, feature by feature; `features[i]` is column `i`'s
+    /// feature.
+    pub fn fold<S: ValueSink>(&self, rows: std::ops::Range<usize>, features: &[usize], sink: &mut S) {
+        sink.add_records(rows.len() as u64);
+        for (column, &feature) in self.columns.iter().zip(features) {
+            for cell in column.get(rows.clone()).unwrap_or(&[]) {
+                match *cell {
+                    Cell::Missing => sink.missing(feature),
+                    Cell::Number(x) => sink.numeric(feature, x),
+                    Cell::Text(a, b) => match self.text.get(a as usize..b as usize) {
+                        Some(s) => sink.category(feature, s),
+                        None => sink.invalid(feature),
+                    },
+                    Cell::Invalid => sink.invalid(feature),
+                }
+            }
+        }
+    }
+}
+
 /// Splits a feature path into its steps: `/user/country` (a JSON pointer, with `~1`
 /// for `/` and `~0` for `~` inside a name) or a bare name (one step).
 pub fn path_steps(path: &str) -> Vec<String> {

@@ -29,8 +29,8 @@
 pub mod schema;
 
 use super::confluent::{
-    Cell, Row, SchemaKind, SchemaLookupError, SchemaSource, SchemaTracker, epoch_ms_from_text, path_steps,
-    split_frame,
+    Cell, Row, Rows, SchemaKind, SchemaLookupError, SchemaSource, SchemaTracker, epoch_ms_from_text,
+    path_steps, split_frame,
 };
 use super::{DecodeContext, Decoder, DecoderSetupError, EventTime, FieldBinding, Message, Refusal};
 use crate::config::StreamConfig;
@@ -124,6 +124,8 @@ pub struct AvroDecoder {
     last: Option<(u32, usize)>,
     tracker: SchemaTracker,
     row: Row,
+    /// Rows of the messages decoded since the stream last folded (the trait's rows).
+    held: Rows,
 }
 
 enum SchemasState {
@@ -154,6 +156,7 @@ impl AvroDecoder {
             last: None,
             tracker,
             row,
+            held: Rows::default(),
         };
         match schemas {
             AvroSchemas::Registry(source) => decoder.schemas = SchemasState::Registry(source),
@@ -296,23 +299,29 @@ impl<W: ValueSink, R: ValueSink> Decoder<W, R> for AvroDecoder {
     }
 
     fn decode(&mut self, message: &Message<'_>) -> Result<usize, Refusal> {
-        AvroDecoder::decode(self, message.payload).map(|()| 1)
+        AvroDecoder::decode(self, message.payload)?;
+        self.held.push(&self.row);
+        Ok(1)
     }
 
-    fn event_time_ms(&self, _row: usize) -> EventTime {
-        self.row.event
+    fn appends(&self) -> bool {
+        true
+    }
+
+    fn clear(&mut self) {
+        self.held.clear();
+    }
+
+    fn event_time_ms(&self, row: usize) -> EventTime {
+        self.held.event_time_ms(row)
     }
 
     fn fold_window(&self, rows: Range<usize>, sink: &mut W) {
-        if !rows.is_empty() {
-            self.row.fold(sink);
-        }
+        self.held.fold(rows, &self.row.features, sink);
     }
 
     fn fold_reference(&self, rows: Range<usize>, sink: &mut R) {
-        if !rows.is_empty() {
-            self.row.fold(sink);
-        }
+        self.held.fold(rows, &self.row.features, sink);
     }
 }
 

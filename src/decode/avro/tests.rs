@@ -268,3 +268,26 @@ fn recursive_schemas_are_bounded() {
     deep = deep.long(0).long(0);
     assert_eq!(d.decode(&deep.0).unwrap_err().reason, "malformed_avro");
 }
+
+#[test]
+fn through_the_trait_messages_append_and_fold_feature_by_feature() {
+    use crate::decode::{Decoder, Message};
+    let (d, _, _) = registry_decoder();
+    let mut d: Box<dyn Decoder<Calls, Calls>> = Box::new(d);
+    assert!(d.appends());
+    assert_eq!(d.decode(&Message::value(&v1_message(true, Some(1.0)).framed(1))).unwrap(), 1);
+    assert!(d.decode(&Message::value(b"junk")).is_err(), "a refused message adds no row");
+    let mut second = v1_message(false, None);
+    second.0[5] = 2 * 7; // age 7 (after the 5 bytes of "id-1")
+    assert_eq!(d.decode(&Message::value(&second.framed(1))).unwrap(), 1);
+    assert_eq!(d.event_time_ms(1), Some(Ok(1500)));
+    let mut calls = Calls::default();
+    d.fold_window(0..2, &mut calls);
+    assert_eq!(
+        calls.0[..5],
+        ["records 2", "0=42", "0=7", "1=\"DE\"", "1 missing"],
+        "feature by feature, the first message's text kept"
+    );
+    d.clear();
+    assert_eq!(d.event_time_ms(0), None);
+}

@@ -20,8 +20,8 @@
 mod descriptors;
 
 use super::confluent::{
-    Cell, Row, SchemaKind, SchemaLookupError, SchemaSource, SchemaTracker, epoch_ms_from_text, path_steps,
-    split_frame,
+    Cell, Row, Rows, SchemaKind, SchemaLookupError, SchemaSource, SchemaTracker, epoch_ms_from_text,
+    path_steps, split_frame,
 };
 use super::{DecodeContext, Decoder, DecoderSetupError, EventTime, FieldBinding, Message, Refusal};
 use crate::config::StreamConfig;
@@ -145,6 +145,8 @@ pub struct ProtobufDecoder {
     files: FxHashMap<u32, Result<prost_reflect::FileDescriptor, Refusal>>,
     tracker: SchemaTracker,
     row: Row,
+    /// Rows of the messages decoded since the stream last folded (the trait's rows).
+    held: Rows,
 }
 
 impl ProtobufDecoder {
@@ -172,6 +174,7 @@ impl ProtobufDecoder {
             files: FxHashMap::default(),
             tracker,
             row,
+            held: Rows::default(),
         };
         match schemas {
             ProtobufSchemas::Registry(source) => decoder.source = Some(source),
@@ -408,23 +411,29 @@ impl<W: ValueSink, R: ValueSink> Decoder<W, R> for ProtobufDecoder {
     }
 
     fn decode(&mut self, message: &Message<'_>) -> Result<usize, Refusal> {
-        ProtobufDecoder::decode(self, message.payload).map(|()| 1)
+        ProtobufDecoder::decode(self, message.payload)?;
+        self.held.push(&self.row);
+        Ok(1)
     }
 
-    fn event_time_ms(&self, _row: usize) -> EventTime {
-        self.row.event
+    fn appends(&self) -> bool {
+        true
+    }
+
+    fn clear(&mut self) {
+        self.held.clear();
+    }
+
+    fn event_time_ms(&self, row: usize) -> EventTime {
+        self.held.event_time_ms(row)
     }
 
     fn fold_window(&self, rows: Range<usize>, sink: &mut W) {
-        if !rows.is_empty() {
-            self.row.fold(sink);
-        }
+        self.held.fold(rows, &self.row.features, sink);
     }
 
     fn fold_reference(&self, rows: Range<usize>, sink: &mut R) {
-        if !rows.is_empty() {
-            self.row.fold(sink);
-        }
+        self.held.fold(rows, &self.row.features, sink);
     }
 }
 
