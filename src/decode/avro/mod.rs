@@ -50,6 +50,8 @@ pub const FIXED_REASONS: [&str; 1] = ["malformed_avro"];
 
 /// Deepest nesting of values read or skipped.
 pub const MAX_DEPTH: usize = 64;
+/// Most schema ids (good or refused) remembered per stream.
+pub const MAX_SCHEMAS: usize = 4096;
 /// Most items a block of zero-byte items (nulls, empty records) may declare.
 pub const MAX_EMPTY_ITEMS: i64 = 1 << 16;
 
@@ -199,6 +201,13 @@ impl AvroDecoder {
                 return Err(Refusal::new("registry_unavailable", e.to_string()));
             }
         };
+        if self.compiled.len() >= MAX_SCHEMAS {
+            // Memory stays bounded whatever ids messages carry (each unknown one is
+            // remembered): start over; the registry client keeps the good schemas.
+            self.compiled.clear();
+            self.by_id.clear();
+            self.last = None;
+        }
         self.compiled.push(compiled);
         self.by_id.insert(id, self.compiled.len() - 1);
         Ok(self.compiled.len() - 1)

@@ -291,3 +291,14 @@ fn through_the_trait_messages_append_and_fold_feature_by_feature() {
     d.clear();
     assert_eq!(d.event_time_ms(0), None);
 }
+
+#[test]
+fn remembered_schema_ids_are_bounded() {
+    let (mut d, source, _) = registry_decoder();
+    for id in 100..(100 + MAX_SCHEMAS as u32 + 10) {
+        assert_eq!(d.decode(&v1_message(true, None).framed(id)).unwrap_err().reason, "unknown_schema");
+    }
+    assert!(d.compiled.len() <= MAX_SCHEMAS && d.by_id.len() <= MAX_SCHEMAS);
+    d.decode(&v1_message(true, None).framed(1)).unwrap();
+    assert_eq!(source.lookups(), MAX_SCHEMAS as u64 + 11);
+}

@@ -41,6 +41,8 @@ pub const REASONS: [&str; 5] =
 /// With a descriptor set (`protobuf.descriptor_set`), only this.
 pub const FIXED_REASONS: [&str; 1] = ["malformed_protobuf"];
 
+/// Most (schema id, message index) plans remembered per stream.
+pub const MAX_SCHEMAS: usize = 4096;
 /// Deepest nesting of messages and groups read or skipped.
 pub const MAX_DEPTH: usize = 64;
 
@@ -276,6 +278,14 @@ impl ProtobufDecoder {
         let key = (id, self.indexes.clone());
         if let Some(&i) = self.by_key.get(&key) {
             return Ok(i);
+        }
+        if self.compiled.len() >= MAX_SCHEMAS || self.files.len() >= MAX_SCHEMAS {
+            // Memory stays bounded whatever ids and index lists messages carry: start
+            // over; the registry client keeps the good schemas.
+            self.compiled.clear();
+            self.by_key.clear();
+            self.files.clear();
+            self.last = None;
         }
         if !self.files.contains_key(&id) {
             let Some(source) = &self.source else {
