@@ -13,8 +13,8 @@
 //!   --messages N          end-to-end messages (default 2,000,000)
 //!   --e2e-rounds N        end-to-end rounds, each reading the topic with (a), (a2)
 //!                         and (b) in turn; ratios per round and their median (default 3)
-//!   --stages LIST         comma list of inprocess,open_inference,e2e,scoring,memory,
-//!                         soundness,offline
+//!   --stages LIST         comma list of inprocess,open_inference,confluent,e2e,scoring,
+//!                         memory,soundness,offline
 //!                         (default: all);
 //!                         a stage named here must run or the harness fails
 //!   --require-broker      fail (instead of skipping end-to-end) when no broker answers
@@ -33,6 +33,8 @@
 //! The work directory (profiles, configs, driftscope's log and reports) is kept when a
 //! stage fails or DRIFTSCOPE_BENCH_KEEP is set.
 
+#[path = "harness/confluent.rs"]
+mod confluent;
 #[path = "harness/kafka.rs"]
 mod kafka;
 #[path = "harness/offline.rs"]
@@ -86,7 +88,8 @@ struct Options {
     evidently_python: Option<PathBuf>,
 }
 
-const STAGES: [&str; 7] = ["inprocess", "open_inference", "e2e", "scoring", "memory", "soundness", "offline"];
+const STAGES: [&str; 8] =
+    ["inprocess", "open_inference", "confluent", "e2e", "scoring", "memory", "soundness", "offline"];
 
 fn parse_count(s: &str) -> anyhow::Result<u64> {
     let t = s.replace(['_', ','], "");
@@ -1326,6 +1329,9 @@ fn run(o: &Options) -> anyhow::Result<(Table, Vec<String>)> {
                 .map_err(|e| anyhow::anyhow!("reference: {e}"))?;
             open_inference::stage(o.quick, &profile_path, dir.path(), &reference, STREAM_SEED, t)
         });
+    }
+    if wants("confluent") {
+        stage("confluent", &mut table, &mut |t| confluent::stage(o.quick, dir.path(), t));
     }
     if wants("e2e") {
         let asked = o.explicit_stages || o.require_broker;

@@ -265,14 +265,11 @@ impl Replay {
         }
         config.streams[index] = stream.clone();
         let telemetry = crate::telemetry::Telemetry::new();
-        let state = StreamState::new(
-            index,
-            &stream,
-            &config,
-            &DecodeContext::default(),
-            telemetry.stream(&stream.name),
-        )
-        .map_err(|e| BacktestError::Setup(e.to_string()))?;
+        // A topic's Confluent-framed Avro or Protobuf needs the registry here too.
+        let decoding: DecodeContext = crate::ingest::registry::offline_decode_context(&config)
+            .map_err(|e| BacktestError::Setup(e.to_string()))?;
+        let state = StreamState::new(index, &stream, &config, &decoding, telemetry.stream(&stream.name))
+            .map_err(|e| BacktestError::Setup(e.to_string()))?;
         Ok(Replay {
             state,
             evaluator: None,

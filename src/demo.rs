@@ -50,6 +50,8 @@ pub fn demo_config(bootstrap: &str, port: u16, state_dir: &std::path::Path) -> C
         format: MessageFormat::Json,
         event_time_field: None,
         json: None,
+        avro: None,
+        protobuf: None,
         window: WindowConfig::TumblingCount { size: WINDOW_RECORDS },
         reference: ReferenceConfig { from_stream: Some(REFERENCE_RECORDS), ..Default::default() },
         fields,

@@ -56,4 +56,10 @@ pub struct Health {
     /// Why the last checkpoint could not be written, while that lasts (consumption is
     /// paused meanwhile, so nothing is committed or reported without a checkpoint).
     pub state_error: Mutex<Option<String>>,
+    /// Why the schema registry cannot be asked, while that lasts (the pipeline waits
+    /// and retries meanwhile, so no record is skipped; see `ingest::registry`).
+    pub registry_error: Mutex<Option<String>>,
+    /// Set when a stop is asked for: waits that would hold the pipeline (the schema
+    /// registry's retries) give up.
+    pub stopping: AtomicBool,
 }

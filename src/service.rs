@@ -144,6 +144,7 @@ pub async fn run(
     let bound = config.state.shutdown_timeout;
     tracing::info!(timeout = %humantime::format_duration(bound), "shutting down");
     stop.request(bound);
+    handles.health.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     // The monitor bounds its own waits (commit, consumer close) by the deadline.
     let result = tokio::task::spawn_blocking(move || monitor_thread.join())
         .await

@@ -44,6 +44,8 @@ pub struct Telemetry {
     pub performance: GaugeVec,
     pub label_coverage: GaugeVec,
     pub labels: IntCounterVec,
+    pub schema_changes: IntCounterVec,
+    pub schema_registry_lookups: IntCounter,
     pub build_info: Gauge,
 }
 
@@ -221,6 +223,19 @@ impl Telemetry {
                 "Label join outcomes: joined, expired, evicted, orphan, duplicate, not_sampled, late, bad_*.",
                 &["stream", "outcome"],
             ),
+            schema_changes: counter(
+                "driftscope_schema_changes_total",
+                "Times a stream's messages switched to another schema id (Confluent-framed Avro and Protobuf).",
+                &["stream"],
+            ),
+            schema_registry_lookups: register(
+                &r,
+                IntCounter::new(
+                    "driftscope_schema_registry_lookups_total",
+                    "Requests to the schema registry (each schema id is fetched once; retries count).",
+                )
+                .expect("static metric definition"),
+            ),
             build_info,
             registry: r,
         }
@@ -238,6 +253,7 @@ impl Telemetry {
                 self.dead_letter_failures.with_label_values(&[stream, reason]);
             }
             self.records_replayed.with_label_values(&[stream]);
+            self.schema_changes.with_label_values(&[stream]);
             for &reason in invalid_reasons {
                 self.invalid.with_label_values(&[stream, reason]);
             }

@@ -38,7 +38,9 @@ impl Pipeline {
         dir: &Path,
         defaults: &str,
     ) -> anyhow::Result<Pipeline> {
-        Pipeline::build(format, profile, dir, defaults, "")
+        let preamble = if defaults.is_empty() { String::new() } else { format!("[defaults]\n{defaults}\n") };
+        let name = format!("inprocess-{format}{}", if defaults.is_empty() { "" } else { "-defaults" });
+        Pipeline::build(format, profile, dir, &name, &preamble, "", &DecodeContext::default())
     }
 
     /// The same with TOML lines appended to the stream's table (its sub-tables, e.g.
@@ -49,15 +51,37 @@ impl Pipeline {
         dir: &Path,
         lines: &str,
     ) -> anyhow::Result<Pipeline> {
-        Pipeline::build(format, profile, dir, "", lines)
+        Pipeline::build(
+            format,
+            profile,
+            dir,
+            &format!("inprocess-{format}-lines"),
+            "",
+            lines,
+            &DecodeContext::default(),
+        )
+    }
+
+    /// A pipeline whose decoder gets `context` (schemas for the Confluent formats);
+    /// `preamble` is TOML put before the generated config (e.g. a `[registry]`).
+    pub fn with_context(
+        format: &str,
+        profile: &Path,
+        dir: &Path,
+        preamble: &str,
+        context: &DecodeContext,
+    ) -> anyhow::Result<Pipeline> {
+        Pipeline::build(format, profile, dir, &format!("inprocess-{format}"), preamble, "", context)
     }
 
     fn build(
         format: &str,
         profile: &Path,
         dir: &Path,
-        defaults: &str,
+        name: &str,
+        preamble: &str,
         stream: &str,
+        context: &DecodeContext,
     ) -> anyhow::Result<Pipeline> {
         let body = workload::config_toml(
             "127.0.0.1:1",
@@ -69,21 +93,12 @@ impl Pipeline {
             &dir.join("reports.jsonl"),
             &[],
         );
-        let body = format!("{body}{stream}");
-        let text = if defaults.is_empty() { body } else { format!("[defaults]\n{defaults}\n{body}") };
-        let path = dir
-            .join(format!("inprocess-{format}{}.toml", if defaults.is_empty() { "" } else { "-defaults" }));
-        std::fs::write(&path, &text)?;
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, format!("{preamble}{body}{stream}"))?;
         let config = Config::load(&path)?;
         let telemetry = Telemetry::new();
-        let state = StreamState::new(
-            0,
-            &config.streams[0],
-            &config,
-            &DecodeContext::default(),
-            telemetry.stream("bench"),
-        )
-        .map_err(|e| anyhow::anyhow!("stream setup: {e}"))?;
+        let state = StreamState::new(0, &config.streams[0], &config, context, telemetry.stream("bench"))
+            .map_err(|e| anyhow::anyhow!("stream setup: {e}"))?;
         let reference = state.reference().cloned().ok_or_else(|| anyhow::anyhow!("no reference"))?;
         Ok(Pipeline {
             state,

@@ -42,6 +42,9 @@ pub struct Config {
     pub outputs: OutputsConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// The schema registry of the `avro` and `protobuf` formats (Confluent framing).
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
     /// Retraining triggers.
     #[serde(default)]
     pub triggers: Vec<TriggerConfig>,
@@ -201,6 +204,74 @@ pub enum MessageFormat {
     ArrowIpc,
     /// Open Inference Protocol (KServe v2) requests or responses, protobuf or JSON.
     OpenInference,
+    /// Avro: Confluent-framed with `[registry]`, or bare with `avro.schema_file`.
+    Avro,
+    /// Protobuf: Confluent-framed with `[registry]`, or bare with
+    /// `protobuf.descriptor_set` and `protobuf.message`.
+    Protobuf,
+}
+
+/// A schema registry with the Confluent REST API (Confluent Schema Registry,
+/// Apicurio's `/apis/ccompat/v7`, Karapace, Redpanda). Schemas are fetched by id once
+/// and cached; while it cannot be reached the pipeline waits and retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL, e.g. `http://registry:8081` or `http://apicurio:8080/apis/ccompat/v7`.
+    pub url: String,
+    /// HTTP basic auth user (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<crate::secret::Secret>,
+    /// Bearer token (instead of basic auth); use `${ENV}`.
+    #[serde(default)]
+    pub bearer_token: Option<crate::secret::Secret>,
+    /// PEM file of the CA that signed an `https` registry's certificate (added to the
+    /// system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Bound of one request.
+    #[serde(default = "registry_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "registry_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait between retries while the registry cannot be reached.
+    #[serde(default = "registry_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+fn registry_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn registry_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn registry_max_backoff() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Options of the `avro` format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvroFormatConfig {
+    /// An Avro schema (`.avsc`): messages are then bare Avro binary of it, without the
+    /// Confluent framing and without a registry.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+}
+
+/// Options of the `protobuf` format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtobufFormatConfig {
+    /// A serialized `FileDescriptorSet` (`protoc --include_imports --descriptor_set_out`):
+    /// messages are then bare Protobuf of `message`, without framing or registry.
+    #[serde(default)]
+    pub descriptor_set: Option<PathBuf>,
+    /// The message type's full name (`shop.Features`), with `descriptor_set`.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +287,12 @@ pub struct StreamConfig {
     /// Options of the `json` format (`[streams.json]`).
     #[serde(default)]
     pub json: Option<JsonFormatConfig>,
+    /// Options of the `avro` format (`[streams.avro]`).
+    #[serde(default)]
+    pub avro: Option<AvroFormatConfig>,
+    /// Options of the `protobuf` format (`[streams.protobuf]`).
+    #[serde(default)]
+    pub protobuf: Option<ProtobufFormatConfig>,
     pub window: WindowConfig,
     pub reference: ReferenceConfig,
     /// Monitored fields; when empty, every feature of the reference profile.
@@ -436,6 +513,9 @@ impl Config {
         if self.kafka.max_message_bytes == 0 {
             return Err(("kafka.max_message_bytes".into(), "must be at least 1".into()));
         }
+        if let Some(registry) = &self.registry {
+            validate_registry(registry)?;
+        }
         let stream_names: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
         triggers::validate(&self.triggers, &stream_names)?;
         labels::validate_topics(&self.streams)?;
@@ -477,6 +557,7 @@ impl Config {
             {
                 return Err((key("json.records_path"), "a JSON pointer: \"\" or starting with `/`".into()));
             }
+            validate_schema_formats(s, self.registry.is_some(), &key)?;
             match &s.window {
                 WindowConfig::TumblingCount { size } if *size == 0 => {
                     return Err((key("window.size"), "must be at least 1".into()));
@@ -526,6 +607,80 @@ pub const REDACTED: &str = "<redacted>";
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     ["password", "secret", "jaas", "token", "key.pem", "keystore"].iter().any(|s| key.contains(s))
+}
+
+fn validate_registry(r: &RegistryConfig) -> Result<(), (String, String)> {
+    let err = |k: &str, m: &str| Err((format!("registry.{k}"), m.to_owned()));
+    if !(r.url.starts_with("http://") || r.url.starts_with("https://"))
+        || reqwest::Url::parse(&r.url).is_err()
+    {
+        return err("url", "an http:// or https:// URL");
+    }
+    if r.bearer_token.is_some() && (r.username.is_some() || r.password.is_some()) {
+        return err("bearer_token", "either a bearer token or basic auth (`username`, `password`), not both");
+    }
+    if r.username.is_some() != r.password.is_some() {
+        return err("password", "basic auth needs both `username` and `password`");
+    }
+    for (k, d) in
+        [("timeout", r.timeout), ("connect_timeout", r.connect_timeout), ("max_backoff", r.max_backoff)]
+    {
+        if d < Duration::from_millis(10) || d > Duration::from_secs(600) {
+            return err(k, "must be between 10ms and 10m");
+        }
+    }
+    Ok(())
+}
+
+/// The `avro` and `protobuf` formats: their options tables, and a registry unless a
+/// fixed schema is given.
+fn validate_schema_formats(
+    s: &StreamConfig,
+    has_registry: bool,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), (String, String)> {
+    if s.avro.is_some() && s.format != MessageFormat::Avro {
+        return Err((key("avro"), format!("options of the `avro` format, but `format` is {:?}", s.format)));
+    }
+    if s.protobuf.is_some() && s.format != MessageFormat::Protobuf {
+        return Err((
+            key("protobuf"),
+            format!("options of the `protobuf` format, but `format` is {:?}", s.format),
+        ));
+    }
+    let fixed = match s.format {
+        MessageFormat::Avro => s.avro.as_ref().is_some_and(|a| a.schema_file.is_some()),
+        MessageFormat::Protobuf => {
+            let p = s.protobuf.clone().unwrap_or_default();
+            match (&p.descriptor_set, &p.message) {
+                (Some(_), None) => {
+                    return Err((
+                        key("protobuf.message"),
+                        "the message type's full name, with `descriptor_set`".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err((
+                        key("protobuf.message"),
+                        "goes with `descriptor_set`; with the registry each message's index list names its type"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            }
+            p.descriptor_set.is_some()
+        }
+        _ => return Ok(()),
+    };
+    if !fixed && !has_registry {
+        let how =
+            if s.format == MessageFormat::Avro { "avro.schema_file" } else { "protobuf.descriptor_set" };
+        return Err((
+            key("format"),
+            format!("Confluent-framed messages need a `[registry]`; without one set `{how}`"),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_settings(s: &DriftSettings, key: &str) -> Result<(), (String, String)> {
@@ -763,6 +918,47 @@ mod tests {
         let e = parse("[kafka]\ngroup_id = \"${DRIFTSCOPE_SURELY_UNSET_VAR}\"\n").unwrap_err().to_string();
         assert!(e.contains("kafka.group_id") && e.contains("DRIFTSCOPE_SURELY_UNSET_VAR"), "{e}");
         assert_eq!(expand_str("a$${b}").unwrap(), "a${b}");
+    }
+
+    #[test]
+    fn schema_formats_need_a_registry_or_a_fixed_schema_and_errors_name_the_key() {
+        let stream = |format: &str, extra: &str| {
+            format!(
+                "[[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"{format}\"\n\
+                 window = {{ type = \"tumbling_count\", size = 10 }}\nreference = {{ from_stream = 10 }}\n{extra}"
+            )
+        };
+        let e = parse(&stream("avro", "")).unwrap_err().to_string();
+        assert!(e.contains("streams[0].format") && e.contains("[registry]"), "{e}");
+        parse(&stream("avro", "avro = { schema_file = \"x.avsc\" }\n")).unwrap();
+        let e =
+            parse(&stream("protobuf", "protobuf = { descriptor_set = \"x.pb\" }\n")).unwrap_err().to_string();
+        assert!(e.contains("streams[0].protobuf.message"), "{e}");
+        let e = parse(&stream("json", "avro = { schema_file = \"x.avsc\" }\n")).unwrap_err().to_string();
+        assert!(e.contains("streams[0].avro"), "{e}");
+        let registry = "[registry]\nurl = \"http://127.0.0.1:8081\"\ntimeout = \"2s\"\n";
+        let c = parse(&format!("{registry}{}", stream("protobuf", ""))).unwrap();
+        let e = parse(&format!("{registry}{}", stream("protobuf", "protobuf = { message = \"a.B\" }\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("streams[0].protobuf.message"), "{e}");
+        assert_eq!(c.registry.unwrap().timeout, Duration::from_secs(2));
+        for (bad, key) in [
+            ("[registry]\nurl = \"registry:8081\"\n", "registry.url"),
+            ("[registry]\nurl = \"http://r\"\nusername = \"u\"\n", "registry.password"),
+            (
+                "[registry]\nurl = \"http://r\"\nusername = \"u\"\npassword = \"p\"\nbearer_token = \"t\"\n",
+                "registry.bearer_token",
+            ),
+            ("[registry]\nurl = \"http://r\"\nmax_backoff = \"1h\"\n", "registry.max_backoff"),
+            ("[registry]\nurl = \"http://r\"\nurll = \"x\"\n", "urll"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        // Secrets never print.
+        let c = parse("[registry]\nurl = \"http://r\"\nbearer_token = \"s3cret\"\n").unwrap();
+        assert!(!format!("{:?}", c.redacted()).contains("s3cret"));
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! (`monitor::stream`) is written once against this trait, whatever the format.
 
 pub mod arrow;
+pub mod avro;
+pub mod confluent;
 pub mod json;
 pub mod open_inference;
+pub mod protobuf;
 
 use crate::config::{MessageFormat, StreamConfig};
 use crate::stats::settings::FeatureKind;
@@ -138,11 +141,17 @@ pub struct DecoderSetupError {
 /// What the decoders of all streams share (made once per process: schema caches and the
 /// clients that fill them).
 #[derive(Default)]
-pub struct DecodeContext {}
+pub struct DecodeContext {
+    /// Schemas by id for Confluent-framed `avro` and `protobuf` streams (the registry
+    /// client, `ingest::registry`); `None` without a `[registry]`.
+    pub schemas: Option<std::sync::Arc<dyn confluent::SchemaSource>>,
+    /// Told when a stream's messages switch schema id (the telemetry counter).
+    pub schema_events: Option<std::sync::Arc<dyn confluent::SchemaEvents>>,
+}
 
 /// The decoder of `stream` for `fields`.
 pub fn for_stream<W: ValueSink + 'static, R: ValueSink + 'static>(
-    _context: &DecodeContext,
+    context: &DecodeContext,
     stream: &StreamConfig,
     fields: &[FieldBinding],
 ) -> Result<Box<dyn Decoder<W, R>>, DecoderSetupError> {
@@ -151,6 +160,10 @@ pub fn for_stream<W: ValueSink + 'static, R: ValueSink + 'static>(
         MessageFormat::ArrowIpc => Ok(Box::new(arrow::ArrowMessages::new(stream, fields))),
         MessageFormat::OpenInference => {
             Ok(Box::new(open_inference::OpenInference::for_stream(stream, fields)?))
+        }
+        MessageFormat::Avro => Ok(Box::new(avro::AvroDecoder::for_stream(context, stream, fields)?)),
+        MessageFormat::Protobuf => {
+            Ok(Box::new(protobuf::ProtobufDecoder::for_stream(context, stream, fields)?))
         }
     }
 }

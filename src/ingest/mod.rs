@@ -5,4 +5,5 @@ pub(crate) mod feed;
 pub mod files;
 pub mod kafka;
 pub mod message_queue;
+pub mod registry;
 pub mod replay;

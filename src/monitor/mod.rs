@@ -164,7 +164,8 @@ impl Monitor {
         let mut streams = Vec::with_capacity(config.streams.len());
         let mut routes = FxHashMap::default();
         let mut stream_labels = Vec::with_capacity(config.streams.len());
-        let decoding = DecodeContext::default();
+        let decoding: DecodeContext = crate::ingest::registry::decode_context(config, telemetry, &context)
+            .map_err(|e| StreamSetupError { key: "registry".into(), message: e.to_string() })?;
         for (i, s) in config.streams.iter().enumerate() {
             let state = StreamState::new(i, s, config, &decoding, telemetry.stream(&s.name))?;
             let reasons: Vec<&str> = state.reasons().collect();

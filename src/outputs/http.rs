@@ -104,6 +104,11 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     {
         reasons.push(format!("state: {error}"));
     }
+    if let Ok(error) = state.health.registry_error.lock()
+        && let Some(error) = error.as_ref()
+    {
+        reasons.push(format!("schema registry unavailable (consumption waits): {error}"));
+    }
     if let Ok(pending) = state.health.pending_references.lock() {
         reasons.extend(
             pending.iter().map(|s| format!("stream `{s}`: reference still being taken from the stream")),

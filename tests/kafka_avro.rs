@@ -1,0 +1,216 @@
+//! `format = "avro"` end to end on the real broker and the real schema registry
+//! (scripts/registry.sh): messages written by confluent-kafka's AvroSerializer with its
+//! registry client, the writer's schema evolving mid-stream (a field removed, one
+//! added, an int promoted to long), a nested field read by path and a nullable union;
+//! the window reports equal `score` on the same rows as Parquet; the schema change,
+//! an unknown schema id and a wrong magic byte are counted.
+
+mod common;
+mod confluent;
+
+use arrow::array::{Array, ArrayRef, Float64Array};
+use arrow::record_batch::RecordBatch;
+use common::*;
+use confluent::*;
+use driftscope::ingest::files::{DataFile, read_data_file};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+const V1: &str = r#"{"type": "record", "name": "Features", "namespace": "shop", "fields": [
+  {"name": "id", "type": "string"},
+  {"name": "x", "type": "double"},
+  {"name": "y", "type": ["null", "double"], "default": null},
+  {"name": "user", "type": {"type": "record", "name": "User", "fields": [
+     {"name": "tier", "type": "int"}, {"name": "country", "type": "string"}]}},
+  {"name": "count", "type": "int"}]}"#;
+
+/// `id` removed, `extra` added, `count` promoted to long.
+const V2: &str = r#"{"type": "record", "name": "Features", "namespace": "shop", "fields": [
+  {"name": "x", "type": "double"},
+  {"name": "extra", "type": "string", "default": ""},
+  {"name": "y", "type": ["null", "double"], "default": null},
+  {"name": "user", "type": {"type": "record", "name": "User", "fields": [
+     {"name": "tier", "type": "int"}, {"name": "country", "type": "string"}]}},
+  {"name": "count", "type": "long"}]}"#;
+
+/// The fixture's current rows with every 7th `y` null (a union's null branch).
+fn current_with_nulls() -> DataFile {
+    let file = read_data_file(&fixture("normal_shift", "current.csv")).unwrap();
+    let batch = arrow::compute::concat_batches(&file.schema, &file.batches).unwrap();
+    let i = file.schema.index_of("y").unwrap();
+    let y = batch.column(i).as_any().downcast_ref::<Float64Array>().unwrap();
+    let nulled: Float64Array = (0..y.len()).map(|r| (r % 7 != 3).then(|| y.value(r))).collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns[i] = Arc::new(nulled);
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        file.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ));
+    DataFile {
+        path: file.path,
+        schema: schema.clone(),
+        batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
+    }
+}
+
+#[test]
+fn avro_reports_equal_score_across_a_schema_change_and_bad_messages_are_refused_by_reason() {
+    let Some(bootstrap) = broker() else { return };
+    let Some((registry, python)) = registry_and_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("avro-in");
+    create_topic(&bootstrap, &topic, 1);
+    let parquet = as_parquet(&current_with_nulls(), &dir.path().join("current.parquet"));
+    let rows = rows_of(&parquet);
+    assert_eq!(rows.len(), 2000);
+    let get = |r: &serde_json::Map<String, Value>, k: &str| r.get(k).cloned().unwrap_or(Value::Null);
+    let v1_rows: Vec<Value> = rows[..1000]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({"id": format!("r{i}"), "x": get(r, "x"), "y": get(r, "y"),
+                   "user": {"tier": 1, "country": get(r, "country")}, "count": get(r, "count")})
+        })
+        .collect();
+    let v2_rows: Vec<Value> = rows[1000..]
+        .iter()
+        .map(|r| {
+            json!({"x": get(r, "x"), "extra": "e", "y": get(r, "y"),
+                   "user": {"tier": 2, "country": get(r, "country")}, "count": get(r, "count")})
+        })
+        .collect();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (s1, s2) = (file("v1.avsc", V1), file("v2.avsc", V2));
+    let (r1, r2) = (dir.path().join("v1.jsonl"), dir.path().join("v2.jsonl"));
+    write_jsonl(&r1, &v1_rows);
+    write_jsonl(&r2, &v2_rows);
+    let ids = produce_confluent(&python, &bootstrap, &registry, &topic, "avro", &[(s1, r1), (s2, r2)]);
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0].len() == 1 && ids[1].len() == 1 && ids[0] != ids[1], "two schema ids: {ids:?}");
+    // Bad messages after the good ones: not Confluent-framed, and an id the registry
+    // does not have (framing written here on purpose: no serializer writes it).
+    let unknown_id: Vec<u8> = [0u8, 0x7f, 0xff, 0xff, 0xf0, 2, 0, 0, 0].to_vec();
+    produce(&bootstrap, &topic, 0, &[b"{\"x\": 1.0}".to_vec(), unknown_id]);
+
+    let fields = r#"
+[[streams.fields]]
+name = "x"
+[[streams.fields]]
+name = "y"
+[[streams.fields]]
+name = "country"
+path = "/user/country"
+[[streams.fields]]
+name = "count"
+"#;
+    let config = run_config(dir.path(), &bootstrap, &registry, &topic, "avro", fields);
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let reports = run.wait_reports(&dir.path().join("reports.jsonl"), 4, Duration::from_secs(120));
+    let addr = http_address(&run);
+    let stream = "stream=\"features\"";
+    wait_metric(&addr, "driftscope_records_invalid_total", &[stream, "reason=\"unknown_schema\""], 1.0);
+    wait_metric(&addr, "driftscope_records_invalid_total", &[stream, "reason=\"wrong_magic_byte\""], 1.0);
+    assert_eq!(
+        metric(&addr, "driftscope_records_invalid_total", &[stream, "reason=\"malformed_avro\""]),
+        Some(0.0)
+    );
+    assert_eq!(metric(&addr, "driftscope_schema_changes_total", &[stream]), Some(1.0));
+    assert_eq!(
+        metric(&addr, "driftscope_schema_registry_lookups_total", &[]),
+        Some(3.0),
+        "one lookup per schema id (two schemas, one unknown id), none per message"
+    );
+    let (status, ready) = http("GET", &addr, "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+    assert!(run.terminate().success());
+    // The null branch of `y`'s union arrives as missing (every 7th row).
+    assert_eq!(reports[0]["features"][1]["name"], "y");
+    assert_eq!(reports[0]["features"][1]["missing"], 71);
+    assert_reports_equal_score(&reports, &parquet, 4);
+}
+
+/// Forwards every connection on `listener` to `target` (host:port), both ways.
+fn forward(listener: std::net::TcpListener, target: String) {
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c, mut s) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
+
+/// The registry away at start-up (its address refuses connections): the pipeline waits
+/// on the first message, `/readyz` says why, nothing is refused or scored; once the
+/// address answers (a forwarder to the real registry starts listening there) every
+/// record is read, none skipped.
+#[test]
+fn an_unreachable_registry_holds_consumption_and_readiness_until_it_answers() {
+    let Some(bootstrap) = broker() else { return };
+    let Some((registry, python)) = registry_and_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("avro-noreg");
+    create_topic(&bootstrap, &topic, 1);
+    let rows: Vec<Value> = rows_of(&read_data_file(&fixture("normal_shift", "current.csv")).unwrap())[..500]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({"id": format!("r{i}"), "x": r["x"], "y": r["y"],
+                   "user": {"tier": 1, "country": r["country"]}, "count": r["count"]})
+        })
+        .collect();
+    let schema = dir.path().join("v1.avsc");
+    std::fs::write(&schema, V1).unwrap();
+    let jsonl = dir.path().join("rows.jsonl");
+    write_jsonl(&jsonl, &rows);
+    produce_confluent(&python, &bootstrap, &registry, &topic, "avro", &[(schema, jsonl)]);
+    // A port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = reqwest_free_url(&registry, port);
+    let fields = "[[streams.fields]]\nname = \"x\"\n[[streams.fields]]\nname = \"country\"\npath = \"/user/country\"\n";
+    let config = run_config(dir.path(), &bootstrap, &url, &topic, "avro", fields);
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let addr = http_address(&run);
+    let reason = wait_for("readyz to name the registry", Duration::from_secs(60), || {
+        let (status, body) = http("GET", &addr, "/readyz", None);
+        (status == 503 && body.contains("schema registry unavailable")).then_some(body)
+    });
+    assert!(reason.contains(&format!("127.0.0.1:{port}")), "{reason}");
+    let stream = "stream=\"features\"";
+    wait_for("a few failed lookups", Duration::from_secs(60), || {
+        (metric(&addr, "driftscope_schema_registry_lookups_total", &[]).unwrap_or(0.0) >= 3.0).then_some(())
+    });
+    assert_eq!(
+        metric(&addr, "driftscope_records_invalid_total", &[stream, "reason=\"registry_unavailable\""]),
+        Some(0.0)
+    );
+    assert!(read_reports(&dir.path().join("reports.jsonl")).is_empty(), "nothing scored without the schema");
+    // The registry comes back at that address.
+    let target = registry.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    forward(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(), target);
+    let reports = run.wait_reports(&dir.path().join("reports.jsonl"), 1, Duration::from_secs(120));
+    assert_eq!(reports[0]["window"]["records"], 500, "every record read, none skipped");
+    let (status, body) = http("GET", &addr, "/readyz", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(run.terminate().success());
+}
+
+/// `registry` (the real one's URL) with its host and port replaced by 127.0.0.1:`port`.
+fn reqwest_free_url(registry: &str, port: u16) -> String {
+    let rest = registry.trim_start_matches("http://");
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("http://127.0.0.1:{port}{path}")
+}
