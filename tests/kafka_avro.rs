@@ -131,6 +131,18 @@ name = "count"
     assert_eq!(reports[0]["features"][1]["name"], "y");
     assert_eq!(reports[0]["features"][1]["missing"], 71);
     assert_reports_equal_score(&reports, &parquet, 4);
+    // The change is listed in the report of the window that holds its first message
+    // (row 1000, the first of window 2), and only there.
+    let change = &reports[2]["schema_changes"];
+    assert_eq!(change.as_array().map(Vec::len), Some(1), "{change}");
+    assert_eq!(change[0]["from"], ids[0][0], "{change}");
+    assert_eq!(change[0]["to"], ids[1][0], "{change}");
+    assert_eq!(change[0]["topic"], topic.as_str());
+    assert_eq!(change[0]["offset"], 1000, "{change}");
+    assert!(reports[2]["notes"].to_string().contains("schema change"), "{}", reports[2]["notes"]);
+    for i in [0, 1, 3] {
+        assert!(reports[i].get("schema_changes").is_none(), "window {i}: {}", reports[i]);
+    }
 }
 
 /// Forwards every connection on `listener` to `target` (host:port), both ways.
@@ -163,25 +175,11 @@ fn an_unreachable_registry_holds_consumption_and_readiness_until_it_answers() {
     let Some((registry, python)) = registry_and_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("avro-noreg");
-    create_topic(&bootstrap, &topic, 1);
-    let rows: Vec<Value> = rows_of(&read_data_file(&fixture("normal_shift", "current.csv")).unwrap())[..500]
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            json!({"id": format!("r{i}"), "x": r["x"], "y": r["y"],
-                   "user": {"tier": 1, "country": r["country"]}, "count": r["count"]})
-        })
-        .collect();
-    let schema = dir.path().join("v1.avsc");
-    std::fs::write(&schema, V1).unwrap();
-    let jsonl = dir.path().join("rows.jsonl");
-    write_jsonl(&jsonl, &rows);
-    produce_confluent(&python, &bootstrap, &registry, &topic, "avro", &[(schema, jsonl)]);
+    produce_500_rows(dir.path(), &python, &bootstrap, &registry, &topic);
     // A port nothing listens on yet.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = reqwest_free_url(&registry, port);
-    let fields = "[[streams.fields]]\nname = \"x\"\n[[streams.fields]]\nname = \"country\"\npath = \"/user/country\"\n";
-    let config = run_config(dir.path(), &bootstrap, &url, &topic, "avro", fields);
+    let config = run_config(dir.path(), &bootstrap, &url, &topic, "avro", TWO_FIELDS);
     let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
     let addr = http_address(&run);
     let reason = wait_for("readyz to name the registry", Duration::from_secs(60), || {
@@ -189,14 +187,10 @@ fn an_unreachable_registry_holds_consumption_and_readiness_until_it_answers() {
         (status == 503 && body.contains("schema registry unavailable")).then_some(body)
     });
     assert!(reason.contains(&format!("127.0.0.1:{port}")), "{reason}");
-    let stream = "stream=\"features\"";
     wait_for("a few failed lookups", Duration::from_secs(60), || {
         (metric(&addr, "driftscope_schema_registry_lookups_total", &[]).unwrap_or(0.0) >= 3.0).then_some(())
     });
-    assert_eq!(
-        metric(&addr, "driftscope_records_invalid_total", &[stream, "reason=\"registry_unavailable\""]),
-        Some(0.0)
-    );
+    assert_eq!(invalid_records(&addr, "features"), 0.0, "nothing refused while waiting");
     assert!(read_reports(&dir.path().join("reports.jsonl")).is_empty(), "nothing scored without the schema");
     // The registry comes back at that address.
     let target = registry.trim_start_matches("http://").split('/').next().unwrap().to_owned();
@@ -206,6 +200,69 @@ fn an_unreachable_registry_holds_consumption_and_readiness_until_it_answers() {
     let (status, body) = http("GET", &addr, "/readyz", None);
     assert_eq!(status, 200, "{body}");
     assert!(run.terminate().success());
+}
+
+/// A stop while the registry is away (the pipeline waiting on the first message): the
+/// monitor stops, exit status 0, without refusing or counting that message; the next
+/// start, with the registry back, reads every record from the first.
+#[test]
+fn a_stop_while_the_registry_is_away_leaves_every_record_for_the_next_start() {
+    let Some(bootstrap) = broker() else { return };
+    let Some((registry, python)) = registry_and_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("avro-noreg-stop");
+    produce_500_rows(dir.path(), &python, &bootstrap, &registry, &topic);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let away =
+        run_config(dir.path(), &bootstrap, &reqwest_free_url(&registry, port), &topic, "avro", TWO_FIELDS);
+    let run = Driftscope::start(&["run", "--config", away.to_str().unwrap()], dir.path());
+    let addr = http_address(&run);
+    wait_for("a few failed lookups", Duration::from_secs(60), || {
+        (metric(&addr, "driftscope_schema_registry_lookups_total", &[]).unwrap_or(0.0) >= 2.0).then_some(())
+    });
+    assert_eq!(invalid_records(&addr, "features"), 0.0);
+    assert!(run.terminate().success(), "a stop is not held by the wait");
+
+    // The same group and state directory, the registry back.
+    let back = run_config(dir.path(), &bootstrap, &registry, &topic, "avro", TWO_FIELDS);
+    let mut run = Driftscope::start(&["run", "--config", back.to_str().unwrap()], dir.path());
+    let reports = run.wait_reports(&dir.path().join("reports.jsonl"), 1, Duration::from_secs(120));
+    assert_eq!(reports[0]["window"]["records"], 500, "every record read, none skipped");
+    assert_eq!(reports[0]["window"]["offsets"][0]["first"], 0, "{}", reports[0]["window"]);
+    assert_eq!(invalid_records(&http_address(&run), "features"), 0.0);
+    assert!(run.terminate().success());
+}
+
+const TWO_FIELDS: &str =
+    "[[streams.fields]]\nname = \"x\"\n[[streams.fields]]\nname = \"country\"\npath = \"/user/country\"\n";
+
+/// Writes the fixture's first 500 rows with the V1 schema to a new one-partition topic.
+fn produce_500_rows(dir: &std::path::Path, python: &str, bootstrap: &str, registry: &str, topic: &str) {
+    create_topic(bootstrap, topic, 1);
+    let rows: Vec<Value> = rows_of(&read_data_file(&fixture("normal_shift", "current.csv")).unwrap())[..500]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({"id": format!("r{i}"), "x": r["x"], "y": r["y"],
+                   "user": {"tier": 1, "country": r["country"]}, "count": r["count"]})
+        })
+        .collect();
+    let schema = dir.join("v1.avsc");
+    std::fs::write(&schema, V1).unwrap();
+    let jsonl = dir.join("rows.jsonl");
+    write_jsonl(&jsonl, &rows);
+    produce_confluent(python, bootstrap, registry, topic, "avro", &[(schema, jsonl)]);
+}
+
+/// Every `driftscope_records_invalid_total` series of `stream`, summed.
+fn invalid_records(addr: &str, stream: &str) -> f64 {
+    let (status, body) = http("GET", addr, "/metrics", None);
+    assert_eq!(status, 200);
+    let label = format!("stream=\"{stream}\"");
+    body.lines()
+        .filter(|l| l.starts_with("driftscope_records_invalid_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// `registry` (the real one's URL) with its host and port replaced by 127.0.0.1:`port`.

@@ -296,6 +296,7 @@ fn report(stream: &str, index: u64, minute: u64, drifted: bool) -> Report {
         features: vec![feature("a", drifted, if drifted { 0.42 } else { 0.01 }), feature("b", false, 0.02)],
         notes: vec![],
         performance: None,
+        schema_changes: Vec::new(),
     }
 }
 

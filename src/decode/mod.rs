@@ -22,6 +22,12 @@ use std::ops::Range;
 /// checks (`empty`, `oversize`) and the windowing's (`bad_event_time`).
 pub const COMMON_REASONS: [&str; 3] = ["empty", "oversize", "bad_event_time"];
 
+/// The one refusal that is not about the message: the schema registry could not be
+/// reached and the monitor is stopping (until then a decoder waits for it). The
+/// monitor neither counts nor uses such a message and leaves it, and everything after
+/// it, for the next start to read again.
+pub const REGISTRY_UNAVAILABLE: &str = "registry_unavailable";
+
 /// One Kafka message as a decoder sees it.
 #[derive(Clone, Copy)]
 pub struct Message<'a> {
@@ -103,7 +109,8 @@ pub struct FieldBinding {
 /// [`decode`]: Decoder::decode
 pub trait Decoder<W: ValueSink, R: ValueSink>: Send {
     /// Every reason [`decode`](Decoder::decode) can refuse a message with (declared up
-    /// front so each metric series exists at zero).
+    /// front so each metric series exists at zero), except [`REGISTRY_UNAVAILABLE`],
+    /// which is never counted.
     fn reasons(&self) -> &'static [&'static str];
 
     /// Decodes one message; returns how many rows it adds (0 is allowed: an empty

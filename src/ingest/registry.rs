@@ -234,27 +234,19 @@ impl SchemaSource for RegistryClient {
     }
 }
 
-/// Counts schema changes in `driftscope_schema_changes_total{stream}`.
-pub struct SchemaChangeCounter(pub Arc<Telemetry>);
-
-impl SchemaEvents for SchemaChangeCounter {
-    fn schema_changed(&self, stream: &str, _from: u32, _to: u32) {
-        self.0.schema_changes.with_label_values(&[stream]).inc();
-    }
-}
-
 /// The decoders' shared context for a run: the registry client when `[registry]` is
-/// configured, and the schema-change counter.
+/// configured, and who is told of schema changes.
 pub fn decode_context(
     config: &Config,
     telemetry: &Arc<Telemetry>,
     health: &Arc<Health>,
+    schema_events: Arc<dyn SchemaEvents>,
 ) -> Result<DecodeContext, RegistryError> {
     let schemas: Option<Arc<dyn SchemaSource>> = match &config.registry {
         Some(r) => Some(Arc::new(RegistryClient::new(r, Some(health.clone()), Some(telemetry.clone()))?)),
         None => None,
     };
-    Ok(DecodeContext { schemas, schema_events: Some(Arc::new(SchemaChangeCounter(telemetry.clone()))) })
+    Ok(DecodeContext { schemas, schema_events: Some(schema_events) })
 }
 
 /// The same for a one-off read (`backtest`): the registry client without readiness

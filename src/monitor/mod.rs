@@ -10,11 +10,12 @@
 pub mod checkpoint;
 mod json_pointer;
 pub mod labels;
+mod schema_changes;
 pub mod stream;
 
 pub use crate::clock::{format_ms, now_ms};
 use crate::config::Config;
-use crate::decode::{DecodeContext, Message, NoHeaders};
+use crate::decode::{DecodeContext, Message, NoHeaders, REGISTRY_UNAVAILABLE};
 use crate::health::Health;
 use crate::ingest::dead_letters::{DeadLetters, SHUTDOWN_FLUSH_BOUND};
 use crate::ingest::feed::TopicRoute;
@@ -133,6 +134,13 @@ struct Pipeline {
     /// The error of the last failed checkpoint, while consumption is paused for it.
     checkpoint_failure: Option<String>,
     paused: bool,
+    /// Schema changes told by the decoders, and per stream those waiting for the
+    /// report of the window that holds them.
+    schema_changes: Arc<schema_changes::SchemaChanges>,
+    waiting_changes: Vec<schema_changes::WaitingChanges>,
+    /// A record had to be left for the next start (see `Pipeline::halt`): nothing after
+    /// it is taken.
+    halted: bool,
 }
 
 #[derive(Default, Clone)]
@@ -164,8 +172,10 @@ impl Monitor {
         let mut streams = Vec::with_capacity(config.streams.len());
         let mut routes = FxHashMap::default();
         let mut stream_labels = Vec::with_capacity(config.streams.len());
-        let decoding: DecodeContext = crate::ingest::registry::decode_context(config, telemetry, &context)
-            .map_err(|e| StreamSetupError { key: "registry".into(), message: e.to_string() })?;
+        let schema_changes = Arc::new(schema_changes::SchemaChanges::new(telemetry.clone()));
+        let decoding: DecodeContext =
+            crate::ingest::registry::decode_context(config, telemetry, &context, schema_changes.clone())
+                .map_err(|e| StreamSetupError { key: "registry".into(), message: e.to_string() })?;
         for (i, s) in config.streams.iter().enumerate() {
             let state = StreamState::new(i, s, config, &decoding, telemetry.stream(&s.name))?;
             let reasons: Vec<&str> = state.reasons().collect();
@@ -227,6 +237,9 @@ impl Monitor {
             replay: Vec::new(),
             checkpoint_failure: None,
             paused: false,
+            waiting_changes: (0..config.streams.len()).map(|_| Default::default()).collect(),
+            schema_changes,
+            halted: false,
         };
         if fresh_state {
             state.set_checkpoint_aside()?;
@@ -362,6 +375,9 @@ impl Pipeline {
             }
         }
         for record in &batch.records {
+            if self.halted {
+                break;
+            }
             let Some(source) = self.sources.get_mut(record.slot as usize) else { continue };
             let stream = source.stream;
             if source.saved.is_some_and(|saved| record.offset < saved) {
@@ -369,14 +385,15 @@ impl Pipeline {
                 self.telemetry.records_replayed.with_label_values(&[&self.streams[stream].name]).inc();
                 continue;
             }
-            source.next = Some(record.offset + 1);
+            let before = source.next.replace(record.offset + 1);
+            let labels = source.labels;
             self.dirty = true;
             let payload = batch.bytes_of(record.payload);
             let key = record.key.map(|k| batch.bytes_of(k));
-            if source.labels {
+            if labels {
                 self.process_label(stream, payload, key, record.time_ms);
-            } else {
-                self.process(stream, record.slot, payload, key, record.offset, record.time_ms);
+            } else if !self.process(stream, record.slot, payload, key, record.offset, record.time_ms) {
+                self.halt(record.slot, before, record.offset);
             }
         }
         self.flush_streams();
@@ -441,6 +458,9 @@ impl Pipeline {
         Some((route.stream, slot))
     }
 
+    /// Decodes one record into its stream. Returns `false` when the record could not be
+    /// read for a reason outside it (the schema registry unreachable while stopping):
+    /// it is neither counted nor used, and must be read again by the next start.
     fn process(
         &mut self,
         stream: usize,
@@ -449,9 +469,8 @@ impl Pipeline {
         key: Option<&[u8]>,
         offset: i64,
         now_ms: i64,
-    ) {
+    ) -> bool {
         let state = &mut self.streams[stream];
-        state.counters.records.inc();
         let outcome = if payload.is_empty() {
             Err(BadRecord { reason: "empty", detail: "empty payload".into() })
         } else if payload.len() > self.max_message_bytes {
@@ -468,6 +487,11 @@ impl Pipeline {
             // Folded with the rest of the batch (`flush_streams`); windows that close
             // on the way (a batch of many-row messages is folded in slices) go on.
             let outcome = state.stage(&message, slot, offset, now_ms, &mut self.scratch);
+            if let Some(fresh) = self.schema_changes.take_fresh() {
+                for (from, to) in fresh {
+                    self.waiting_changes[stream].place(slot, offset, from, to);
+                }
+            }
             self.closed.extend(self.scratch.drain(..).map(|w| (stream, w)));
             // A prediction in a window waits for its label (not while the reference is taken).
             if outcome.is_ok()
@@ -478,6 +502,10 @@ impl Pipeline {
             }
             outcome
         };
+        if outcome.as_ref().is_err_and(|bad| bad.reason == REGISTRY_UNAVAILABLE) {
+            return false;
+        }
+        state.counters.records.inc();
         if let Err(bad) = outcome {
             let (topic, partition) = match self.sources.get(slot as usize) {
                 Some(source) => (source.topic.as_str(), source.partition),
@@ -489,6 +517,24 @@ impl Pipeline {
                 dl.send(&state.counters.dead_letters, key, payload, bad.reason, topic, partition, offset);
             }
             warn_bad(&mut self.bad_log, &state.name, topic, partition, offset, &bad);
+        }
+        true
+    }
+
+    /// Stops taking records at one that must be read again (see [`Self::process`]):
+    /// its source's position goes back to before it and every record after it, from
+    /// any source, is left too, so the last checkpoint and commit stop there and the
+    /// next start reads on from it. Only happens during a stop.
+    fn halt(&mut self, slot: u32, before: Option<i64>, offset: i64) {
+        self.halted = true;
+        if let Some(source) = self.sources.get_mut(slot as usize) {
+            source.next = before;
+            tracing::warn!(
+                topic = %source.topic,
+                partition = source.partition,
+                offset,
+                "stopping while the schema registry is unreachable: this record and those after it are left for the next start"
+            );
         }
     }
 
@@ -526,6 +572,12 @@ impl Pipeline {
         let scoring = started.elapsed();
         report.stream = Some(state.name.clone());
         report.performance = self.labels[stream].as_mut().map(|l| l.section());
+        let sources = &self.sources;
+        let locate = |slot: u32| sources.get(slot as usize).map(|s| (s.topic.clone(), s.partition));
+        if let Some((changes, note)) = self.waiting_changes[stream].take_for(&window.spans, locate) {
+            report.schema_changes = changes;
+            report.notes.push(note);
+        }
         if let Some(problem) = self.labels[stream].as_ref().and_then(|l| l.co_partitioning.clone()) {
             report.notes.push(problem);
         }

@@ -19,6 +19,21 @@ pub struct Report {
     /// Model performance from joined labels (streams with `[streams.labels]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performance: Option<super::performance::PerformanceSection>,
+    /// Schema ids the stream's messages switched between within this window
+    /// (Confluent-framed Avro and Protobuf).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_changes: Vec<SchemaChange>,
+}
+
+/// A stream's messages switched from one registered schema id to another, at the
+/// first message of the new id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaChange {
+    pub from: u32,
+    pub to: u32,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// The window's bounds: record positions, processing or event time, and the Kafka

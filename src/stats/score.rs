@@ -110,6 +110,7 @@ pub fn score_window(reference: &Reference, sketch: &WindowSketch, mut window: Wi
         features,
         notes: Vec::new(),
         performance: None,
+        schema_changes: Vec::new(),
     }
 }
 

@@ -43,8 +43,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// Every reason a Confluent-framed Avro message can be refused for.
-pub const REASONS: [&str; 5] =
-    ["wrong_magic_byte", "unknown_schema", "unusable_schema", "malformed_avro", "registry_unavailable"];
+pub const REASONS: [&str; 4] = ["wrong_magic_byte", "unknown_schema", "unusable_schema", "malformed_avro"];
 /// With a fixed schema (`avro.schema_file`), only this.
 pub const FIXED_REASONS: [&str; 1] = ["malformed_avro"];
 
@@ -198,7 +197,7 @@ impl AvroDecoder {
             }
             // Not remembered: the next message asks again.
             Err(e @ SchemaLookupError::Unavailable(_)) => {
-                return Err(Refusal::new("registry_unavailable", e.to_string()));
+                return Err(Refusal::new(crate::decode::REGISTRY_UNAVAILABLE, e.to_string()));
             }
         };
         if self.compiled.len() >= MAX_SCHEMAS {

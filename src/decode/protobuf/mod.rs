@@ -36,8 +36,8 @@ use std::sync::Arc;
 pub use descriptors::{message_from_descriptor_set, message_from_registered};
 
 /// Every reason a Confluent-framed Protobuf message can be refused for.
-pub const REASONS: [&str; 5] =
-    ["wrong_magic_byte", "unknown_schema", "unusable_schema", "malformed_protobuf", "registry_unavailable"];
+pub const REASONS: [&str; 4] =
+    ["wrong_magic_byte", "unknown_schema", "unusable_schema", "malformed_protobuf"];
 /// With a descriptor set (`protobuf.descriptor_set`), only this.
 pub const FIXED_REASONS: [&str; 1] = ["malformed_protobuf"];
 
@@ -303,7 +303,7 @@ impl ProtobufDecoder {
                 }
                 // Not remembered: the next message asks again.
                 Err(e @ SchemaLookupError::Unavailable(_)) => {
-                    return Err(Refusal::new("registry_unavailable", e.to_string()));
+                    return Err(Refusal::new(crate::decode::REGISTRY_UNAVAILABLE, e.to_string()));
                 }
             };
             self.files.insert(id, file);

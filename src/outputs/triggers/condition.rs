@@ -411,6 +411,7 @@ mod tests {
                 .collect(),
             notes: vec![],
             performance: None,
+            schema_changes: Vec::new(),
         }
     }
 
