@@ -175,7 +175,7 @@ fn an_unreachable_registry_holds_consumption_and_readiness_until_it_answers() {
     let Some((registry, python)) = registry_and_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("avro-noreg");
-    produce_500_rows(dir.path(), &python, &bootstrap, &registry, &topic);
+    produce_rows(dir.path(), &python, &bootstrap, &registry, &topic, 500);
     // A port nothing listens on yet.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = reqwest_free_url(&registry, port);
@@ -211,7 +211,7 @@ fn a_stop_while_the_registry_is_away_leaves_every_record_for_the_next_start() {
     let Some((registry, python)) = registry_and_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("avro-noreg-stop");
-    produce_500_rows(dir.path(), &python, &bootstrap, &registry, &topic);
+    produce_rows(dir.path(), &python, &bootstrap, &registry, &topic, 500);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let away =
         run_config(dir.path(), &bootstrap, &reqwest_free_url(&registry, port), &topic, "avro", TWO_FIELDS);
@@ -233,14 +233,61 @@ fn a_stop_while_the_registry_is_away_leaves_every_record_for_the_next_start() {
     assert!(run.terminate().success());
 }
 
+/// A registry away for longer than `max.poll.interval.ms` with more records than the
+/// batches in flight hold (so the consumer thread has to wait on the pipeline): the
+/// partitions are paused and the consumer keeps its group membership (no revocation,
+/// nothing read twice), and every record is read once the registry answers.
+#[test]
+fn a_registry_away_longer_than_the_poll_interval_keeps_the_group_membership() {
+    let Some(bootstrap) = broker() else { return };
+    let Some((registry, python)) = registry_and_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("avro-noreg-long");
+    produce_rows(dir.path(), &python, &bootstrap, &registry, &topic, 3000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config =
+        run_config(dir.path(), &bootstrap, &reqwest_free_url(&registry, port), &topic, "avro", TWO_FIELDS);
+    // The shortest poll interval the broker's default session bounds allow.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "properties = { ",
+        "properties = { \"max.poll.interval.ms\" = \"6000\", \"session.timeout.ms\" = \"6000\", ",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let addr = http_address(&run);
+    // Lookups are 200 ms apart at most (`registry.max_backoff`): 50 take 9 s or more,
+    // half as long again as the poll interval.
+    wait_for("50 failed lookups", Duration::from_secs(60), || {
+        (metric(&addr, "driftscope_schema_registry_lookups_total", &[]).unwrap_or(0.0) >= 50.0).then_some(())
+    });
+    let target = registry.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    forward(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(), target);
+    let reports = run.wait_reports(&dir.path().join("reports.jsonl"), 6, Duration::from_secs(120));
+    for (i, report) in reports.iter().enumerate() {
+        assert_eq!(report["window"]["records"], 500, "window {i}");
+        assert_eq!(report["window"]["offsets"][0]["first"], 500 * i, "window {i}: {}", report["window"]);
+    }
+    assert_eq!(
+        metric(&addr, "driftscope_records_skipped_replayed_total", &["stream=\"features\""]),
+        Some(0.0)
+    );
+    let log = run.log_text();
+    assert!(log.contains("partitions paused"), "the stall was waited out with the partitions paused:\n{log}");
+    assert!(!log.contains("partitions revoked"), "the group membership was lost:\n{log}");
+    assert!(run.terminate().success());
+}
+
 const TWO_FIELDS: &str =
     "[[streams.fields]]\nname = \"x\"\n[[streams.fields]]\nname = \"country\"\npath = \"/user/country\"\n";
 
-/// Writes the fixture's first 500 rows with the V1 schema to a new one-partition topic.
-fn produce_500_rows(dir: &std::path::Path, python: &str, bootstrap: &str, registry: &str, topic: &str) {
+/// Writes `n` rows (the fixture's, from the first, repeated as needed) with the V1
+/// schema to a new one-partition topic.
+fn produce_rows(dir: &std::path::Path, python: &str, bootstrap: &str, registry: &str, topic: &str, n: usize) {
     create_topic(bootstrap, topic, 1);
-    let rows: Vec<Value> = rows_of(&read_data_file(&fixture("normal_shift", "current.csv")).unwrap())[..500]
+    let rows: Vec<Value> = rows_of(&read_data_file(&fixture("normal_shift", "current.csv")).unwrap())
         .iter()
+        .cycle()
+        .take(n)
         .enumerate()
         .map(|(i, r)| {
             json!({"id": format!("r{i}"), "x": r["x"], "y": r["y"],

@@ -17,7 +17,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
 /// Where a topic's records go: its stream, and the source slot of each partition.
@@ -33,6 +33,11 @@ pub const BATCH_RECORDS: usize = 512;
 /// Batches in flight between the threads; when all are queued the consumer thread
 /// waits (backpressure) and librdkafka's own bounded prefetch fills up behind it.
 pub const BATCHES_IN_FLIGHT: usize = 4;
+/// How long the consumer thread waits on a pipeline that has every batch in flight
+/// before it pauses the partitions and serves the consumer while it waits.
+pub const STALL_PAUSE_AFTER: Duration = Duration::from_millis(500);
+/// How often the consumer is served during such a wait.
+const STALL_POLL: Duration = Duration::from_millis(100);
 /// A partial batch is handed over after this long, so quiet streams are not delayed.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
 /// Events served per round at most, so that controls and shutdown are seen even if
@@ -128,6 +133,15 @@ pub struct Feeder {
     messages: Messages,
     /// Source slots by (librdkafka topic handle, partition), for this assignment.
     topic_slots: FxHashMap<(usize, i32), Option<u32>>,
+    /// The pipeline asked for a pause (its checkpoint cannot be written); the end of a
+    /// stall does not resume then.
+    paused_by_pipeline: bool,
+}
+
+/// A stall of the pipeline during which the partitions are paused: the assignment
+/// count when they were, so that partitions assigned since are paused too.
+struct Stall {
+    assignments: u64,
 }
 
 impl Feeder {
@@ -158,6 +172,105 @@ impl Feeder {
             routed_assignments: 0,
             messages: Messages::default(),
             topic_slots: FxHashMap::default(),
+            paused_by_pipeline: false,
+        }
+    }
+
+    /// Sends `batch` and returns an empty one (reused when the pipeline gave one back);
+    /// `None` when the pipeline thread is gone.
+    ///
+    /// When every batch in flight is queued the pipeline is behind: this waits for it,
+    /// waking when it gives a batch back. A pipeline held up for long (the schema
+    /// registry away, a slow disk) would leave the consumer unpolled, and librdkafka
+    /// takes a consumer not polled for `max.poll.interval.ms` out of its group (the
+    /// partitions move, and come back, for nothing): past [`STALL_PAUSE_AFTER`] the
+    /// assigned partitions are paused and the consumer is served while waiting. A
+    /// message it still delivers joins the waiting batch; the fetched messages that
+    /// pausing drops are fetched again after the resume (librdkafka fetches from the
+    /// position after the last message handed to the application).
+    fn hand_over(
+        &mut self,
+        mut batch: Batch,
+        batches: &SyncSender<Batch>,
+        spare: &Receiver<Batch>,
+    ) -> Option<Batch> {
+        let mut next = None;
+        let mut waiting_since = None;
+        let mut stall: Option<Stall> = None;
+        loop {
+            match batches.try_send(batch) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return None,
+                Err(TrySendError::Full(back)) => batch = back,
+            }
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            // The pipeline took a batch (there is room) before it gives one back.
+            if let Ok(given_back) = spare.recv_timeout(STALL_POLL) {
+                next.get_or_insert(given_back);
+                continue;
+            }
+            if since.elapsed() < STALL_PAUSE_AFTER || self.context.revoked.load(Ordering::SeqCst) {
+                // After a revocation the waiting batch must go before anything polled.
+                continue;
+            }
+            let assignments = self.context.assignments.load(Ordering::SeqCst);
+            if stall.as_ref().is_none_or(|s| s.assignments != assignments) {
+                if stall.is_none() {
+                    tracing::info!(
+                        waited_ms = since.elapsed().as_millis() as u64,
+                        "the pipeline is held up: partitions paused, the consumer kept in its group"
+                    );
+                }
+                self.set_paused(true);
+                stall = Some(Stall { assignments });
+            }
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(message)) => {
+                    if let Some(slot) = slot(
+                        &mut self.routes,
+                        &mut self.next_slot,
+                        &mut batch,
+                        message.topic(),
+                        message.partition(),
+                    ) {
+                        batch.push_record(
+                            slot,
+                            message.offset(),
+                            crate::clock::now_ms(),
+                            message.payload().unwrap_or(&[]),
+                            message.key(),
+                        );
+                    }
+                }
+                Some(Err(e)) => {
+                    self.context.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "consumer error");
+                }
+                None => {}
+            }
+        }
+        if stall.is_some() {
+            tracing::info!(
+                waited_ms = waiting_since.map_or(0, |s: Instant| s.elapsed().as_millis() as u64),
+                "the pipeline caught up: partitions resumed"
+            );
+            if !self.paused_by_pipeline {
+                self.set_paused(false);
+            }
+        }
+        let mut next = next.or_else(|| spare.try_recv().ok()).unwrap_or_default();
+        next.clear();
+        Some(next)
+    }
+
+    /// Pauses or resumes the whole assignment.
+    fn set_paused(&self, pause: bool) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            let done =
+                if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, pause, "cannot pause or resume the consumer");
+            }
         }
     }
 
@@ -205,14 +318,16 @@ impl Feeder {
                 let polled = self.consumer.poll(timeout);
                 if self.context.revoked.swap(false, Ordering::SeqCst) {
                     // Records polled before the revocation go first, then the rollback.
+                    // (Handed over without serving the consumer while waiting: what
+                    // it would deliver now belongs after the rollback.)
                     if !batch.records.is_empty() || !batch.new_sources.is_empty() {
-                        batch = match hand_over(batch, &batches, spare) {
+                        batch = match hand_over_blocking(batch, &batches, spare) {
                             Some(b) => b,
                             None => return,
                         };
                     }
                     batch.revoked = true;
-                    batch = match hand_over(batch, &batches, spare) {
+                    batch = match hand_over_blocking(batch, &batches, spare) {
                         Some(b) => b,
                         None => return,
                     };
@@ -310,7 +425,7 @@ impl Feeder {
             let full = batch.records.len() >= BATCH_RECORDS;
             let due = !batch.records.is_empty() && (idle || started.elapsed() >= BATCH_LINGER);
             if full || due || (idle && !batch.new_sources.is_empty()) {
-                batch = match hand_over(batch, &batches, spare) {
+                batch = match self.hand_over(batch, &batches, spare) {
                     Some(b) => b,
                     None => return,
                 };
@@ -360,16 +475,8 @@ impl Feeder {
                     self.commit(mode);
                 }
                 Ok(Control::Pause(pause)) => {
-                    if let Ok(assignment) = self.consumer.assignment() {
-                        let done = if pause {
-                            self.consumer.pause(&assignment)
-                        } else {
-                            self.consumer.resume(&assignment)
-                        };
-                        if let Err(e) = done {
-                            tracing::warn!(error = %e, pause, "cannot pause or resume the consumer");
-                        }
-                    }
+                    self.paused_by_pipeline = pause;
+                    self.set_paused(pause);
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
@@ -456,9 +563,8 @@ impl Feeder {
     }
 }
 
-/// Sends `batch` and returns an empty one (reused when the pipeline gave one back);
-/// `None` when the pipeline thread is gone.
-fn hand_over(batch: Batch, batches: &SyncSender<Batch>, spare: &Receiver<Batch>) -> Option<Batch> {
+/// Sends `batch`, waiting as long as it takes, and returns an empty one.
+fn hand_over_blocking(batch: Batch, batches: &SyncSender<Batch>, spare: &Receiver<Batch>) -> Option<Batch> {
     batches.send(batch).ok()?;
     let mut next = spare.try_recv().unwrap_or_default();
     next.clear();
