@@ -2,6 +2,8 @@
 //! librdkafka's in-process mock cluster carries a synthetic model's feature and
 //! prediction streams; after a clean phase the generator injects drift (a shifted
 //! numeric feature, a new category, more missing values, a shifted prediction score);
+//! the true outcomes arrive later on a labels topic and do not shift with the score,
+//! so the model's measured performance drops with the drift;
 //! the full monitor, HTTP server and dashboard run as in production, and a local
 //! webhook receiver verifies and prints each trigger it gets.
 
@@ -20,6 +22,12 @@ use std::time::Duration;
 
 pub const FEATURES_TOPIC: &str = "demo-features";
 pub const PREDICTIONS_TOPIC: &str = "demo-predictions";
+/// The true outcome of each prediction, keyed by the same request id.
+pub const LABELS_TOPIC: &str = "demo-labels";
+/// A prediction's label is produced this many records after it.
+pub const LABEL_DELAY_RECORDS: u64 = 300;
+/// Share of predictions whose label never comes.
+pub const LABELS_NEVER: f64 = 0.1;
 /// Records per stream that become the reference.
 pub const REFERENCE_RECORDS: u64 = 5_000;
 /// Records per window.
@@ -77,7 +85,10 @@ pub fn demo_config(bootstrap: &str, port: u16, state_dir: &std::path::Path) -> C
                     field("device", FeatureKind::Categorical),
                 ],
             ),
-            stream("predictions", PREDICTIONS_TOPIC, vec![field("score", FeatureKind::Numeric)]),
+            StreamConfig {
+                labels: Some(demo_labels()),
+                ..stream("predictions", PREDICTIONS_TOPIC, vec![field("score", FeatureKind::Numeric)])
+            },
         ],
         ..Default::default()
     };
@@ -85,15 +96,45 @@ pub fn demo_config(bootstrap: &str, port: u16, state_dir: &std::path::Path) -> C
     config
 }
 
+/// The predictions stream's labels: joined by the Kafka key (the request id), a binary
+/// task on the score.
+fn demo_labels() -> crate::config::labels::LabelsConfig {
+    crate::config::labels::LabelsConfig {
+        topics: vec![LABELS_TOPIC.into()],
+        format: crate::config::labels::LabelFormat::Json,
+        prediction_id: crate::config::labels::IdLocation::Key,
+        label_id: crate::config::labels::IdLocation::Key,
+        label: "/label".into(),
+        task: crate::config::labels::TaskConfig::Binary { score: "/score".into(), threshold: 0.5 },
+        ttl: Duration::from_secs(20),
+        sample: 1.0,
+        max_pending: 100_000,
+    }
+}
+
 /// A synthetic model's traffic; `drifted` switches on every injected change.
 pub struct Generator {
     rng: StdRng,
+    /// The outcomes' own draws, so that labels leave the features' sequence as it was.
+    outcomes: StdRng,
     id: u64,
+}
+
+/// One request: its features and prediction as JSON, and its true outcome (`None`:
+/// the label never comes).
+pub struct Request {
+    pub features: String,
+    pub prediction: String,
+    pub outcome: Option<bool>,
 }
 
 impl Generator {
     pub fn new(seed: u64) -> Self {
-        Generator { rng: StdRng::seed_from_u64(seed), id: 0 }
+        Generator {
+            rng: StdRng::seed_from_u64(seed),
+            outcomes: StdRng::seed_from_u64(seed ^ 0x1abe_1500),
+            id: 0,
+        }
     }
 
     fn normal(&mut self) -> f64 {
@@ -105,6 +146,14 @@ impl Generator {
 
     /// One feature record and its prediction, as JSON.
     pub fn next(&mut self, drifted: bool) -> (String, String) {
+        let request = self.request(drifted);
+        (request.features, request.prediction)
+    }
+
+    /// One request with its outcome. The score is calibrated in the clean phase; with
+    /// drift the model scores higher while the outcomes keep their rate (a harmful
+    /// shift: precision and calibration fall).
+    pub fn request(&mut self, drifted: bool) -> Request {
         self.id += 1;
         let age = (40.0 + 12.0 * self.normal() + if drifted { 9.0 } else { 0.0 }).clamp(18.0, 95.0).round();
         let income = (10.6 + 0.5 * self.normal()).exp() * if drifted { 1.6 } else { 1.0 };
@@ -123,10 +172,14 @@ impl Generator {
             r#"{{"id":{},"age":{age},"income":{income:.2},"tenure_months":{tenure},"country":"{country}","device":"{device}"}}"#,
             self.id
         );
-        let logit = -0.9 + 0.6 * self.normal() + if drifted { 1.1 } else { 0.0 };
+        let clean_logit = -0.9 + 0.6 * self.normal();
+        let logit = clean_logit + if drifted { 1.1 } else { 0.0 };
         let score = 1.0 / (1.0 + (-logit).exp());
         let prediction = format!(r#"{{"id":{},"score":{score:.5}}}"#, self.id);
-        (features, prediction)
+        let truth = 1.0 / (1.0 + (-clean_logit).exp());
+        let positive = self.outcomes.random::<f64>() < truth;
+        let outcome = (self.outcomes.random::<f64>() >= LABELS_NEVER).then_some(positive);
+        Request { features, prediction, outcome }
     }
 }
 
@@ -143,6 +196,8 @@ pub async fn produce(
     let producer: ThreadedProducer<DefaultProducerContext> =
         ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "5").create()?;
     let mut generator = Generator::new(seed);
+    // Outcomes waiting for their delay: (request key, label).
+    let mut outcomes: std::collections::VecDeque<(u64, Option<bool>)> = std::collections::VecDeque::new();
     // Ticks of 10 ms, each producing its share of the rate.
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,10 +209,25 @@ pub async fn produce(
         while owed >= 1.0 {
             owed -= 1.0;
             let n = produced.load(Ordering::SeqCst);
-            let (features, prediction) = generator.next(n >= clean_records);
+            let request = generator.request(n >= clean_records);
+            outcomes.push_back((n, request.outcome));
+            let label = match outcomes.front() {
+                Some(&(k, outcome)) if k + LABEL_DELAY_RECORDS <= n => {
+                    outcomes.pop_front();
+                    outcome.map(|positive| (k.to_string(), format!(r#"{{"label":{}}}"#, u8::from(positive))))
+                }
+                _ => None,
+            };
             let key = n.to_string();
-            for (topic, payload) in [(FEATURES_TOPIC, &features), (PREDICTIONS_TOPIC, &prediction)] {
-                let mut record = BaseRecord::<str, str>::to(topic).key(&key).payload(payload.as_str());
+            let mut messages = vec![
+                (FEATURES_TOPIC, key.as_str(), request.features.as_str()),
+                (PREDICTIONS_TOPIC, key.as_str(), request.prediction.as_str()),
+            ];
+            if let Some((label_key, payload)) = &label {
+                messages.push((LABELS_TOPIC, label_key.as_str(), payload.as_str()));
+            }
+            for (topic, key, payload) in messages {
+                let mut record = BaseRecord::<str, str>::to(topic).key(key).payload(payload);
                 // A full local queue only means we are ahead of the mock broker: retry.
                 while let Err((_, r)) = producer.send(record) {
                     record = r;
@@ -176,6 +246,7 @@ pub fn mock_cluster() -> Result<MockCluster<'static, DefaultProducerContext>, rd
     let cluster = MockCluster::new(1)?;
     cluster.create_topic(FEATURES_TOPIC, 1, 1)?;
     cluster.create_topic(PREDICTIONS_TOPIC, 1, 1)?;
+    cluster.create_topic(LABELS_TOPIC, 1, 1)?;
     Ok(cluster)
 }
 

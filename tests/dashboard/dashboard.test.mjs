@@ -320,6 +320,50 @@ async function main() {
     });
   }
 
+  await check('stream predictions: a model performance chart from the joined labels, as the API reports it', async () => {
+    await page.click(`#stream-list .stream-item${attr('stream', 'predictions')}`);
+    await waitFor(
+      page,
+      'the performance panel with >= 2 windows',
+      () => {
+        const panel = document.getElementById('performance-panel');
+        const svg = document.querySelector('#performance-chart svg.performance-svg');
+        return !panel.hidden && !!svg && Number(svg.dataset.points) >= 2;
+      },
+      null,
+      DATA_TIMEOUT_MS,
+    );
+    const shown = await page.evaluate(() => ({
+      metric: document.getElementById('performance-chart').dataset.metric,
+      points: Number(document.querySelector('#performance-chart svg').dataset.points),
+      options: [...document.querySelectorAll('#performance-select option')].map((o) => o.value),
+      sub: document.getElementById('performance-sub').textContent,
+    }));
+    const [latest] = (await getJson(base, 'api/v1/reports?stream=predictions&limit=1')).slice(-1);
+    assert(latest && latest.performance, 'the API report of predictions has no performance section');
+    assert(latest.performance.task === 'binary', `task ${latest.performance.task}`);
+    assert(shown.metric === 'accuracy', `the chart shows ${shown.metric}, expected accuracy for a binary task`);
+    for (const m of Object.keys(latest.performance.windows[0].metrics)) {
+      if (!m.endsWith('_bound')) assert(shown.options.includes(m), `the metric selector lacks ${m}: ${JSON.stringify(shown.options)}`);
+    }
+    assert(/labelled/.test(shown.sub), `the panel does not give the label coverage: "${shown.sub}"`);
+    await page.selectOption('#performance-select', 'roc_auc');
+    await waitFor(page, 'the chart to show roc_auc', () => document.getElementById('performance-chart').dataset.metric === 'roc_auc');
+    const features = await page.evaluate(() => document.getElementById('performance-panel').hidden);
+    assert(!features, 'the panel hid itself after a metric change');
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.mouse.move(0, 0);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-performance.png'), fullPage: true });
+    log(`      predictions: ${shown.points} performance windows, metrics ${shown.options.join(', ')}`);
+  });
+
+  await check('a stream without labels shows no performance panel', async () => {
+    await page.click(`#stream-list .stream-item${attr('stream', 'features')}`);
+    await waitFor(page, 'the features stream', () => document.getElementById('stream-detail').dataset.stream === 'features');
+    const hidden = await page.evaluate(() => document.getElementById('performance-panel').hidden);
+    assert(hidden, 'the performance panel shows for a stream without labels');
+  });
+
   await check('the drift injected by the demo shows as "drift detected"', async () => {
     const remaining = DEMO_SECONDS * 1000 - (Date.now() - started) - 20_000;
     const timeout = Math.max(10_000, Math.min(90_000, remaining));

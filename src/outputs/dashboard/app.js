@@ -50,6 +50,10 @@
     distributionSub: $('distribution-sub'),
     distributionChart: $('distribution-chart'),
     featureDetails: $('feature-details'),
+    performancePanel: $('performance-panel'),
+    performanceSub: $('performance-sub'),
+    performanceChart: $('performance-chart'),
+    performanceSelect: $('performance-select'),
     tooltip: $('tooltip'),
   };
 
@@ -57,6 +61,7 @@
     streams: null, // GET /api/v1/streams, null until the first answer
     selected: null, // stream name
     feature: new Map(), // stream -> selected feature
+    perfMetric: new Map(), // stream -> selected performance metric
     reports: new Map(), // stream -> reports, oldest first
     dists: new Map(), // stream -> { data, tried }
     token: loadToken(),
@@ -462,12 +467,14 @@
     if (loaded) {
       renderFacts(stream, latest, reports);
       renderDatasetChart(reports);
+      renderPerformance(stream.name, reports);
       renderFeatures(stream.name, reports);
       renderDistribution(stream.name, latest);
     } else {
       // Just selected: keep the layout, say it is loading (never "no window yet").
       setHTML(el.facts, fact('Latest window', '…', ['loading']) + fact('Reference', '…', ['loading']) + fact('Drift share', '…', ['loading']) + fact('Windows closed', esc(fmtCount(stream.windows_closed)), ['']));
       emptyChart(el.datasetChart, 'Loading…');
+      el.performancePanel.hidden = true;
       el.featureGrid.dataset.stream = '';
       setHTML(el.featureGrid, '<div class="chart-empty">Loading…</div>');
       renderFeatureSelect([], '');
@@ -694,6 +701,7 @@
       const c = coords[i];
       if (!c) return;
       if (p.drifted) parts.push(`<circle class="point point-drift" cx="${r1(c[0])}" cy="${r1(c[1])}" r="3.5"></circle>`);
+      else if (p.provisional) parts.push(`<circle class="point point-provisional" cx="${r1(c[0])}" cy="${r1(c[1])}" r="3"></circle>`);
       else if (showAll || i === n - 1) parts.push(`<circle class="point" cx="${r1(c[0])}" cy="${r1(c[1])}" r="2.5"></circle>`);
     });
 
@@ -763,6 +771,103 @@
         thresholdLabel: fmtPct(threshold),
         scale: { frac: (v) => Math.min(1, Math.max(0, v)), ticks: [0, 0.25, 0.5, 0.75, 1].map((v) => ({ v, label: `${v * 100}%` })) },
         xLabels: reports.map(xLabel),
+      }),
+    );
+  }
+
+  /**
+   * The performance windows of a stream's reports, by window index, each as its
+   * newest report gives it (a provisional window becomes final in a later report).
+   */
+  function performanceWindows(reports) {
+    const byIndex = new Map();
+    let task = null;
+    for (const r of reports) {
+      const perf = r.performance;
+      if (!perf) continue;
+      task = perf.task || task;
+      for (const w of perf.windows || []) byIndex.set(w.index, w);
+    }
+    const windows = [...byIndex.values()].sort((a, b) => a.index - b.index);
+    return { task, windows };
+  }
+
+  const LOWER_IS_BETTER = new Set(['log_loss', 'ece', 'mae', 'rmse', 'mape']);
+
+  function defaultPerfMetric(task, names) {
+    const wanted = task === 'regression' ? 'mae' : 'accuracy';
+    return names.includes(wanted) ? wanted : names[0];
+  }
+
+  function estimatedOf(w, metric) {
+    const e = w.estimated;
+    if (!e) return null;
+    if (isNum(e[metric])) return e[metric];
+    if (e.metrics && isNum(e.metrics[metric])) return e.metrics[metric];
+    return null;
+  }
+
+  function performanceTip(w, metric) {
+    const est = estimatedOf(w, metric);
+    return (
+      `<div class="tip-title">Performance window #${esc(w.index)}</div>` +
+      `<div class="tip-sub mono">${esc(fmtBound(w.start))} → ${esc(fmtBound(w.end))}</div>` +
+      `<div class="tip-row"><span>${esc(metric)}</span><strong>${esc(fmtNum(w.metrics ? w.metrics[metric] : null))}</strong></div>` +
+      (est === null ? '' : `<div class="tip-row"><span>estimated</span><strong>${esc(fmtNum(est))}</strong></div>`) +
+      `<div class="tip-row"><span>labelled</span><strong>${esc(fmtCount(w.labelled))} / ${esc(fmtCount(w.predictions))} (${esc(fmtPct(w.label_coverage))})</strong></div>` +
+      `<div class="tip-row"><span>expired, evicted</span><strong>${esc(fmtCount(w.expired))}, ${esc(fmtCount(w.evicted))}</strong></div>` +
+      `<div class="tip-verdict ${w.status === 'final' ? 'ok' : ''}">${w.status === 'final' ? 'Final' : 'Provisional: labels still coming'}</div>`
+    );
+  }
+
+  function renderPerformance(streamName, reports) {
+    const { task, windows } = performanceWindows(reports);
+    el.performancePanel.hidden = windows.length === 0;
+    if (!windows.length) {
+      chartMeta.delete(el.performanceChart);
+      return;
+    }
+    const names = [...new Set(windows.flatMap((w) => Object.keys(w.metrics || {})))].filter((n) => !n.endsWith('_bound')).sort();
+    let metric = state.perfMetric.get(streamName);
+    if (!names.includes(metric)) metric = defaultPerfMetric(task, names);
+    state.perfMetric.set(streamName, metric);
+    const options = names.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join('');
+    if (el.performanceSelect.dataset.options !== options) {
+      setHTML(el.performanceSelect, options);
+      el.performanceSelect.dataset.options = options;
+    }
+    if (el.performanceSelect.value !== metric) el.performanceSelect.value = metric;
+    const latest = windows[windows.length - 1];
+    const finals = windows.filter((w) => w.status === 'final').length;
+    setText(
+      el.performanceSub,
+      `${task || ''} ${metric} per window from the joined labels (${LOWER_IS_BETTER.has(metric) ? 'lower' : 'higher'} is better); ` +
+        `${finals} of ${windows.length} windows final, the newest ${fmtPct(latest.label_coverage)} labelled.`,
+    );
+    const width = el.performanceChart.clientWidth;
+    if (!width) return;
+    const values = windows.map((w) => (w.metrics ? w.metrics[metric] : null)).filter(isNum);
+    const bounded = !LOWER_IS_BETTER.has(metric) || metric === 'ece';
+    const max = bounded ? 1 : Math.max(...values, 0) * 1.1 || 1;
+    const scale = bounded
+      ? { frac: (v) => Math.min(1, Math.max(0, v)), ticks: [0, 0.25, 0.5, 0.75, 1].map((v) => ({ v, label: fmtNum(v, 2) })) }
+      : linearScale(max, (v) => fmtNum(v, 3));
+    el.performanceChart.dataset.metric = metric;
+    drawChart(
+      el.performanceChart,
+      seriesSVG({
+        cls: 'chart-svg performance-svg',
+        label: `Model ${metric} per window`,
+        width,
+        height: 170,
+        points: windows.map((w) => ({
+          v: w.metrics ? w.metrics[metric] : null,
+          provisional: w.status !== 'final',
+          tip: performanceTip(w, metric),
+        })),
+        mode: 'line',
+        scale,
+        xLabels: windows.map((w) => `#${w.index}`),
       }),
     );
   }
@@ -1225,6 +1330,12 @@
   });
 
   el.featureSelect.addEventListener('change', () => selectFeature(el.featureSelect.value));
+  el.performanceSelect.addEventListener('change', () => {
+    const stream = currentStream();
+    if (!stream) return;
+    state.perfMetric.set(stream.name, el.performanceSelect.value);
+    renderStream();
+  });
 
   el.tokenForm.addEventListener('submit', (e) => {
     e.preventDefault();
