@@ -296,3 +296,78 @@ fn a_topic_is_replayed_read_only() {
     let offset = committed.find_partition(&topic, 0).map(|e| e.offset());
     assert!(matches!(offset, Some(Offset::Invalid) | None), "committed {offset:?}");
 }
+
+/// `rows` rows as `csv` gives them, plus a model's `score` and the true `label`: the
+/// score is calibrated before row `change` and says nothing after it (a harmful shift
+/// in the concept, not in the inputs).
+fn labelled_csv(rows: usize, change: usize, seed: u64) -> (String, Vec<(f64, bool)>) {
+    let inputs = csv(rows, usize::MAX, seed);
+    let mut rng = Rng(seed ^ 0x1abe1);
+    let mut pairs = Vec::with_capacity(rows);
+    let mut out = String::from("x,c,ts,score,label\n");
+    for (i, line) in inputs.lines().skip(1).enumerate() {
+        let score = 1.0 / (1.0 + (-1.5 * rng.normal()).exp());
+        let truth = if i >= change { 0.5 } else { score };
+        let label = rng.unit() < truth;
+        out.push_str(&format!("{line},{score},{}\n", u8::from(label)));
+        pairs.push((score, label));
+    }
+    (out, pairs)
+}
+
+#[test]
+fn a_labelled_file_replays_realized_performance_and_performance_triggers() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = "[streams.labels]\ntopics = [\"labels\"]\nprediction_id = \"key\"\nlabel_id = \"key\"\n\
+        label = \"/label\"\nttl = \"1h\"\ntask = { type = \"binary\", score = \"/score\", threshold = 0.5 }\n\
+        \n[[triggers]]\nname = \"model-worse\"\n\
+        condition = { performance = { metric = \"accuracy\", drop = 0.1, baseline = 0.74 } }\n\
+        kind = { type = \"webhook\", url = \"http://127.0.0.1:9/hook\", secret = \"whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=\" }\n";
+    let config = write_config(dir.path(), "{ type = \"tumbling_count\", size = 500 }", labels);
+    let data = dir.path().join("history.csv");
+    let (text, pairs) = labelled_csv(6_000, 3_000, 5);
+    std::fs::write(&data, text).unwrap();
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--clean",
+        "0..3000",
+        "--change-at",
+        "3000",
+        "--format",
+        "json",
+    ]);
+    let s = json(&out);
+    let performance = s["performance"].as_array().unwrap_or_else(|| panic!("no performance: {s:#}"));
+    assert_eq!(performance.len(), 12, "{s:#}");
+    for (i, w) in performance.iter().enumerate() {
+        let rows = &pairs[i * 500..(i + 1) * 500];
+        let correct = rows.iter().filter(|(score, label)| (*score >= 0.5) == *label).count();
+        let accuracy = w["metrics"]["accuracy"].as_f64().unwrap();
+        assert!((accuracy - correct as f64 / 500.0).abs() < 1e-12, "window {i}: {accuracy} vs {correct}/500");
+        assert_eq!(w["first_row"], i * 500);
+        assert_eq!(w["labelled"], 500);
+    }
+    // Before the change the model is right about 3 times in 4; after it, half the time.
+    let trigger = &s["triggers"][0];
+    assert_eq!(trigger["name"], "model-worse");
+    assert_eq!(trigger["clean_alarms"], 0, "{s:#}");
+    // Two windows: the condition holds in consecutive windows by default.
+    assert!(trigger["delays_windows"][0].as_u64().is_some_and(|d| d <= 2), "{s:#}");
+
+    // The table lists the windows' figures.
+    let out = backtest(&["--config", config.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("realized performance per window"), "{table}");
+    assert!(table.contains("window   11 rows 5500-5999"), "{table}");
+
+    // A file without the label column is refused by name.
+    let unlabelled = dir.path().join("unlabelled.csv");
+    std::fs::write(&unlabelled, csv(1_000, usize::MAX, 6)).unwrap();
+    let out = backtest(&["--config", config.to_str().unwrap(), "--data", unlabelled.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`score`") && stderr.contains("labels"), "{stderr}");
+}

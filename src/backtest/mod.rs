@@ -9,6 +9,10 @@
 //! spans the user marks clean, the delay from marked change points to the first alarm,
 //! and the false-alarm rate over windows resampled from the reference itself
 //! ([`crate::stats::resample`]). The summary is plain data, printed as a table or JSON.
+//! A stream with labels replayed from a data file is also measured for realized
+//! performance per window ([`labels`]).
+
+pub mod labels;
 
 use crate::config::{Config, MessageFormat, StreamConfig};
 use crate::decode::{DecodeContext, Message};
@@ -127,6 +131,8 @@ pub struct WindowOutcome {
     pub dataset_drifted: bool,
     /// Per trigger: fired in this window.
     pub fired: Vec<bool>,
+    /// Realized performance (streams with labels, replayed from a data file).
+    pub performance: Option<crate::stats::performance::WindowPerformance>,
 }
 
 impl WindowOutcome {
@@ -169,11 +175,17 @@ impl Evaluator {
         self.sequential.update(&mut report, settings.alpha_sequential);
         let mut fired = Vec::with_capacity(self.triggers.len());
         for (trigger, episode) in &mut self.triggers {
-            let (verdict, _) = condition::evaluate(&trigger.condition, &report);
+            let verdict = match &trigger.condition.labels {
+                Some(labels) => episode.labels_verdict(labels.at_least, &report),
+                None => condition::evaluate(&trigger.condition, &report).0,
+            };
             let step = episode.step(verdict, end_ms, &trigger.condition);
             if step == Step::Fire {
                 self.fired_seq += 1;
                 episode.fired(end_ms, self.fired_seq, &trigger.condition);
+                if let Some(joined) = condition::joined_labels(&report) {
+                    episode.labels_mark = joined;
+                }
             }
             fired.push(step == Step::Fire);
         }
@@ -200,6 +212,7 @@ fn outcome(
         sequential_alarm: report.features.iter().map(|f| f.sequential.is_some_and(|s| s.alarm)).collect(),
         dataset_drifted: report.dataset.drifted,
         fired,
+        performance: report.performance.as_ref().and_then(|p| p.windows.first().cloned()),
     }
 }
 
@@ -216,6 +229,8 @@ pub struct Replay {
     pub invalid_records: u64,
     /// Event time of the previous row (file replays), for the order check.
     previous_time: Option<i64>,
+    /// A file replay of a stream with labels: its prediction and label columns.
+    labels: Option<labels::FileLabels>,
 }
 
 /// The stream to replay: `--stream`, or the config's only one.
@@ -256,6 +271,10 @@ impl Replay {
         let mut config = config.clone();
         config.state.dir = scratch_dir.to_path_buf();
         let mut stream = config.streams[index].clone();
+        let file_labels = match (&file_event_time, &stream.labels) {
+            (Some(_), Some(l)) => Some(labels::FileLabels::new(l, index)?),
+            _ => None,
+        };
         if let Some(event_time) = file_event_time {
             stream.format = MessageFormat::ArrowIpc;
             stream.event_time_field = event_time;
@@ -280,6 +299,7 @@ impl Replay {
             windows: Vec::new(),
             invalid_records: 0,
             previous_time: None,
+            labels: file_labels,
         })
     }
 
@@ -304,6 +324,14 @@ impl Replay {
             for column in wanted {
                 if schema.field_with_name(&column).is_err() {
                     return Err(BacktestError::MissingColumn { column, hint: String::new() });
+                }
+            }
+            for (column, hint) in self.labels.iter().flat_map(|l| l.required_columns()) {
+                if schema.field_with_name(column).is_err() {
+                    return Err(BacktestError::MissingColumn {
+                        column: column.to_owned(),
+                        hint: hint.into(),
+                    });
                 }
             }
             if let Some(c) = &self.stream.event_time_field
@@ -335,6 +363,9 @@ impl Replay {
                 }
                 self.previous_time = Some(t);
             }
+        }
+        if let Some(labels) = &mut self.labels {
+            labels.push_batch(batch, first_row)?;
         }
         // Cut at count-pane boundaries, so that every window's rows are exact, and at
         // time-pane boundaries, so that a processing-time window (replayed on the event
@@ -420,13 +451,20 @@ impl Replay {
                 index: window.index,
                 ..WindowInfo::default()
             };
-            let report = score_window(&reference, &window.sketch, info);
+            let bounds = (info.start.clone(), info.end.clone());
+            let mut report = score_window(&reference, &window.sketch, info);
+            if let (Some(labels), Some((first, last))) = (&mut self.labels, rows) {
+                report.performance = Some(labels.window(window.index, bounds.0, bounds.1, first, last));
+            }
             let (report, fired) = evaluator.evaluate(report, window.end_ms);
             self.windows.push(outcome(&report, fired, window.start_ms, window.end_ms, rows));
         }
         // Rows of messages below every open window are no longer needed.
         if let Some(lowest) = self.state.lowest_open_offset(0) {
             self.message_rows = self.message_rows.split_off(&lowest);
+            if let (Some(labels), Ok(row)) = (&mut self.labels, u64::try_from(lowest)) {
+                labels.forget_before(row);
+            }
         }
     }
 
@@ -514,6 +552,21 @@ pub struct Summary {
     pub null_false_alarm_rate: Option<f64>,
     /// Share of clean windows in which any feature drifted or any trigger fired.
     pub clean_false_alarm_rate: Option<f64>,
+    /// Realized performance per window (streams with labels, from a data file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub performance: Vec<PerformanceOutcome>,
+}
+
+/// One window's realized performance in the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerformanceOutcome {
+    pub window: u64,
+    pub first_row: Option<u64>,
+    pub last_row: Option<u64>,
+    pub predictions: u64,
+    pub labelled: u64,
+    pub label_coverage: f64,
+    pub metrics: BTreeMap<String, f64>,
 }
 
 impl Summary {
@@ -638,8 +691,26 @@ pub fn summarize(
         null_records_per_window: nulls.first().map_or(0, |w| w.records),
         null_false_alarm_rate: rate(nulls.iter().filter(|w| w.alarmed()).count(), nulls.len()),
         clean_false_alarm_rate: rate(clean.iter().filter(|w| w.alarmed()).count(), clean.len()),
+        performance: windows
+            .iter()
+            .filter_map(|w| {
+                let p = w.performance.as_ref()?;
+                Some(PerformanceOutcome {
+                    window: w.index,
+                    first_row: w.first_row,
+                    last_row: w.last_row,
+                    predictions: p.predictions,
+                    labelled: p.labelled,
+                    label_coverage: p.label_coverage,
+                    metrics: p.metrics.clone(),
+                })
+            })
+            .collect(),
     }
 }
+
+/// Windows of realized performance the table lists at most.
+const PERFORMANCE_ROWS: usize = 50;
 
 fn fmt_rate(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{:.2}%", 100.0 * r))
@@ -716,6 +787,35 @@ impl Summary {
                 fmt_rate(self.clean_false_alarm_rate)
             );
         }
+        if !self.performance.is_empty() {
+            let _ = writeln!(out, "realized performance per window (from the file's labels):");
+            for p in self.performance.iter().take(PERFORMANCE_ROWS) {
+                let rows = match (p.first_row, p.last_row) {
+                    (Some(f), Some(l)) => format!("rows {f}-{l}"),
+                    _ => String::new(),
+                };
+                let metrics: Vec<String> = ["accuracy", "f1", "roc_auc", "macro_f1", "mae", "rmse"]
+                    .iter()
+                    .filter_map(|m| p.metrics.get(*m).map(|v| format!("{m} {v:.4}")))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  window {:>4} {:<20} {}  (labelled {} of {})",
+                    p.window,
+                    rows,
+                    metrics.join(", "),
+                    p.labelled,
+                    p.predictions
+                );
+            }
+            if self.performance.len() > PERFORMANCE_ROWS {
+                let _ = writeln!(
+                    out,
+                    "  ... {} more windows (`--format json` lists every one)",
+                    self.performance.len() - PERFORMANCE_ROWS
+                );
+            }
+        }
         out
     }
 }
@@ -744,6 +844,7 @@ mod tests {
             sequential_alarm: vec![false],
             dataset_drifted: drifted,
             fired: vec![fired],
+            performance: None,
         }
     }
 
