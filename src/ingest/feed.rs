@@ -136,6 +136,9 @@ pub struct Feeder {
     /// The pipeline asked for a pause (its checkpoint cannot be written); the end of a
     /// stall does not resume then.
     paused_by_pipeline: bool,
+    /// Batches the pipeline gave back while the consumer thread waited on it, for
+    /// reuse (as many as are in circulation at most).
+    spares: Vec<Batch>,
 }
 
 /// A stall of the pipeline during which the partitions are paused: the assignment
@@ -173,6 +176,7 @@ impl Feeder {
             messages: Messages::default(),
             topic_slots: FxHashMap::default(),
             paused_by_pipeline: false,
+            spares: Vec::new(),
         }
     }
 
@@ -194,7 +198,6 @@ impl Feeder {
         batches: &SyncSender<Batch>,
         spare: &Receiver<Batch>,
     ) -> Option<Batch> {
-        let mut next = None;
         let mut waiting_since = None;
         let mut stall: Option<Stall> = None;
         loop {
@@ -206,7 +209,8 @@ impl Feeder {
             let since = *waiting_since.get_or_insert_with(Instant::now);
             // The pipeline took a batch (there is room) before it gives one back.
             if let Ok(given_back) = spare.recv_timeout(STALL_POLL) {
-                next.get_or_insert(given_back);
+                // Kept for reuse: dropping it would allocate a new one per batch.
+                self.spares.push(given_back);
                 continue;
             }
             if since.elapsed() < STALL_PAUSE_AFTER || self.context.revoked.load(Ordering::SeqCst) {
@@ -258,7 +262,7 @@ impl Feeder {
                 self.set_paused(false);
             }
         }
-        let mut next = next.or_else(|| spare.try_recv().ok()).unwrap_or_default();
+        let mut next = self.spares.pop().or_else(|| spare.try_recv().ok()).unwrap_or_default();
         next.clear();
         Some(next)
     }
