@@ -1,0 +1,193 @@
+//! Global mode end to end on the real broker, with the real binary: three `driftscope
+//! run` instances in global mode on one 6-partition topic give, window for window, the
+//! reports one instance in local mode gives over the same records (exact scores:
+//! integer values, a reference with an integer mean, so every sum is exact), each
+//! window reported once, by one instance.
+
+mod common;
+
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PARTITIONS: i32 = 6;
+const RECORDS: i64 = 12_000;
+/// Event times start on a window boundary.
+const BASE_MS: i64 = 1_700_000_000_000;
+/// 10 ms apart: 120 s of records, twelve 10 s windows.
+const STEP_MS: i64 = 10;
+
+fn partition_of(i: i64) -> i32 {
+    ((i * 7 + i / 13) % PARTITIONS as i64) as i32
+}
+
+fn payload(i: i64) -> Vec<u8> {
+    // A drift segment in the second half; integer values keep every sum exact.
+    let x = (i * 7919) % 49 + if i >= RECORDS / 2 { 12 } else { 0 };
+    let c = ["a", "b", "c"][((i * 31) % 3) as usize];
+    format!(r#"{{"x": {x}, "c": "{c}", "ts": {}}}"#, BASE_MS + i * STEP_MS).into_bytes()
+}
+
+fn write_config(dir: &Path, name: &str, kafka: &str, scale: &str, stream: &str) -> (PathBuf, PathBuf) {
+    let reports = dir.join(format!("{name}.reports.jsonl"));
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "{kafka}\n{scale}\n[state]\ndir = \"{state}\"\ncheckpoint_interval = \"1s\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [outputs]\nreports_file = \"{reports}\"\n{stream}\n",
+        state = dir.join(format!("{name}-state")).display(),
+        reports = reports.display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    (path, reports)
+}
+
+/// The group's committed offsets on `topic`, per partition.
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition(topic, p);
+    }
+    let list = consumer.committed_offsets(list, Duration::from_secs(30)).expect("committed offsets");
+    (0..PARTITIONS)
+        .map(|p| match list.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// A report reduced to what must be equal whoever scores it: the window's bounds,
+/// records, offsets (sorted), the dataset verdict and every feature's scores.
+fn essence(report: &serde_json::Value) -> ((String, String), serde_json::Value) {
+    let w = &report["window"];
+    let mut offsets: Vec<serde_json::Value> = w["offsets"].as_array().cloned().unwrap_or_default();
+    offsets.sort_by_key(|o| (o["topic"].to_string(), o["partition"].as_i64()));
+    (
+        (w["start"].as_str().unwrap().to_owned(), w["end"].as_str().unwrap().to_owned()),
+        serde_json::json!({
+            "records": w["records"],
+            "offsets": offsets,
+            "late_records": w["late_records"],
+            "dataset": report["dataset"],
+            "features": report["features"],
+        }),
+    )
+}
+
+#[test]
+fn three_global_instances_report_what_one_local_instance_reports() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("global-in");
+    create_topic(&bootstrap, &topic, PARTITIONS);
+    let reference = dir.path().join("reference.csv");
+    // x: 0..=48 evenly, mean 24 (an integer: the moments' shift).
+    std::fs::write(
+        &reference,
+        format!(
+            "x,c\n{}",
+            (0..4900).map(|i| format!("{},{}\n", i % 49, ["a", "b", "c"][i % 3])).collect::<String>()
+        ),
+    )
+    .unwrap();
+    let stream = format!(
+        "[[streams]]\nname = \"credit\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+         window = {{ type = \"tumbling_time\", size = \"10s\", time = \"event\", allowed_lateness = \"10m\" }}\n\
+         reference = {{ data = \"{}\" }}\n\
+         [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n[[streams.fields]]\nname = \"c\"\nkind = \"categorical\"\n",
+        reference.display()
+    );
+    let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    for i in 0..RECORDS {
+        by_partition.entry(partition_of(i)).or_default().push(payload(i));
+    }
+    for (p, payloads) in &by_partition {
+        produce(&bootstrap, &topic, *p, payloads);
+    }
+    let ends: Vec<i64> = (0..PARTITIONS).map(|p| by_partition[&p].len() as i64).collect();
+
+    let single_group = unique("single");
+    let (single_config, single_reports) = write_config(
+        dir.path(),
+        "single",
+        &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{single_group}\"\n"),
+        "",
+        &stream,
+    );
+    let group = unique("global");
+    let partials = unique("partials");
+    let mut globals = Vec::new();
+    for name in ["a", "b", "c"] {
+        let scale = format!(
+            "[scale]\nmode = \"global\"\npartials_topic = \"{partials}\"\nidle_timeout = \"10m\"\ninstance = \"{name}\"\n"
+        );
+        let (config, reports) = write_config(
+            dir.path(),
+            name,
+            &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n"),
+            &scale,
+            &stream,
+        );
+        let run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+        globals.push((run, reports));
+    }
+    let single = Driftscope::start(&["run", "--config", single_config.to_str().unwrap()], dir.path());
+
+    // The single instance reads everything before the records that close the windows
+    // come: it reads the partitions in any interleaving, so a closing record read
+    // first would make the other partitions' records late there (not in global mode,
+    // where each partition has its own watermark).
+    wait_for("the single instance to read every record", Duration::from_secs(180), || {
+        (committed(&bootstrap, &single_group, &topic) == ends).then_some(())
+    });
+    for p in 0..PARTITIONS {
+        let closing = format!(r#"{{"x": 1, "c": "a", "ts": {}}}"#, BASE_MS + 3_600_000).into_bytes();
+        produce(&bootstrap, &topic, p, &[closing]);
+    }
+    let windows = (RECORDS * STEP_MS / 10_000) as usize;
+    let mut single = single;
+    single.wait_reports(&single_reports, windows, Duration::from_secs(120));
+    wait_for("the global windows", Duration::from_secs(180), || {
+        for (run, _) in &mut globals {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("a global instance exited ({status}):\n{}", run.log_text());
+            }
+        }
+        let n: usize = globals.iter().map(|(_, r)| read_reports(r).len()).sum();
+        (n >= windows).then_some(())
+    });
+    assert!(single.terminate().success());
+    let mut reporters = 0;
+    let mut global: Vec<serde_json::Value> = Vec::new();
+    for (run, reports) in globals {
+        let log = run.log_text();
+        assert!(run.terminate().success(), "{log}");
+        let mine = read_reports(&reports);
+        reporters += usize::from(!mine.is_empty());
+        global.extend(mine);
+    }
+    let single = read_reports(&single_reports);
+    assert_eq!(single.len(), windows, "one local window per 10 s of records");
+    assert_eq!(reporters, 1, "only the owner reports the stream");
+    assert_eq!(global.len(), windows, "every window reported once");
+    let global: BTreeMap<_, _> = global.iter().map(essence).collect();
+    assert_eq!(global.len(), windows, "no window twice");
+    let mut drifted = 0;
+    for report in &single {
+        let (bounds, expected) = essence(report);
+        let got = global.get(&bounds).unwrap_or_else(|| panic!("no global window {bounds:?}"));
+        assert_eq!(got, &expected, "window {bounds:?}");
+        drifted += usize::from(report["dataset"]["drifted"].as_bool().unwrap());
+    }
+    assert!(drifted > 0 && drifted < windows, "clean and drifted windows: {drifted} of {windows}");
+}
