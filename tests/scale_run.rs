@@ -2,7 +2,9 @@
 //! run` instances in global mode on one 6-partition topic give, window for window, the
 //! reports one instance in local mode gives over the same records (exact scores:
 //! integer values, a reference with an integer mean, so every sum is exact), each
-//! window reported once, by one instance.
+//! window reported once, by one instance; and the same when the owner is killed
+//! (SIGKILL) mid-stream: another instance takes the stream over from the committed
+//! partials and progress, and no window is scored twice.
 
 mod common;
 
@@ -190,4 +192,168 @@ fn three_global_instances_report_what_one_local_instance_reports() {
         drifted += usize::from(report["dataset"]["drifted"].as_bool().unwrap());
     }
     assert!(drifted > 0 && drifted < windows, "clean and drifted windows: {drifted} of {windows}");
+}
+
+/// The windows the partials group's committed progress says are scored (the
+/// `scored_below` pane of `stream`), if any.
+fn scored_below(bootstrap: &str, group: &str, partials: &str, stream: &str) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{group}.partials"))
+        .create()
+        .expect("consumer");
+    let partition = driftscope::scale::owner_partition(stream, 8);
+    let mut list = TopicPartitionList::new();
+    list.add_partition(partials, partition);
+    let list = consumer.committed_offsets(list, Duration::from_secs(30)).ok()?;
+    let metadata = list.find_partition(partials, partition)?.metadata().to_owned();
+    let progress: serde_json::Value = serde_json::from_str(&metadata).ok()?;
+    progress[stream]["s"].as_i64()
+}
+
+#[test]
+fn killing_the_owner_mid_stream_changes_no_report_and_scores_no_window_twice() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("global-kill-in");
+    create_topic(&bootstrap, &topic, PARTITIONS);
+    let reference = dir.path().join("reference.csv");
+    std::fs::write(
+        &reference,
+        format!(
+            "x,c\n{}",
+            (0..4900).map(|i| format!("{},{}\n", i % 49, ["a", "b", "c"][i % 3])).collect::<String>()
+        ),
+    )
+    .unwrap();
+    // No allowed lateness: the records come window by window (each round read by the
+    // single instance before the next is produced), so none is late anywhere.
+    let stream = format!(
+        "[[streams]]\nname = \"credit\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+         window = {{ type = \"tumbling_time\", size = \"10s\", time = \"event\" }}\n\
+         reference = {{ data = \"{}\" }}\n\
+         [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n[[streams.fields]]\nname = \"c\"\nkind = \"categorical\"\n",
+        reference.display()
+    );
+    // A killed member leaves its groups after this (the broker's minimum).
+    let fast =
+        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
+    let single_group = unique("single");
+    let (single_config, single_reports) = write_config(
+        dir.path(),
+        "single",
+        &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{single_group}\"\n{fast}"),
+        "",
+        &stream,
+    );
+    let group = unique("global");
+    let partials = unique("partials");
+    let mut globals = Vec::new();
+    for name in ["a", "b", "c"] {
+        let scale = format!(
+            "[scale]\nmode = \"global\"\npartials_topic = \"{partials}\"\nidle_timeout = \"10m\"\ninstance = \"{name}\"\n"
+        );
+        let (config, reports) = write_config(
+            dir.path(),
+            name,
+            &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n{fast}"),
+            &scale,
+            &stream,
+        );
+        globals.push((
+            Some(Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path())),
+            reports,
+        ));
+    }
+    let mut single = Driftscope::start(&["run", "--config", single_config.to_str().unwrap()], dir.path());
+
+    let windows = (RECORDS * STEP_MS / 10_000) as usize;
+    let per_window = RECORDS / windows as i64;
+    let mut ends = vec![0i64; PARTITIONS as usize];
+    let mut killed = None;
+    for w in 0..=windows as i64 {
+        // Window w's records; after the last window, one record per partition closes it.
+        let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+        if w < windows as i64 {
+            for i in w * per_window..(w + 1) * per_window {
+                by_partition.entry(partition_of(i)).or_default().push(payload(i));
+            }
+        } else {
+            for p in 0..PARTITIONS {
+                let closing = format!(r#"{{"x": 1, "c": "a", "ts": {}}}"#, BASE_MS + 3_600_000).into_bytes();
+                by_partition.insert(p, vec![closing]);
+            }
+        }
+        for (p, payloads) in &by_partition {
+            produce(&bootstrap, &topic, *p, payloads);
+            ends[*p as usize] += payloads.len() as i64;
+        }
+        wait_for("the single instance to read the round", Duration::from_secs(120), || {
+            (committed(&bootstrap, &single_group, &topic) == ends).then_some(())
+        });
+        if w == 6 {
+            // Windows 0..=4 are scored by now or soon (window 5 waits for round 6 on
+            // every partition); the owner is the instance that reports.
+            let owner = wait_for("the owner's first windows", Duration::from_secs(120), || {
+                globals.iter().position(|(_, r)| read_reports(r).len() >= 5)
+            });
+            let scored: Vec<i64> = read_reports(&globals[owner].1)
+                .iter()
+                .map(|r| r["window"]["index"].as_i64().unwrap())
+                .collect();
+            let newest = *scored.iter().max().unwrap();
+            // Killed once its progress past those windows is committed: a crash
+            // between reporting and committing would score them again (with the same
+            // ids), which is not what this test is about.
+            wait_for("the owner's committed progress", Duration::from_secs(60), || {
+                scored_below(&bootstrap, &group, &partials, "credit").filter(|&s| s > newest)
+            });
+            kill_hard(globals[owner].0.take().unwrap());
+            killed = Some((owner, scored.len()));
+        }
+    }
+    let (owner, before) = killed.expect("the owner was killed");
+    single.wait_reports(&single_reports, windows, Duration::from_secs(120));
+    wait_for("every global window", Duration::from_secs(240), || {
+        for run in globals.iter_mut().filter_map(|(r, _)| r.as_mut()) {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("a global instance exited ({status}):\n{}", run.log_text());
+            }
+        }
+        let n: usize = globals.iter().map(|(_, r)| read_reports(r).len()).sum();
+        (n >= windows).then_some(())
+    });
+    assert!(single.terminate().success());
+    let mut global: Vec<serde_json::Value> = Vec::new();
+    let mut after = 0;
+    let mut resumed = false;
+    for (i, (run, reports)) in globals.into_iter().enumerate() {
+        if let Some(run) = run {
+            let log = run.log_text();
+            // The new owner took the stream over from the committed progress.
+            resumed |= log.lines().any(|l| l.contains("owning stream") && l.contains("scored_below=Some"));
+            assert!(run.terminate().success(), "{log}");
+        }
+        let mine = read_reports(&reports);
+        if i != owner {
+            after += mine.len();
+        }
+        global.extend(mine);
+    }
+    assert!(resumed, "no instance resumed the stream from the killed owner's progress");
+    assert!(before >= 5 && after >= 1, "scored before ({before}) and after ({after}) the kill");
+    let single = read_reports(&single_reports);
+    assert_eq!(single.len(), windows);
+    let ids: BTreeMap<u64, usize> = global.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r["window"]["index"].as_u64().unwrap()).or_default() += 1;
+        m
+    });
+    assert!(ids.values().all(|&n| n == 1), "a window scored twice: {ids:?}");
+    assert_eq!(global.len(), windows, "every window reported once");
+    let global: BTreeMap<_, _> = global.iter().map(essence).collect();
+    for report in &single {
+        let (bounds, expected) = essence(report);
+        let got = global.get(&bounds).unwrap_or_else(|| panic!("no global window {bounds:?}"));
+        assert_eq!(got, &expected, "window {bounds:?}");
+    }
 }

@@ -145,6 +145,10 @@ impl PartialsPublisher {
             .set("transactional.id", format!("driftscope-{}-{instance}", kafka.group_id))
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
+            // A transaction takes milliseconds; one a crashed instance left open blocks
+            // read_committed readers of its partitions (the owner, and the input
+            // group's committed offsets) until the broker aborts it, after this.
+            .set("transaction.timeout.ms", "10000")
             .create()?;
         producer.init_transactions(timeout)?;
         let metadata = producer.client().fetch_metadata(Some(topic), timeout)?;
