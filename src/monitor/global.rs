@@ -62,7 +62,11 @@ impl Pipeline {
         let now = now_ms();
         for stream in &mut self.streams {
             if stream.global().is_some() {
-                publishing.add(stream.take_partials(now));
+                let partials = stream.take_partials(now);
+                if !partials.is_empty() {
+                    stream.publish_event_lag();
+                    publishing.add(partials);
+                }
             }
         }
         let mut positions = Vec::new();

@@ -98,8 +98,6 @@ pub struct Scoring {
     topic: String,
     partitions: i32,
     streams: Vec<GlobalStream>,
-    /// Every partition of each stream's topics: the sources a window waits for.
-    sources: Vec<Vec<SourcePartition>>,
     idle_timeout_ms: i64,
     reports: mpsc::Sender<ScoredWindow>,
     log: RateLimitedLog,
@@ -120,24 +118,12 @@ impl Scoring {
         if partitions == 0 {
             return Err(ScaleError::Topic { topic: topic.into(), message: "has no partitions".into() });
         }
-        let mut sources = Vec::with_capacity(streams.len());
-        for s in &streams {
-            let mut of_stream = Vec::new();
-            for t in &s.topics {
-                let m = consumer.fetch_metadata(Some(t), TIMEOUT)?;
-                for p in m.topics().iter().flat_map(|t| t.partitions()) {
-                    of_stream.push(SourcePartition { topic: t.clone(), partition: p.id() });
-                }
-            }
-            sources.push(of_stream);
-        }
         consumer.subscribe(&[topic])?;
         Ok(Scoring {
             consumer,
             topic: topic.into(),
             partitions,
             streams,
-            sources,
             idle_timeout_ms: idle_timeout.as_millis() as i64,
             reports,
             log: RateLimitedLog::default(),
@@ -209,17 +195,12 @@ impl Scoring {
         };
         let mut state = PartitionState::default();
         let now = now_ms();
-        for (i, s) in self.streams.iter().enumerate() {
+        for s in &self.streams {
             if owner_partition(&s.name, self.partitions) != partition {
                 continue;
             }
-            let assembler = Assembler::new(
-                s.header.clone(),
-                s.spec,
-                self.sources[i].iter().cloned(),
-                self.idle_timeout_ms,
-                now,
-            );
+            let assembler =
+                Assembler::new(s.header.clone(), s.spec, self.sources(s), self.idle_timeout_ms, now);
             let mut assembler = match assembler {
                 Ok(a) => a,
                 Err(e) => {
@@ -242,6 +223,27 @@ impl Scoring {
             );
         }
         state
+    }
+
+    /// Every partition of `stream`'s topics now: the sources each window waits for (a
+    /// partition added later is waited for from its first partial on). Asked when the
+    /// stream is taken over, by which time its topics hold records.
+    fn sources(&self, stream: &GlobalStream) -> Vec<SourcePartition> {
+        let mut sources = Vec::new();
+        for topic in &stream.topics {
+            match self.consumer.fetch_metadata(Some(topic), TIMEOUT) {
+                Ok(m) => sources.extend(
+                    m.topics()
+                        .iter()
+                        .flat_map(|t| t.partitions())
+                        .map(|p| SourcePartition { topic: topic.clone(), partition: p.id() }),
+                ),
+                Err(e) => {
+                    tracing::warn!(stream = %stream.name, topic, error = %e, "cannot list the topic's partitions; windows wait only for the partitions heard from")
+                }
+            }
+        }
+        sources
     }
 
     fn offer(&mut self, p: &mut PartitionState, partial: Partial, offset: i64) {
