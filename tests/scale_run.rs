@@ -213,6 +213,25 @@ fn scored_below(bootstrap: &str, group: &str, partials: &str, stream: &str) -> O
 
 #[test]
 fn killing_the_owner_mid_stream_changes_no_report_and_scores_no_window_twice() {
+    kill_mid_stream(true);
+}
+
+#[test]
+fn killing_a_non_owner_mid_stream_changes_no_report_and_loses_no_record() {
+    kill_mid_stream(false);
+}
+
+/// The input partitions a log says were resumed (`committed`: from a resume point a
+/// transaction committed).
+fn resumed_partitions(log: &str, committed: bool) -> Vec<i64> {
+    log.lines()
+        .filter(|l| l.contains("global partition resumed") && (!committed || l.contains("resume=Some")))
+        .filter_map(|l| l.split("partition=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// SIGKILL of the owner (`kill_owner`) or of another instance after window 5.
+fn kill_mid_stream(kill_owner: bool) {
     let Some(bootstrap) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("global-kill-in");
@@ -308,11 +327,16 @@ fn killing_the_owner_mid_stream_changes_no_report_and_scores_no_window_twice() {
             wait_for("the owner's committed progress", Duration::from_secs(60), || {
                 scored_below(&bootstrap, &group, &partials, "credit").filter(|&s| s > newest)
             });
-            kill_hard(globals[owner].0.take().unwrap());
-            killed = Some((owner, scored.len()));
+            let victim = if kill_owner { owner } else { (owner + 1) % 3 };
+            let run = globals[victim].0.take().unwrap();
+            let log = run.log_text();
+            let read = resumed_partitions(&log, false);
+            assert!(!read.is_empty(), "the victim reads input partitions:\n{log}");
+            kill_hard(run);
+            killed = Some((owner, victim, scored.len(), read));
         }
     }
-    let (owner, before) = killed.expect("the owner was killed");
+    let (owner, victim, before, victims_partitions) = killed.expect("an instance was killed");
     single.wait_reports(&single_reports, windows, Duration::from_secs(120));
     wait_for("every global window", Duration::from_secs(240), || {
         for run in globals.iter_mut().filter_map(|(r, _)| r.as_mut()) {
@@ -325,23 +349,31 @@ fn killing_the_owner_mid_stream_changes_no_report_and_scores_no_window_twice() {
     });
     assert!(single.terminate().success());
     let mut global: Vec<serde_json::Value> = Vec::new();
-    let mut after = 0;
-    let mut resumed = false;
+    let mut by_instance = Vec::new();
+    let (mut took_stream, mut took_partition) = (false, false);
     for (i, (run, reports)) in globals.into_iter().enumerate() {
         if let Some(run) = run {
             let log = run.log_text();
-            // The new owner took the stream over from the committed progress.
-            resumed |= log.lines().any(|l| l.contains("owning stream") && l.contains("scored_below=Some"));
+            // A new owner took the stream over from the committed progress.
+            took_stream |=
+                log.lines().any(|l| l.contains("owning stream") && l.contains("scored_below=Some"));
+            // The victim's partitions went on from what their transactions committed.
+            took_partition |= resumed_partitions(&log, true).iter().any(|p| victims_partitions.contains(p));
             assert!(run.terminate().success(), "{log}");
         }
         let mine = read_reports(&reports);
-        if i != owner {
-            after += mine.len();
-        }
+        by_instance.push((i, mine.len()));
         global.extend(mine);
     }
-    assert!(resumed, "no instance resumed the stream from the killed owner's progress");
-    assert!(before >= 5 && after >= 1, "scored before ({before}) and after ({after}) the kill");
+    assert!(took_partition, "no instance resumed a partition of the killed one");
+    if kill_owner {
+        assert!(took_stream, "no instance resumed the stream from the killed owner's progress");
+        let after: usize = by_instance.iter().filter(|(i, _)| *i != owner).map(|(_, n)| n).sum();
+        assert!(before >= 5 && after >= 1, "scored before ({before}) and after ({after}) the kill");
+    } else {
+        assert_eq!(by_instance[owner].1, windows, "the owner scores every window: {by_instance:?}");
+        assert_eq!(by_instance[victim].1, 0);
+    }
     let single = read_reports(&single_reports);
     assert_eq!(single.len(), windows);
     let ids: BTreeMap<u64, usize> = global.iter().fold(BTreeMap::new(), |mut m, r| {

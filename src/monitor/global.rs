@@ -36,7 +36,7 @@ impl Pipeline {
         }
         let at = publishing.resume_point(&source.topic, source.partition);
         let partition = SourcePartition { topic: source.topic.clone(), partition: source.partition };
-        tracing::debug!(topic = %source.topic, partition = source.partition, resume = ?at, "global partition resumed");
+        tracing::info!(topic = %source.topic, partition = source.partition, resume = ?at, "global partition resumed");
         if let Some(panes) = self.streams[source.stream].global_mut() {
             panes.resume(&partition, at);
         }
