@@ -4,7 +4,9 @@
 //! integer values, a reference with an integer mean, so every sum is exact), each
 //! window reported once, by one instance; and the same when the owner is killed
 //! (SIGKILL) mid-stream: another instance takes the stream over from the committed
-//! partials and progress, and no window is scored twice.
+//! partials and progress, and no window is scored twice; and the same when another
+//! instance is killed. A partition without records holds the windows until
+//! `scale.idle_timeout`, and the reports name it.
 
 mod common;
 
@@ -388,4 +390,63 @@ fn kill_mid_stream(kill_owner: bool) {
         let got = global.get(&bounds).unwrap_or_else(|| panic!("no global window {bounds:?}"));
         assert_eq!(got, &expected, "window {bounds:?}");
     }
+}
+
+#[test]
+fn a_partition_without_records_is_waited_for_until_the_idle_timeout_and_named() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("global-idle-in");
+    create_topic(&bootstrap, &topic, PARTITIONS);
+    let reference = dir.path().join("reference.csv");
+    std::fs::write(
+        &reference,
+        format!("x\n{}", (0..490).map(|i| format!("{}\n", i % 49)).collect::<String>()),
+    )
+    .unwrap();
+    // Partition 5 gets nothing: three 10 s windows from partitions 0 to 4.
+    let records = 3000i64;
+    let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    for i in 0..records {
+        let x = (i * 7919) % 49;
+        let payload = format!(r#"{{"x": {x}, "ts": {}}}"#, BASE_MS + i * STEP_MS).into_bytes();
+        by_partition.entry((i % 5) as i32).or_default().push(payload);
+    }
+    for p in 0..5 {
+        let closing = format!(r#"{{"x": 1, "ts": {}}}"#, BASE_MS + 3_600_000).into_bytes();
+        by_partition.entry(p).or_default().push(closing);
+    }
+    for (p, payloads) in &by_partition {
+        produce(&bootstrap, &topic, *p, payloads);
+    }
+    let stream = format!(
+        "[[streams]]\nname = \"s\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+         window = {{ type = \"tumbling_time\", size = \"10s\", time = \"event\" }}\n\
+         reference = {{ data = \"{}\" }}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n",
+        reference.display()
+    );
+    let scale = format!(
+        "[scale]\nmode = \"global\"\npartials_topic = \"{}\"\nidle_timeout = \"2s\"\n",
+        unique("partials")
+    );
+    let (config, reports) = write_config(
+        dir.path(),
+        "a",
+        &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{}\"\n", unique("idle")),
+        &scale,
+        &stream,
+    );
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    run.wait_reports(&reports, 3, Duration::from_secs(120));
+    assert!(run.terminate().success());
+    let got = read_reports(&reports);
+    assert_eq!(got.len(), 3, "three windows, each once");
+    let idle = format!("partition {topic}/5 published nothing for scale.idle_timeout");
+    for r in &got {
+        let notes: Vec<&str> = r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        assert!(notes.iter().any(|n| n.contains(&idle)), "{notes:?}");
+        assert_eq!(r["window"]["offsets"].as_array().unwrap().len(), 5, "partitions 0 to 4 contributed");
+    }
+    let total: u64 = got.iter().map(|r| r["window"]["records"].as_u64().unwrap()).sum();
+    assert_eq!(total, records as u64);
 }
