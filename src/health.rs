@@ -62,4 +62,8 @@ pub struct Health {
     /// Set when a stop is asked for: waits that would hold the pipeline (the schema
     /// registry's retries) give up.
     pub stopping: AtomicBool,
+    /// The input consumer's group metadata as of its last assignment (global mode's
+    /// transactions commit input offsets with it, so a zombie of an older generation
+    /// is refused by the broker).
+    pub group_metadata: Mutex<Option<std::sync::Arc<rdkafka::consumer::ConsumerGroupMetadata>>>,
 }

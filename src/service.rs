@@ -45,7 +45,11 @@ pub struct ServiceHandles {
 impl ServiceHandles {
     pub fn new(config: &Config) -> ServiceHandles {
         ServiceHandles {
-            telemetry: Arc::new(Telemetry::new()),
+            telemetry: Arc::new(if config.scale.any_global(&config.streams) {
+                Telemetry::with_instance(Some(&config.scale.instance_name()))
+            } else {
+                Telemetry::new()
+            }),
             history: Arc::new(History::new(
                 config.outputs.history,
                 config.streams.iter().map(|s| s.name.clone()),

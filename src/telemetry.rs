@@ -60,9 +60,27 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
 
 impl Telemetry {
     pub fn new() -> Telemetry {
+        Telemetry::with_instance(None)
+    }
+
+    /// With `instance` (global mode's `scale.instance`), the ingestion series, which
+    /// stay per instance (records, invalid records, consumer lag, checkpoints), carry an
+    /// `instance` label, so the instances' series can be told apart once gathered; the
+    /// window series come from the stream's owner only and carry none.
+    pub fn with_instance(instance: Option<&str>) -> Telemetry {
         let r = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+        };
+        let per_instance = |name: &str, help: &str| match instance {
+            Some(i) => Opts::new(name, help).const_label("instance", i),
+            None => Opts::new(name, help),
+        };
+        let ingestion_counter = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(per_instance(name, help), labels).expect("static metric definition"),
+            )
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             register(&r, GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
@@ -80,8 +98,12 @@ impl Telemetry {
         );
         build_info.set(1.0);
         Telemetry {
-            records: counter("driftscope_records_total", "Records consumed, good or bad.", &["stream"]),
-            invalid: counter(
+            records: ingestion_counter(
+                "driftscope_records_total",
+                "Records consumed, good or bad.",
+                &["stream"],
+            ),
+            invalid: ingestion_counter(
                 "driftscope_records_invalid_total",
                 "Records that could not be used, by reason.",
                 &["stream", "reason"],
@@ -167,10 +189,16 @@ impl Telemetry {
                 "Values of the feature that entered the last window's distribution.",
                 &["stream", "feature"],
             ),
-            consumer_lag: int_gauge(
-                "driftscope_consumer_lag_records",
-                "Records between the consumer's position and the partition's end.",
-                &["topic", "partition"],
+            consumer_lag: register(
+                &r,
+                IntGaugeVec::new(
+                    per_instance(
+                        "driftscope_consumer_lag_records",
+                        "Records between the consumer's position and the partition's end.",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("static metric definition"),
             ),
             triggers: counter(
                 "driftscope_triggers_total",
@@ -193,7 +221,7 @@ impl Telemetry {
                 &r,
                 HdrSummary::new("driftscope_window_scoring_seconds", "Time to score a window."),
             ),
-            checkpoints: counter(
+            checkpoints: ingestion_counter(
                 "driftscope_checkpoints_total",
                 "Checkpoints of the open windows to state.dir, by outcome (written, failed).",
                 &["outcome"],
@@ -491,5 +519,28 @@ mod tests {
         t.event_lag_seconds.absorb("s", &local);
         let text = t.render();
         assert!(text.contains("driftscope_event_lag_seconds_count{stream=\"s\"} 2"), "{text}");
+    }
+
+    #[test]
+    fn an_instance_labels_the_ingestion_series_only() {
+        let t = Telemetry::with_instance(Some("a"));
+        t.records.with_label_values(&["s"]).inc();
+        t.consumer_lag.with_label_values(&["t", "0"]).set(3);
+        t.checkpoints.with_label_values(&["written"]).inc();
+        t.windows_closed.with_label_values(&["s"]).inc();
+        let text = t.render();
+        assert!(text.contains("driftscope_records_total{instance=\"a\",stream=\"s\"} 1"), "{text}");
+        assert!(
+            text.contains("driftscope_consumer_lag_records{instance=\"a\",partition=\"0\",topic=\"t\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("driftscope_checkpoints_total{instance=\"a\",outcome=\"written\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("driftscope_windows_closed_total{stream=\"s\"} 1"), "{text}");
+        let plain = Telemetry::new();
+        plain.records.with_label_values(&["s"]).inc();
+        assert!(plain.render().contains("driftscope_records_total{stream=\"s\"} 1"));
     }
 }

@@ -36,7 +36,6 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config).context("invalid configuration")?;
-    driftscope::config::scale::refuse_unwired(&config.scale, &config.streams).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

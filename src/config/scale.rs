@@ -74,22 +74,6 @@ impl ScaleConfig {
     }
 }
 
-/// `driftscope run` refuses global mode until the pipeline publishes and merges
-/// partials (the parts exist in `crate::scale`, the wiring does not yet): running the
-/// stream locally instead would give the per-instance answers global mode promises
-/// not to give, silently.
-pub fn refuse_unwired(scale: &ScaleConfig, streams: &[StreamConfig]) -> Result<(), String> {
-    match streams.iter().find(|s| scale.mode_of(&s.name) == ScaleMode::Global) {
-        Some(s) => Err(format!(
-            "stream `{}`: `scale.mode = \"global\"` is not available in `driftscope run` yet (issue 17: the \
-             partials are built and merged, not yet published by the pipeline); set it to \"local\" and run \
-             one instance per consumer group for one answer per stream",
-            s.name
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Checks `[scale]` against the streams; errors are (key, message).
 pub fn validate(scale: &ScaleConfig, streams: &[StreamConfig]) -> Result<(), (String, String)> {
     for name in scale.streams.keys() {
@@ -136,6 +120,17 @@ pub fn validate(scale: &ScaleConfig, streams: &[StreamConfig]) -> Result<(), (St
                      depend on which instance read what when; use tumbling_time or sliding_time windows \
                      (event time gives every instance the same boundaries), or set this stream's mode to \
                      \"local\""
+                ),
+            ));
+        }
+        if s.labels.is_some() {
+            return Err((
+                format!("streams[{i}].labels"),
+                format!(
+                    "label joins are not available in global mode yet ({why} = \"global\"): the owner that \
+                     scores a global window does not hold the predictions the other instances read, so the \
+                     performance section would cover a part of the window; remove [streams.labels] or set \
+                     this stream's mode to \"local\""
                 ),
             ));
         }
@@ -208,8 +203,6 @@ mod tests {
         assert_eq!(c.scale.mode_of("credit"), super::ScaleMode::Global);
         assert_eq!(c.scale.idle_timeout, std::time::Duration::from_secs(5));
         assert_eq!(c.scale.instance_name(), "a");
-        let e = super::refuse_unwired(&c.scale, &c.streams).unwrap_err();
-        assert!(e.contains("stream `credit`") && e.contains("not available in `driftscope run` yet"), "{e}");
     }
 
     #[test]
@@ -226,6 +219,17 @@ mod tests {
             let e = load(&format!("{scale}{STREAM}{time}")).unwrap_err();
             assert!(e.contains(key), "{scale}: {e}");
         }
+    }
+
+    #[test]
+    fn global_label_joins_are_refused_by_key() {
+        let e = load(&format!(
+            "[scale]\nmode = \"global\"\n{STREAM}window = {{ type = \"tumbling_time\", size = \"1m\" }}\n\
+             [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\n\
+             ttl = \"1h\"\ntask = {{ type = \"binary\", score = \"/s\", threshold = 0.5 }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("`streams[0].labels`") && e.contains("not available in global mode yet"), "{e}");
     }
 
     #[test]

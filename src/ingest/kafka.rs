@@ -142,9 +142,12 @@ impl ConsumerContext for ArcContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
+                if let Ok(mut guard) = self.0.group_metadata.lock() {
+                    *guard = consumer.group_metadata().map(Arc::new);
+                }
                 self.0.assigned.store(partitions.count(), Ordering::SeqCst);
                 self.0.assignments.fetch_add(1, Ordering::SeqCst);
                 self.0.joined.store(true, Ordering::SeqCst);

@@ -8,6 +8,7 @@
 //! lost and none is counted twice in a window.
 
 pub mod checkpoint;
+mod global;
 mod json_pointer;
 pub mod labels;
 mod schema_changes;
@@ -53,6 +54,8 @@ pub enum MonitorError {
     Thread(std::io::Error),
     #[error("the pipeline thread panicked")]
     Panicked,
+    #[error("global mode: {0}")]
+    Scale(#[from] crate::scale::ScaleError),
     /// At a stop, the last checkpoint could not be written (the binary exits with
     /// [`EXIT_NO_CHECKPOINT`]). Nothing is lost: offsets are committed only up to the
     /// previous checkpoint, so the next start reads again what came after it.
@@ -98,6 +101,8 @@ pub struct Monitor {
     state: Pipeline,
     /// `kafka.batch_reads`: how the consumer thread reads.
     batch_reads: bool,
+    /// Global mode's owner loop (`crate::scale::scoring`), when a stream is global.
+    scoring: Option<crate::scale::scoring::Scoring>,
 }
 
 /// Everything but the consumer, so a message borrowed from the consumer can be
@@ -141,6 +146,8 @@ struct Pipeline {
     /// A record had to be left for the next start (see `Pipeline::halt`): nothing after
     /// it is taken.
     halted: bool,
+    /// Global mode's publishing of partials (`crate::scale::publishing`).
+    global: Option<crate::scale::publishing::Publishing>,
 }
 
 #[derive(Default, Clone)]
@@ -212,6 +219,7 @@ impl Monitor {
             Some(topic) => Some(DeadLetters::new(&config.kafka, topic)?),
             None => None,
         };
+        let (global, scoring) = crate::scale::wiring::setup(config, &context, telemetry, &streams, &reports)?;
         let recent = vec![RecentReports::default(); streams.len()];
         let mut state = Pipeline {
             context,
@@ -240,13 +248,14 @@ impl Monitor {
             waiting_changes: (0..config.streams.len()).map(|_| Default::default()).collect(),
             schema_changes,
             halted: false,
+            global,
         };
         if fresh_state {
             state.set_checkpoint_aside()?;
         } else if let Some(saved) = checkpoint::load(&state.checkpoint_path)? {
             state.restore(saved)?;
         }
-        Ok(Monitor { consumer, state, batch_reads: config.kafka.batch_reads })
+        Ok(Monitor { consumer, state, batch_reads: config.kafka.batch_reads, scoring })
     }
 
     /// Consumes until `shutdown` is set, then checkpoints, hands the last reports to
@@ -260,7 +269,8 @@ impl Monitor {
     /// answer until halfway to the deadline and closing the consumer until the
     /// deadline. What does not fit is logged once and left: the checkpoint holds it.
     pub fn run(self, stop: Arc<Stop>) -> Result<(), MonitorError> {
-        let Monitor { consumer, mut state, batch_reads } = self;
+        let Monitor { consumer, mut state, batch_reads, scoring } = self;
+        let scoring = crate::scale::wiring::spawn_scoring(scoring, &stop)?;
         let topics: Vec<String> = state.routes.keys().cloned().collect();
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
         tracing::info!(topics = ?topics, streams = state.streams.len(), "monitor started");
@@ -286,6 +296,7 @@ impl Monitor {
         // synchronous commit waits for a group join to end (up to the session timeout
         // of a killed predecessor) or for an absent broker.
         let result = pipeline.join().unwrap_or(Err(MonitorError::Panicked));
+        let result = result.and(crate::scale::wiring::join_scoring(scoring));
         let committed = feeder.last_commit(&control_rx, stop.halfway());
         let closed = close_consumer(feeder.into_consumer(), stop.deadline());
         tracing::info!(committed, consumer_closed = closed, "monitor stopped");
@@ -327,6 +338,9 @@ impl Pipeline {
             for (stream, window) in std::mem::take(&mut self.closed) {
                 self.emit(stream, window);
             }
+            if let Err(e) = self.publish_global(false) {
+                break Err(e);
+            }
             let due = self.last_checkpoint_at.elapsed() >= self.checkpoint_interval;
             if (due && (self.dirty || self.checkpoint_failure.is_some())) || self.unsent.len() >= UNSENT_LIMIT
             {
@@ -335,6 +349,9 @@ impl Pipeline {
                 }
             }
         };
+        if let Err(e) = self.publish_global(true) {
+            tracing::error!(error = %e, "the last partials were not published; their records are read again on the next start");
+        }
         // The last checkpoint: also when the previous one failed, so that a directory
         // that came back is used; when it still fails the stop says so (exit status 3).
         let finished = if self.dirty || !self.unsent.is_empty() || self.checkpoint_failure.is_some() {
@@ -372,6 +389,7 @@ impl Pipeline {
                     saved: None,
                     labels,
                 });
+                self.register_global(new.slot as usize);
             }
         }
         for record in &batch.records {
@@ -380,6 +398,7 @@ impl Pipeline {
             }
             let Some(source) = self.sources.get_mut(record.slot as usize) else { continue };
             let stream = source.stream;
+            let first_read = source.next.is_none();
             if source.saved.is_some_and(|saved| record.offset < saved) {
                 // Read again after a restart: the checkpoint already holds it.
                 self.telemetry.records_replayed.with_label_values(&[&self.streams[stream].name]).inc();
@@ -388,6 +407,9 @@ impl Pipeline {
             let before = source.next.replace(record.offset + 1);
             let labels = source.labels;
             self.dirty = true;
+            if first_read {
+                self.resume_global(record.slot as usize);
+            }
             let payload = batch.bytes_of(record.payload);
             let key = record.key.map(|k| batch.bytes_of(k));
             if labels {
@@ -455,7 +477,9 @@ impl Pipeline {
                 slot
             }
         };
-        Some((route.stream, slot))
+        let stream = route.stream;
+        self.register_global(slot as usize);
+        Some((stream, slot))
     }
 
     /// Decodes one record into its stream. Returns `false` when the record could not be
@@ -661,8 +685,13 @@ impl Pipeline {
         controls: &std::sync::mpsc::Sender<crate::ingest::feed::Control>,
         mode: CommitMode,
     ) {
-        let offsets: Vec<(String, i32, i64)> =
-            self.sources.iter().filter_map(|s| Some((s.topic.clone(), s.partition, s.saved?))).collect();
+        // Global streams' input offsets move only with their partials (`publish_global`).
+        let offsets: Vec<(String, i32, i64)> = self
+            .sources
+            .iter()
+            .filter(|s| !self.is_global_source(s))
+            .filter_map(|s| Some((s.topic.clone(), s.partition, s.saved?)))
+            .collect();
         if let Ok(mut guard) = self.context.safe.lock() {
             guard.extend(offsets.iter().map(|(t, p, o)| ((t.clone(), *p), *o)));
         }
@@ -679,6 +708,7 @@ impl Pipeline {
             .map(|(slot, source)| {
                 let building = self.streams[source.stream].lowest_unsaved_offset(slot as u32);
                 let position = match (source.next, building) {
+                    _ if self.is_global_source(source) => -1,
                     (Some(next), Some(b)) => next.min(b),
                     (Some(next), None) => next,
                     (None, _) => source.saved.unwrap_or(-1),
@@ -743,7 +773,9 @@ impl Pipeline {
                 ))
                 .into());
             }
-            self.sources[slot].saved = (position.position >= 0).then_some(position.position);
+            self.sources[slot].saved = (position.position >= 0
+                && !self.is_global_source(&self.sources[slot]))
+            .then_some(position.position);
         }
         for (i, stream) in self.streams.iter_mut().enumerate() {
             let Some(cp) = saved.stream(&stream.name) else { continue };
@@ -822,6 +854,7 @@ impl Pipeline {
     fn roll_back(&mut self) {
         self.unsent.clear();
         self.closed.clear();
+        self.discard_global();
         for source in &mut self.sources {
             source.next = None;
         }

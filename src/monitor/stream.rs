@@ -83,6 +83,10 @@ pub struct StreamState {
     pub counters: StreamCounters,
     /// Processing time minus event time (us) since the last window close.
     event_lag: hdrhistogram::Histogram<u64>,
+    /// Global mode (`[scale]`): records go to per-partition panes published as
+    /// partials, not to `windower` (which stays empty, so this instance scores nothing
+    /// of the stream itself).
+    global: Option<crate::scale::panes::PartitionPanes>,
 }
 
 impl StreamState {
@@ -215,7 +219,8 @@ impl StreamState {
         let decoder = decode::for_stream(context, stream, &bindings).map_err(|e| err(&e.key, e.message))?;
 
         let (spec, time) = window_spec(&stream.window);
-        Ok(StreamState {
+        let global = config.scale.mode_of(&stream.name) == crate::config::scale::ScaleMode::Global;
+        let mut state = StreamState {
             name: stream.name.clone(),
             topics: stream.topics.clone(),
             decoder,
@@ -231,7 +236,42 @@ impl StreamState {
             counters,
             event_lag: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
                 .expect("static histogram bounds"),
-        })
+            global: None,
+        };
+        if global {
+            // The config refuses what global mode cannot do (count windows, a
+            // reference taken from the stream), so the reference is here.
+            if state.reference().is_none() {
+                return Err(err("reference", "global mode needs a reference profile or data".into()));
+            }
+            let (window, reference) = state.fingerprint();
+            let header = crate::stats::partial::PartialHeader::new(&stream.name, &window, reference);
+            state.global = crate::scale::panes::PartitionPanes::new(header, spec, state.event_time);
+            if state.global.is_none() {
+                return Err(err("window.type", "global mode needs time windows".into()));
+            }
+        }
+        Ok(state)
+    }
+
+    /// The per-partition panes of a global stream.
+    pub fn global(&self) -> Option<&crate::scale::panes::PartitionPanes> {
+        self.global.as_ref()
+    }
+
+    pub fn global_mut(&mut self) -> Option<&mut crate::scale::panes::PartitionPanes> {
+        self.global.as_mut()
+    }
+
+    /// A global stream's partials closed by `now_ms` (rows staged are folded first).
+    pub fn take_partials(&mut self, now_ms: i64) -> Vec<crate::stats::partial::Partial> {
+        let mut none = Vec::new();
+        self.flush(&mut none);
+        self.clock_floor_ms = self.clock_floor_ms.max(now_ms);
+        match self.global.as_mut() {
+            Some(global) => global.close(now_ms),
+            None => Vec::new(),
+        }
     }
 
     /// The reference, once there is one.
@@ -382,6 +422,29 @@ impl StreamState {
                     }
                 }
                 ReferenceState::Taking => {}
+                ReferenceState::Ready(reference) if self.global.is_some() => {
+                    // One message at a time: its rows come from one partition.
+                    let m = self.staged[message];
+                    end = end.min(m.end);
+                    if let Some(global) = self.global.as_mut()
+                        && let Some(source) = global.source(m.source).cloned()
+                    {
+                        let replay = global.is_replay(&source, m.offset);
+                        match global.pane_for_offset(&source, time, m.offset, reference) {
+                            Ok(pane) => {
+                                self.decoder.fold_window(row..end, &mut pane.sketch);
+                                pane.cover(m.source, m.offset, m.now_ms);
+                            }
+                            Err(_) if !replay => {
+                                for _ in row..end {
+                                    self.counters.late_records.inc();
+                                }
+                            }
+                            Err(_) => {}
+                        }
+                        global.advance_source(&source);
+                    }
+                }
                 ReferenceState::Ready(reference) => {
                     if let PaneClock::Records(per_pane) = self.windower.spec().clock {
                         let open = self.windower.open_panes().back().map_or(0, |p| p.sketch.records);
@@ -544,6 +607,9 @@ impl StreamState {
         self.staged.clear();
         self.decoder.clear();
         self.windower.discard_open();
+        if let Some(global) = self.global.as_mut() {
+            global.discard_open();
+        }
         if let ReferenceState::Building { builder, spans, .. } = &mut self.reference {
             let specs = builder.specs().to_vec();
             *builder = ProfileBuilder::new(specs, builder.cdf_resolution(), builder.max_categories());

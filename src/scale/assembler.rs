@@ -149,6 +149,13 @@ impl Assembler {
         Ok(out)
     }
 
+    /// Continues after an earlier owner that scored the windows ending below `below`:
+    /// they are not handed out again.
+    pub fn resume(&mut self, below: i64) {
+        self.scored_below = Some(self.scored_below.map_or(below, |b| b.max(below)));
+        self.panes = self.panes.split_off(&(below - (self.panes_per_window - 1)));
+    }
+
     /// Windows ending below this pane are done: what a new owner resumes from.
     pub fn scored_below(&self) -> Option<i64> {
         self.scored_below
@@ -255,6 +262,21 @@ mod tests {
         );
         assert_eq!((w[2].start_ms, w[2].end_ms), (1000, 3000));
         assert_eq!(w[2].merged.contributions.len(), 2);
+    }
+
+    #[test]
+    fn a_new_owner_resumes_without_handing_out_a_scored_window_again() {
+        let r = reference();
+        let mut a = assembler(1, 1);
+        // The earlier owner scored windows ending below pane 2; the partials are read
+        // again from the oldest one it still needed.
+        a.resume(2);
+        for pane in 0..4 {
+            a.offer(partial(&r, pane, 0, &[1.0], (pane + 1) * 1000), 0).unwrap();
+        }
+        let w = a.ready(&r, 0).unwrap();
+        assert_eq!(w.iter().map(|w| w.index).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(a.late_partials, 2, "panes 0 and 1 are counted, not merged");
     }
 
     #[test]

@@ -19,6 +19,38 @@ pub struct PartitionPanes {
     event_time: bool,
     partitions: BTreeMap<SourcePartition, (Windower, Option<i64>)>,
     scratch: Vec<ClosedWindow>,
+    /// The monitor's source slots (its numbering of partitions) to partitions.
+    slots: Vec<Option<SourcePartition>>,
+    /// Per partition, the next offset as of the last published transaction: a record
+    /// below it read again after a restart or rebalance is a replay, and when its pane
+    /// was published already it is dropped without counting as late.
+    replay_below: BTreeMap<SourcePartition, i64>,
+    /// Partials closed record by record (event time), waiting for [`close`](Self::close).
+    closed: Vec<Partial>,
+}
+
+/// Where a partition resumes: what the last transaction that committed its offset
+/// recorded in the offset's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumePoint {
+    /// The partition's highest event time then (event-time windows), from which its
+    /// watermark and so its closed panes follow.
+    #[serde(rename = "e")]
+    pub max_event_ms: Option<i64>,
+    /// The offset after the last record read then.
+    #[serde(rename = "n")]
+    pub next: i64,
+}
+
+impl ResumePoint {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `None` for metadata not written by global mode (e.g. a commit of local mode).
+    pub fn decode(metadata: &str) -> Option<ResumePoint> {
+        serde_json::from_str(metadata).ok()
+    }
 }
 
 impl PartitionPanes {
@@ -32,7 +64,115 @@ impl PartitionPanes {
             event_time,
             partitions: BTreeMap::new(),
             scratch: Vec::new(),
+            slots: Vec::new(),
+            replay_below: BTreeMap::new(),
+            closed: Vec::new(),
         })
+    }
+
+    fn spec(&self) -> WindowSpec {
+        WindowSpec {
+            clock: PaneClock::Millis { pane_ms: self.pane_ms, lateness_ms: self.lateness_ms },
+            panes_per_window: 1,
+        }
+    }
+
+    /// Names the partition the monitor numbers `slot`.
+    pub fn register(&mut self, slot: u32, source: SourcePartition) {
+        let slot = slot as usize;
+        if self.slots.len() <= slot {
+            self.slots.resize(slot + 1, None);
+        }
+        self.slots[slot] = Some(source);
+    }
+
+    /// The partition the monitor numbers `slot`, if registered.
+    pub fn source(&self, slot: u32) -> Option<&SourcePartition> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    /// Starts `source` again from what its last transaction recorded (or from nothing):
+    /// its open panes are dropped (their records are read again from the committed
+    /// offset) and the panes its watermark had closed stay closed, so a record of one
+    /// of them read again is not published twice.
+    pub fn resume(&mut self, source: &SourcePartition, at: Option<ResumePoint>) {
+        let mut windower = Windower::new(self.spec());
+        let mut max_event = None;
+        if let Some(ResumePoint { max_event_ms: Some(m), .. }) = at
+            && self.event_time
+        {
+            windower.observe_event_time(m);
+            windower.advance(m, true, &mut self.scratch);
+            max_event = Some(m);
+        }
+        self.scratch.clear();
+        self.partitions.insert(source.clone(), (windower, max_event));
+        match at {
+            Some(at) => self.replay_below.insert(source.clone(), at.next),
+            None => self.replay_below.remove(source),
+        };
+    }
+
+    /// Drops every open pane and pending partial (the partitions were revoked: their
+    /// records are read again from the committed offsets, here or elsewhere).
+    pub fn discard_open(&mut self) {
+        self.partitions.clear();
+        self.replay_below.clear();
+        self.closed.clear();
+    }
+
+    /// The lowest offset of `source` an open pane holds: the input offset a transaction
+    /// may commit for it is no higher (those records are in no published partial).
+    pub fn lowest_open_offset(&self, source: &SourcePartition) -> Option<i64> {
+        self.partitions
+            .get(source)
+            .and_then(|(w, _)| w.open_panes().iter().flat_map(|p| p.spans.iter()).map(|s| s.first).min())
+    }
+
+    /// The highest event time seen from `source`.
+    pub fn max_event_ms(&self, source: &SourcePartition) -> Option<i64> {
+        self.partitions.get(source).and_then(|(_, m)| *m)
+    }
+
+    /// Whether the record of `source` at `offset` is read again (below the resume point).
+    pub fn is_replay(&self, source: &SourcePartition, offset: i64) -> bool {
+        self.replay_below.get(source).is_some_and(|&below| offset < below)
+    }
+
+    /// [`pane_for`](Self::pane_for) for a record at `offset`: a record read again (below
+    /// the resume point) whose pane was published already is dropped, not counted late.
+    pub fn pane_for_offset(
+        &mut self,
+        source: &SourcePartition,
+        time_ms: i64,
+        offset: i64,
+        reference: &Reference,
+    ) -> Result<&mut Pane, Late> {
+        let replay = self.is_replay(source, offset);
+        self.pane_at(source, time_ms, reference, !replay)
+    }
+
+    /// After a record of `source` (event time): closes the panes its watermark passed,
+    /// as one instance's windows do record by record, so which records are late does
+    /// not depend on how the records were batched.
+    pub fn advance_source(&mut self, source: &SourcePartition) {
+        if !self.event_time {
+            return;
+        }
+        let Some((windower, max_event)) = self.partitions.get_mut(source) else { return };
+        windower.advance(0, true, &mut self.scratch);
+        let watermark_ms = max_event.map_or(i64::MIN, |m| m.saturating_sub(self.lateness_ms));
+        for w in self.scratch.drain(..) {
+            self.closed.push(Partial {
+                header: self.header.clone(),
+                pane: w.start_ms.div_euclid(self.pane_ms),
+                source: source.clone(),
+                sketch: w.sketch.snapshot(),
+                offsets: w.spans.first().map(|s| (s.first, s.last)),
+                watermark_ms,
+                late_records: w.late_records,
+            });
+        }
     }
 
     /// The pane a record of `source` at `time_ms` (event or processing time) goes in;
@@ -43,10 +183,17 @@ impl PartitionPanes {
         time_ms: i64,
         reference: &Reference,
     ) -> Result<&mut Pane, Late> {
-        let spec = WindowSpec {
-            clock: PaneClock::Millis { pane_ms: self.pane_ms, lateness_ms: self.lateness_ms },
-            panes_per_window: 1,
-        };
+        self.pane_at(source, time_ms, reference, true)
+    }
+
+    fn pane_at(
+        &mut self,
+        source: &SourcePartition,
+        time_ms: i64,
+        reference: &Reference,
+        count_late: bool,
+    ) -> Result<&mut Pane, Late> {
+        let spec = self.spec();
         let (windower, max_event) =
             self.partitions.entry(source.clone()).or_insert_with(|| (Windower::new(spec), None));
         if self.event_time {
@@ -56,7 +203,9 @@ impl PartitionPanes {
         // Looked up twice (the second finds the pane the first made): returning the
         // first borrow on one branch only is what the borrow checker cannot follow yet.
         if windower.pane_for(time_ms, reference).is_err() {
-            windower.note_late();
+            if count_late {
+                windower.note_late();
+            }
             return Err(Late);
         }
         windower.pane_for(time_ms, reference)
@@ -66,7 +215,7 @@ impl PartitionPanes {
     /// event time: each partition's highest event time minus the lateness), each with
     /// its partition's watermark.
     pub fn close(&mut self, now_ms: i64) -> Vec<Partial> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.closed);
         for (source, (windower, max_event)) in &mut self.partitions {
             windower.advance(now_ms, self.event_time, &mut self.scratch);
             let watermark_ms = if self.event_time {
@@ -88,5 +237,93 @@ impl PartitionPanes {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::profile::{FeatureSpec, ProfileBuilder};
+    use crate::stats::sketch::ValueSink;
+    use crate::stats::{DriftSettings, FeatureKind};
+
+    fn reference() -> Reference {
+        let specs = vec![FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 }];
+        let mut b = ProfileBuilder::new(specs, 256, 50);
+        b.add_records(100);
+        (0..100).for_each(|i| b.numeric(0, i as f64));
+        let settings = DriftSettings { cdf_resolution: 256, min_samples: 1, ..Default::default() };
+        Reference::new(b.finish("t".into(), "now".into()), settings, &BTreeMap::new()).unwrap()
+    }
+
+    fn panes() -> PartitionPanes {
+        let spec =
+            WindowSpec { clock: PaneClock::Millis { pane_ms: 1000, lateness_ms: 0 }, panes_per_window: 1 };
+        PartitionPanes::new(PartialHeader::new("s", "w", 1), spec, true).unwrap()
+    }
+
+    /// Folds records (offset, event time) of partition 0 record by record, as the
+    /// monitor does; returns the partials closed on the way.
+    fn fold(p: &mut PartitionPanes, r: &Reference, records: &[(i64, i64)]) -> Vec<Partial> {
+        let source = p.source(0).cloned().unwrap();
+        for &(offset, t) in records {
+            if let Ok(pane) = p.pane_for_offset(&source, t, offset, r) {
+                pane.sketch.add_records(1);
+                pane.sketch.numeric(0, 1.0);
+                pane.cover(0, offset, t);
+            }
+            p.advance_source(&source);
+        }
+        p.close(0)
+    }
+
+    #[test]
+    fn a_resumed_partition_publishes_its_open_pane_whole_and_no_closed_pane_again() {
+        let r = reference();
+        let source = SourcePartition { topic: "t".into(), partition: 0 };
+        let records: Vec<(i64, i64)> = vec![(0, 100), (1, 900), (2, 1100), (3, 1500), (4, 2100), (5, 2200)];
+        // Without a crash: panes 0 and 1 close, pane 2 stays open.
+        let mut whole = panes();
+        whole.register(0, source.clone());
+        whole.resume(&source, None);
+        let expected = fold(&mut whole, &r, &records);
+        assert_eq!(
+            expected.iter().map(|p| (p.pane, p.offsets)).collect::<Vec<_>>(),
+            [(0, Some((0, 1))), (1, Some((2, 3)))]
+        );
+
+        // A crash after pane 0 was published with offset 2 (pane 1 open from offset 2).
+        let mut first = panes();
+        first.register(0, source.clone());
+        first.resume(&source, None);
+        let published = fold(&mut first, &r, &records[..3]);
+        assert_eq!(published.len(), 1);
+        assert_eq!(first.lowest_open_offset(&source), Some(2), "the offset the transaction commits");
+        let at = ResumePoint { max_event_ms: first.max_event_ms(&source), next: 3 };
+        let at = ResumePoint::decode(&at.encode());
+
+        // The restarted instance reads again from offset 2.
+        let mut again = panes();
+        again.register(0, source.clone());
+        again.resume(&source, at);
+        let replayed = fold(&mut again, &r, &records[2..]);
+        assert_eq!(replayed.len(), 1, "pane 0 is not published again");
+        assert_eq!(replayed[0], expected[1], "pane 1 is published whole, as without the crash");
+    }
+
+    #[test]
+    fn a_replayed_record_of_a_published_pane_is_not_late_but_a_new_one_is() {
+        let r = reference();
+        let source = SourcePartition { topic: "t".into(), partition: 0 };
+        let mut p = panes();
+        p.register(0, source.clone());
+        p.resume(&source, Some(ResumePoint { max_event_ms: Some(5000), next: 10 }));
+        // Offset 8 (read again) and 12 (new) both fall in pane 1, closed by 5000.
+        let closed = fold(&mut p, &r, &[(8, 1500), (12, 1600), (13, 6000)]);
+        assert!(closed.is_empty());
+        let late = fold(&mut p, &r, &[(14, 7100)]);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].late_records, 1, "only the new record counts as late");
+        assert!(ResumePoint::decode("").is_none() && ResumePoint::decode("x").is_none());
     }
 }

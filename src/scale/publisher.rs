@@ -43,12 +43,15 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
+/// What the partials group's id adds to `kafka.group_id`.
+pub const PARTIALS_GROUP_SUFFIX: &str = ".partials";
+
 /// The partials reader: a second consumer group (`<kafka.group_id>.partials`), reading
 /// only committed transactions, its offsets committed by the merger.
 pub fn partials_consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = base_config(kafka);
     config
-        .set("group.id", format!("{}.partials", kafka.group_id))
+        .set("group.id", format!("{}{PARTIALS_GROUP_SUFFIX}", kafka.group_id))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -142,6 +145,10 @@ impl PartialsPublisher {
             .set("transactional.id", format!("driftscope-{}-{instance}", kafka.group_id))
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
+            // A transaction takes milliseconds; one a crashed instance left open blocks
+            // read_committed readers of its partitions (the owner, and the input
+            // group's committed offsets) until the broker aborts it, after this.
+            .set("transaction.timeout.ms", "10000")
             .create()?;
         producer.init_transactions(timeout)?;
         let metadata = producer.client().fetch_metadata(Some(topic), timeout)?;

@@ -1,0 +1,452 @@
+//! Global mode end to end on the real broker, with the real binary: three `driftscope
+//! run` instances in global mode on one 6-partition topic give, window for window, the
+//! reports one instance in local mode gives over the same records (exact scores:
+//! integer values, a reference with an integer mean, so every sum is exact), each
+//! window reported once, by one instance; and the same when the owner is killed
+//! (SIGKILL) mid-stream: another instance takes the stream over from the committed
+//! partials and progress, and no window is scored twice; and the same when another
+//! instance is killed. A partition without records holds the windows until
+//! `scale.idle_timeout`, and the reports name it.
+
+mod common;
+
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PARTITIONS: i32 = 6;
+const RECORDS: i64 = 12_000;
+/// Event times start on a window boundary.
+const BASE_MS: i64 = 1_700_000_000_000;
+/// 10 ms apart: 120 s of records, twelve 10 s windows.
+const STEP_MS: i64 = 10;
+
+fn partition_of(i: i64) -> i32 {
+    ((i * 7 + i / 13) % PARTITIONS as i64) as i32
+}
+
+fn payload(i: i64) -> Vec<u8> {
+    // A drift segment in the second half; integer values keep every sum exact.
+    let x = (i * 7919) % 49 + if i >= RECORDS / 2 { 12 } else { 0 };
+    let c = ["a", "b", "c"][((i * 31) % 3) as usize];
+    format!(r#"{{"x": {x}, "c": "{c}", "ts": {}}}"#, BASE_MS + i * STEP_MS).into_bytes()
+}
+
+fn write_config(dir: &Path, name: &str, kafka: &str, scale: &str, stream: &str) -> (PathBuf, PathBuf) {
+    let reports = dir.join(format!("{name}.reports.jsonl"));
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "{kafka}\n{scale}\n[state]\ndir = \"{state}\"\ncheckpoint_interval = \"1s\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [outputs]\nreports_file = \"{reports}\"\n{stream}\n",
+        state = dir.join(format!("{name}-state")).display(),
+        reports = reports.display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    (path, reports)
+}
+
+/// The group's committed offsets on `topic`, per partition.
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition(topic, p);
+    }
+    let list = consumer.committed_offsets(list, Duration::from_secs(30)).expect("committed offsets");
+    (0..PARTITIONS)
+        .map(|p| match list.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// A report reduced to what must be equal whoever scores it: the window's bounds,
+/// records, offsets (sorted), the dataset verdict and every feature's scores.
+fn essence(report: &serde_json::Value) -> ((String, String), serde_json::Value) {
+    let w = &report["window"];
+    let mut offsets: Vec<serde_json::Value> = w["offsets"].as_array().cloned().unwrap_or_default();
+    offsets.sort_by_key(|o| (o["topic"].to_string(), o["partition"].as_i64()));
+    (
+        (w["start"].as_str().unwrap().to_owned(), w["end"].as_str().unwrap().to_owned()),
+        serde_json::json!({
+            "records": w["records"],
+            "offsets": offsets,
+            "late_records": w["late_records"],
+            "dataset": report["dataset"],
+            "features": report["features"],
+        }),
+    )
+}
+
+#[test]
+fn three_global_instances_report_what_one_local_instance_reports() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("global-in");
+    create_topic(&bootstrap, &topic, PARTITIONS);
+    let reference = dir.path().join("reference.csv");
+    // x: 0..=48 evenly, mean 24 (an integer: the moments' shift).
+    std::fs::write(
+        &reference,
+        format!(
+            "x,c\n{}",
+            (0..4900).map(|i| format!("{},{}\n", i % 49, ["a", "b", "c"][i % 3])).collect::<String>()
+        ),
+    )
+    .unwrap();
+    let stream = format!(
+        "[[streams]]\nname = \"credit\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+         window = {{ type = \"tumbling_time\", size = \"10s\", time = \"event\", allowed_lateness = \"10m\" }}\n\
+         reference = {{ data = \"{}\" }}\n\
+         [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n[[streams.fields]]\nname = \"c\"\nkind = \"categorical\"\n",
+        reference.display()
+    );
+    let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    for i in 0..RECORDS {
+        by_partition.entry(partition_of(i)).or_default().push(payload(i));
+    }
+    for (p, payloads) in &by_partition {
+        produce(&bootstrap, &topic, *p, payloads);
+    }
+    let ends: Vec<i64> = (0..PARTITIONS).map(|p| by_partition[&p].len() as i64).collect();
+
+    let single_group = unique("single");
+    let (single_config, single_reports) = write_config(
+        dir.path(),
+        "single",
+        &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{single_group}\"\n"),
+        "",
+        &stream,
+    );
+    let group = unique("global");
+    let partials = unique("partials");
+    let mut globals = Vec::new();
+    for name in ["a", "b", "c"] {
+        let scale = format!(
+            "[scale]\nmode = \"global\"\npartials_topic = \"{partials}\"\nidle_timeout = \"10m\"\ninstance = \"{name}\"\n"
+        );
+        let (config, reports) = write_config(
+            dir.path(),
+            name,
+            &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n"),
+            &scale,
+            &stream,
+        );
+        let run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+        globals.push((run, reports));
+    }
+    let single = Driftscope::start(&["run", "--config", single_config.to_str().unwrap()], dir.path());
+
+    // The single instance reads everything before the records that close the windows
+    // come: it reads the partitions in any interleaving, so a closing record read
+    // first would make the other partitions' records late there (not in global mode,
+    // where each partition has its own watermark).
+    wait_for("the single instance to read every record", Duration::from_secs(180), || {
+        (committed(&bootstrap, &single_group, &topic) == ends).then_some(())
+    });
+    for p in 0..PARTITIONS {
+        let closing = format!(r#"{{"x": 1, "c": "a", "ts": {}}}"#, BASE_MS + 3_600_000).into_bytes();
+        produce(&bootstrap, &topic, p, &[closing]);
+    }
+    let windows = (RECORDS * STEP_MS / 10_000) as usize;
+    let mut single = single;
+    single.wait_reports(&single_reports, windows, Duration::from_secs(120));
+    wait_for("the global windows", Duration::from_secs(180), || {
+        for (run, _) in &mut globals {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("a global instance exited ({status}):\n{}", run.log_text());
+            }
+        }
+        let n: usize = globals.iter().map(|(_, r)| read_reports(r).len()).sum();
+        (n >= windows).then_some(())
+    });
+    assert!(single.terminate().success());
+    let mut reporters = 0;
+    let mut global: Vec<serde_json::Value> = Vec::new();
+    for (run, reports) in globals {
+        let log = run.log_text();
+        assert!(run.terminate().success(), "{log}");
+        let mine = read_reports(&reports);
+        reporters += usize::from(!mine.is_empty());
+        global.extend(mine);
+    }
+    let single = read_reports(&single_reports);
+    assert_eq!(single.len(), windows, "one local window per 10 s of records");
+    assert_eq!(reporters, 1, "only the owner reports the stream");
+    assert_eq!(global.len(), windows, "every window reported once");
+    let global: BTreeMap<_, _> = global.iter().map(essence).collect();
+    assert_eq!(global.len(), windows, "no window twice");
+    let mut drifted = 0;
+    for report in &single {
+        let (bounds, expected) = essence(report);
+        let got = global.get(&bounds).unwrap_or_else(|| panic!("no global window {bounds:?}"));
+        assert_eq!(got, &expected, "window {bounds:?}");
+        drifted += usize::from(report["dataset"]["drifted"].as_bool().unwrap());
+    }
+    assert!(drifted > 0 && drifted < windows, "clean and drifted windows: {drifted} of {windows}");
+}
+
+/// The windows the partials group's committed progress says are scored (the
+/// `scored_below` pane of `stream`), if any.
+fn scored_below(bootstrap: &str, group: &str, partials: &str, stream: &str) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{group}.partials"))
+        .create()
+        .expect("consumer");
+    let partition = driftscope::scale::owner_partition(stream, 8);
+    let mut list = TopicPartitionList::new();
+    list.add_partition(partials, partition);
+    let list = consumer.committed_offsets(list, Duration::from_secs(30)).ok()?;
+    let metadata = list.find_partition(partials, partition)?.metadata().to_owned();
+    let progress: serde_json::Value = serde_json::from_str(&metadata).ok()?;
+    progress[stream]["s"].as_i64()
+}
+
+#[test]
+fn killing_the_owner_mid_stream_changes_no_report_and_scores_no_window_twice() {
+    kill_mid_stream(true);
+}
+
+#[test]
+fn killing_a_non_owner_mid_stream_changes_no_report_and_loses_no_record() {
+    kill_mid_stream(false);
+}
+
+/// The input partitions a log says were resumed (`committed`: from a resume point a
+/// transaction committed).
+fn resumed_partitions(log: &str, committed: bool) -> Vec<i64> {
+    log.lines()
+        .filter(|l| l.contains("global partition resumed") && (!committed || l.contains("resume=Some")))
+        .filter_map(|l| l.split("partition=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// SIGKILL of the owner (`kill_owner`) or of another instance after window 5.
+fn kill_mid_stream(kill_owner: bool) {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("global-kill-in");
+    create_topic(&bootstrap, &topic, PARTITIONS);
+    let reference = dir.path().join("reference.csv");
+    std::fs::write(
+        &reference,
+        format!(
+            "x,c\n{}",
+            (0..4900).map(|i| format!("{},{}\n", i % 49, ["a", "b", "c"][i % 3])).collect::<String>()
+        ),
+    )
+    .unwrap();
+    // No allowed lateness: the records come window by window (each round read by the
+    // single instance before the next is produced), so none is late anywhere.
+    let stream = format!(
+        "[[streams]]\nname = \"credit\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+         window = {{ type = \"tumbling_time\", size = \"10s\", time = \"event\" }}\n\
+         reference = {{ data = \"{}\" }}\n\
+         [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n[[streams.fields]]\nname = \"c\"\nkind = \"categorical\"\n",
+        reference.display()
+    );
+    // A killed member leaves its groups after this (the broker's minimum).
+    let fast =
+        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
+    let single_group = unique("single");
+    let (single_config, single_reports) = write_config(
+        dir.path(),
+        "single",
+        &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{single_group}\"\n{fast}"),
+        "",
+        &stream,
+    );
+    let group = unique("global");
+    let partials = unique("partials");
+    let mut globals = Vec::new();
+    for name in ["a", "b", "c"] {
+        let scale = format!(
+            "[scale]\nmode = \"global\"\npartials_topic = \"{partials}\"\nidle_timeout = \"10m\"\ninstance = \"{name}\"\n"
+        );
+        let (config, reports) = write_config(
+            dir.path(),
+            name,
+            &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n{fast}"),
+            &scale,
+            &stream,
+        );
+        globals.push((
+            Some(Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path())),
+            reports,
+        ));
+    }
+    let mut single = Driftscope::start(&["run", "--config", single_config.to_str().unwrap()], dir.path());
+
+    let windows = (RECORDS * STEP_MS / 10_000) as usize;
+    let per_window = RECORDS / windows as i64;
+    let mut ends = vec![0i64; PARTITIONS as usize];
+    let mut killed = None;
+    for w in 0..=windows as i64 {
+        // Window w's records; after the last window, one record per partition closes it.
+        let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+        if w < windows as i64 {
+            for i in w * per_window..(w + 1) * per_window {
+                by_partition.entry(partition_of(i)).or_default().push(payload(i));
+            }
+        } else {
+            for p in 0..PARTITIONS {
+                let closing = format!(r#"{{"x": 1, "c": "a", "ts": {}}}"#, BASE_MS + 3_600_000).into_bytes();
+                by_partition.insert(p, vec![closing]);
+            }
+        }
+        for (p, payloads) in &by_partition {
+            produce(&bootstrap, &topic, *p, payloads);
+            ends[*p as usize] += payloads.len() as i64;
+        }
+        wait_for("the single instance to read the round", Duration::from_secs(120), || {
+            (committed(&bootstrap, &single_group, &topic) == ends).then_some(())
+        });
+        if w == 6 {
+            // Windows 0..=4 are scored by now or soon (window 5 waits for round 6 on
+            // every partition); the owner is the instance that reports.
+            let owner = wait_for("the owner's first windows", Duration::from_secs(120), || {
+                globals.iter().position(|(_, r)| read_reports(r).len() >= 5)
+            });
+            let scored: Vec<i64> = read_reports(&globals[owner].1)
+                .iter()
+                .map(|r| r["window"]["index"].as_i64().unwrap())
+                .collect();
+            let newest = *scored.iter().max().unwrap();
+            // Killed once its progress past those windows is committed: a crash
+            // between reporting and committing would score them again (with the same
+            // ids), which is not what this test is about.
+            wait_for("the owner's committed progress", Duration::from_secs(60), || {
+                scored_below(&bootstrap, &group, &partials, "credit").filter(|&s| s > newest)
+            });
+            let victim = if kill_owner { owner } else { (owner + 1) % 3 };
+            let run = globals[victim].0.take().unwrap();
+            let log = run.log_text();
+            let read = resumed_partitions(&log, false);
+            assert!(!read.is_empty(), "the victim reads input partitions:\n{log}");
+            kill_hard(run);
+            killed = Some((owner, victim, scored.len(), read));
+        }
+    }
+    let (owner, victim, before, victims_partitions) = killed.expect("an instance was killed");
+    single.wait_reports(&single_reports, windows, Duration::from_secs(120));
+    wait_for("every global window", Duration::from_secs(240), || {
+        for run in globals.iter_mut().filter_map(|(r, _)| r.as_mut()) {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("a global instance exited ({status}):\n{}", run.log_text());
+            }
+        }
+        let n: usize = globals.iter().map(|(_, r)| read_reports(r).len()).sum();
+        (n >= windows).then_some(())
+    });
+    assert!(single.terminate().success());
+    let mut global: Vec<serde_json::Value> = Vec::new();
+    let mut by_instance = Vec::new();
+    let (mut took_stream, mut took_partition) = (false, false);
+    for (i, (run, reports)) in globals.into_iter().enumerate() {
+        if let Some(run) = run {
+            let log = run.log_text();
+            // A new owner took the stream over from the committed progress.
+            took_stream |=
+                log.lines().any(|l| l.contains("owning stream") && l.contains("scored_below=Some"));
+            // The victim's partitions went on from what their transactions committed.
+            took_partition |= resumed_partitions(&log, true).iter().any(|p| victims_partitions.contains(p));
+            assert!(run.terminate().success(), "{log}");
+        }
+        let mine = read_reports(&reports);
+        by_instance.push((i, mine.len()));
+        global.extend(mine);
+    }
+    assert!(took_partition, "no instance resumed a partition of the killed one");
+    if kill_owner {
+        assert!(took_stream, "no instance resumed the stream from the killed owner's progress");
+        let after: usize = by_instance.iter().filter(|(i, _)| *i != owner).map(|(_, n)| n).sum();
+        assert!(before >= 5 && after >= 1, "scored before ({before}) and after ({after}) the kill");
+    } else {
+        assert_eq!(by_instance[owner].1, windows, "the owner scores every window: {by_instance:?}");
+        assert_eq!(by_instance[victim].1, 0);
+    }
+    let single = read_reports(&single_reports);
+    assert_eq!(single.len(), windows);
+    let ids: BTreeMap<u64, usize> = global.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r["window"]["index"].as_u64().unwrap()).or_default() += 1;
+        m
+    });
+    assert!(ids.values().all(|&n| n == 1), "a window scored twice: {ids:?}");
+    assert_eq!(global.len(), windows, "every window reported once");
+    let global: BTreeMap<_, _> = global.iter().map(essence).collect();
+    for report in &single {
+        let (bounds, expected) = essence(report);
+        let got = global.get(&bounds).unwrap_or_else(|| panic!("no global window {bounds:?}"));
+        assert_eq!(got, &expected, "window {bounds:?}");
+    }
+}
+
+#[test]
+fn a_partition_without_records_is_waited_for_until_the_idle_timeout_and_named() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("global-idle-in");
+    create_topic(&bootstrap, &topic, PARTITIONS);
+    let reference = dir.path().join("reference.csv");
+    std::fs::write(
+        &reference,
+        format!("x\n{}", (0..490).map(|i| format!("{}\n", i % 49)).collect::<String>()),
+    )
+    .unwrap();
+    // Partition 5 gets nothing: three 10 s windows from partitions 0 to 4.
+    let records = 3000i64;
+    let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    for i in 0..records {
+        let x = (i * 7919) % 49;
+        let payload = format!(r#"{{"x": {x}, "ts": {}}}"#, BASE_MS + i * STEP_MS).into_bytes();
+        by_partition.entry((i % 5) as i32).or_default().push(payload);
+    }
+    for p in 0..5 {
+        let closing = format!(r#"{{"x": 1, "ts": {}}}"#, BASE_MS + 3_600_000).into_bytes();
+        by_partition.entry(p).or_default().push(closing);
+    }
+    for (p, payloads) in &by_partition {
+        produce(&bootstrap, &topic, *p, payloads);
+    }
+    let stream = format!(
+        "[[streams]]\nname = \"s\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+         window = {{ type = \"tumbling_time\", size = \"10s\", time = \"event\" }}\n\
+         reference = {{ data = \"{}\" }}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n",
+        reference.display()
+    );
+    let scale = format!(
+        "[scale]\nmode = \"global\"\npartials_topic = \"{}\"\nidle_timeout = \"2s\"\n",
+        unique("partials")
+    );
+    let (config, reports) = write_config(
+        dir.path(),
+        "a",
+        &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{}\"\n", unique("idle")),
+        &scale,
+        &stream,
+    );
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    run.wait_reports(&reports, 3, Duration::from_secs(120));
+    assert!(run.terminate().success());
+    let got = read_reports(&reports);
+    assert_eq!(got.len(), 3, "three windows, each once");
+    let idle = format!("partition {topic}/5 published nothing for scale.idle_timeout");
+    for r in &got {
+        let notes: Vec<&str> = r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        assert!(notes.iter().any(|n| n.contains(&idle)), "{notes:?}");
+        assert_eq!(r["window"]["offsets"].as_array().unwrap().len(), 5, "partitions 0 to 4 contributed");
+    }
+    let total: u64 = got.iter().map(|r| r["window"]["records"].as_u64().unwrap()).sum();
+    assert_eq!(total, records as u64);
+}
