@@ -316,6 +316,7 @@ mod tests {
         assert_eq!((c.x[0], c.x[c.x.len() - 1]), (ex[0], ex[ex.len() - 1]));
         let worst = ex.iter().zip(&ey).map(|(&x, &y)| (c.apply(x) - y).abs()).fold(0.0, f64::max);
         assert_eq!(worst, c.max_error);
+        eprintln!("{} exact breakpoints cut to {}: max_error {:.5}", ex.len(), c.x.len(), c.max_error);
         // The budget of 256 on a fit rising from about 0 to 1 allows a rise of 2/254 per
         // two kept points; in practice it is much closer.
         assert!(c.max_error > 0.0 && c.max_error < 0.01, "{}", c.max_error);
@@ -323,6 +324,23 @@ mod tests {
         let positives = r.iter().filter(|(_, l)| *l).count() as f64 / r.len() as f64;
         let mean = r.iter().map(|(s, _)| c.apply(*s)).sum::<f64>() / r.len() as f64;
         assert!((mean - positives).abs() < 0.002, "{mean} vs {positives}");
+    }
+
+    #[test]
+    fn a_fit_of_many_distinct_levels_is_cut_within_the_bound() {
+        // 10,000 breakpoints of a strictly rising fit: the cut keeps 256, and the
+        // rule (a rise of at most eps between kept points) bounds the error by
+        // eps <= 2 * range / (256 - 2).
+        let x: Vec<f64> = (0..10_000).map(|i| f64::from(i) / 10_000.0).collect();
+        let y: Vec<f64> = x.iter().map(|v| v * v).collect();
+        let (kx, ky, max_error) = compress(x.clone(), y.clone(), MAX_BREAKPOINTS);
+        assert!(kx.len() <= MAX_BREAKPOINTS && kx.len() > MAX_BREAKPOINTS - 10, "{}", kx.len());
+        let table = Calibration { x: kx, y: ky, rows: 0, max_error };
+        table.validate().expect("valid");
+        let worst = x.iter().zip(&y).map(|(&a, &b)| (table.apply(a) - b).abs()).fold(0.0, f64::max);
+        assert_eq!(worst, max_error);
+        assert!(max_error <= 2.0 * y[y.len() - 1] / 254.0, "{max_error}");
+        eprintln!("10000 breakpoints of y = x^2 cut to {}: max_error {max_error:.6}", table.x.len());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Reference profiles: what scoring needs from the training data (bin edges and counts,
 //! the grid CDF, category counts, missing shares, n, std), built once from a data file
 //! or from the stream, and saved to a versioned file so production needs no raw data.
+//! Optionally the model's side ([`ModelProfile`]: its performance on the reference and
+//! its score's calibration), which makes the file format version 2.
 
 use super::grid::{self, Cell};
 use super::model_profile::{ModelProfile, ModelProfileError};
