@@ -10,12 +10,15 @@
 //! sorted, so one column's values is the floor; the profile is the same, bit for bit,
 //! as one built from the whole file in memory.
 
+use crate::config::labels::{LabelsConfig, TaskConfig};
 use crate::decode::arrow::{ColumnBinding, fold_batch, infer_kind};
 use crate::ingest::files::{DataFile, DataSource, FileError};
+use crate::stats::model_profile::{Cell, ModelProfileBuilder, ModelTask};
 use crate::stats::profile::{FeatureSpec, Profile, ProfileBuilder, ProfileError};
 use crate::stats::reference::{OverrideError, Reference};
 use crate::stats::report::{Report, WindowInfo};
 use crate::stats::score_window;
+use crate::stats::settings::FeatureKind;
 use crate::stats::settings::{DriftSettings, FeatureOverride};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -191,7 +194,7 @@ pub fn build_profile_in_groups(
     }
     let profile = Profile {
         format: crate::stats::profile::PROFILE_FORMAT.to_owned(),
-        format_version: crate::stats::profile::PROFILE_VERSION,
+        format_version: crate::stats::profile::PROFILE_VERSION_WITHOUT_MODEL,
         created_at: now_rfc3339(),
         source: source.path.display().to_string(),
         // Without a scorable column, no pass counted the rows.
@@ -199,8 +202,117 @@ pub fn build_profile_in_groups(
         cdf_resolution: settings.cdf_resolution,
         max_categories: settings.max_categories,
         features,
+        model: None,
     };
     Ok((profile, notes))
+}
+
+/// One reference column's value as [`fold_batch`] hands it over.
+enum Slot {
+    Missing,
+    Invalid,
+    Number(f64),
+    Text(String),
+}
+
+/// Collects the label column (feature 0) and the prediction column (feature 1) of a
+/// batch, to pair them by row.
+#[derive(Default)]
+struct PairSink {
+    columns: [Vec<Slot>; 2],
+}
+
+impl crate::stats::ValueSink for PairSink {
+    fn add_records(&mut self, _: u64) {}
+    fn numeric(&mut self, feature: usize, x: f64) {
+        self.columns[feature].push(Slot::Number(x));
+    }
+    fn category(&mut self, feature: usize, value: &str) {
+        self.columns[feature].push(Slot::Text(value.to_owned()));
+    }
+    fn missing(&mut self, feature: usize) {
+        self.columns[feature].push(Slot::Missing);
+    }
+    fn invalid(&mut self, feature: usize) {
+        self.columns[feature].push(Slot::Invalid);
+    }
+}
+
+fn cell(slot: &Slot) -> Cell<'_> {
+    match slot {
+        Slot::Missing => Cell::Missing,
+        Slot::Invalid => Cell::Invalid,
+        Slot::Number(x) => Cell::Number(*x),
+        Slot::Text(t) => Cell::Text(t),
+    }
+}
+
+/// Adds the model's side to a profile of `source` ([`crate::stats::model_profile::ModelProfile`]: its performance
+/// on the reference, and for a binary task its score's calibration) when the data has
+/// the label and prediction columns of the stream's `labels` table; the label column
+/// then leaves the profile's features (labels arrive on their own topic, never in a
+/// prediction message). Returns notes on what was done or why not.
+pub fn add_model_profile(
+    profile: &mut Profile,
+    source: &DataSource,
+    labels: &LabelsConfig,
+) -> Result<Vec<String>, OfflineError> {
+    let Some((label, prediction)) = labels.reference_columns() else {
+        return Ok(vec![format!(
+            "the label pointer `{}` or the prediction pointer `{}` is not one column name: \
+             the profile has no model performance",
+            labels.label,
+            labels.task.prediction_pointer()
+        )]);
+    };
+    let (Ok(l), Ok(p)) = (source.schema.index_of(&label), source.schema.index_of(&prediction)) else {
+        return Ok(vec![format!(
+            "the reference has no column `{label}` (label) or `{prediction}` (prediction): \
+             the profile has no model performance"
+        )]);
+    };
+    let (task, label_kind, prediction_kind) = match &labels.task {
+        TaskConfig::Binary { threshold, .. } => {
+            (ModelTask::Binary { threshold: *threshold }, FeatureKind::Categorical, FeatureKind::Numeric)
+        }
+        TaskConfig::Multiclass { .. } => {
+            (ModelTask::Multiclass, FeatureKind::Categorical, FeatureKind::Categorical)
+        }
+        TaskConfig::Regression { .. } => (ModelTask::Regression, FeatureKind::Numeric, FeatureKind::Numeric),
+    };
+    let bindings = [
+        ColumnBinding { column: label.clone(), feature: 0, kind: label_kind },
+        ColumnBinding { column: prediction.clone(), feature: 1, kind: prediction_kind },
+    ];
+    let mut columns = [l, p];
+    columns.sort_unstable();
+    let mut builder = ModelProfileBuilder::new(task, &label, &prediction);
+    let mut sink = PairSink::default();
+    for batch in source.batches(Some(&columns))? {
+        sink.columns.iter_mut().for_each(Vec::clear);
+        fold_batch(&batch?, &bindings, &mut sink);
+        for (l, p) in sink.columns[0].iter().zip(&sink.columns[1]) {
+            builder.add(cell(l), cell(p));
+        }
+    }
+    let Some(model) = builder.finish() else {
+        return Ok(vec![format!(
+            "no row of the reference has both a usable `{label}` and `{prediction}`: the profile has no model performance"
+        )]);
+    };
+    let mut notes = Vec::new();
+    if profile.features.iter().any(|f| f.name == label) {
+        profile.features.retain(|f| f.name != label);
+        notes.push(format!(
+            "column `{label}` is the model's label: kept in the profile's `model`, not as a feature"
+        ));
+    }
+    let skipped: u64 = model.skipped.values().sum();
+    if skipped > 0 {
+        notes.push(format!("{skipped} reference rows without a usable label or prediction left out of the model's figures: {:?}", model.skipped));
+    }
+    profile.set_model(model);
+    Ok(notes)
 }
 
 /// The reference for `source`, with the settings and overrides applied.

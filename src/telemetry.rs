@@ -42,6 +42,8 @@ pub struct Telemetry {
     pub records_replayed: IntCounterVec,
     /// Label join and model performance (streams with `[streams.labels]`).
     pub performance: GaugeVec,
+    pub performance_estimated: GaugeVec,
+    pub performance_reference: GaugeVec,
     pub label_coverage: GaugeVec,
     pub labels: IntCounterVec,
     pub schema_changes: IntCounterVec,
@@ -239,6 +241,16 @@ impl Telemetry {
             performance: gauge(
                 "driftscope_performance",
                 "Realized model performance of the newest final window, by metric (streams with labels).",
+                &["stream", "metric"],
+            ),
+            performance_estimated: gauge(
+                "driftscope_performance_estimated",
+                "Model performance estimated from calibrated scores (before labels) of the newest closed window, by metric (binary streams whose reference has a calibration).",
+                &["stream", "metric"],
+            ),
+            performance_reference: gauge(
+                "driftscope_performance_reference",
+                "Model performance on the reference data, by metric (streams whose reference profile has it).",
                 &["stream", "metric"],
             ),
             label_coverage: gauge(

@@ -205,3 +205,70 @@ fn run_refuses_global_scale_mode_until_it_is_wired() {
         "{err}"
     );
 }
+
+/// `reference build --config` keeps the model's figures when the data has the label
+/// and score columns of the stream's labels table, and `run` refuses a performance
+/// condition without a baseline whose stream's profile lacks them, naming the key.
+#[test]
+fn the_reference_keeps_the_models_figures_and_a_performance_condition_needs_a_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.csv");
+    std::fs::write(&data, "x,score,y\n0.1,0.2,0\n0.5,0.9,1\n0.3,0.6,0\n0.2,0.3,1\n0.4,0.8,1\n").unwrap();
+    let profile = dir.path().join("model.profile");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup_id = \"g\"\n[state]\ndir = {state:?}\n\
+             [[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\n\
+             window = {{ type = \"tumbling_count\", size = 10 }}\nreference = {{ profile = {profile:?} }}\n\
+             [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+             [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\n\
+             ttl = \"10s\"\ntask = {{ type = \"binary\", score = \"/score\", threshold = 0.5 }}\n\
+             [[triggers]]\nname = \"t\"\nkind = {{ type = \"webhook\", url = \"http://127.0.0.1:1/\", \
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\n\
+             condition = {{ performance = {{ metric = \"f1\", drop = 0.05 }} }}\n",
+            state = dir.path().join("state").display().to_string(),
+            profile = profile.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (data, profile_arg, config_arg) =
+        (data.to_str().unwrap(), profile.to_str().unwrap(), config.to_str().unwrap());
+    // Without the config: a plain profile, and `run` names the missing baseline.
+    let plain = driftscope(&["reference", "build", "--input", data, "--output", profile_arg]);
+    assert!(plain.status.success(), "{}", text(&plain));
+    let run = driftscope(&["run", "--config", config_arg]);
+    assert!(!run.status.success());
+    let err = text(&run);
+    assert!(err.contains("triggers[0].condition.performance.baseline") && err.contains("label `y`"), "{err}");
+    // With it: the model's figures and calibration, the label no longer a feature.
+    let build =
+        driftscope(&["reference", "build", "--input", data, "--output", profile_arg, "--config", config_arg]);
+    let out = text(&build);
+    assert!(build.status.success() && out.contains("model (binary, 5 rows)"), "{out}");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
+    assert_eq!(saved["format_version"], 2);
+    // Rows (0.2, 0) (0.3, 1) (0.6, 0) (0.8, 1) (0.9, 1) at 0.5: tp 2, fp 1, tn 1, fn 1.
+    assert_eq!(saved["model"]["confusion"], serde_json::json!([2, 1, 1, 1]));
+    assert_eq!(saved["model"]["metrics"]["f1"], 2.0 / 3.0);
+    // Isotonic: 0.3 and 0.6 pool to 1/2, 0.8 and 0.9 to 1; each run keeps its ends.
+    assert_eq!(saved["model"]["calibration"]["x"], serde_json::json!([0.2, 0.3, 0.6, 0.8, 0.9]));
+    assert_eq!(saved["model"]["calibration"]["y"], serde_json::json!([0.0, 0.5, 0.5, 1.0, 1.0]));
+    let names: Vec<&str> =
+        saved["features"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(names, ["x", "score"]);
+    let unknown = driftscope(&[
+        "reference",
+        "build",
+        "--input",
+        data,
+        "--output",
+        profile_arg,
+        "--config",
+        config_arg,
+        "--stream",
+        "nope",
+    ]);
+    assert!(!unknown.status.success() && text(&unknown).contains("no stream `nope`"), "{}", text(&unknown));
+}

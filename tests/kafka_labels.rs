@@ -5,6 +5,13 @@
 //! again. Every window's final performance must equal the exact figures computed here
 //! on the window's labelled rows, with each prediction counted once (labelled or
 //! expired), so a kill that lost or doubled a prediction or a label would show.
+//!
+//! That run's reference is built by `driftscope reference build --config` from data
+//! with the label and score columns, drawn from the same law as the stream (the score
+//! is not calibrated: `P(y | s) = 0.8 s + 0.1`): the reports carry the reference's
+//! figures, and each window's `estimated` performance (from the isotonic calibration
+//! fitted on the reference) covers each prediction once and is within tolerance of the
+//! realized figures.
 
 mod common;
 
@@ -269,6 +276,45 @@ fn reference(dir: &Path) -> std::path::PathBuf {
     build_profile(dir, &csv)
 }
 
+/// A reference with the model's label and score, `P(y | s) = 0.8 s + 0.1` as in
+/// [`rows`], profiled by `reference build` with `config`'s labels table; written to
+/// `profile` (the path the config names).
+fn labelled_reference(dir: &Path, config: &Path, profile: &Path) {
+    let mut csv = String::from("x,c,score,y\n");
+    let mut rng = Rng(0x7e1);
+    for i in 0..20_000 {
+        let score = (rng.unit() * 0.98 + 0.01 * (1 + i % 2) as f64).min(1.0);
+        let label = rng.unit() < score * 0.8 + 0.1;
+        let (x, c) = (rng.unit() * 2.0 - 1.0, ["a", "b", "c"][(rng.next() % 3) as usize]);
+        csv.push_str(&format!("{x},{c},{score},{}\n", u8::from(label)));
+    }
+    let data = dir.join("train-labelled.csv");
+    std::fs::write(&data, csv).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftscope"))
+        .args(["reference", "build", "--input"])
+        .arg(&data)
+        .arg("--output")
+        .arg(profile)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "reference build: {stderr}");
+    assert!(stderr.contains("model (binary, 20000 rows)"), "{stderr}");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(profile).unwrap()).unwrap();
+    let model = &saved["model"];
+    assert_eq!(
+        (model["label_column"].as_str(), model["prediction_column"].as_str()),
+        (Some("y"), Some("score"))
+    );
+    let breakpoints = model["calibration"]["x"].as_array().map_or(0, Vec::len);
+    assert!(breakpoints > 2 && breakpoints <= 256, "{breakpoints} breakpoints");
+    let features: Vec<&str> =
+        saved["features"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(features, ["x", "c", "score"], "the label is no feature");
+}
+
 /// Final windows of a reports file by index; fails on a window reported final twice.
 fn final_windows(reports: &[serde_json::Value]) -> BTreeMap<u64, serde_json::Value> {
     let mut finals = BTreeMap::new();
@@ -362,9 +408,10 @@ fn final_window_performance_is_exact_through_sigkills() {
     let (predictions_topic, labels_topic) = (unique("preds"), unique("labels"));
     create_topic(&bootstrap, &predictions_topic, 1);
     create_topic(&bootstrap, &labels_topic, 1);
-    let profile = reference(dir.path());
+    let profile = dir.path().join("labelled.profile");
     let config =
         write_config(&bootstrap, dir.path(), (&predictions_topic, &labels_topic), &profile, "ttl = \"30s\"");
+    labelled_reference(dir.path(), &config, &profile);
     let rows = rows();
 
     // Each round starts driftscope, produces the round's labels and predictions while
@@ -401,6 +448,9 @@ fn final_window_performance_is_exact_through_sigkills() {
     let finals = final_windows(&reports);
     let windows = windows_of(&rows);
     assert_eq!(windows.len(), WINDOWS, "the duplicates make less than a window");
+    // Realized and expected confusion counts summed over the windows.
+    let (mut realized, mut expected) = ([0.0f64; 4], [0.0f64; 4]);
+    let mut worst = 0.0f64;
     for (k, members) in windows.iter().enumerate() {
         let w = finals.get(&(k as u64)).unwrap_or_else(|| panic!("window {k} final: {:?}", finals.keys()));
         let labelled: Vec<(f64, bool)> = members
@@ -423,8 +473,45 @@ fn final_window_performance_is_exact_through_sigkills() {
             };
             assert!((got - value).abs() <= tolerance, "window {k}: {metric} {got}, exact {value}");
         }
+        // The estimate covers every prediction once, through the kills, and tracks
+        // the realized figures. Tolerance per window: the realized accuracy of about
+        // 450 labelled rows strays from its expectation by about sqrt(0.21 / 450) =
+        // 0.022; 0.1 is over four of that.
+        let estimated = &w["estimated"];
+        assert_eq!(estimated["predictions"], members.len() as u64, "window {k}: {w}");
+        for metric in ["accuracy", "precision", "recall", "f1"] {
+            let (e, r) =
+                (estimated["metrics"][metric].as_f64().unwrap(), w["metrics"][metric].as_f64().unwrap());
+            assert!((e - r).abs() < 0.1, "window {k}: {metric} estimated {e}, realized {r}");
+            worst = worst.max((e - r).abs());
+        }
+        for j in 0..4 {
+            realized[j] += w["confusion"][j].as_f64().unwrap();
+            expected[j] += estimated["expected_confusion"][j].as_f64().unwrap();
+        }
+    }
+    // Over the ten windows (about 4,500 labelled rows, a deviation of about 0.007 in
+    // accuracy): within 0.03. Realized counts cover the labelled rows, expected ones
+    // every prediction: compared as shares.
+    let share = |c: &[f64; 4]| {
+        let n: f64 = c.iter().sum();
+        let [tp, fp, tn, fn_] = *c;
+        [(tp + tn) / n, tp / (tp + fp), tp / (tp + fn_), 2.0 * tp / (2.0 * tp + fp + fn_)]
+    };
+    eprintln!("largest distance of a window's estimate from its realized figure: {worst:.4}");
+    let (r, e) = (share(&realized), share(&expected));
+    for (i, metric) in ["accuracy", "precision", "recall", "f1"].iter().enumerate() {
+        eprintln!("all windows: {metric} realized {:.4}, estimated {:.4}", r[i], e[i]);
+        assert!((r[i] - e[i]).abs() < 0.03, "all windows: {metric} realized {}, estimated {}", r[i], e[i]);
     }
     let last = reports.last().unwrap();
+    // The reference's own figures ride in every report (the baseline of a performance
+    // condition without one) and in the series.
+    let reference_accuracy = last["performance"]["reference"]["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((reference_accuracy - r[0]).abs() < 0.05, "reference {reference_accuracy}, stream {}", r[0]);
+    let reference_series = r#"driftscope_performance_reference{metric="accuracy",stream="s"}"#;
+    assert_eq!(series(&addr, reference_series), Some(reference_accuracy));
+    assert!(series(&addr, r#"driftscope_performance_estimated{metric="f1",stream="s"}"#).is_some());
     let counts = &last["performance"]["counts"];
     let sent_twice = rows.iter().filter(|r| r.label_round.is_some() && r.label_twice).count()
         + rows.iter().filter(|r| r.prediction_twice).count();

@@ -48,9 +48,11 @@ pub struct LabelsCondition {
 }
 
 /// A trigger condition on realized performance: `condition.performance = { metric =
-/// "f1", drop = 0.05, baseline = 0.9 }` holds in a window whose performance is final
-/// and whose metric's upper confidence bound is below `baseline - drop`: the drop is
-/// established at `confidence`, not a noisy dip.
+/// "f1", drop = 0.05 }` holds in a window whose performance is final and whose metric's
+/// upper confidence bound is below `baseline - drop`: the drop is established at
+/// `confidence`, not a noisy dip. The baseline is `baseline` when set, else the
+/// model's performance on the reference (the profile's `model.metrics`, written by
+/// `driftscope reference build`); a watched stream with neither is refused at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerformanceCondition {
@@ -58,8 +60,10 @@ pub struct PerformanceCondition {
     pub metric: String,
     /// How far below `baseline` the metric must be (absolute).
     pub drop: f64,
-    /// The metric's expected value (the model's performance at validation).
-    pub baseline: f64,
+    /// The metric's expected value (the model's performance at validation); when
+    /// unset, the reference profile's figure for the metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
     /// One-sided confidence of the bound (default 0.95).
     #[serde(default = "default_confidence")]
     pub confidence: f64,
@@ -82,10 +86,11 @@ impl PerformanceCondition {
             ));
         }
         for (k, v, range) in [
-            ("drop", self.drop, 0.0..1.0),
+            ("drop", Some(self.drop), 0.0..1.0),
             ("baseline", self.baseline, 0.0..1.0 + f64::EPSILON),
-            ("confidence", self.confidence, 0.5..1.0),
+            ("confidence", Some(self.confidence), 0.5..1.0),
         ] {
+            let Some(v) = v else { continue };
             if !(v.is_finite() && range.contains(&v)) || (k == "drop" && v <= 0.0) {
                 return Err((format!("{key}.{k}"), format!("must be in [{}, {})", range.start, range.end)));
             }
@@ -171,6 +176,21 @@ impl TaskConfig {
             TaskConfig::Multiclass { predicted } => predicted,
             TaskConfig::Regression { prediction } => prediction,
         }
+    }
+}
+
+/// The reference-data column a JSON pointer of one token names (`/is_fraud` ->
+/// `is_fraud`, `~1` and `~0` unescaped); `None` for a pointer into nested data.
+pub fn column_of_pointer(pointer: &str) -> Option<String> {
+    let token = pointer.strip_prefix('/')?;
+    (!token.is_empty() && !token.contains('/')).then(|| token.replace("~1", "/").replace("~0", "~"))
+}
+
+impl LabelsConfig {
+    /// The reference data's label and prediction columns, named by the label pointer
+    /// and the task's prediction pointer (see [`column_of_pointer`]).
+    pub fn reference_columns(&self) -> Option<(String, String)> {
+        Some((column_of_pointer(&self.label)?, column_of_pointer(self.task.prediction_pointer())?))
     }
 }
 
@@ -340,6 +360,9 @@ mod tests {
         let perf = trigger("{ performance = { metric = \"f1\", drop = 0.05, baseline = 0.9 } }");
         let ok = Config::from_toml(&perf, Path::new("t.toml")).expect("valid");
         assert_eq!(ok.triggers[0].condition.performance.as_ref().map(|p| p.confidence), Some(0.95));
+        let from_reference = trigger("{ performance = { metric = \"f1\", drop = 0.05 } }");
+        let ok = Config::from_toml(&from_reference, Path::new("t.toml")).expect("valid without a baseline");
+        assert_eq!(ok.triggers[0].condition.performance.as_ref().and_then(|p| p.baseline), None);
         for (bad, key) in [
             ("metric = \"auc\", drop = 0.05, baseline = 0.9", "condition.performance.metric"),
             ("metric = \"f1\", drop = 0.0, baseline = 0.9", "condition.performance.drop"),

@@ -10,15 +10,25 @@
 //! records the stream accepted (a window's `predictions` are those of them with a
 //! usable id and prediction, in the sample, not duplicates), or processing-time windows
 //! `[k * size, (k + 1) * size)`. The join's clock is processing time.
+//!
+//! With a reference profile that has the model's side ([`ModelProfile`]): its
+//! performance is each report's `reference` (and the baseline of `performance`
+//! conditions without their own), and for a binary task its calibration estimates
+//! each window's performance from the scores of its predictions as they arrive
+//! ([`crate::stats::estimate`]), reported as the window's `estimated` beside the
+//! realized `metrics`.
 
 use super::json_pointer;
 use crate::clock::format_ms;
 use crate::config::labels::{IdLocation, LabelsConfig, TaskConfig};
 use crate::config::{TimeBasis, WindowConfig};
+use crate::stats::estimate::EstimateSketch;
+use crate::stats::isotonic::Calibration;
 use crate::stats::label_join::{Arrival, JoinEvent, JoinSettings, JoinState, LabelJoin, id_hash};
+use crate::stats::model_profile::{ModelProfile, ModelTask};
 use crate::stats::performance::{
     BinarySketch, MAX_CLASSES, MulticlassSketch, OTHER_CLASS, PerformanceSection, PerformanceSketch,
-    PerformanceStatus, RegressionSketch, WindowPerformance,
+    PerformanceStatus, ReferencePerformance, RegressionSketch, WindowPerformance,
 };
 use crate::telemetry::Telemetry;
 use prometheus::{GaugeVec, IntCounterVec};
@@ -81,6 +91,9 @@ struct PerfWindow {
     /// No more predictions can fall in it.
     closed: bool,
     sketch: PerformanceSketch,
+    /// The expected confusion matrix of its predictions (binary, with a calibration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    estimate: Option<EstimateSketch>,
 }
 
 impl PerfWindow {
@@ -104,6 +117,7 @@ impl PerfWindow {
                 PerformanceSketch::Binary(b) => Some([b.tp, b.fp, b.tn, b.fn_]),
                 _ => None,
             },
+            estimated: self.estimate.as_ref().map(EstimateSketch::view),
         }
     }
 }
@@ -146,7 +160,12 @@ pub struct StreamLabels {
     published: BTreeMap<&'static str, u64>,
     labels_total: IntCounterVec,
     performance: GaugeVec,
+    performance_estimated: GaugeVec,
     label_coverage: GaugeVec,
+    /// The model's performance on the reference, when the profile has it.
+    reference: Option<ReferencePerformance>,
+    /// The score's calibration on the reference (binary tasks).
+    calibration: Option<Calibration>,
     /// Why the label and prediction topics are not co-partitioned, when they are not
     /// (a note in every report of the stream).
     pub co_partitioning: Option<String>,
@@ -202,7 +221,10 @@ impl StreamLabels {
             published: BTreeMap::new(),
             labels_total: telemetry.labels.clone(),
             performance: telemetry.performance.clone(),
+            performance_estimated: telemetry.performance_estimated.clone(),
             label_coverage: telemetry.label_coverage.clone(),
+            reference: None,
+            calibration: None,
             co_partitioning: None,
         };
         labels.state.clock_floor_ms = i64::MIN;
@@ -240,6 +262,41 @@ impl StreamLabels {
                 return;
             }
         }
+    }
+
+    /// Takes the model's side of the stream's reference profile: its performance
+    /// (when computed for this task and, for binary, at this threshold) and its
+    /// calibration (binary). What does not fit is logged and left out.
+    pub fn use_reference(&mut self, model: Option<&ModelProfile>, telemetry: &Telemetry) {
+        let Some(model) = model else { return };
+        let task = model.model_task();
+        let same_task = task.map(ModelTask::name) == Some(self.task_name());
+        if !same_task {
+            tracing::warn!(stream = %self.stream, reference_task = %model.task, task = self.task_name(), "the reference profile's model is of another task: not used");
+            return;
+        }
+        let same_threshold = match (&self.task, task) {
+            (TaskConfig::Binary { threshold, .. }, Some(ModelTask::Binary { threshold: t })) => {
+                *threshold == t
+            }
+            _ => true,
+        };
+        if same_threshold {
+            for (metric, value) in &model.metrics {
+                telemetry.performance_reference.with_label_values(&[&self.stream, metric]).set(*value);
+            }
+            self.reference = Some(ReferencePerformance { rows: model.rows, metrics: model.metrics.clone() });
+        } else {
+            tracing::warn!(stream = %self.stream, reference_threshold = ?model.threshold, "the reference profile's performance was computed at another decision threshold: not used as a baseline (rebuild the profile with this config)");
+        }
+        if matches!(self.task, TaskConfig::Binary { .. }) {
+            self.calibration = model.calibration.clone();
+        }
+    }
+
+    /// The reference's figure for `metric`, when the profile has it.
+    pub fn reference_metric(&self, metric: &str) -> Option<f64> {
+        self.reference.as_ref()?.metrics.get(metric).copied()
     }
 
     fn empty_sketch(&self) -> PerformanceSketch {
@@ -311,10 +368,15 @@ impl StreamLabels {
         self.ensure_window(window, now_ms);
         let arrival = self.join.prediction(id, window, value, now_ms, &mut self.events);
         if matches!(arrival, Arrival::Waiting | Arrival::Joined)
-            && let Some(w) = self.window_mut(window)
+            && let Some(w) = self.state.windows.iter_mut().find(|w| w.key == window)
         {
             w.predictions += 1;
             w.end_ms = w.end_ms.max(now_ms);
+            if let (Some(estimate), Some(calibration), TaskConfig::Binary { threshold, .. }) =
+                (w.estimate.as_mut(), self.calibration.as_ref(), &self.task)
+            {
+                estimate.add(calibration.apply(value), value >= *threshold);
+            }
         }
         self.apply_events();
         Ok(())
@@ -389,8 +451,16 @@ impl StreamLabels {
         );
         if let Some(newest) = windows.iter().max_by_key(|w| w.index) {
             self.label_coverage.with_label_values(&[&self.stream]).set(newest.label_coverage);
+            for (metric, value) in newest.estimated.iter().flat_map(|e| &e.metrics) {
+                self.performance_estimated.with_label_values(&[&self.stream, metric]).set(*value);
+            }
         }
-        PerformanceSection { task: self.task_name().into(), windows, counts: self.totals() }
+        PerformanceSection {
+            task: self.task_name().into(),
+            windows,
+            counts: self.totals(),
+            reference: self.reference.clone(),
+        }
     }
 
     fn window_mut(&mut self, key: i64) -> Option<&mut PerfWindow> {
@@ -408,6 +478,7 @@ impl StreamLabels {
             }
         };
         let sketch = self.empty_sketch();
+        let estimate = self.calibration.as_ref().map(|_| EstimateSketch::default());
         let at = self.state.windows.partition_point(|w| w.key < key);
         self.state.windows.insert(
             at,
@@ -421,6 +492,7 @@ impl StreamLabels {
                 evicted: 0,
                 closed: false,
                 sketch,
+                estimate,
             },
         );
     }
@@ -617,6 +689,50 @@ impl StreamLabels {
     }
 }
 
+/// Start-up check of `performance` conditions without a `baseline`: every watched
+/// stream with labels must have the metric in its reference profile. The error names
+/// the condition's `baseline` key.
+pub fn check_baselines(
+    config: &crate::config::Config,
+    labels: &[Option<StreamLabels>],
+) -> Result<(), super::stream::StreamSetupError> {
+    for (t, trigger) in config.triggers.iter().enumerate() {
+        let Some(condition) = &trigger.condition.performance else { continue };
+        if condition.baseline.is_some() {
+            continue;
+        }
+        let watched = |name: &str| {
+            trigger.condition.streams.is_empty() || trigger.condition.streams.iter().any(|s| s == name)
+        };
+        for (stream, joined) in config.streams.iter().zip(labels) {
+            let Some(joined) = joined else { continue };
+            if !watched(&stream.name) || joined.reference_metric(&condition.metric).is_some() {
+                continue;
+            }
+            let columns = stream.labels.as_ref().map(reference_columns).unwrap_or_default();
+            return Err(super::stream::StreamSetupError {
+                key: format!("triggers[{t}].condition.performance.baseline"),
+                message: format!(
+                    "not set, and the reference profile of stream `{}` has no `{}` of the model to take instead; \
+                     set `baseline`, or rebuild the profile with `driftscope reference build --config` from data \
+                     with the label and prediction columns ({columns})",
+                    stream.name, condition.metric
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How the label and prediction columns of reference data are named, for messages.
+fn reference_columns(labels: &LabelsConfig) -> String {
+    let name = |pointer: &str| {
+        crate::config::labels::column_of_pointer(pointer)
+            .map_or_else(|| format!("from `{pointer}`: not one column"), |c| format!("`{c}`"))
+    };
+    format!("label {}, prediction {}", name(&labels.label), name(labels.task.prediction_pointer()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,6 +788,90 @@ mod tests {
         let text = telemetry.render();
         assert!(text.contains(r#"driftscope_labels_total{outcome="expired",stream="s"} 1"#), "{text}");
         assert!(text.contains(r#"driftscope_performance{metric="precision",stream="s"} 0.5"#), "{text}");
+    }
+
+    /// A binary model profile whose calibration maps a score `s` to about `s`.
+    fn calibrated_model(threshold: f64) -> ModelProfile {
+        use crate::stats::model_profile::{Cell, ModelProfileBuilder};
+        let mut b = ModelProfileBuilder::new(ModelTask::Binary { threshold }, "y", "p");
+        for i in 0..=100 {
+            let s = f64::from(i) / 100.0;
+            // Of ten rows at score s, round(10 s) are positive.
+            for k in 0..10 {
+                b.add(Cell::Number(f64::from(u8::from(f64::from(k) < (s * 10.0).round()))), Cell::Number(s));
+            }
+        }
+        b.finish().expect("rows")
+    }
+
+    #[test]
+    fn windows_carry_the_estimate_and_reports_the_reference() {
+        let (mut l, telemetry) = labels(COUNT4, BINARY);
+        l.use_reference(Some(&calibrated_model(0.5)), &telemetry);
+        for (i, p) in [0.9, 0.2, 0.7, 0.4].iter().enumerate() {
+            l.prediction(format!(r#"{{"id": "r{i}", "p": {p}}}"#).as_bytes(), None, 0).expect("pred");
+        }
+        // No label yet: the closed window is provisional and already has its estimate.
+        l.tick(1);
+        let s = l.section();
+        let w = &s.windows[0];
+        assert_eq!((w.status, w.labelled), (PerformanceStatus::Provisional, 0));
+        let e = w.estimated.as_ref().expect("estimated");
+        assert_eq!(e.predictions, 4);
+        // Calibrated p = score: expected tp 0.9 + 0.7, fp 0.1 + 0.3, fn 0.2 + 0.4, tn 0.8 + 0.6.
+        for (got, want) in e.expected_confusion.iter().zip([1.6, 0.4, 1.4, 0.6]) {
+            assert!((got - want).abs() < 1e-9, "{:?}", e.expected_confusion);
+        }
+        assert!((e.metrics["accuracy"] - 0.75).abs() < 1e-9);
+        assert!((e.metrics["precision"] - 0.8).abs() < 1e-9);
+        let reference = s.reference.as_ref().expect("reference");
+        assert_eq!(reference.rows, 1010);
+        assert_eq!(l.reference_metric("accuracy"), Some(reference.metrics["accuracy"]));
+        // The checkpoint keeps the estimate.
+        let bytes = rmp_serde::to_vec_named(&l.snapshot()).expect("encode");
+        let saved: LabelsState = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(saved.windows[0].estimate, l.state.windows[0].estimate);
+        let text = telemetry.render();
+        assert!(
+            text.contains(r#"driftscope_performance_estimated{metric="accuracy",stream="s"} 0.75"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"driftscope_performance_reference{metric="f1",stream="s"}"#), "{text}");
+        // A reference made at another threshold: its figures are no baseline, its
+        // calibration still estimates.
+        let (mut other, t2) = labels(COUNT4, BINARY);
+        other.use_reference(Some(&calibrated_model(0.3)), &t2);
+        assert!(other.reference.is_none() && other.calibration.is_some());
+    }
+
+    #[test]
+    fn a_performance_condition_without_a_baseline_needs_the_references_figure() {
+        let text = |baseline: &str| {
+            format!(
+                "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\nwindow = {COUNT4}\n\
+                 reference = {{ from_stream = 10 }}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+                 [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\n\
+                 ttl = \"10s\"\ntask = {BINARY}\n\
+                 [[triggers]]\nname = \"t\"\nkind = {{ type = \"webhook\", url = \"http://127.0.0.1:1/\", \
+                 secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\n\
+                 condition = {{ performance = {{ metric = \"f1\", drop = 0.05{baseline} }} }}\n"
+            )
+        };
+        let config = Config::from_toml(&text(""), Path::new("t.toml")).expect("config");
+        let (mut l, telemetry) = labels(COUNT4, BINARY);
+        let e = check_baselines(&config, std::slice::from_ref(&Some(l))).expect_err("no baseline anywhere");
+        assert_eq!(e.key, "triggers[0].condition.performance.baseline");
+        assert!(
+            e.message.contains("stream `s`") && e.message.contains("label `y`, prediction `p`"),
+            "{}",
+            e.message
+        );
+        (l, _) = labels(COUNT4, BINARY);
+        l.use_reference(Some(&calibrated_model(0.5)), &telemetry);
+        check_baselines(&config, &[Some(l)]).expect("the reference's f1 is the baseline");
+        let explicit = Config::from_toml(&text(", baseline = 0.8"), Path::new("t.toml")).expect("config");
+        let (l, _) = labels(COUNT4, BINARY);
+        check_baselines(&explicit, &[Some(l)]).expect("an explicit baseline needs no reference");
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl Monitor {
             for topic in &s.topics {
                 routes.insert(topic.clone(), TopicRoute { stream: i, slots: Vec::new() });
             }
-            let joined = match &s.labels {
+            let mut joined = match &s.labels {
                 Some(l) => {
                     Some(labels::StreamLabels::new(&s.name, l, &s.window, telemetry).map_err(|e| {
                         StreamSetupError { key: format!("streams[{i}].{}", e.key), message: e.message }
@@ -204,11 +204,15 @@ impl Monitor {
                 }
                 None => None,
             };
+            if let (Some(joined), Some(reference)) = (joined.as_mut(), streams[i].reference()) {
+                joined.use_reference(reference.profile.model.as_deref(), telemetry);
+            }
             for topic in joined.iter().flat_map(|l| &l.topics) {
                 routes.insert(topic.clone(), TopicRoute { stream: i, slots: Vec::new() });
             }
             stream_labels.push(joined);
         }
+        labels::check_baselines(config, &stream_labels)?;
         let consumer = create_consumer(&config.kafka, context.clone())?;
         for (s, labels) in config.streams.iter().zip(&mut stream_labels) {
             if let Some(labels) = labels {

@@ -120,8 +120,15 @@ impl StreamState {
             }
             ReferenceConfig { data: Some(path), .. } => {
                 let file = DataSource::open(path).map_err(|e| err("reference.data", e.to_string()))?;
-                let (profile, _) = build_profile_streamed(&file, &settings, &overrides)
+                let (mut profile, _) = build_profile_streamed(&file, &settings, &overrides)
                     .map_err(|e| err("reference.data", e.to_string()))?;
+                if let Some(labels) = &stream.labels {
+                    let notes = crate::offline::add_model_profile(&mut profile, &file, labels)
+                        .map_err(|e| err("reference.data", e.to_string()))?;
+                    for note in notes {
+                        tracing::info!(stream = %stream.name, "reference: {note}");
+                    }
+                }
                 Some(profile)
             }
             ReferenceConfig { from_stream: Some(_), .. } if saved_profile.exists() => {

@@ -3,9 +3,12 @@
 
 pub mod categorical;
 pub mod distribution;
+pub mod estimate;
 pub mod grid;
+pub mod isotonic;
 pub mod label_join;
 pub mod metrics;
+pub mod model_profile;
 pub mod null;
 pub mod numeric;
 pub mod partial;

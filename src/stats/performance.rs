@@ -412,6 +412,11 @@ pub struct WindowPerformance {
     /// Binary tasks: `[tp, fp, tn, fn]` at the threshold (for confidence bounds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confusion: Option<[u64; 4]>,
+    /// Binary tasks whose reference profile has a calibration: the performance
+    /// estimated from the scores of all the window's predictions, labelled or not
+    /// ([`super::estimate`]), beside the realized `metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated: Option<super::estimate::EstimatedPerformance>,
 }
 
 impl WindowPerformance {
@@ -453,6 +458,18 @@ pub struct PerformanceSection {
     pub windows: Vec<WindowPerformance>,
     /// Running totals since the state began, by outcome.
     pub counts: BTreeMap<String, u64>,
+    /// The model's performance on the reference (from the profile, when it has it):
+    /// the baseline of a `performance` condition without a `baseline` of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferencePerformance>,
+}
+
+/// The reference's performance as a report carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferencePerformance {
+    /// Reference rows with a label and a prediction.
+    pub rows: u64,
+    pub metrics: BTreeMap<String, f64>,
 }
 
 #[cfg(test)]

@@ -168,6 +168,7 @@ fn the_wilson_bound_matches_an_independent_computation() {
         label_coverage: 1.0,
         metrics: BTreeMap::new(),
         confusion: Some([4, 2, 3, 1]),
+        estimated: None,
     };
     // Recall 4 of 5; F1 = 8 / 11 = tp / (tp + (fp + fn) / 2) on 5.5 trials.
     assert_eq!(w.upper_bound("recall", 0.95), Some(wilson_upper(0.8, 5.0, 0.95)));

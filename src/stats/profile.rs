@@ -1,8 +1,11 @@
 //! Reference profiles: what scoring needs from the training data (bin edges and counts,
 //! the grid CDF, category counts, missing shares, n, std), built once from a data file
 //! or from the stream, and saved to a versioned file so production needs no raw data.
+//! Optionally the model's side ([`ModelProfile`]: its performance on the reference and
+//! its score's calibration), which makes the file format version 2.
 
 use super::grid::{self, Cell};
+use super::model_profile::{ModelProfile, ModelProfileError};
 use super::settings::FeatureKind;
 use super::sketch::ValueSink;
 use rustc_hash::FxHashMap;
@@ -10,8 +13,11 @@ use serde::{Deserialize, Serialize};
 
 /// The `format` field every profile file carries.
 pub const PROFILE_FORMAT: &str = "driftscope-profile";
-/// The newest profile format this build reads and the one it writes.
-pub const PROFILE_VERSION: u32 = 1;
+/// The newest profile format this build reads.
+pub const PROFILE_VERSION: u32 = 2;
+/// The version written for a profile without a [`ModelProfile`] (version 2 adds
+/// `model`; older builds refuse it by its version rather than by an unknown field).
+pub const PROFILE_VERSION_WITHOUT_MODEL: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -25,6 +31,8 @@ pub enum ProfileError {
     Invalid(String),
     #[error("invalid profile: feature `{feature}`: {reason}")]
     InvalidFeature { feature: String, reason: String },
+    #[error("invalid profile: {0}")]
+    InvalidModel(#[from] ModelProfileError),
 }
 
 /// A saved reference distribution.
@@ -41,6 +49,11 @@ pub struct Profile {
     pub cdf_resolution: usize,
     pub max_categories: usize,
     pub features: Vec<FeatureProfile>,
+    /// The model's performance on the reference and its score's calibration, when
+    /// the reference data had the label and prediction columns (absent in profiles
+    /// written before version 2, which still load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Box<ModelProfile>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +123,12 @@ impl FeatureProfile {
 }
 
 impl Profile {
+    /// Adds the model's side; the profile is then written as format version 2.
+    pub fn set_model(&mut self, model: ModelProfile) {
+        self.model = Some(Box::new(model));
+        self.format_version = PROFILE_VERSION;
+    }
+
     pub fn feature(&self, name: &str) -> Option<&FeatureProfile> {
         self.features.iter().find(|f| f.name == name)
     }
@@ -154,6 +173,9 @@ impl Profile {
     /// Checks the invariants scoring relies on, so a hand-edited or damaged profile is
     /// refused at load time instead of producing wrong numbers.
     pub fn validate(&self) -> Result<(), ProfileError> {
+        if let Some(model) = &self.model {
+            model.validate()?;
+        }
         let mut seen = std::collections::HashSet::new();
         for f in &self.features {
             let bad = |reason: &str| ProfileError::InvalidFeature {
@@ -289,13 +311,14 @@ impl ProfileBuilder {
             .collect();
         Profile {
             format: PROFILE_FORMAT.to_owned(),
-            format_version: PROFILE_VERSION,
+            format_version: PROFILE_VERSION_WITHOUT_MODEL,
             created_at,
             source,
             records: self.records,
             cdf_resolution: self.cdf_resolution,
             max_categories: self.max_categories,
             features,
+            model: None,
         }
     }
 }

@@ -57,9 +57,11 @@ pub fn evaluate(condition: &ConditionConfig, report: &Report) -> (Verdict, Vec<O
 }
 
 /// A performance condition on the newest window the report settles: holds when the
-/// metric's upper confidence bound is below `baseline - drop`; unknown when the report
-/// settles no window (or the metric is undefined in it). Observed: the metric, its
-/// bound and the window's label coverage.
+/// metric's upper confidence bound is below `baseline - drop`, the baseline being the
+/// condition's own or else the reference's figure that the report carries; unknown
+/// when the report settles no window (or the metric is undefined in it, or there is no
+/// baseline). Observed: the metric, its bound, the window's label coverage and the
+/// baseline.
 fn evaluate_performance(
     condition: &crate::config::labels::PerformanceCondition,
     report: &Report,
@@ -69,6 +71,13 @@ fn evaluate_performance(
         p.windows.iter().filter(|w| w.status == PerformanceStatus::Final).max_by_key(|w| w.index)
     });
     let Some(window) = newest else { return (Verdict::Unknown, Vec::new()) };
+    let reference = report
+        .performance
+        .as_ref()
+        .and_then(|p| p.reference.as_ref())
+        .and_then(|r| r.metrics.get(&condition.metric).copied());
+    // Start-up refuses a watched stream without either, so this is only a safeguard.
+    let Some(baseline) = condition.baseline.or(reference) else { return (Verdict::Unknown, Vec::new()) };
     let (Some(value), Some(bound)) =
         (window.metrics.get(&condition.metric), window.upper_bound(&condition.metric, condition.confidence))
     else {
@@ -79,12 +88,13 @@ fn evaluate_performance(
         score: score.to_owned(),
         value,
     };
-    if bound < condition.baseline - condition.drop {
+    if bound < baseline - condition.drop {
         let upper = format!("{}_upper_bound", condition.metric);
         let evidence = vec![
             observed(&condition.metric, *value),
             observed(&upper, bound),
             observed("label_coverage", window.label_coverage),
+            observed("baseline", baseline),
         ];
         (Verdict::Holds, evidence)
     } else {
@@ -493,6 +503,7 @@ mod tests {
                 task: "binary".into(),
                 windows: vec![],
                 counts: [("joined".to_owned(), joined)].into(),
+                reference: None,
             });
             r
         };
@@ -518,7 +529,7 @@ mod tests {
         c.performance = Some(crate::config::labels::PerformanceCondition {
             metric: "accuracy".into(),
             drop: 0.05,
-            baseline: 0.9,
+            baseline: Some(0.9),
             confidence: 0.95,
         });
         // `correct` of `n` right, in a final window (tp and tn split evenly).
@@ -539,15 +550,18 @@ mod tests {
                     label_coverage: 1.0,
                     metrics: [("accuracy".to_owned(), correct as f64 / n as f64)].into(),
                     confusion: Some([correct / 2, wrong / 2, correct - correct / 2, wrong - wrong / 2]),
+                    estimated: None,
                 }],
                 counts: Default::default(),
+                reference: None,
             });
             r
         };
         // 0.80 on 1,000 rows: the upper bound (about 0.82) is below 0.85.
         let (verdict, observed) = evaluate(&c, &with_window(800, 1000, PerformanceStatus::Final));
         assert_eq!(verdict, Verdict::Holds);
-        assert_eq!(observed.len(), 3);
+        assert_eq!(observed.len(), 4);
+        assert_eq!((observed[3].score.as_str(), observed[3].value), ("baseline", 0.9));
         assert!(observed[1].value > 0.8 && observed[1].value < 0.85, "{observed:?}");
         // The same 0.80 on 20 rows is not established: the bound is above 0.85.
         assert_eq!(evaluate(&c, &with_window(16, 20, PerformanceStatus::Final)).0, Verdict::Clear);
@@ -555,5 +569,24 @@ mod tests {
         assert_eq!(evaluate(&c, &with_window(900, 1000, PerformanceStatus::Final)).0, Verdict::Clear);
         assert_eq!(evaluate(&c, &with_window(800, 1000, PerformanceStatus::Provisional)).0, Verdict::Unknown);
         assert_eq!(evaluate(&c, &report(vec![("a", false, Status::Ok, 0.1)])).0, Verdict::Unknown);
+        // Without a baseline of its own the condition takes the reference's figure.
+        if let Some(p) = c.performance.as_mut() {
+            p.baseline = None;
+        }
+        let with_reference = |reference: f64| {
+            let mut r = with_window(800, 1000, PerformanceStatus::Final);
+            if let Some(p) = r.performance.as_mut() {
+                p.reference = Some(crate::stats::performance::ReferencePerformance {
+                    rows: 5000,
+                    metrics: [("accuracy".to_owned(), reference)].into(),
+                });
+            }
+            r
+        };
+        let (verdict, observed) = evaluate(&c, &with_reference(0.9));
+        assert_eq!(verdict, Verdict::Holds);
+        assert_eq!((observed[3].score.as_str(), observed[3].value), ("baseline", 0.9));
+        assert_eq!(evaluate(&c, &with_reference(0.86)).0, Verdict::Clear, "0.82 is not below 0.86 - 0.05");
+        assert_eq!(evaluate(&c, &with_window(800, 1000, PerformanceStatus::Final)).0, Verdict::Unknown);
     }
 }

@@ -81,8 +81,10 @@ pub enum ConditionSummary {
         metric: String,
         /// How far below the baseline its upper bound had to be.
         drop: f64,
-        /// The metric's expected value.
-        baseline: f64,
+        /// The metric's expected value as configured; absent when it is the reference
+        /// profile's (the evidence then names it as `baseline`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        baseline: Option<f64>,
         /// One-sided confidence of the bound.
         confidence: f64,
         /// Windows in a row it had to hold.
