@@ -321,9 +321,12 @@ fn a_labelled_file_replays_realized_performance_and_performance_triggers() {
     let labels = "[streams.labels]\ntopics = [\"labels\"]\nprediction_id = \"key\"\nlabel_id = \"key\"\n\
         label = \"/label\"\nttl = \"1h\"\ntask = { type = \"binary\", score = \"/score\", threshold = 0.5 }\n\
         \n[[triggers]]\nname = \"model-worse\"\n\
-        condition = { performance = { metric = \"accuracy\", drop = 0.1, baseline = 0.74 } }\n\
+        condition = { performance = { metric = \"accuracy\", drop = 0.1 } }\n\
         kind = { type = \"webhook\", url = \"http://127.0.0.1:9/hook\", secret = \"whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=\" }\n";
     let config = write_config(dir.path(), "{ type = \"tumbling_count\", size = 500 }", labels);
+    // Training data with the model's scores and labels: the reference's figures are the
+    // condition's baseline, its calibration gives the estimate.
+    std::fs::write(dir.path().join("train.csv"), labelled_csv(5_000, usize::MAX, 1).0).unwrap();
     let data = dir.path().join("history.csv");
     let (text, pairs) = labelled_csv(6_000, 3_000, 5);
     std::fs::write(&data, text).unwrap();
@@ -349,6 +352,17 @@ fn a_labelled_file_replays_realized_performance_and_performance_triggers() {
         assert!((accuracy - correct as f64 / 500.0).abs() < 1e-12, "window {i}: {accuracy} vs {correct}/500");
         assert_eq!(w["first_row"], i * 500);
         assert_eq!(w["labelled"], 500);
+        // The estimate assumes calibration holds: it tracks the realized figure before
+        // the change and cannot see the concept shift after it.
+        let estimated = w["estimated"]["accuracy"].as_f64().unwrap_or_else(|| panic!("no estimate: {w}"));
+        if i < 6 {
+            assert!(
+                (estimated - accuracy).abs() < 0.06,
+                "window {i}: estimated {estimated}, realized {accuracy}"
+            );
+        } else {
+            assert!(estimated - accuracy > 0.15, "window {i}: estimated {estimated}, realized {accuracy}");
+        }
     }
     // Before the change the model is right about 3 times in 4; after it, half the time.
     let trigger = &s["triggers"][0];

@@ -4,13 +4,19 @@
 //! ([`crate::stats::performance`]), so `condition.performance` and `condition.labels`
 //! triggers replay as `run` would evaluate them. A file needs no join: a row with a
 //! label is a labelled prediction, a row without one a prediction whose label never
-//! came (counted `expired`).
+//! came (counted `expired`). With the model's side of the reference profile, as
+//! `run` does: the reference's figures are each window's `reference` (the baseline of a
+//! `performance` condition without its own) and, for a binary task, the calibrated
+//! scores give each window its `estimated` performance.
 
 use super::BacktestError;
 use crate::config::labels::{LabelsConfig, TaskConfig};
+use crate::stats::estimate::EstimateSketch;
+use crate::stats::isotonic::Calibration;
+use crate::stats::model_profile::{ModelProfile, ModelTask};
 use crate::stats::performance::{
     BinarySketch, MulticlassSketch, PerformanceSection, PerformanceSketch, PerformanceStatus,
-    RegressionSketch, WindowPerformance,
+    ReferencePerformance, RegressionSketch, WindowPerformance,
 };
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
@@ -42,6 +48,10 @@ pub struct FileLabels {
     /// Labelled predictions counted so far (the `joined` total a `labels` condition reads).
     joined: u64,
     expired: u64,
+    /// The model's figures on the reference, when the profile has them for this task.
+    reference: Option<ReferencePerformance>,
+    /// Binary: the score's calibration on the reference.
+    calibration: Option<Calibration>,
 }
 
 /// A top-level column name from a JSON pointer (`/score` -> `score`).
@@ -77,7 +87,28 @@ impl FileLabels {
             rows: VecDeque::new(),
             joined: 0,
             expired: 0,
+            reference: None,
+            calibration: None,
         })
+    }
+
+    /// Takes the model's side of the reference profile, as the monitor does: its
+    /// figures when they are of this task (and, binary, this threshold), its
+    /// calibration for a binary task.
+    pub fn use_reference(&mut self, model: Option<&ModelProfile>) {
+        let Some(model) = model else { return };
+        let figures = || Some(ReferencePerformance { rows: model.rows, metrics: model.metrics.clone() });
+        match (model.model_task(), &self.columns) {
+            (Some(ModelTask::Binary { threshold: t }), Columns::Binary { threshold, .. }) => {
+                if t == *threshold {
+                    self.reference = figures();
+                }
+                self.calibration = model.calibration.clone();
+            }
+            (Some(ModelTask::Multiclass), Columns::Multiclass { .. })
+            | (Some(ModelTask::Regression), Columns::Regression { .. }) => self.reference = figures(),
+            _ => {}
+        }
     }
 
     fn prediction_column(&self) -> &str {
@@ -161,8 +192,18 @@ impl FileLabels {
         last: u64,
     ) -> PerformanceSection {
         let mut sketch = self.empty_sketch();
+        let mut estimate = self.calibration.as_ref().map(|_| EstimateSketch::default());
         let (mut predictions, mut labelled, mut unusable) = (0u64, 0u64, 0u64);
         for (_, pair) in self.rows.iter().filter(|(row, _)| (first..=last).contains(row)) {
+            if let (
+                Some(estimate),
+                Some(calibration),
+                RowPair::Number { predicted: Some(p), .. },
+                Columns::Binary { threshold, .. },
+            ) = (estimate.as_mut(), self.calibration.as_ref(), pair, &self.columns)
+            {
+                estimate.add(calibration.apply(*p), *p >= *threshold);
+            }
             let counted = match (pair, &mut sketch) {
                 (RowPair::Number { predicted: Some(p), label }, PerformanceSketch::Binary(b)) => {
                     predictions += 1;
@@ -206,10 +247,16 @@ impl FileLabels {
             label_coverage: if predictions == 0 { 1.0 } else { labelled as f64 / predictions as f64 },
             metrics: sketch.metrics(),
             confusion,
+            estimated: estimate.as_ref().map(EstimateSketch::view),
         };
         let counts =
             BTreeMap::from([("joined".to_owned(), self.joined), ("expired".to_owned(), self.expired)]);
-        PerformanceSection { task: self.task().into(), windows: vec![window], counts }
+        PerformanceSection {
+            task: self.task().into(),
+            windows: vec![window],
+            counts,
+            reference: self.reference.clone(),
+        }
     }
 
     /// Drops the rows before `row` (no open window holds them).

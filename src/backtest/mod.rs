@@ -231,6 +231,7 @@ pub struct Replay {
     previous_time: Option<i64>,
     /// A file replay of a stream with labels: its prediction and label columns.
     labels: Option<labels::FileLabels>,
+    labels_reference_taken: bool,
 }
 
 /// The stream to replay: `--stream`, or the config's only one.
@@ -300,6 +301,7 @@ impl Replay {
             invalid_records: 0,
             previous_time: None,
             labels: file_labels,
+            labels_reference_taken: false,
         })
     }
 
@@ -454,6 +456,10 @@ impl Replay {
             let bounds = (info.start.clone(), info.end.clone());
             let mut report = score_window(&reference, &window.sketch, info);
             if let (Some(labels), Some((first, last))) = (&mut self.labels, rows) {
+                if !self.labels_reference_taken {
+                    labels.use_reference(reference.profile.model.as_deref());
+                    self.labels_reference_taken = true;
+                }
                 report.performance = Some(labels.window(window.index, bounds.0, bounds.1, first, last));
             }
             let (report, fired) = evaluator.evaluate(report, window.end_ms);
@@ -567,6 +573,9 @@ pub struct PerformanceOutcome {
     pub labelled: u64,
     pub label_coverage: f64,
     pub metrics: BTreeMap<String, f64>,
+    /// Estimated from the calibrated scores (binary, with a calibrated reference).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated: Option<BTreeMap<String, f64>>,
 }
 
 impl Summary {
@@ -703,6 +712,7 @@ pub fn summarize(
                     labelled: p.labelled,
                     label_coverage: p.label_coverage,
                     metrics: p.metrics.clone(),
+                    estimated: p.estimated.as_ref().map(|e| e.metrics.clone()),
                 })
             })
             .collect(),
