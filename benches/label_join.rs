@@ -1,13 +1,18 @@
 //! The label join's speed, in process, one core (issue 15): predictions and their labels
 //! through `stats::label_join` (ids hashed beforehand, and with the hashing), the
 //! monitor's per-message path (`monitor::labels`, JSON read with serde_json), and a
-//! binary window's metrics at its close. Printed, never asserted.
+//! binary window's metrics at its close; with a calibrated reference, the same path
+//! estimating performance per prediction, and the estimate's own per-row cost (a
+//! lookup in a 256-breakpoint calibration and four sums). Printed, never asserted.
 //!
 //!   cargo bench --bench label_join
 
 use driftscope::config::Config;
 use driftscope::monitor::labels::StreamLabels;
+use driftscope::stats::estimate::EstimateSketch;
+use driftscope::stats::isotonic::Calibration;
 use driftscope::stats::label_join::{JoinSettings, LabelJoin, id_hash};
+use driftscope::stats::model_profile::{Cell, ModelProfileBuilder, ModelTask};
 use driftscope::stats::performance::{BinarySketch, PerformanceSketch};
 use driftscope::telemetry::Telemetry;
 use std::hint::black_box;
@@ -63,10 +68,17 @@ fn main() {
     let config = Config::from_toml(text, std::path::Path::new("bench.toml")).expect("config");
     let stream = &config.streams[0];
     let telemetry = Telemetry::new();
-    let mut labels =
-        StreamLabels::new("s", stream.labels.as_ref().expect("labels"), &stream.window, &telemetry)
-            .map_err(|e| e.message)
-            .expect("labels");
+    // A reference's model figures, with a calibration of the full 256 breakpoints
+    // (y = s^2), the most a profile keeps.
+    let mut reference = ModelProfileBuilder::new(ModelTask::Binary { threshold: 0.5 }, "y", "score");
+    for i in 0..1000 {
+        reference.add(Cell::Number(f64::from(i % 2)), Cell::Number(f64::from(i) / 1000.0));
+    }
+    let mut model = reference.finish().expect("rows");
+    let x: Vec<f64> = (0..256).map(|i| f64::from(i) / 255.0).collect();
+    let y: Vec<f64> = x.iter().map(|v| v * v).collect();
+    let calibration = Calibration { x, y, rows: 1000, max_error: 0.0 };
+    model.calibration = Some(calibration.clone());
     let m = N / 4;
     let predictions: Vec<Vec<u8>> = (0..m)
         .map(|i| {
@@ -75,17 +87,35 @@ fn main() {
         })
         .collect();
     let label = br#"{"y":1}"#;
-    let started = Instant::now();
-    for (i, p) in predictions.iter().enumerate() {
-        let _ = labels.prediction(p, None, i as i64);
-        if i >= LAG {
-            let _ = labels.label_message(label, Some(keys[i - LAG].as_bytes()), i as i64);
+    for estimating in [false, true] {
+        let mut labels =
+            StreamLabels::new("s", stream.labels.as_ref().expect("labels"), &stream.window, &telemetry)
+                .map_err(|e| e.message)
+                .expect("labels");
+        if estimating {
+            labels.use_reference(Some(&model), &telemetry);
         }
-        if i % 1000 == 0 {
-            labels.tick(i as i64);
+        let started = Instant::now();
+        for (i, p) in predictions.iter().enumerate() {
+            let _ = labels.prediction(p, None, i as i64);
+            if i >= LAG {
+                let _ = labels.label_message(label, Some(keys[i - LAG].as_bytes()), i as i64);
+            }
+            if i % 1000 == 0 {
+                labels.tick(i as i64);
+            }
         }
+        let what = if estimating { ", estimating" } else { "" };
+        rate(&format!("monitor path: JSON prediction + JSON label message{what}"), m, started);
     }
-    rate("monitor path: JSON prediction + JSON label message", m, started);
+    let scores: Vec<f64> = (0..N).map(|i| (i.wrapping_mul(7919) % 100_003) as f64 / 100_003.0).collect();
+    let mut estimate = EstimateSketch::default();
+    let started = Instant::now();
+    for &s in &scores {
+        estimate.add(calibration.apply(s), s >= 0.5);
+    }
+    black_box(estimate);
+    rate("estimate: calibrate a score (256 breakpoints) and add it", N, started);
 
     let mut sketch = BinarySketch::new(0.5);
     for i in 0..10_000 {

@@ -386,6 +386,20 @@ pub fn profile(data: &[u8]) {
     let again = Profile::from_json(&saved).expect("a saved profile loads");
     assert_eq!(again, profile, "a profile changed in a save/load round trip");
 
+    // A loaded calibration maps every score, however odd, into [0, 1], monotonically.
+    if let Some(c) = profile.model.as_ref().and_then(|m| m.calibration.as_ref()) {
+        let mut probes: Vec<f64> = c.x.iter().flat_map(|&x| [x, x - 1e-9, x + 1e-9]).collect();
+        probes.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 0.0, 0.5, 1.0, 2.0]);
+        for &s in &probes {
+            let p = c.apply(s);
+            assert!((0.0..=1.0).contains(&p), "calibrated {s} to {p}");
+        }
+        let finite: Vec<f64> = probes.iter().copied().filter(|s| s.is_finite()).collect();
+        let mut sorted = finite.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mapped: Vec<f64> = sorted.iter().map(|&s| c.apply(s)).collect();
+        assert!(mapped.windows(2).all(|w| w[0] <= w[1]), "calibration not monotone: {mapped:?}");
+    }
     let mut settings = fuzz_settings();
     settings.cdf_resolution = profile.cdf_resolution;
     let reference = match Reference::new(profile, settings, &BTreeMap::new()) {

@@ -53,6 +53,8 @@ pub enum CalibrationError {
     Unsorted,
     #[error("calibrated probabilities must be in [0, 1] and non-decreasing")]
     NotMonotone,
+    #[error("the calibration's max_error must be a finite number, at least 0")]
+    MaxError,
 }
 
 impl Calibration {
@@ -69,11 +71,12 @@ impl Calibration {
     }
 
     /// The calibrated probability of `score`: clipped to the fitted range, linear
-    /// between breakpoints. No allocation.
+    /// between breakpoints. No allocation. A table must have a breakpoint (a fitted or
+    /// validated one has); a NaN score (callers refuse them) reads as the lowest.
     pub fn apply(&self, score: f64) -> f64 {
         let (x, y) = (&self.x, &self.y);
         let last = x.len() - 1;
-        if score <= x[0] {
+        if score.is_nan() || score <= x[0] {
             return y[0];
         }
         if score >= x[last] {
@@ -82,7 +85,9 @@ impl Calibration {
         // x[i - 1] <= score < x[i], with 1 <= i <= last.
         let i = x.partition_point(|&v| v <= score);
         let (x0, x1, y0, y1) = (x[i - 1], x[i], y[i - 1], y[i]);
-        y0 + (score - x0) * ((y1 - y0) / (x1 - x0))
+        let v = y0 + (score - x0) * ((y1 - y0) / (x1 - x0));
+        // Breakpoints near f64's ends overflow the differences: stay between the two.
+        if v.is_nan() { y0 } else { v.clamp(y0, y1) }
     }
 
     /// Checks a table read from a profile.
@@ -98,6 +103,9 @@ impl Calibration {
         }
         if !self.y.iter().all(|v| (0.0..=1.0).contains(v)) || !self.y.windows(2).all(|w| w[0] <= w[1]) {
             return Err(CalibrationError::NotMonotone);
+        }
+        if !(self.max_error.is_finite() && self.max_error >= 0.0) {
+            return Err(CalibrationError::MaxError);
         }
         Ok(())
     }
@@ -348,7 +356,11 @@ mod tests {
         assert!(Calibration::fit(&mut []).is_none());
         let c = Calibration::fit(&mut rows(&[0.4, 0.4], &[1, 0])).expect("fit");
         assert_eq!((c.x.clone(), c.y.clone()), (vec![0.4], vec![0.5]));
-        assert_eq!((c.apply(0.0), c.apply(1.0)), (0.5, 0.5));
+        assert_eq!((c.apply(0.0), c.apply(1.0), c.apply(f64::NAN)), (0.5, 0.5, 0.5));
+        let wide = Calibration { x: vec![-f64::MAX, f64::MAX], y: vec![0.25, 0.75], rows: 2, max_error: 0.0 };
+        for s in [-f64::MAX / 2.0, 0.0, f64::MAX / 2.0] {
+            assert!((0.25..=0.75).contains(&wide.apply(s)), "{s}: {}", wide.apply(s));
+        }
         let bad = Calibration { x: vec![0.2, 0.1], y: vec![0.0, 1.0], rows: 2, max_error: 0.0 };
         assert_eq!(bad.validate(), Err(CalibrationError::Unsorted));
         let bad = Calibration { x: vec![0.1, 0.2], y: vec![0.6, 0.5], rows: 2, max_error: 0.0 };
