@@ -19,9 +19,11 @@ nested message. Prints one JSON line: the schema id each phase's messages carry.
 import argparse
 import json
 import sys
+import time
 
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 
@@ -79,6 +81,20 @@ def protobuf_serializer(client, spec):
     return serializer, to_message
 
 
+def serialize(serializer, row, context):
+    """One value through the serializer. A 409 from the registry's first registration of a
+    subject (Apicurio answers it when two creations of the subject race, e.g. the
+    client's own retry of a slow first request) is tried again: by then the subject
+    exists and registering the same schema returns its id."""
+    for attempt in range(5):
+        try:
+            return serializer(row, context)
+        except SchemaRegistryError as e:
+            if e.http_status_code != 409 or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
@@ -105,7 +121,7 @@ def main():
             for line in f:
                 if not line.strip():
                     continue
-                value = serializer(convert(json.loads(line)), context)
+                value = serialize(serializer, convert(json.loads(line)), context)
                 phase_ids.add(int.from_bytes(value[1:5], "big"))
                 producer.produce(args.topic, value=value, partition=0)
                 producer.poll(0)
