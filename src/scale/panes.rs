@@ -86,11 +86,6 @@ impl PartitionPanes {
         self.slots[slot] = Some(source);
     }
 
-    /// The partition the monitor numbers `slot`, if registered.
-    pub fn source(&self, slot: u32) -> Option<&SourcePartition> {
-        self.slots.get(slot as usize).and_then(Option::as_ref)
-    }
-
     /// Starts `source` again from what its last transaction recorded (or from nothing):
     /// its open panes are dropped (their records are read again from the committed
     /// offset) and the panes its watermark had closed stay closed, so a record of one
@@ -134,34 +129,57 @@ impl PartitionPanes {
         self.partitions.get(source).and_then(|(_, m)| *m)
     }
 
-    /// Whether the record of `source` at `offset` is read again (below the resume point).
-    pub fn is_replay(&self, source: &SourcePartition, offset: i64) -> bool {
-        self.replay_below.get(source).is_some_and(|&below| offset < below)
-    }
-
-    /// [`pane_for`](Self::pane_for) for a record at `offset`: a record read again (below
-    /// the resume point) whose pane was published already is dropped, not counted late.
-    pub fn pane_for_offset(
+    /// The monitor's path for the rows of one message of the partition it numbers
+    /// `slot` (no allocation once the partition has panes): the pane to fold them into,
+    /// or `Err(counted)` when their pane is closed (`counted`: late, not a record read
+    /// again); `None` for a slot not registered.
+    pub fn pane_for_slot(
         &mut self,
-        source: &SourcePartition,
+        slot: u32,
         time_ms: i64,
         offset: i64,
         reference: &Reference,
-    ) -> Result<&mut Pane, Late> {
-        let replay = self.is_replay(source, offset);
-        self.pane_at(source, time_ms, reference, !replay)
+    ) -> Option<Result<&mut Pane, bool>> {
+        let spec = self.spec();
+        let source = self.slots.get(slot as usize)?.as_ref()?;
+        let replay = self.replay_below.get(source).is_some_and(|&below| offset < below);
+        if !self.partitions.contains_key(source) {
+            self.partitions.insert(source.clone(), (Windower::new(spec), None));
+        }
+        let (windower, max_event) = self.partitions.get_mut(source)?;
+        if self.event_time {
+            windower.observe_event_time(time_ms);
+            *max_event = Some(max_event.map_or(time_ms, |m: i64| m.max(time_ms)));
+        }
+        // Looked up twice, as in `pane_for`.
+        if windower.pane_for(time_ms, reference).is_err() {
+            if !replay {
+                windower.note_late();
+            }
+            return Some(Err(!replay));
+        }
+        Some(windower.pane_for(time_ms, reference).map_err(|_| false))
     }
 
-    /// After a record of `source` (event time): closes the panes its watermark passed,
-    /// as one instance's windows do record by record, so which records are late does
-    /// not depend on how the records were batched.
-    pub fn advance_source(&mut self, source: &SourcePartition) {
+    /// After a record of the partition numbered `slot` (event time): closes the panes
+    /// its watermark passed, as one instance's windows do record by record, so which
+    /// records are late does not depend on how the records were batched.
+    pub fn advance_slot(&mut self, slot: u32) {
         if !self.event_time {
             return;
         }
+        let Some(Some(source)) = self.slots.get(slot as usize) else { return };
         let Some((windower, max_event)) = self.partitions.get_mut(source) else { return };
         windower.advance(0, true, &mut self.scratch);
+        if self.scratch.is_empty() {
+            return;
+        }
         let watermark_ms = max_event.map_or(i64::MIN, |m| m.saturating_sub(self.lateness_ms));
+        let source = source.clone();
+        self.push_closed(&source, watermark_ms);
+    }
+
+    fn push_closed(&mut self, source: &SourcePartition, watermark_ms: i64) {
         for w in self.scratch.drain(..) {
             self.closed.push(Partial {
                 header: self.header.clone(),
@@ -183,16 +201,6 @@ impl PartitionPanes {
         time_ms: i64,
         reference: &Reference,
     ) -> Result<&mut Pane, Late> {
-        self.pane_at(source, time_ms, reference, true)
-    }
-
-    fn pane_at(
-        &mut self,
-        source: &SourcePartition,
-        time_ms: i64,
-        reference: &Reference,
-        count_late: bool,
-    ) -> Result<&mut Pane, Late> {
         let spec = self.spec();
         let (windower, max_event) =
             self.partitions.entry(source.clone()).or_insert_with(|| (Windower::new(spec), None));
@@ -203,9 +211,7 @@ impl PartitionPanes {
         // Looked up twice (the second finds the pane the first made): returning the
         // first borrow on one branch only is what the borrow checker cannot follow yet.
         if windower.pane_for(time_ms, reference).is_err() {
-            if count_late {
-                windower.note_late();
-            }
+            windower.note_late();
             return Err(Late);
         }
         windower.pane_for(time_ms, reference)
@@ -265,14 +271,13 @@ mod tests {
     /// Folds records (offset, event time) of partition 0 record by record, as the
     /// monitor does; returns the partials closed on the way.
     fn fold(p: &mut PartitionPanes, r: &Reference, records: &[(i64, i64)]) -> Vec<Partial> {
-        let source = p.source(0).cloned().unwrap();
         for &(offset, t) in records {
-            if let Ok(pane) = p.pane_for_offset(&source, t, offset, r) {
+            if let Some(Ok(pane)) = p.pane_for_slot(0, t, offset, r) {
                 pane.sketch.add_records(1);
                 pane.sketch.numeric(0, 1.0);
                 pane.cover(0, offset, t);
             }
-            p.advance_source(&source);
+            p.advance_slot(0);
         }
         p.close(0)
     }
