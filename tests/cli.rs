@@ -188,20 +188,20 @@ fn config_check_prints_the_resolved_config_with_secrets_redacted() {
 }
 
 #[test]
-fn run_refuses_global_scale_mode_until_it_is_wired() {
+fn run_refuses_global_count_windows_by_key_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("global.toml");
     std::fs::write(
         &config,
         "[scale]\nmode = \"global\"\n[[streams]]\nname = \"credit\"\ntopics = [\"t\"]\nformat = \"json\"\n\
-         reference = { profile = \"p.profile\" }\nwindow = { type = \"tumbling_time\", size = \"1m\" }\n",
+         reference = { profile = \"p.profile\" }\nwindow = { type = \"tumbling_count\", size = 100 }\n",
     )
     .unwrap();
     let out = driftscope(&["run", "--config", config.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
     let err = text(&out);
     assert!(
-        err.contains("stream `credit`") && err.contains("not available in `driftscope run` yet"),
+        err.contains("streams[0].window.type") && err.contains("count windows cannot be global"),
         "{err}"
     );
 }

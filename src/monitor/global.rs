@@ -87,6 +87,9 @@ impl Pipeline {
             });
         }
         publishing.publish(positions, force, self.checkpoint_interval)?;
+        if force {
+            publishing.finish(crate::scale::publishing::STOP_BOUND);
+        }
         Ok(())
     }
 }

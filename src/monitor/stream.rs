@@ -433,23 +433,22 @@ impl StreamState {
                     // One message at a time: its rows come from one partition.
                     let m = self.staged[message];
                     end = end.min(m.end);
-                    if let Some(global) = self.global.as_mut()
-                        && let Some(source) = global.source(m.source).cloned()
-                    {
-                        let replay = global.is_replay(&source, m.offset);
-                        match global.pane_for_offset(&source, time, m.offset, reference) {
-                            Ok(pane) => {
+                    if let Some(global) = self.global.as_mut() {
+                        match global.pane_for_slot(m.source, time, m.offset, reference) {
+                            Some(Ok(pane)) => {
                                 self.decoder.fold_window(row..end, &mut pane.sketch);
                                 pane.cover(m.source, m.offset, m.now_ms);
                             }
-                            Err(_) if !replay => {
+                            Some(Err(true)) => {
                                 for _ in row..end {
                                     self.counters.late_records.inc();
                                 }
                             }
-                            Err(_) => {}
+                            // Read again for a pane already published, or a slot not
+                            // registered (every slot is, when the monitor creates it).
+                            Some(Err(false)) | None => {}
                         }
-                        global.advance_source(&source);
+                        global.advance_slot(m.source);
                     }
                 }
                 ReferenceState::Ready(reference) => {

@@ -17,16 +17,27 @@ pub struct PartitionPanes {
     pane_ms: i64,
     lateness_ms: i64,
     event_time: bool,
-    partitions: BTreeMap<SourcePartition, (Windower, Option<i64>)>,
+    partitions: Vec<Partition>,
+    /// Where each partition is in `partitions`.
+    index: BTreeMap<SourcePartition, usize>,
+    /// The monitor's source slots (its numbering of partitions) to `partitions`, so the
+    /// per-message path looks nothing up by name.
+    slots: Vec<Option<usize>>,
     scratch: Vec<ClosedWindow>,
-    /// The monitor's source slots (its numbering of partitions) to partitions.
-    slots: Vec<Option<SourcePartition>>,
-    /// Per partition, the next offset as of the last published transaction: a record
-    /// below it read again after a restart or rebalance is a replay, and when its pane
-    /// was published already it is dropped without counting as late.
-    replay_below: BTreeMap<SourcePartition, i64>,
     /// Partials closed record by record (event time), waiting for [`close`](Self::close).
     closed: Vec<Partial>,
+}
+
+#[derive(Debug)]
+struct Partition {
+    source: SourcePartition,
+    windower: Windower,
+    /// The highest event time seen.
+    max_event: Option<i64>,
+    /// The next offset as of the last published transaction: a record below it read
+    /// again after a restart or rebalance is a replay, and when its pane was published
+    /// already it is dropped without counting as late.
+    replay_below: Option<i64>,
 }
 
 /// Where a partition resumes: what the last transaction that committed its offset
@@ -62,10 +73,10 @@ impl PartitionPanes {
             pane_ms,
             lateness_ms,
             event_time,
-            partitions: BTreeMap::new(),
-            scratch: Vec::new(),
+            partitions: Vec::new(),
+            index: BTreeMap::new(),
             slots: Vec::new(),
-            replay_below: BTreeMap::new(),
+            scratch: Vec::new(),
             closed: Vec::new(),
         })
     }
@@ -77,18 +88,30 @@ impl PartitionPanes {
         }
     }
 
+    /// Where `source` is in `partitions` (added, with no pane open, when new).
+    fn index_of(&mut self, source: &SourcePartition) -> usize {
+        if let Some(&i) = self.index.get(source) {
+            return i;
+        }
+        let i = self.partitions.len();
+        self.partitions.push(Partition {
+            source: source.clone(),
+            windower: Windower::new(self.spec()),
+            max_event: None,
+            replay_below: None,
+        });
+        self.index.insert(source.clone(), i);
+        i
+    }
+
     /// Names the partition the monitor numbers `slot`.
     pub fn register(&mut self, slot: u32, source: SourcePartition) {
+        let i = self.index_of(&source);
         let slot = slot as usize;
         if self.slots.len() <= slot {
             self.slots.resize(slot + 1, None);
         }
-        self.slots[slot] = Some(source);
-    }
-
-    /// The partition the monitor numbers `slot`, if registered.
-    pub fn source(&self, slot: u32) -> Option<&SourcePartition> {
-        self.slots.get(slot as usize).and_then(Option::as_ref)
+        self.slots[slot] = Some(i);
     }
 
     /// Starts `source` again from what its last transaction recorded (or from nothing):
@@ -106,62 +129,84 @@ impl PartitionPanes {
             max_event = Some(m);
         }
         self.scratch.clear();
-        self.partitions.insert(source.clone(), (windower, max_event));
-        match at {
-            Some(at) => self.replay_below.insert(source.clone(), at.next),
-            None => self.replay_below.remove(source),
-        };
+        let i = self.index_of(source);
+        let p = &mut self.partitions[i];
+        p.windower = windower;
+        p.max_event = max_event;
+        p.replay_below = at.map(|at| at.next);
     }
 
     /// Drops every open pane and pending partial (the partitions were revoked: their
     /// records are read again from the committed offsets, here or elsewhere).
     pub fn discard_open(&mut self) {
-        self.partitions.clear();
-        self.replay_below.clear();
+        let spec = self.spec();
+        for p in &mut self.partitions {
+            p.windower = Windower::new(spec);
+            p.max_event = None;
+            p.replay_below = None;
+        }
         self.closed.clear();
     }
 
     /// The lowest offset of `source` an open pane holds: the input offset a transaction
     /// may commit for it is no higher (those records are in no published partial).
     pub fn lowest_open_offset(&self, source: &SourcePartition) -> Option<i64> {
-        self.partitions
-            .get(source)
-            .and_then(|(w, _)| w.open_panes().iter().flat_map(|p| p.spans.iter()).map(|s| s.first).min())
+        let p = &self.partitions[*self.index.get(source)?];
+        p.windower.open_panes().iter().flat_map(|p| p.spans.iter()).map(|s| s.first).min()
     }
 
     /// The highest event time seen from `source`.
     pub fn max_event_ms(&self, source: &SourcePartition) -> Option<i64> {
-        self.partitions.get(source).and_then(|(_, m)| *m)
+        self.partitions[*self.index.get(source)?].max_event
     }
 
-    /// Whether the record of `source` at `offset` is read again (below the resume point).
-    pub fn is_replay(&self, source: &SourcePartition, offset: i64) -> bool {
-        self.replay_below.get(source).is_some_and(|&below| offset < below)
-    }
-
-    /// [`pane_for`](Self::pane_for) for a record at `offset`: a record read again (below
-    /// the resume point) whose pane was published already is dropped, not counted late.
-    pub fn pane_for_offset(
+    /// The monitor's path for the rows of one message of the partition it numbers
+    /// `slot` (no allocation once the partition has panes): the pane to fold them into,
+    /// or `Err(counted)` when their pane is closed (`counted`: late, not a record read
+    /// again); `None` for a slot not registered.
+    pub fn pane_for_slot(
         &mut self,
-        source: &SourcePartition,
+        slot: u32,
         time_ms: i64,
         offset: i64,
         reference: &Reference,
-    ) -> Result<&mut Pane, Late> {
-        let replay = self.is_replay(source, offset);
-        self.pane_at(source, time_ms, reference, !replay)
+    ) -> Option<Result<&mut Pane, bool>> {
+        let i = (*self.slots.get(slot as usize)?)?;
+        let Partition { windower, max_event, replay_below, .. } = &mut self.partitions[i];
+        let replay = replay_below.is_some_and(|below| offset < below);
+        if self.event_time {
+            windower.observe_event_time(time_ms);
+            *max_event = Some(max_event.map_or(time_ms, |m: i64| m.max(time_ms)));
+        }
+        // Looked up twice, as in `pane_for`.
+        if windower.pane_for(time_ms, reference).is_err() {
+            if !replay {
+                windower.note_late();
+            }
+            return Some(Err(!replay));
+        }
+        Some(windower.pane_for(time_ms, reference).map_err(|_| false))
     }
 
-    /// After a record of `source` (event time): closes the panes its watermark passed,
-    /// as one instance's windows do record by record, so which records are late does
-    /// not depend on how the records were batched.
-    pub fn advance_source(&mut self, source: &SourcePartition) {
+    /// After a record of the partition numbered `slot` (event time): closes the panes
+    /// its watermark passed, as one instance's windows do record by record, so which
+    /// records are late does not depend on how the records were batched.
+    pub fn advance_slot(&mut self, slot: u32) {
         if !self.event_time {
             return;
         }
-        let Some((windower, max_event)) = self.partitions.get_mut(source) else { return };
-        windower.advance(0, true, &mut self.scratch);
-        let watermark_ms = max_event.map_or(i64::MIN, |m| m.saturating_sub(self.lateness_ms));
+        let Some(&Some(i)) = self.slots.get(slot as usize) else { return };
+        let p = &mut self.partitions[i];
+        p.windower.advance(0, true, &mut self.scratch);
+        if self.scratch.is_empty() {
+            return;
+        }
+        let watermark_ms = p.max_event.map_or(i64::MIN, |m| m.saturating_sub(self.lateness_ms));
+        self.push_closed(i, watermark_ms);
+    }
+
+    fn push_closed(&mut self, i: usize, watermark_ms: i64) {
+        let source = &self.partitions[i].source;
         for w in self.scratch.drain(..) {
             self.closed.push(Partial {
                 header: self.header.clone(),
@@ -183,19 +228,8 @@ impl PartitionPanes {
         time_ms: i64,
         reference: &Reference,
     ) -> Result<&mut Pane, Late> {
-        self.pane_at(source, time_ms, reference, true)
-    }
-
-    fn pane_at(
-        &mut self,
-        source: &SourcePartition,
-        time_ms: i64,
-        reference: &Reference,
-        count_late: bool,
-    ) -> Result<&mut Pane, Late> {
-        let spec = self.spec();
-        let (windower, max_event) =
-            self.partitions.entry(source.clone()).or_insert_with(|| (Windower::new(spec), None));
+        let i = self.index_of(source);
+        let Partition { windower, max_event, .. } = &mut self.partitions[i];
         if self.event_time {
             windower.observe_event_time(time_ms);
             *max_event = Some(max_event.map_or(time_ms, |m: i64| m.max(time_ms)));
@@ -203,9 +237,7 @@ impl PartitionPanes {
         // Looked up twice (the second finds the pane the first made): returning the
         // first borrow on one branch only is what the borrow checker cannot follow yet.
         if windower.pane_for(time_ms, reference).is_err() {
-            if count_late {
-                windower.note_late();
-            }
+            windower.note_late();
             return Err(Late);
         }
         windower.pane_for(time_ms, reference)
@@ -215,28 +247,17 @@ impl PartitionPanes {
     /// event time: each partition's highest event time minus the lateness), each with
     /// its partition's watermark.
     pub fn close(&mut self, now_ms: i64) -> Vec<Partial> {
-        let mut out = std::mem::take(&mut self.closed);
-        for (source, (windower, max_event)) in &mut self.partitions {
-            windower.advance(now_ms, self.event_time, &mut self.scratch);
+        for i in 0..self.partitions.len() {
+            let p = &mut self.partitions[i];
+            p.windower.advance(now_ms, self.event_time, &mut self.scratch);
             let watermark_ms = if self.event_time {
-                max_event.map_or(i64::MIN, |m| m.saturating_sub(self.lateness_ms))
+                p.max_event.map_or(i64::MIN, |m| m.saturating_sub(self.lateness_ms))
             } else {
                 now_ms
             };
-            for w in self.scratch.drain(..) {
-                let offsets = w.spans.first().map(|s| (s.first, s.last));
-                out.push(Partial {
-                    header: self.header.clone(),
-                    pane: w.start_ms.div_euclid(self.pane_ms),
-                    source: source.clone(),
-                    sketch: w.sketch.snapshot(),
-                    offsets,
-                    watermark_ms,
-                    late_records: w.late_records,
-                });
-            }
+            self.push_closed(i, watermark_ms);
         }
-        out
+        std::mem::take(&mut self.closed)
     }
 }
 
@@ -265,14 +286,13 @@ mod tests {
     /// Folds records (offset, event time) of partition 0 record by record, as the
     /// monitor does; returns the partials closed on the way.
     fn fold(p: &mut PartitionPanes, r: &Reference, records: &[(i64, i64)]) -> Vec<Partial> {
-        let source = p.source(0).cloned().unwrap();
         for &(offset, t) in records {
-            if let Ok(pane) = p.pane_for_offset(&source, t, offset, r) {
+            if let Some(Ok(pane)) = p.pane_for_slot(0, t, offset, r) {
                 pane.sketch.add_records(1);
                 pane.sketch.numeric(0, 1.0);
                 pane.cover(0, offset, t);
             }
-            p.advance_source(&source);
+            p.advance_slot(0);
         }
         p.close(0)
     }
