@@ -55,9 +55,10 @@ impl Pipeline {
         }
     }
 
-    /// Publishes the partials closed since the last call with the input positions
-    /// (`force`: the last try of a stop, retried or not).
-    pub(super) fn publish_global(&mut self, force: bool) -> Result<(), MonitorError> {
+    /// Publishes the partials closed since the last call with the input positions.
+    /// `last`: the last try of a stop, waited for at most this long.
+    pub(super) fn publish_global(&mut self, last: Option<std::time::Duration>) -> Result<(), MonitorError> {
+        let force = last.is_some();
         let Some(publishing) = self.global.as_mut() else { return Ok(()) };
         let now = now_ms();
         for stream in &mut self.streams {
@@ -87,8 +88,8 @@ impl Pipeline {
             });
         }
         publishing.publish(positions, force, self.checkpoint_interval)?;
-        if force {
-            publishing.finish(crate::scale::publishing::STOP_BOUND);
+        if let Some(bound) = last {
+            publishing.finish(bound);
         }
         Ok(())
     }

@@ -342,7 +342,7 @@ impl Pipeline {
             for (stream, window) in std::mem::take(&mut self.closed) {
                 self.emit(stream, window);
             }
-            if let Err(e) = self.publish_global(false) {
+            if let Err(e) = self.publish_global(None) {
                 break Err(e);
             }
             let due = self.last_checkpoint_at.elapsed() >= self.checkpoint_interval;
@@ -353,7 +353,10 @@ impl Pipeline {
                 }
             }
         };
-        if let Err(e) = self.publish_global(true) {
+        // Within the stop's bound: half of what is left at most (the last checkpoint,
+        // commit and the consumer's close need the rest), and never over STOP_BOUND.
+        let bound = (stop.remaining() / 2).min(crate::scale::publishing::STOP_BOUND);
+        if let Err(e) = self.publish_global(Some(bound)) {
             tracing::error!(error = %e, "the last partials were not published; their records are read again on the next start");
         }
         // The last checkpoint: also when the previous one failed, so that a directory

@@ -34,7 +34,8 @@ pub const PARTIALS_PARTITIONS: i32 = 8;
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// After a failed transaction, the next try waits this long.
 const RETRY: Duration = Duration::from_secs(1);
-/// How long a stop waits for the last partials to be published.
+/// How long a stop waits for the last partials to be published at most (less when
+/// `state.shutdown_timeout` leaves less).
 pub const STOP_BOUND: Duration = Duration::from_secs(10);
 
 /// What one transaction commits for one input partition.
