@@ -8,13 +8,10 @@
 mod common;
 mod confluent;
 
-use arrow::array::{Array, ArrayRef, Float64Array};
-use arrow::record_batch::RecordBatch;
 use common::*;
 use confluent::*;
-use driftscope::ingest::files::{DataFile, read_data_file};
+use driftscope::ingest::files::read_data_file;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
 
 const V1: &str = r#"{"type": "record", "name": "Features", "namespace": "shop", "fields": [
@@ -34,25 +31,6 @@ const V2: &str = r#"{"type": "record", "name": "Features", "namespace": "shop", 
      {"name": "tier", "type": "int"}, {"name": "country", "type": "string"}]}},
   {"name": "count", "type": "long"}]}"#;
 
-/// The fixture's current rows with every 7th `y` null (a union's null branch).
-fn current_with_nulls() -> DataFile {
-    let file = read_data_file(&fixture("normal_shift", "current.csv")).unwrap();
-    let batch = arrow::compute::concat_batches(&file.schema, &file.batches).unwrap();
-    let i = file.schema.index_of("y").unwrap();
-    let y = batch.column(i).as_any().downcast_ref::<Float64Array>().unwrap();
-    let nulled: Float64Array = (0..y.len()).map(|r| (r % 7 != 3).then(|| y.value(r))).collect();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns[i] = Arc::new(nulled);
-    let schema = Arc::new(arrow::datatypes::Schema::new(
-        file.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-    ));
-    DataFile {
-        path: file.path,
-        schema: schema.clone(),
-        batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
-    }
-}
-
 #[test]
 fn avro_reports_equal_score_across_a_schema_change_and_bad_messages_are_refused_by_reason() {
     let Some(bootstrap) = broker() else { return };
@@ -60,7 +38,7 @@ fn avro_reports_equal_score_across_a_schema_change_and_bad_messages_are_refused_
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("avro-in");
     create_topic(&bootstrap, &topic, 1);
-    let parquet = as_parquet(&current_with_nulls(), &dir.path().join("current.parquet"));
+    let parquet = as_parquet(&current_with_missing_y(7, 3), &dir.path().join("current.parquet"));
     let rows = rows_of(&parquet);
     assert_eq!(rows.len(), 2000);
     let get = |r: &serde_json::Map<String, Value>, k: &str| r.get(k).cloned().unwrap_or(Value::Null);

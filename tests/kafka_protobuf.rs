@@ -9,13 +9,9 @@
 mod common;
 mod confluent;
 
-use arrow::array::{Array, ArrayRef, Float64Array};
-use arrow::record_batch::RecordBatch;
 use common::*;
 use confluent::*;
-use driftscope::ingest::files::{DataFile, read_data_file};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn spec(version: u32) -> Value {
@@ -40,25 +36,6 @@ fn spec(version: u32) -> Value {
     json!({"file": "shop/features.proto", "package": "shop", "message": "Features", "messages": user, "fields": fields})
 }
 
-/// The fixture's current rows with every 5th `y` unset.
-fn current_with_gaps() -> DataFile {
-    let file = read_data_file(&fixture("normal_shift", "current.csv")).unwrap();
-    let batch = arrow::compute::concat_batches(&file.schema, &file.batches).unwrap();
-    let i = file.schema.index_of("y").unwrap();
-    let y = batch.column(i).as_any().downcast_ref::<Float64Array>().unwrap();
-    let gaps: Float64Array = (0..y.len()).map(|r| (r % 5 != 1).then(|| y.value(r))).collect();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns[i] = Arc::new(gaps);
-    let schema = Arc::new(arrow::datatypes::Schema::new(
-        file.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-    ));
-    DataFile {
-        path: file.path,
-        schema: schema.clone(),
-        batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
-    }
-}
-
 #[test]
 fn protobuf_reports_equal_score_across_a_schema_change_and_bad_messages_are_refused_by_reason() {
     let Some(bootstrap) = broker() else { return };
@@ -66,7 +43,7 @@ fn protobuf_reports_equal_score_across_a_schema_change_and_bad_messages_are_refu
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("protobuf-in");
     create_topic(&bootstrap, &topic, 1);
-    let parquet = as_parquet(&current_with_gaps(), &dir.path().join("current.parquet"));
+    let parquet = as_parquet(&current_with_missing_y(5, 1), &dir.path().join("current.parquet"));
     let rows = rows_of(&parquet);
     let get = |r: &serde_json::Map<String, Value>, k: &str| r.get(k).cloned().unwrap_or(Value::Null);
     let v1_rows: Vec<Value> = rows[..1000]

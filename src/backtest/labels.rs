@@ -52,6 +52,8 @@ pub struct FileLabels {
     reference: Option<ReferencePerformance>,
     /// Binary: the score's calibration on the reference.
     calibration: Option<Calibration>,
+    /// The reference profile was looked at (it is taken once, at the first window).
+    reference_taken: bool,
 }
 
 /// A top-level column name from a JSON pointer (`/score` -> `score`).
@@ -89,13 +91,17 @@ impl FileLabels {
             expired: 0,
             reference: None,
             calibration: None,
+            reference_taken: false,
         })
     }
 
     /// Takes the model's side of the reference profile, as the monitor does: its
     /// figures when they are of this task (and, binary, this threshold), its
-    /// calibration for a binary task.
+    /// calibration for a binary task. Only the first call looks.
     pub fn use_reference(&mut self, model: Option<&ModelProfile>) {
+        if std::mem::replace(&mut self.reference_taken, true) {
+            return;
+        }
         let Some(model) = model else { return };
         let figures = || Some(ReferencePerformance { rows: model.rows, metrics: model.metrics.clone() });
         match (model.model_task(), &self.columns) {

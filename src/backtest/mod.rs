@@ -231,7 +231,6 @@ pub struct Replay {
     previous_time: Option<i64>,
     /// A file replay of a stream with labels: its prediction and label columns.
     labels: Option<labels::FileLabels>,
-    labels_reference_taken: bool,
 }
 
 /// The stream to replay: `--stream`, or the config's only one.
@@ -301,7 +300,6 @@ impl Replay {
             invalid_records: 0,
             previous_time: None,
             labels: file_labels,
-            labels_reference_taken: false,
         })
     }
 
@@ -456,10 +454,7 @@ impl Replay {
             let bounds = (info.start.clone(), info.end.clone());
             let mut report = score_window(&reference, &window.sketch, info);
             if let (Some(labels), Some((first, last))) = (&mut self.labels, rows) {
-                if !self.labels_reference_taken {
-                    labels.use_reference(reference.profile.model.as_deref());
-                    self.labels_reference_taken = true;
-                }
+                labels.use_reference(reference.profile.model.as_deref());
                 report.performance = Some(labels.window(window.index, bounds.0, bounds.1, first, last));
             }
             let (report, fired) = evaluator.evaluate(report, window.end_ms);

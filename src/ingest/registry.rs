@@ -342,14 +342,14 @@ mod tests {
             let client = client.clone();
             move || client.schema(1)
         });
-        crate_wait(|| health.registry_error.lock().unwrap().is_some());
+        wait_until(|| health.registry_error.lock().unwrap().is_some());
         assert!(!asking.is_finished(), "the lookup waits while the registry is away");
         health.stopping.store(true, Ordering::SeqCst);
         let result = asking.join().unwrap();
         assert!(matches!(result, Err(SchemaLookupError::Unavailable(_))), "{result:?}");
     }
 
-    fn crate_wait(mut ok: impl FnMut() -> bool) {
+    fn wait_until(mut ok: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(20);
         while !ok() {
             assert!(Instant::now() < until, "condition not reached");

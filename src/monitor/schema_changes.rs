@@ -31,7 +31,8 @@ impl SchemaChanges {
     /// The changes told since the last call, which the message just decoded made.
     #[inline]
     pub fn take_fresh(&self) -> Option<Vec<(u32, u32)>> {
-        if !self.told.swap(false, Ordering::Relaxed) {
+        // A plain load on the per-message path; the swap only when something was told.
+        if !self.told.load(Ordering::Relaxed) || !self.told.swap(false, Ordering::Relaxed) {
             return None;
         }
         self.fresh.lock().ok().map(|mut fresh| std::mem::take(&mut *fresh))

@@ -204,3 +204,25 @@ pub fn wait_metric(addr: &str, name: &str, labels: &[&str], value: f64) {
         (metric(addr, name, labels) == Some(value)).then_some(())
     });
 }
+
+/// The fixture's current rows with `y` missing in every row `r` where `r % every == at`
+/// (a union's null branch in Avro, an unset optional field in Protobuf).
+pub fn current_with_missing_y(every: usize, at: usize) -> DataFile {
+    use arrow::array::{Array, ArrayRef, Float64Array};
+    use std::sync::Arc;
+    let file = read_data_file(&fixture("normal_shift", "current.csv")).unwrap();
+    let batch = arrow::compute::concat_batches(&file.schema, &file.batches).unwrap();
+    let i = file.schema.index_of("y").unwrap();
+    let y = batch.column(i).as_any().downcast_ref::<Float64Array>().unwrap();
+    let missing: Float64Array = (0..y.len()).map(|r| (r % every != at).then(|| y.value(r))).collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns[i] = Arc::new(missing);
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        file.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ));
+    DataFile {
+        path: file.path,
+        schema: schema.clone(),
+        batches: vec![arrow::record_batch::RecordBatch::try_new(schema, columns).unwrap()],
+    }
+}
