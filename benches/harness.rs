@@ -10,11 +10,12 @@
 //! OPTIONS
 //!   --quick               short run: small message sets, memory at 100k/1M records,
 //!                         no end-to-end stage (unless asked for with --stages)
-//!   --messages N          end-to-end messages (default 2,000,000)
-//!   --e2e-rounds N        end-to-end rounds, each reading the topic with (a), (a2)
-//!                         and (b) in turn; ratios per round and their median (default 3)
-//!   --stages LIST         comma list of inprocess,open_inference,confluent,e2e,scoring,
-//!                         memory,soundness,offline
+//!   --messages N          end-to-end and scale messages (default 2,000,000)
+//!   --e2e-rounds N        end-to-end and scale rounds, each reading the topic with (a),
+//!                         (a2) and (b) in turn (scale: local, global, three global);
+//!                         ratios per round and their median (default 3)
+//!   --stages LIST         comma list of inprocess,open_inference,confluent,e2e,scale,
+//!                         scoring,memory,soundness,offline
 //!                         (default: all);
 //!                         a stage named here must run or the harness fails
 //!   --require-broker      fail (instead of skipping end-to-end) when no broker answers
@@ -43,6 +44,8 @@ mod offline;
 mod open_inference;
 #[path = "harness/pipeline.rs"]
 mod pipeline;
+#[path = "harness/scale.rs"]
+mod scale;
 #[path = "harness/soundness.rs"]
 mod soundness;
 #[path = "harness/sys.rs"]
@@ -88,8 +91,8 @@ struct Options {
     evidently_python: Option<PathBuf>,
 }
 
-const STAGES: [&str; 8] =
-    ["inprocess", "open_inference", "confluent", "e2e", "scoring", "memory", "soundness", "offline"];
+const STAGES: [&str; 9] =
+    ["inprocess", "open_inference", "confluent", "e2e", "scale", "scoring", "memory", "soundness", "offline"];
 
 fn parse_count(s: &str) -> anyhow::Result<u64> {
     let t = s.replace(['_', ','], "");
@@ -1352,6 +1355,27 @@ fn run(o: &Options) -> anyhow::Result<(Table, Vec<String>)> {
                     stage("e2e", &mut table, &mut |_| bail!("no broker answers at {} ({e})", o.bootstrap));
                 }
                 Ok(()) => stage("e2e", &mut table, &mut |t| stage_e2e(o, dir.path(), t)),
+            }
+        }
+    }
+    if wants("scale") {
+        const S: &str = "2b. global windows on the real broker";
+        if o.quick && !o.explicit_stages {
+            table.info(S, "SKIPPED", "--quick mode (run without --quick, or with --stages scale)");
+        } else {
+            match kafka::broker_answers(&o.bootstrap) {
+                Err(e) if !(o.explicit_stages || o.require_broker) => table.info(
+                    S,
+                    "SKIPPED",
+                    format!(
+                        "no broker answers at {} ({e}); start one with scripts/kafka.sh start",
+                        o.bootstrap
+                    ),
+                ),
+                Err(e) => {
+                    stage("scale", &mut table, &mut |_| bail!("no broker answers at {} ({e})", o.bootstrap));
+                }
+                Ok(()) => stage("scale", &mut table, &mut |t| scale::stage(o, dir.path(), t)),
             }
         }
     }

@@ -52,10 +52,15 @@ pub struct Topic {
 
 impl Topic {
     pub fn create(bootstrap: &str, name: &str) -> anyhow::Result<Topic> {
+        Topic::create_with(bootstrap, name, PARTITIONS)
+    }
+
+    /// A topic of `partitions` partitions.
+    pub fn create_with(bootstrap: &str, name: &str, partitions: i32) -> anyhow::Result<Topic> {
         let admin = admin(bootstrap)?;
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = runtime().block_on(
-            admin.create_topics(&[NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1))], &opts),
+            admin.create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &opts),
         )?;
         for r in results {
             r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;

@@ -403,10 +403,30 @@ impl StreamState {
                     continue;
                 };
                 end = row + 1;
-                while end < rows && self.event_time_ms(end) == Some(Ok(t)) {
-                    end += 1;
+                match self.windower.spec().clock {
+                    // On to the last row in the same time pane, folded as one run at its
+                    // latest time: no row of the run can close the pane the run is in
+                    // (its end is past every time in it), so which rows are late and
+                    // what each pane holds are as record by record.
+                    PaneClock::Millis { pane_ms, .. } => {
+                        let pane = t.div_euclid(pane_ms);
+                        let mut latest = t;
+                        while end < rows {
+                            match self.event_time_ms(end) {
+                                Some(Ok(u)) if u.div_euclid(pane_ms) == pane => latest = latest.max(u),
+                                _ => break,
+                            }
+                            end += 1;
+                        }
+                        latest
+                    }
+                    PaneClock::Records(_) => {
+                        while end < rows && self.event_time_ms(end) == Some(Ok(t)) {
+                            end += 1;
+                        }
+                        t
+                    }
                 }
-                t
             } else {
                 // Processing time: on to the last message read at the same time.
                 let mut last = message;
@@ -430,20 +450,29 @@ impl StreamState {
                 }
                 ReferenceState::Taking => {}
                 ReferenceState::Ready(reference) if self.global.is_some() => {
-                    // One message at a time: its rows come from one partition.
+                    // The run's messages from one partition: its rows go to that
+                    // partition's pane, folded together (a run of one row at a time
+                    // cost global mode twice the folding of local mode).
                     let m = self.staged[message];
-                    end = end.min(m.end);
                     if let Some(global) = self.global.as_mut() {
-                        match global.pane_for_slot(m.source, time, m.offset, reference) {
+                        let mut last = message;
+                        while last + 1 < self.staged.len()
+                            && self.staged[last].end < end
+                            && self.staged[last + 1].source == m.source
+                            && global.replaying(m.source, m.offset)
+                                == global.replaying(m.source, self.staged[last + 1].offset)
+                        {
+                            last += 1;
+                        }
+                        end = end.min(self.staged[last].end);
+                        match global.pane_for_slot(m.source, time, m.offset, (end - row) as u64, reference) {
                             Some(Ok(pane)) => {
                                 self.decoder.fold_window(row..end, &mut pane.sketch);
-                                pane.cover(m.source, m.offset, m.now_ms);
-                            }
-                            Some(Err(true)) => {
-                                for _ in row..end {
-                                    self.counters.late_records.inc();
+                                for k in &self.staged[message..=last] {
+                                    pane.cover(k.source, k.offset, k.now_ms);
                                 }
                             }
+                            Some(Err(true)) => self.counters.late_records.inc_by((end - row) as u64),
                             // Read again for a pane already published, or a slot not
                             // registered (every slot is, when the monitor creates it).
                             Some(Err(false)) | None => {}
@@ -784,6 +813,11 @@ mod tests {
     /// A JSON stream of a numeric `x` and a categorical `c`, count windows of 4, with
     /// `extra` added to its table.
     fn count_stream(dir: &std::path::Path, extra: &str) -> (StreamState, Telemetry) {
+        json_stream(dir, extra, r#"{ type = "tumbling_count", size = 4 }"#)
+    }
+
+    /// The same stream with `window` (a TOML inline table).
+    fn json_stream(dir: &std::path::Path, extra: &str, window: &str) -> (StreamState, Telemetry) {
         let specs = vec![
             FeatureSpec { name: "x".into(), kind: FeatureKind::Numeric, bins: 10 },
             FeatureSpec { name: "c".into(), kind: FeatureKind::Categorical, bins: 10 },
@@ -799,7 +833,7 @@ mod tests {
         let text = format!(
             "[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup_id = \"g\"\n[http]\nlisten = \"\"\n[state]\ndir = {:?}\n\
              [[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\n{extra}\
-             window = {{ type = \"tumbling_count\", size = 4 }}\nreference = {{ profile = {:?} }}\n",
+             window = {window}\nreference = {{ profile = {:?} }}\n",
             dir.join("state").display().to_string(),
             profile.display().to_string(),
         );
@@ -968,6 +1002,52 @@ mod tests {
                 proptest::prop_assert_eq!(a.sketch.snapshot(), b.sketch.snapshot());
                 proptest::prop_assert_eq!(&a.spans, &b.spans);
                 proptest::prop_assert_eq!((a.start_ms, a.end_ms, a.index), (b.start_ms, b.end_ms, b.index));
+            }
+            proptest::prop_assert_eq!(one.snapshot(), batched.snapshot());
+        }
+
+        /// Event-time windows: a batch folds the rows of one time pane as a run, and
+        /// still gives what message by message gives, late records included.
+        #[test]
+        fn event_time_batches_fold_to_the_windows_messages_fold_to(
+            records in proptest::collection::vec((-1e3f64..1e3, 0u32..3, -1500i64..400), 1..80),
+            cuts in proptest::collection::vec(1usize..12, 1..20),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let window = r#"{ type = "tumbling_time", size = "1s", time = "event", allowed_lateness = "300ms" }"#;
+            let extra = "event_time_field = \"/ts\"\n";
+            let (mut one, _t1) = json_stream(dir.path(), extra, window);
+            let (mut batched, _t2) = json_stream(dir.path(), extra, window);
+            // Times rise by 100 ms a record, some jumping back far enough to be late.
+            let messages: Vec<String> = records
+                .iter()
+                .enumerate()
+                .map(|(i, (x, c, jitter))| {
+                    let back = if *c == 0 { (*jitter).min(0) } else { 0 };
+                    let ts = 10_000 + 100 * i as i64 + back;
+                    format!(r#"{{"x": {x}, "c": "{}", "ts": {ts}}}"#, ["a", "b", "z"][*c as usize])
+                })
+                .collect();
+            let (mut closed_one, mut closed_batched) = (Vec::new(), Vec::new());
+            for (i, m) in messages.iter().enumerate() {
+                let _ = one.process(&Message::value(m.as_bytes()), 0, i as i64, 0, &mut closed_one);
+            }
+            let mut i = 0;
+            for cut in cuts.iter().cycle() {
+                if i >= messages.len() {
+                    break;
+                }
+                for (j, m) in messages.iter().enumerate().skip(i).take(*cut) {
+                    let _ = batched.stage(&Message::value(m.as_bytes()), 0, j as i64, 0, &mut closed_batched);
+                }
+                batched.flush(&mut closed_batched);
+                i += cut;
+            }
+            proptest::prop_assert_eq!(closed_one.len(), closed_batched.len());
+            for (a, b) in closed_one.iter().zip(&closed_batched) {
+                proptest::prop_assert_eq!(a.sketch.snapshot(), b.sketch.snapshot());
+                proptest::prop_assert_eq!(&a.spans, &b.spans);
+                proptest::prop_assert_eq!((a.start_ms, a.end_ms, a.index, a.late_records), (b.start_ms, b.end_ms, b.index, b.late_records));
             }
             proptest::prop_assert_eq!(one.snapshot(), batched.snapshot());
         }

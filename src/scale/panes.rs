@@ -169,6 +169,7 @@ impl PartitionPanes {
         slot: u32,
         time_ms: i64,
         offset: i64,
+        records: u64,
         reference: &Reference,
     ) -> Option<Result<&mut Pane, bool>> {
         let i = (*self.slots.get(slot as usize)?)?;
@@ -181,11 +182,18 @@ impl PartitionPanes {
         // Looked up twice, as in `pane_for`.
         if windower.pane_for(time_ms, reference).is_err() {
             if !replay {
-                windower.note_late();
+                windower.note_late_records(records);
             }
             return Some(Err(!replay));
         }
         Some(windower.pane_for(time_ms, reference).map_err(|_| false))
+    }
+
+    /// Whether the record at `offset` of the partition numbered `slot` is read again
+    /// for a pane this partition already published.
+    pub fn replaying(&self, slot: u32, offset: i64) -> bool {
+        let Some(&Some(i)) = self.slots.get(slot as usize) else { return false };
+        self.partitions[i].replay_below.is_some_and(|below| offset < below)
     }
 
     /// After a record of the partition numbered `slot` (event time): closes the panes
@@ -287,7 +295,7 @@ mod tests {
     /// monitor does; returns the partials closed on the way.
     fn fold(p: &mut PartitionPanes, r: &Reference, records: &[(i64, i64)]) -> Vec<Partial> {
         for &(offset, t) in records {
-            if let Some(Ok(pane)) = p.pane_for_slot(0, t, offset, r) {
+            if let Some(Ok(pane)) = p.pane_for_slot(0, t, offset, 1, r) {
                 pane.sketch.add_records(1);
                 pane.sketch.numeric(0, 1.0);
                 pane.cover(0, offset, t);

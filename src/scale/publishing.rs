@@ -106,7 +106,11 @@ impl Publishing {
         })?;
         let publisher = PartialsPublisher::new(&config.kafka, topic, &config.scale.instance_name(), TIMEOUT)?;
         let mut consumer = crate::ingest::kafka::consumer_config(&config.kafka);
-        consumer.set("isolation.level", "read_committed").set("enable.auto.commit", "false");
+        // Never polled, so no statistics: they would queue up in it, one a second.
+        consumer
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("statistics.interval.ms", "0");
         let offsets = ClientConfig::create(&consumer)?;
         let shared = Arc::new(Shared::default());
         let (jobs, queue) = std::sync::mpsc::channel();

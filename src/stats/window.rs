@@ -121,6 +121,11 @@ impl Windower {
         self.late_records += 1;
     }
 
+    /// Counts `records` late records at once.
+    pub fn note_late_records(&mut self, records: u64) {
+        self.late_records += records;
+    }
+
     fn new_pane(&mut self, index: i64, reference: &Reference) -> Pane {
         let sketch = match self.spare.pop() {
             Some(mut s) => {

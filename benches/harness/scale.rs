@@ -1,0 +1,374 @@
+//! Stage `scale`: global windows on the real broker. The same records (the bench
+//! schema, a numeric event time `t` added so every instance windows them alike) are
+//! read to the end, in turn, by (a) one `driftscope run` in local mode, (b) one in
+//! global mode, (c) three in global mode sharing the consumer group; each in a fresh
+//! group with a fresh partials topic. Reported: the rate from start to the last
+//! window's report, the CPU-seconds of all instances per million records (the cost of
+//! global mode, set against local mode: the issue's target is at most 10% more), and
+//! the partials traffic (bytes per partial, partials per window and partition).
+//!
+//! Every instance is a separate process on this machine, so with fewer cores than
+//! instances the rates share the CPU: the total rate of (c) is reported, not checked.
+
+use super::kafka::Topic;
+use super::sys;
+use super::workload::{self, Generator, Schema};
+use super::{Options, REFERENCE_SEED, STREAM_SEED, Table, count, median, progress, si, unique};
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const S: &str = "2b. global windows on the real broker (JSON bench schema, 6 partitions, event-time windows)";
+const PARTITIONS: i32 = 6;
+/// Records per millisecond of event time: 10 s windows of 100,000 records.
+const RECORDS_PER_MS: u64 = 10;
+const WINDOW_RECORDS: u64 = 100_000;
+/// The first record's event time, on a window boundary.
+const BASE_MS: u64 = 1_714_564_800_000;
+
+/// One variant's reading: wall time to the last expected report, CPU of every
+/// instance, and how many reports came.
+struct Run {
+    total: Duration,
+    steady_rate: f64,
+    cpu_seconds: f64,
+    per_instance_cpu: Vec<f64>,
+}
+
+pub fn stage(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
+    let binary = super::driftscope_binary(o)?;
+    let n = o.messages.max(3 * WINDOW_RECORDS);
+    // The last window stays open (no later record closes it).
+    let expected = n / WINDOW_RECORDS - 1;
+    let schema = Schema::bench();
+    let profile_path = dir.join("scale.profile");
+    std::fs::write(&profile_path, workload::profile(&schema, REFERENCE_SEED, 100_000).to_json())?;
+    let topic = Topic::create_with(&o.bootstrap, &unique("driftscope-scale"), PARTITIONS)?;
+    progress(format!("scale: producing {} messages to {} ({PARTITIONS} partitions)", count(n), topic.name));
+    let pool = Generator::new(&schema, STREAM_SEED).json_messages(100_000);
+    produce_timed(&o.bootstrap, &topic.name, &pool, n)?;
+    let timeout = Duration::from_secs(180 + n / 5_000);
+
+    let variants: [(&str, usize, bool); 3] = [
+        ("(a) one instance, local mode", 1, false),
+        ("(b) one instance, global mode", 1, true),
+        ("(c) three instances, global mode", 3, true),
+    ];
+    let mut runs: [Vec<Run>; 3] = Default::default();
+    let mut partials: Vec<(u64, u64)> = Vec::new();
+    for round in 1..=o.e2e_rounds {
+        for (v, (label, instances, global)) in variants.iter().enumerate() {
+            progress(format!("scale round {round}/{}: {label}", o.e2e_rounds));
+            let run_dir = dir.join(format!("scale-{round}-{v}"));
+            std::fs::create_dir_all(&run_dir)?;
+            let group = unique("bench-scale");
+            let partials_topic = global.then(|| unique("bench-partials"));
+            let configs: Vec<(PathBuf, PathBuf)> = (0..*instances)
+                .map(|i| {
+                    let reports = run_dir.join(format!("i{i}.reports.jsonl"));
+                    let config = run_dir.join(format!("i{i}.toml"));
+                    let text = config_toml(
+                        o,
+                        &group,
+                        &topic.name,
+                        &profile_path,
+                        &run_dir.join(format!("state-{i}")),
+                        &reports,
+                        partials_topic.as_deref().map(|p| (p, format!("i{i}"))),
+                    );
+                    std::fs::write(&config, text).map(|()| (config, reports))
+                })
+                .collect::<Result<_, _>>()?;
+            runs[v].push(run_instances(&binary, &configs, &run_dir, expected, timeout)?);
+            if let Some(p) = &partials_topic {
+                partials.push(partials_traffic(&o.bootstrap, p)?);
+            }
+        }
+    }
+    drop(topic);
+
+    let over_rounds = |v: Vec<f64>, fmt: &dyn Fn(f64) -> String| -> String {
+        if v.len() == 1 {
+            return fmt(v[0]);
+        }
+        let each: Vec<String> = v.iter().map(|&x| fmt(x)).collect();
+        format!("median {} ({})", fmt(median(v)), each.join(", "))
+    };
+    let rate = |x: f64| format!("{}msg/s", si(x));
+    let secs = |x: f64| format!("{x:.2}");
+    let pct = |x: f64| format!("{:+.1}%", 100.0 * (x - 1.0));
+    let per_m = |r: &Run| r.cpu_seconds * 1e6 / n as f64;
+    table.info(
+        S,
+        "records, windows scored per run",
+        format!(
+            "{} records, {expected} windows of {} ({} round(s))",
+            count(n),
+            count(WINDOW_RECORDS),
+            o.e2e_rounds
+        ),
+    );
+    for (v, (label, _, _)) in variants.iter().enumerate() {
+        table.info(
+            S,
+            format!("{label}: steady"),
+            over_rounds(runs[v].iter().map(|r| r.steady_rate).collect(), &rate),
+        );
+        table.info(
+            S,
+            format!("{label}: incl. start-up"),
+            over_rounds(runs[v].iter().map(|r| n as f64 / r.total.as_secs_f64()).collect(), &rate),
+        );
+        table.info(
+            S,
+            format!("{label}: CPU-s per 1M records, all instances"),
+            over_rounds(runs[v].iter().map(per_m).collect(), &secs),
+        );
+    }
+    let spread: Vec<String> = runs[2]
+        .last()
+        .map(|r| r.per_instance_cpu.iter().map(|c| format!("{c:.2}")).collect())
+        .unwrap_or_default();
+    table.info(S, "(c) CPU-s of each instance, last round", spread.join(", "));
+    let cost =
+        |v: usize| -> Vec<f64> { runs[v].iter().zip(&runs[0]).map(|(g, l)| per_m(g) / per_m(l)).collect() };
+    let one = cost(1);
+    let three = cost(2);
+    let one_median = median(one.clone());
+    let three_median = median(three.clone());
+    table.check(S, "(b) CPU per record vs (a)", over_rounds(one, &pct), "<= +10%", one_median <= 1.10);
+    table.check(S, "(c) CPU per record vs (a)", over_rounds(three, &pct), "<= +10%", three_median <= 1.10);
+    table.info(
+        S,
+        "(c) total rate vs (a), steady",
+        over_rounds(
+            runs[2].iter().zip(&runs[0]).map(|(c, a)| c.steady_rate / a.steady_rate).collect(),
+            &|x| format!("{x:.2}x"),
+        ),
+    );
+    table.info(S, "cores here (instances share them)", sys::nproc().to_string());
+    if let Some(&(partial_count, bytes)) = partials.last() {
+        table.info(
+            S,
+            "partials per window per partition (last run)",
+            format!("{:.2}", partial_count as f64 / (expected as f64 * PARTITIONS as f64)),
+        );
+        table.info(
+            S,
+            "bytes per partial (key + value, last run)",
+            format!("{} ({} partials)", count(bytes / partial_count.max(1)), count(partial_count)),
+        );
+    }
+    Ok(())
+}
+
+/// The config of one instance; `global` is (partials topic, instance name).
+fn config_toml(
+    o: &Options,
+    group: &str,
+    topic: &str,
+    profile: &Path,
+    state: &Path,
+    reports: &Path,
+    global: Option<(&str, String)>,
+) -> String {
+    let lit = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut text = format!("[kafka]\nbrokers = {}\ngroup_id = {}\n", lit(&o.bootstrap), lit(group));
+    if !o.kafka_properties.is_empty() {
+        text.push_str("[kafka.properties]\n");
+        for (k, v) in &o.kafka_properties {
+            text.push_str(&format!("{} = {}\n", lit(k), lit(v)));
+        }
+    }
+    if let Some((partials, instance)) = global {
+        text.push_str(&format!(
+            "[scale]\nmode = \"global\"\npartials_topic = {}\nidle_timeout = \"10m\"\ninstance = {}\n",
+            lit(partials),
+            lit(&instance)
+        ));
+    }
+    text.push_str(&format!(
+        "[http]\nlisten = \"\"\n[state]\ndir = {}\ncheckpoint_interval = \"1s\"\n[outputs]\nreports_file = {}\n\
+         [[streams]]\nname = \"bench\"\ntopics = [{}]\nformat = \"json\"\nevent_time_field = \"/t\"\n\
+         window = {{ type = \"tumbling_time\", size = \"10s\", time = \"event\" }}\nreference = {{ profile = {} }}\n",
+        lit(&state.display().to_string()),
+        lit(&reports.display().to_string()),
+        lit(topic),
+        lit(&profile.display().to_string()),
+    ));
+    text
+}
+
+/// Produces `n` records cycling through `pool`, each with the event time `t` of its
+/// position (10 per millisecond), round-robin over the partitions, so every partition's
+/// event time rises and every window but the last is closed by the records after it.
+fn produce_timed(bootstrap: &str, topic: &str, pool: &[Vec<u8>], n: u64) -> anyhow::Result<()> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .context("producer")?;
+    let mut payload = Vec::with_capacity(1024);
+    for i in 0..n {
+        let base = &pool[(i % pool.len() as u64) as usize];
+        payload.clear();
+        payload.extend_from_slice(format!("{{\"t\":{},", BASE_MS + i / RECORDS_PER_MS).as_bytes());
+        payload.extend_from_slice(base.get(1..).unwrap_or_default());
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .payload(payload.as_slice())
+            .partition((i % PARTITIONS as u64) as i32);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("produce: {e}"),
+            }
+        }
+        if i % 4096 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(300)).context("flush the producer")?;
+    Ok(())
+}
+
+/// Starts one `driftscope run` per config, waits until their reports files hold
+/// `expected` reports in all, reads every instance's CPU, and stops them.
+fn run_instances(
+    binary: &Path,
+    configs: &[(PathBuf, PathBuf)],
+    dir: &Path,
+    expected: u64,
+    timeout: Duration,
+) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    let mut children: Vec<Child> = Vec::new();
+    for (i, (config, _)) in configs.iter().enumerate() {
+        let log = dir.join(format!("i{i}.log"));
+        children.push(
+            Command::new(binary)
+                .args(["run", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "info,librdkafka=warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()
+                .with_context(|| format!("start {}", binary.display()))?,
+        );
+    }
+    let mut first: Option<Instant> = None;
+    let result = loop {
+        let reports: u64 = configs.iter().map(|(_, r)| count_lines(r)).sum();
+        let now = Instant::now();
+        if reports >= 1 && first.is_none() {
+            first = Some(now);
+        }
+        if reports >= expected {
+            let per_instance_cpu: Vec<f64> =
+                children.iter().map(|c| sys::cpu_seconds(&c.id().to_string()).unwrap_or(f64::NAN)).collect();
+            let t1 = first.unwrap_or(started);
+            break Ok(Run {
+                total: now - started,
+                steady_rate: ((expected - 1) * WINDOW_RECORDS) as f64 / (now - t1).as_secs_f64().max(1e-9),
+                cpu_seconds: per_instance_cpu.iter().sum(),
+                per_instance_cpu,
+            });
+        }
+        if let Some((i, status)) =
+            children.iter_mut().enumerate().find_map(|(i, c)| c.try_wait().ok().flatten().map(|s| (i, s)))
+        {
+            break Err(anyhow::anyhow!(
+                "instance {i} exited ({status}) after {reports} of {expected} reports; logs in {}",
+                dir.display()
+            ));
+        }
+        if started.elapsed() > timeout {
+            break Err(anyhow::anyhow!(
+                "timed out after {timeout:?} with {reports} of {expected} reports; logs in {}",
+                dir.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for child in &children {
+        sys::signal(child.id(), 15);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for child in &mut children {
+        while child.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if child.try_wait()?.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    result
+}
+
+fn count_lines(path: &Path) -> u64 {
+    std::fs::File::open(path).map(|f| BufReader::new(f).lines().count() as u64).unwrap_or(0)
+}
+
+/// (partials, bytes of their keys and values) on the partials topic, read committed
+/// from the start to the high watermarks.
+fn partials_traffic(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, u64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("bench-partials-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(15))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut list = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(15))?;
+        if high > low {
+            list.add_partition_offset(topic, p, Offset::Beginning)?;
+            remaining += high - low;
+        }
+    }
+    if remaining == 0 {
+        return Ok((0, 0));
+    }
+    consumer.assign(&list)?;
+    // High watermarks count transaction markers too: read until nothing comes for a
+    // while after the last record, bounded.
+    let (mut partials, mut bytes) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(3) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                partials += 1;
+                bytes += (m.payload_len() + m.key().map_or(0, <[u8]>::len)) as u64;
+                quiet_since = Instant::now();
+            }
+            Some(Err(e)) => bail!("reading the partials topic: {e}"),
+            None => {}
+        }
+    }
+    Ok((partials, bytes))
+}
