@@ -6,6 +6,14 @@
 //! on the window's labelled rows, with each prediction counted once (labelled or
 //! expired), so a kill that lost or doubled a prediction or a label would show.
 //!
+//! With two instances of one group on four co-partitioned partitions, a rebalance (an
+//! instance joins), a clean stop (SIGTERM: the other takes every partition) and a
+//! restart move partitions mid-join: through `labels.handover_topic` each prediction
+//! is resolved once by one instance or the other, every label of a prediction read is
+//! joined (no orphan), and the confusion counts over both instances' final windows are
+//! those of every labelled row. Without the handover the moved predictions expire at
+//! the old owner and their labels are orphans at the new one.
+//!
 //! That run's reference is built by `driftscope reference build --config` from data
 //! with the label and score columns, drawn from the same law as the stream (the score
 //! is not calibrated: `P(y | s) = 0.8 s + 0.1`): the reports carry the reference's
@@ -621,7 +629,7 @@ fn outcome(addr: &str, name: &str) -> f64 {
 }
 
 #[test]
-fn a_rebalance_mid_join_hands_waiting_predictions_over_once() {
+fn a_rebalance_and_a_clean_stop_mid_join_lose_and_double_nothing() {
     let Some(bootstrap) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (predictions_topic, labels_topic, handover_topic) =
@@ -638,28 +646,44 @@ fn a_rebalance_mid_join_hands_waiting_predictions_over_once() {
 
     // A alone reads the first rounds: predictions wait for their delayed labels.
     let (a, addr_a) = start(&config_a, dir.path());
-    const FIRST: usize = 4;
-    for round in 0..FIRST {
-        let (labels, predictions) = round_messages(&rows, round);
-        produce_by_key(&bootstrap, &labels_topic, &labels);
-        produce_by_key(&bootstrap, &predictions_topic, &predictions);
-    }
+    let produce_rounds = |rounds: std::ops::Range<usize>| {
+        for round in rounds {
+            let (labels, predictions) = round_messages(&rows, round);
+            produce_by_key(&bootstrap, &labels_topic, &labels);
+            produce_by_key(&bootstrap, &predictions_topic, &predictions);
+        }
+    };
+    produce_rounds(0..3);
     wait_for("A read the first rounds' predictions", Duration::from_secs(120), || {
-        (outcome(&addr_a, "predictions") >= (FIRST * WINDOW) as f64).then_some(())
+        (outcome(&addr_a, "predictions") >= (3 * WINDOW) as f64).then_some(())
     });
     // B joins mid-join: half the partitions move to it, with predictions waiting.
     let (b, addr_b) = start(&config_b, dir.path());
+    let assigned = |run: &Driftscope, partitions: &str| {
+        run.log_text().lines().any(|l| l.contains("partitions assigned") && l.contains(partitions))
+    };
     wait_for("B to get partitions", Duration::from_secs(120), || {
         b.log_text()
             .lines()
             .any(|l| l.contains("partitions assigned") && !l.contains("partitions=0"))
             .then_some(())
     });
-    for round in FIRST..ROUNDS {
-        let (labels, predictions) = round_messages(&rows, round);
-        produce_by_key(&bootstrap, &labels_topic, &labels);
-        produce_by_key(&bootstrap, &predictions_topic, &predictions);
-    }
+    produce_rounds(3..6);
+    // A stops cleanly mid-join: B takes every partition, and A's waiting entries.
+    assert!(a.terminate().success());
+    wait_for("B to get all 8 partitions", Duration::from_secs(120), || {
+        assigned(&b, "partitions=8").then_some(())
+    });
+    produce_rounds(6..9);
+    // A comes back (its checkpoint holds its windows and counts): partitions move again.
+    let (a, addr_a) = start(&config_a, dir.path());
+    wait_for("A to get partitions again", Duration::from_secs(120), || {
+        a.log_text()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && !l.contains("partitions=0"))
+            .then_some(())
+    });
+    produce_rounds(9..ROUNDS);
     // Every prediction is resolved once, by one instance or the other.
     let predictions = PREDICTIONS as f64;
     let resolved = |name: &str| outcome(&addr_a, name) + outcome(&addr_b, name);
