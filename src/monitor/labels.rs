@@ -1064,6 +1064,50 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_partitions_predictions_are_handed_over_here_and_adopted_there() {
+        let multiclass = "{ type = \"multiclass\", predicted = \"/c\" }";
+        let (mut old, _t) = labels(COUNT4, multiclass);
+        let (mut new, telemetry) = labels(COUNT4, multiclass);
+        // The new owner numbers classes otherwise: "b" is its class 0.
+        new.prediction_at(1, br#"{"id": "n0", "c": "b"}"#, None, 0).expect("pred");
+        for (i, (partition, c)) in [(0, "a"), (5, "b"), (5, "a"), (0, "b")].iter().enumerate() {
+            old.prediction_at(*partition, format!(r#"{{"id": "r{i}", "c": "{c}"}}"#).as_bytes(), None, 0)
+                .expect("pred");
+        }
+        old.label_message_at(0, br#"{"y": "a"}"#, Some(b"r0"), 1).expect("label");
+        old.label_message_at(0, br#"{"y": "b"}"#, Some(b"r3"), 1).expect("label");
+        // Partition 5 moves: r1 and r2 wait there.
+        let handed = old.take_partitions(&[5]);
+        old.hand_over(&handed);
+        old.tick(2);
+        let s = old.section();
+        let w = &s.windows[0];
+        assert_eq!((w.status, w.predictions, w.labelled, w.handed_over), (PerformanceStatus::Final, 4, 2, 2));
+        assert_eq!(s.counts["handed_over"], 2);
+        let classes = old.classes().to_vec();
+        new.adopt(handed, &classes, 3);
+        // r1 ("b") is labelled "b", r2 ("a") "b": one right, one wrong, in the new
+        // owner's open window, by the new owner's class numbers.
+        new.label_message_at(5, br#"{"y": "b"}"#, Some(b"r1"), 4).expect("label");
+        new.label_message_at(5, br#"{"y": "b"}"#, Some(b"r2"), 4).expect("label");
+        new.label_message_at(5, br#"{"y": "b"}"#, Some(b"r2"), 4).expect("duplicate");
+        new.label_message_at(1, br#"{"y": "b"}"#, Some(b"n0"), 4).expect("label");
+        for (i, c) in ["a", "a", "a"].iter().enumerate() {
+            new.prediction_at(1, format!(r#"{{"id": "m{i}", "c": "{c}"}}"#).as_bytes(), None, 5)
+                .expect("pred");
+        }
+        new.tick(10_010);
+        let s = new.section();
+        let w = &s.windows[0];
+        assert_eq!((w.status, w.predictions, w.adopted), (PerformanceStatus::Final, 6, 2), "{w:?}");
+        assert_eq!((w.labelled, w.expired), (3, 3), "{w:?}");
+        assert!((w.metrics["accuracy"] - 2.0 / 3.0).abs() < 1e-12, "{w:?}");
+        assert_eq!((s.counts["adopted"], s.counts["orphan"], s.counts["duplicate"]), (2, 0, 1));
+        let text = telemetry.render();
+        assert!(text.contains(r#"driftscope_labels_total{outcome="adopted",stream="s"} 2"#), "{text}");
+    }
+
+    #[test]
     fn count_windows_are_the_streams_windows_whatever_the_sample_and_bad_records() {
         let (mut l, _t) = labels_with(COUNT4, BINARY, "sample = 0.5");
         let mut sampled = 0;
