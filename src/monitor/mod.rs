@@ -156,6 +156,10 @@ struct Pipeline {
     /// Entries of partitions a revocation handed over, until the assignment says
     /// whether they came back.
     parked: Vec<(StreamPartition, crate::stats::label_join::Handed)>,
+    /// When entries were set aside: an assignment that does not come within
+    /// [`PARKED_BOUND`] leaves them handed over (their records are written), so
+    /// checkpoints are never held up for long.
+    parked_at: Instant,
     /// An assignment's handover was applied: checkpoint at once (a revocation waits
     /// for it, so it hands over the adopted entries too).
     checkpoint_now: bool,
@@ -168,6 +172,10 @@ struct RecentReports {
     /// The stream's sequential detectors, as of the newest report.
     sequential: SequentialState,
 }
+
+/// How long entries set aside at a revocation wait for the assignment that says whether
+/// their partitions came back (checkpoints wait meanwhile).
+const PARKED_BOUND: Duration = Duration::from_secs(60);
 
 /// Checkpoint early when this many reports wait for one.
 const UNSENT_LIMIT: usize = 32;
@@ -270,6 +278,7 @@ impl Monitor {
             global,
             handover,
             parked: Vec::new(),
+            parked_at: Instant::now(),
             checkpoint_now: false,
         };
         if fresh_state {
@@ -681,6 +690,13 @@ impl Pipeline {
         // With a handover: no checkpoint while a revocation is being handed over from
         // the last one, nor while entries wait aside for the assignment (the board is
         // held until the positions to commit are published with the join's entries).
+        if !self.parked.is_empty() && self.parked_at.elapsed() >= PARKED_BOUND {
+            tracing::warn!(
+                waited_s = PARKED_BOUND.as_secs(),
+                "no assignment since the revocation: the label join entries written then are counted handed over"
+            );
+            self.apply_assignment(crate::ingest::handover::Assigned::default());
+        }
         let handover = self.handover.clone();
         let mut board = handover.as_ref().and_then(|h| h.board.lock().ok());
         if board.as_ref().is_some_and(|b| b.revoke_pending) || !self.parked.is_empty() {
@@ -788,6 +804,9 @@ impl Pipeline {
     /// is over: checkpoints may be written again.
     fn park(&mut self, handed: &[StreamPartition]) {
         let Some(handover) = self.handover.clone() else { return };
+        if self.parked.is_empty() {
+            self.parked_at = Instant::now();
+        }
         for &(stream, partition) in handed {
             if let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) {
                 let entries = labels.take_partitions(&[partition]);
