@@ -424,7 +424,8 @@ mod tests {
         assert!(h.continues((0, 3), &record, &committed), "labels never read: no position either side");
         committed.insert(("l".to_owned(), 3), 4);
         assert!(h.continues((0, 3), &record, &committed), "the writer held nothing of the labels");
-        let both = HandoverRecord { positions: vec![("p".into(), 10), ("l".into(), 3)], ..Default::default() };
+        let both =
+            HandoverRecord { positions: vec![("p".into(), 10), ("l".into(), 3)], ..Default::default() };
         assert!(!h.continues((0, 3), &both, &committed), "the group committed labels since");
         committed.insert(("p".to_owned(), 3), 12);
         assert!(!h.continues((0, 3), &record, &committed), "read on after the record: stale");

@@ -84,7 +84,7 @@ const HAS_LABEL: u8 = 2;
 
 /// One request id's entry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(from = "EntryTuple", into = "EntryTuple")]
+#[serde(from = "StoredEntry", into = "EntryTuple")]
 struct Entry {
     id: u64,
     deadline_ms: i64,
@@ -100,6 +100,26 @@ struct Entry {
 
 /// An entry as the checkpoint stores it: an array, not a map of field names.
 type EntryTuple = (u64, i64, i64, f64, u8, i32);
+
+/// An entry as read from a checkpoint: with its partition, or from a checkpoint
+/// written before entries had one (then partition 0).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredEntry {
+    Current(EntryTuple),
+    WithoutPartition((u64, i64, i64, f64, u8)),
+}
+
+impl From<StoredEntry> for Entry {
+    fn from(stored: StoredEntry) -> Entry {
+        match stored {
+            StoredEntry::Current(t) => t.into(),
+            StoredEntry::WithoutPartition((id, deadline_ms, window, value, sides)) => {
+                Entry { id, deadline_ms, window, value, sides, partition: 0 }
+            }
+        }
+    }
+}
 
 impl From<EntryTuple> for Entry {
     fn from((id, deadline_ms, window, value, sides, partition): EntryTuple) -> Entry {

@@ -281,3 +281,22 @@ fn merging_past_the_cap_evicts_the_oldest_and_counts_them() {
     assert_eq!(ev.iter().filter(|e| matches!(e, JoinEvent::Evicted { window: 1 })).count(), 3);
     assert_eq!(new.counts().evicted, 3);
 }
+
+#[test]
+fn a_checkpoint_written_before_entries_had_a_partition_still_loads() {
+    #[derive(Serialize)]
+    struct Before {
+        entries: Vec<(u64, i64, i64, f64, u8)>,
+        counts: JoinCounts,
+        last_deadline_ms: i64,
+    }
+    let before =
+        Before { entries: vec![(7, 100, 2, 0.25, 1)], counts: JoinCounts::default(), last_deadline_ms: 100 };
+    let bytes = rmp_serde::to_vec_named(&before).expect("encode");
+    let state: JoinState = rmp_serde::from_slice(&bytes).expect("decode");
+    let mut j = join(1000, 10);
+    let mut ev = Vec::new();
+    j.restore(&state, &mut ev);
+    assert_eq!(j.label(7, 1.0, 50, &mut ev), Arrival::Joined);
+    assert_eq!(ev, vec![JoinEvent::Joined { id: 7, window: 2, predicted: 0.25, label: 1.0 }]);
+}
