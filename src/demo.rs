@@ -109,6 +109,7 @@ fn demo_labels() -> crate::config::labels::LabelsConfig {
         ttl: Duration::from_secs(20),
         sample: 1.0,
         max_pending: 100_000,
+        handover_topic: None,
     }
 }
 

@@ -66,4 +66,7 @@ pub struct Health {
     /// transactions commit input offsets with it, so a zombie of an older generation
     /// is refused by the broker).
     pub group_metadata: Mutex<Option<std::sync::Arc<rdkafka::consumer::ConsumerGroupMetadata>>>,
+    /// The label joins' handover between instances (`labels.handover_topic`), when a
+    /// stream has one: the rebalance callbacks write and read it.
+    pub handover: std::sync::OnceLock<std::sync::Arc<crate::ingest::handover::Handover>>,
 }

@@ -6,6 +6,14 @@
 //! on the window's labelled rows, with each prediction counted once (labelled or
 //! expired), so a kill that lost or doubled a prediction or a label would show.
 //!
+//! With two instances of one group on four co-partitioned partitions, a rebalance (an
+//! instance joins), a clean stop (SIGTERM: the other takes every partition) and a
+//! restart move partitions mid-join: through `labels.handover_topic` each prediction
+//! is resolved once by one instance or the other, every label of a prediction read is
+//! joined (no orphan), and the confusion counts over both instances' final windows are
+//! those of every labelled row. Without the handover the moved predictions expire at
+//! the old owner and their labels are orphans at the new one.
+//!
 //! That run's reference is built by `driftscope reference build --config` from data
 //! with the label and score columns, drawn from the same law as the stream (the score
 //! is not calibrated: `P(y | s) = 0.8 s + 0.1`): the reports carry the reference's
@@ -542,4 +550,224 @@ fn topics_that_are_not_co_partitioned_are_reported() {
     assert!(notes.contains("has 1 partitions") && notes.contains("has 2"), "{notes}");
     assert!(run.log_text().contains("not co-partitioned"));
     assert!(run.terminate().success());
+}
+
+/// A config for one instance of a two-instance group, with a handover topic.
+fn write_group_config(
+    bootstrap: &str,
+    dir: &Path,
+    name: &str,
+    group: &str,
+    topics: (&str, &str, &str),
+    profile: &Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let config = dir.join(format!("{name}.toml"));
+    let reports = dir.join(format!("{name}.reports.jsonl"));
+    let stream = xc_stream_toml(
+        "s",
+        topics.0,
+        &format!(r#"{{ type = "tumbling_count", size = {WINDOW} }}"#),
+        &format!(r#"{{ profile = "{}" }}"#, profile.display()),
+    );
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "{group}"
+properties = {{ "session.timeout.ms" = "10000" }}
+[state]
+dir = "{state}"
+checkpoint_interval = "50ms"
+[outputs]
+reports_file = "{reports}"
+[http]
+listen = "127.0.0.1:0"
+{stream}
+[streams.labels]
+topics = ["{labels}"]
+prediction_id = "/id"
+label_id = "key"
+label = "/y"
+ttl = "20s"
+handover_topic = "{handover}"
+task = {{ type = "binary", score = "/score", threshold = {THRESHOLD} }}
+"#,
+            state = dir.join(format!("{name}-state")).display(),
+            reports = reports.display(),
+            labels = topics.1,
+            handover = topics.2,
+        ),
+    )
+    .unwrap();
+    (config, reports)
+}
+
+/// Produces keyed messages, partitioned by key (the same partitioner on both topics:
+/// co-partitioned by request id), waiting for every acknowledgement.
+fn produce_by_key(bootstrap: &str, topic: &str, messages: &Keyed) {
+    let p = producer(bootstrap);
+    for (key, payload) in messages {
+        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(payload.as_slice());
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    p.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("all messages acknowledged");
+}
+
+/// A label join series of one instance (0 when absent).
+fn outcome(addr: &str, name: &str) -> f64 {
+    series(addr, &format!(r#"driftscope_labels_total{{outcome="{name}",stream="s"}}"#)).unwrap_or(0.0)
+}
+
+#[test]
+fn a_rebalance_and_a_clean_stop_mid_join_lose_and_double_nothing() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (predictions_topic, labels_topic, handover_topic) =
+        (unique("preds-4p"), unique("labels-4p"), unique("handover"));
+    create_topic(&bootstrap, &predictions_topic, 4);
+    create_topic(&bootstrap, &labels_topic, 4);
+    create_topic(&bootstrap, &handover_topic, 1);
+    let profile = reference(dir.path());
+    let group = unique("labels-group");
+    let topics = (predictions_topic.as_str(), labels_topic.as_str(), handover_topic.as_str());
+    let (config_a, reports_a) = write_group_config(&bootstrap, dir.path(), "a", &group, topics, &profile);
+    let (config_b, reports_b) = write_group_config(&bootstrap, dir.path(), "b", &group, topics, &profile);
+    let rows = rows();
+
+    // A alone reads the first rounds: predictions wait for their delayed labels.
+    let (a, addr_a) = start(&config_a, dir.path());
+    let produce_rounds = |rounds: std::ops::Range<usize>| {
+        for round in rounds {
+            let (labels, predictions) = round_messages(&rows, round);
+            produce_by_key(&bootstrap, &labels_topic, &labels);
+            produce_by_key(&bootstrap, &predictions_topic, &predictions);
+        }
+    };
+    produce_rounds(0..3);
+    wait_for("A read the first rounds' predictions", Duration::from_secs(120), || {
+        (outcome(&addr_a, "predictions") >= (3 * WINDOW) as f64).then_some(())
+    });
+    // B joins mid-join: half the partitions move to it, with predictions waiting.
+    let (b, addr_b) = start(&config_b, dir.path());
+    let assigned = |run: &Driftscope, partitions: &str| {
+        run.log_text().lines().any(|l| l.contains("partitions assigned") && l.contains(partitions))
+    };
+    wait_for("B to get partitions", Duration::from_secs(120), || {
+        b.log_text()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && !l.contains("partitions=0"))
+            .then_some(())
+    });
+    produce_rounds(3..6);
+    // A stops cleanly mid-join: B takes every partition, and A's waiting entries.
+    assert!(a.terminate().success());
+    wait_for("B to get all 8 partitions", Duration::from_secs(120), || {
+        assigned(&b, "partitions=8").then_some(())
+    });
+    produce_rounds(6..9);
+    // A comes back (its checkpoint holds its windows and counts): partitions move again.
+    let (a, addr_a) = start(&config_a, dir.path());
+    wait_for("A to get partitions again", Duration::from_secs(120), || {
+        a.log_text()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && !l.contains("partitions=0"))
+            .then_some(())
+    });
+    produce_rounds(9..ROUNDS);
+    // Every prediction is resolved once, by one instance or the other.
+    let predictions = PREDICTIONS as f64;
+    let resolved = |name: &str| outcome(&addr_a, name) + outcome(&addr_b, name);
+    wait_for("every prediction resolved", Duration::from_secs(180), || {
+        (resolved("joined") + resolved("expired") + resolved("evicted") >= predictions).then_some(())
+    });
+    let delivered = rows.iter().filter(|r| r.label_round.is_some()).count() as f64;
+    let (joined, expired, evicted) = (resolved("joined"), resolved("expired"), resolved("evicted"));
+    eprintln!(
+        "A: joined {} expired {} handed_over {} adopted {}; B: joined {} expired {} handed_over {} adopted {}",
+        outcome(&addr_a, "joined"),
+        outcome(&addr_a, "expired"),
+        outcome(&addr_a, "handed_over"),
+        outcome(&addr_a, "adopted"),
+        outcome(&addr_b, "joined"),
+        outcome(&addr_b, "expired"),
+        outcome(&addr_b, "handed_over"),
+        outcome(&addr_b, "adopted"),
+    );
+    assert_eq!(joined + expired + evicted, predictions, "each prediction resolved once");
+    assert_eq!(joined, delivered, "every label whose prediction was read is joined, once");
+    assert_eq!(expired, predictions - delivered);
+    assert_eq!(evicted, 0.0);
+    assert_eq!(resolved("orphan"), 0.0, "no label of a prediction read is an orphan");
+    let sent_twice = rows.iter().filter(|r| r.label_round.is_some() && r.label_twice).count()
+        + rows.iter().filter(|r| r.prediction_twice).count();
+    assert_eq!(resolved("duplicate"), sent_twice as f64, "every redelivery recognised once");
+    let handed_over = outcome(&addr_a, "handed_over") + outcome(&addr_b, "handed_over");
+    assert!(handed_over > 0.0, "predictions were waiting in the partitions that moved");
+    assert_eq!(handed_over, resolved("adopted"), "every prediction handed over was adopted");
+
+    // Records without a request id close each instance's windows (they are records
+    // of the stream, no predictions): every window with real predictions is final
+    // then, and its report carries it.
+    let tail: Keyed = (0..4 * WINDOW)
+        .map(|i| (format!("tail-{i}"), br#"{"x":0.1,"c":"a","score":0.5}"#.to_vec()))
+        .collect();
+    produce_by_key(&bootstrap, &predictions_topic, &tail);
+    let want: Vec<(f64, bool)> =
+        rows.iter().filter(|r| r.label_round.is_some()).map(|r| (r.score, r.label)).collect();
+    let finals = wait_for("every labelled prediction in a final window", Duration::from_secs(120), || {
+        let mut finals = final_windows(&read_reports(&reports_a));
+        let b_finals = final_windows(&read_reports(&reports_b));
+        let labelled = |f: &BTreeMap<u64, serde_json::Value>| {
+            f.values().map(|w| w["labelled"].as_u64().unwrap()).sum::<u64>()
+        };
+        if labelled(&finals) + labelled(&b_finals) < want.len() as u64 {
+            return None;
+        }
+        let offset = finals.keys().max().map_or(0, |k| k + 1);
+        finals.extend(b_finals.into_iter().map(|(k, w)| (k + offset, w)));
+        Some(finals)
+    });
+    // Over both instances' final windows: each prediction counted once where it was
+    // resolved, and the realized confusion counts those of every joined row.
+    let (mut confusion, mut handed, mut adopted) = ([0u64; 4], 0, 0);
+    for w in finals.values() {
+        let resolved = ["labelled", "expired", "evicted", "handed_over"]
+            .iter()
+            .map(|k| w[k].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        assert_eq!(resolved, w["predictions"].as_u64().unwrap(), "{w}");
+        handed += w["handed_over"].as_u64().unwrap_or(0);
+        adopted += w["adopted"].as_u64().unwrap_or(0);
+        for (j, c) in confusion.iter_mut().enumerate() {
+            *c += w["confusion"][j].as_u64().unwrap();
+        }
+    }
+    assert_eq!((handed, adopted), (handed_over as u64, handed_over as u64));
+    let exact_confusion = want.iter().fold([0u64; 4], |mut c, &(s, y)| {
+        c[match (s >= THRESHOLD, y) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, false) => 2,
+            (false, true) => 3,
+        }] += 1;
+        c
+    });
+    assert_eq!(confusion, exact_confusion, "[tp, fp, tn, fn] over all windows");
+    let metrics = exact(&want);
+    let [tp, fp, tn, fn_] = confusion.map(|c| c as f64);
+    assert!(((tp + tn) / (tp + fp + tn + fn_) - metrics["accuracy"]).abs() < 1e-12);
+    assert!((2.0 * tp / (2.0 * tp + fp + fn_) - metrics["f1"]).abs() < 1e-12);
+    assert!(b.log_text().contains("label join entries taken over"), "{}", b.log_text());
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
 }

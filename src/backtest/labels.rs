@@ -250,6 +250,8 @@ impl FileLabels {
             labelled,
             expired,
             evicted: 0,
+            handed_over: 0,
+            adopted: 0,
             label_coverage: if predictions == 0 { 1.0 } else { labelled as f64 / predictions as f64 },
             metrics: sketch.metrics(),
             confusion,

@@ -37,6 +37,13 @@ pub struct LabelsConfig {
     /// the oldest is evicted and counted beyond it.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// A compacted topic where, when a partition moves to another instance of the
+    /// group, the old owner writes the join's entries of that partition and the new
+    /// owner reads them (keyed by group, stream and partition). Unset: the entries stay
+    /// with the old owner (its predictions expire there, their labels are orphans at
+    /// the new owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_topic: Option<String>,
 }
 
 /// A trigger condition on new labels: `condition.labels = { at_least = N }`.
@@ -256,6 +263,15 @@ pub(super) fn validate(
     if !(1..=MAX_PENDING_LIMIT).contains(&labels.max_pending) {
         return err("max_pending", format!("must be between 1 and {MAX_PENDING_LIMIT}"));
     }
+    if let Some(topic) = &labels.handover_topic {
+        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
+            return err("handover_topic", "a Kafka topic name (letters, digits, `.`, `_`, `-`)".into());
+        }
+        if stream.topics.contains(topic) || labels.topics.contains(topic) {
+            return err("handover_topic", format!("`{topic}` is a prediction or label topic of the stream"));
+        }
+    }
     Ok(())
 }
 
@@ -325,6 +341,7 @@ mod tests {
             (GOOD.replace("\"10m\"", "\"0s\""), "streams[0].labels.ttl"),
             (format!("{GOOD}\nsample = 0.0"), "streams[0].labels.sample"),
             (format!("{GOOD}\nmax_pending = 0"), "streams[0].labels.max_pending"),
+            (format!("{GOOD}\nhandover_topic = \"a b\""), "streams[0].labels.handover_topic"),
             (format!("{GOOD}\nmax_pendin = 3"), "max_pendin"),
             (GOOD.replace("binary", "ranking"), "streams[0].labels.task"),
         ];

@@ -73,6 +73,12 @@ pub struct Batch {
     /// Partitions were revoked before these records were polled: the pipeline rolls
     /// back to its checkpoint first.
     pub revoked: bool,
+    /// With `revoked`: the (stream, partition) pairs whose label join entries the
+    /// revocation handed over ([`crate::ingest::handover`]).
+    pub handed: Vec<crate::ingest::handover::StreamPartition>,
+    /// Partitions were assigned before these records were polled: what the handover
+    /// means for the pipeline's label joins, applied first.
+    pub assigned: Option<crate::ingest::handover::Assigned>,
     pub new_sources: Vec<NewSource>,
     pub records: Vec<FeedRecord>,
     pub bytes: Vec<u8>,
@@ -85,6 +91,8 @@ impl Batch {
 
     fn clear(&mut self) {
         self.revoked = false;
+        self.handed.clear();
+        self.assigned = None;
         self.new_sources.clear();
         self.records.clear();
         self.bytes.clear();
@@ -213,7 +221,10 @@ impl Feeder {
                 self.spares.push(given_back);
                 continue;
             }
-            if since.elapsed() < STALL_PAUSE_AFTER || self.context.revoked.load(Ordering::SeqCst) {
+            if since.elapsed() < STALL_PAUSE_AFTER
+                || self.context.revoked.load(Ordering::SeqCst)
+                || self.assignment_waiting()
+            {
                 // After a revocation the waiting batch must go before anything polled.
                 continue;
             }
@@ -265,6 +276,22 @@ impl Feeder {
         let mut next = self.spares.pop().or_else(|| spare.try_recv().ok()).unwrap_or_default();
         next.clear();
         Some(next)
+    }
+
+    /// The pairs the last revocation handed over, for its batch.
+    fn take_handed(&self) -> Vec<crate::ingest::handover::StreamPartition> {
+        let Some(handover) = self.context.handover.get() else { return Vec::new() };
+        handover.board.lock().ok().and_then(|mut b| b.revoked.take()).unwrap_or_default()
+    }
+
+    /// An assignment's handover outcome not yet passed to the pipeline.
+    fn take_assigned(&self) -> Option<crate::ingest::handover::Assigned> {
+        let handover = self.context.handover.get()?;
+        handover.board.lock().ok()?.assigned.take()
+    }
+
+    fn assignment_waiting(&self) -> bool {
+        self.context.handover.get().is_some_and(|h| h.board.lock().is_ok_and(|b| b.assigned.is_some()))
     }
 
     /// Pauses or resumes the whole assignment.
@@ -331,6 +358,22 @@ impl Feeder {
                         };
                     }
                     batch.revoked = true;
+                    batch.handed = self.take_handed();
+                    batch = match hand_over_blocking(batch, &batches, spare) {
+                        Some(b) => b,
+                        None => return,
+                    };
+                    started = Instant::now();
+                }
+                if let Some(assigned) = self.take_assigned() {
+                    // Likewise: the handover is applied before the new partitions' records.
+                    if !batch.records.is_empty() || !batch.new_sources.is_empty() {
+                        batch = match hand_over_blocking(batch, &batches, spare) {
+                            Some(b) => b,
+                            None => return,
+                        };
+                    }
+                    batch.assigned = Some(assigned);
                     batch = match hand_over_blocking(batch, &batches, spare) {
                         Some(b) => b,
                         None => return,

@@ -4,12 +4,14 @@
 
 use crate::config::KafkaConfig;
 use crate::health::{Health, LagReport};
+use crate::ingest::handover::{HANDOVER_BOUND, Handover, StreamPartition};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -125,6 +127,13 @@ impl ConsumerContext for ArcContext {
                 self.0.revoked.store(true, Ordering::SeqCst);
                 return;
             }
+            // With a handover, the checkpoint cannot move while its positions are
+            // committed and its join entries written (the board stays locked).
+            let handover = self.0.handover.get();
+            let mut board = handover.and_then(|h| h.wait_applied(HANDOVER_BOUND));
+            if let Some(board) = board.as_mut() {
+                board.revoke_pending = true;
+            }
             let safe = self.0.safe.lock().map(|s| s.clone()).unwrap_or_default();
             let mut list = TopicPartitionList::new();
             for elem in partitions.elements() {
@@ -132,11 +141,34 @@ impl ConsumerContext for ArcContext {
                     let _ = list.add_partition_offset(elem.topic(), elem.partition(), Offset::Offset(offset));
                 }
             }
+            let mut committed = true;
             if list.count() > 0
                 && let Err(e) = consumer.commit(&list, CommitMode::Sync)
             {
+                committed = false;
                 tracing::warn!(error = %e, "commit before rebalance failed; uncommitted records will be read again");
             }
+            if let (Some(handover), Some(board)) = (handover, board.as_mut()) {
+                let revoked = handover.pairs(partitions);
+                // Entries go only with committed positions: otherwise the new owner
+                // reads from older offsets than the entries continue (they stay here).
+                let written = committed
+                    && match handover.write(&handover.revoked_records(board, &revoked, &safe), HANDOVER_BOUND)
+                    {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the label join's waiting entries were not handed over; they stay with this instance");
+                            false
+                        }
+                    };
+                let written: Vec<_> = if written { revoked.into_iter().collect() } else { Vec::new() };
+                if !written.is_empty() {
+                    tracing::info!(partitions = written.len(), "label join entries handed over");
+                }
+                board.handed_last = written.iter().copied().collect();
+                board.revoked = Some(written);
+            }
+            drop(board);
             self.0.revoked.store(true, Ordering::SeqCst);
             tracing::info!(partitions = partitions.count(), "partitions revoked");
         }
@@ -152,12 +184,78 @@ impl ConsumerContext for ArcContext {
                 self.0.assignments.fetch_add(1, Ordering::SeqCst);
                 self.0.joined.store(true, Ordering::SeqCst);
                 self.0.assignment_lost.store(false, Ordering::SeqCst);
+                if let Some(handover) = self.0.handover.get() {
+                    take_over(handover, consumer, partitions);
+                }
                 tracing::info!(partitions = partitions.count(), "partitions assigned");
             }
             Rebalance::Revoke(_) => self.0.assigned.store(0, Ordering::SeqCst),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
+}
+
+/// At an assignment: which partitions written at the revocation came back, and the
+/// handover records of the others, read before any of their messages is processed and
+/// kept only when they continue from the committed offsets; the records used are
+/// deleted. The outcome waits on the board for the feeder to pass to the pipeline.
+fn take_over(handover: &Handover, consumer: &BaseConsumer<ArcContext>, partitions: &TopicPartitionList) {
+    let Ok(mut board) = handover.board.lock() else { return };
+    let assigned = handover.pairs(partitions);
+    let handed_last = std::mem::take(&mut board.handed_last);
+    let kept: BTreeSet<StreamPartition> = assigned.intersection(&handed_last).copied().collect();
+    let new: BTreeSet<StreamPartition> = assigned.difference(&kept).copied().collect();
+    let mut adopted = Vec::new();
+    if !new.is_empty() {
+        match (
+            handover.read(&new, HANDOVER_BOUND),
+            consumer.committed_offsets(partitions.clone(), HANDOVER_BOUND),
+        ) {
+            (Ok(records), Ok(committed)) => {
+                let committed: BTreeMap<(String, i32), i64> = committed
+                    .elements()
+                    .into_iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                        _ => None,
+                    })
+                    .collect();
+                for (pair, record) in records {
+                    if handover.continues(pair, &record, &committed) {
+                        adopted.push((pair, record));
+                    } else {
+                        handover.stale.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            partition = pair.1,
+                            written_at = ?record.positions,
+                            "a handover record does not continue from the committed offsets (its writer read on, \
+                             or died without handing over): not adopted"
+                        );
+                    }
+                }
+            }
+            (Err(e), _) => {
+                tracing::error!(error = %e, "cannot read the handover topic; newly assigned partitions start without their waiting entries")
+            }
+            (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot read the committed offsets; newly assigned partitions start without their waiting entries")
+            }
+        }
+    }
+    let used: Vec<_> =
+        adopted.iter().map(|(pair, _)| (*pair, None)).chain(kept.iter().map(|p| (*p, None))).collect();
+    if let Err(e) = handover.write(&used, HANDOVER_BOUND) {
+        tracing::warn!(error = %e, "the used handover records were not deleted (a later owner checks their positions)");
+    }
+    if !adopted.is_empty() {
+        let entries: usize = adopted.iter().map(|(_, r)| r.entries.len()).sum();
+        tracing::info!(partitions = adopted.len(), entries, "label join entries taken over");
+    }
+    board.notices_made += 1;
+    // An assignment not yet passed on (two in a row): the kept sets add up.
+    let notice = board.assigned.get_or_insert_with(Default::default);
+    notice.kept.extend(kept);
+    notice.adopted.extend(adopted);
 }
 
 #[cfg(test)]

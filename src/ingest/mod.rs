@@ -3,6 +3,7 @@
 pub mod dead_letters;
 pub(crate) mod feed;
 pub mod files;
+pub mod handover;
 pub mod kafka;
 pub mod message_queue;
 pub mod registry;

@@ -11,6 +11,12 @@
 //! usable id and prediction, in the sample, not duplicates), or processing-time windows
 //! `[k * size, (k + 1) * size)`. The join's clock is processing time.
 //!
+//! When a partition moves to another instance of the group ([`crate::ingest::handover`])
+//! its entries leave the join: the waiting predictions are counted `handed_over` in
+//! their windows here (which can then become final) and `adopted` by the new owner, in
+//! the window of their prediction time when it holds that window still (time windows),
+//! else in its window open at the assignment.
+//!
 //! With a reference profile that has the model's side ([`ModelProfile`]): its
 //! performance is each report's `reference` (and the baseline of `performance`
 //! conditions without their own), and for a binary task its calibration estimates
@@ -24,7 +30,9 @@ use crate::config::labels::{IdLocation, LabelsConfig, TaskConfig};
 use crate::config::{TimeBasis, WindowConfig};
 use crate::stats::estimate::EstimateSketch;
 use crate::stats::isotonic::Calibration;
-use crate::stats::label_join::{Arrival, JoinEvent, JoinSettings, JoinState, LabelJoin, id_hash};
+use crate::stats::label_join::{
+    Arrival, Handed, HandedSide, JoinEvent, JoinSettings, JoinState, LabelJoin, id_hash,
+};
 use crate::stats::model_profile::{ModelProfile, ModelTask};
 use crate::stats::performance::{
     BinarySketch, MAX_CLASSES, MulticlassSketch, OTHER_CLASS, PerformanceSection, PerformanceSketch,
@@ -54,7 +62,7 @@ fn json_string(text: &str) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 /// Every `outcome` of `driftscope_labels_total`.
-pub const OUTCOMES: [&str; 14] = [
+pub const OUTCOMES: [&str; 16] = [
     "predictions",
     "labels",
     "joined",
@@ -69,6 +77,8 @@ pub const OUTCOMES: [&str; 14] = [
     "bad_id",
     "bad_prediction",
     "bad_label",
+    "handed_over",
+    "adopted",
 ];
 
 /// How predictions are cut into performance windows.
@@ -88,6 +98,12 @@ struct PerfWindow {
     labelled: u64,
     expired: u64,
     evicted: u64,
+    /// Predictions still waiting when their partition moved to another instance.
+    #[serde(default)]
+    handed_over: u64,
+    /// Predictions taken over, waiting, from another instance (in `predictions` too).
+    #[serde(default)]
+    adopted: u64,
     /// No more predictions can fall in it.
     closed: bool,
     sketch: PerformanceSketch,
@@ -98,7 +114,7 @@ struct PerfWindow {
 
 impl PerfWindow {
     fn resolved(&self) -> bool {
-        self.labelled + self.expired + self.evicted >= self.predictions
+        self.labelled + self.expired + self.evicted + self.handed_over >= self.predictions
     }
 
     fn view(&self, status: PerformanceStatus) -> WindowPerformance {
@@ -111,6 +127,8 @@ impl PerfWindow {
             labelled: self.labelled,
             expired: self.expired,
             evicted: self.evicted,
+            handed_over: self.handed_over,
+            adopted: self.adopted,
             label_coverage: coverage(self.labelled, self.predictions),
             metrics: self.sketch.metrics(),
             confusion: match &self.sketch {
@@ -124,6 +142,18 @@ impl PerfWindow {
 
 fn coverage(labelled: u64, predictions: u64) -> f64 {
     if predictions == 0 { 1.0 } else { labelled as f64 / predictions as f64 }
+}
+
+impl LabelsState {
+    /// Every entry of the join as of this state (a handover takes them by partition).
+    pub fn join_entries(&self) -> Handed {
+        self.join.entries()
+    }
+
+    /// Class names by index (multiclass).
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
 }
 
 /// What the checkpoint keeps of a stream's labels.
@@ -327,6 +357,17 @@ impl StreamLabels {
         key: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), &'static str> {
+        self.prediction_at(0, payload, key, now_ms)
+    }
+
+    /// [`Self::prediction`] of a message of partition `partition`.
+    pub fn prediction_at(
+        &mut self,
+        partition: i32,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<(), &'static str> {
         let now_ms = now_ms.max(self.state.clock_floor_ms);
         // Every record the stream accepted counts towards its count window, usable or
         // not, sampled or not, so performance windows are the stream's windows.
@@ -338,7 +379,7 @@ impl StreamLabels {
             }
             PerfClock::Millis(size) => now_ms.div_euclid(size),
         };
-        let result = self.join_prediction(payload, key, window, now_ms);
+        let result = self.join_prediction(partition, payload, key, window, now_ms);
         if let PerfClock::Count(size) = self.clock
             && self.state.predictions_seen % size.max(1) == 0
         {
@@ -349,6 +390,7 @@ impl StreamLabels {
 
     fn join_prediction(
         &mut self,
+        partition: i32,
         payload: &[u8],
         key: Option<&[u8]>,
         window: i64,
@@ -366,7 +408,7 @@ impl StreamLabels {
             return Err("late");
         }
         self.ensure_window(window, now_ms);
-        let arrival = self.join.prediction(id, window, value, now_ms, &mut self.events);
+        let arrival = self.join.prediction_in(partition, id, window, value, now_ms, &mut self.events);
         if matches!(arrival, Arrival::Waiting | Arrival::Joined)
             && let Some(w) = self.state.windows.iter_mut().find(|w| w.key == window)
         {
@@ -389,10 +431,21 @@ impl StreamLabels {
         key: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), &'static str> {
+        self.label_message_at(0, payload, key, now_ms)
+    }
+
+    /// [`Self::label_message`] of a message of partition `partition`.
+    pub fn label_message_at(
+        &mut self,
+        partition: i32,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<(), &'static str> {
         let now_ms = now_ms.max(self.state.clock_floor_ms);
         match self.read_label(payload, key) {
             Ok((id, value)) => {
-                self.join.label(id, value, now_ms, &mut self.events);
+                self.join.label_in(partition, id, value, now_ms, &mut self.events);
                 self.apply_events();
                 Ok(())
             }
@@ -401,6 +454,85 @@ impl StreamLabels {
                 Err(reason)
             }
         }
+    }
+
+    /// Takes the entries of partitions `partitions` out of the join (for a handover;
+    /// nothing is counted yet: see [`Self::hand_over`] and [`Self::put_back`]).
+    pub fn take_partitions(&mut self, partitions: &[i32]) -> Handed {
+        self.join.take_partitions(partitions)
+    }
+
+    /// Entries taken out that stay here after all (their partition came back).
+    pub fn put_back(&mut self, handed: Handed) {
+        self.join.merge(handed, false, &mut self.events);
+        self.apply_events();
+    }
+
+    /// Entries taken out that another instance took over: their waiting predictions
+    /// are resolved here as `handed_over`.
+    pub fn hand_over(&mut self, handed: &Handed) {
+        self.join.count_handed_over(handed);
+        for window in handed.waiting_predictions() {
+            if let Some(w) = self.window_mut(window) {
+                w.handed_over += 1;
+            }
+        }
+        self.publish_counts();
+    }
+
+    /// Entries another instance handed over, with that instance's class names (their
+    /// values are class indices there). A waiting prediction goes to the window of its
+    /// prediction time when this instance holds it (time windows), else to the window
+    /// open now; it is counted there as a prediction and as `adopted`.
+    pub fn adopt(&mut self, mut handed: Handed, classes: &[String], now_ms: i64) {
+        let now_ms = now_ms.max(self.state.clock_floor_ms);
+        let current = match self.clock {
+            PerfClock::Count(size) => (self.state.predictions_seen / size.max(1)) as i64,
+            PerfClock::Millis(size) => now_ms.div_euclid(size),
+        };
+        let multiclass = matches!(self.task, TaskConfig::Multiclass { .. });
+        let time_windows = matches!(self.clock, PerfClock::Millis(_));
+        let mut windows = Vec::new();
+        let held_windows = &self.state.windows;
+        handed.adapt(|side, window, value| {
+            if side != HandedSide::Prediction {
+                return (window, value);
+            }
+            let held = time_windows && held_windows.iter().any(|w| w.key == window);
+            let window = if held { window } else { current };
+            windows.push(window);
+            (window, value)
+        });
+        if multiclass {
+            // The other instance's class indices, by name, to this one's.
+            let mut map = Vec::with_capacity(classes.len());
+            for name in classes {
+                map.push(self.class_index_of(name));
+            }
+            handed.adapt(|side, window, value| {
+                if side == HandedSide::Joined {
+                    return (window, value);
+                }
+                let index = value as usize;
+                (window, map.get(index).copied().unwrap_or(MAX_CLASSES as f64))
+            });
+        }
+        for window in windows {
+            self.ensure_window(window, now_ms);
+            if let Some(w) = self.window_mut(window) {
+                w.predictions += 1;
+                w.adopted += 1;
+                w.end_ms = w.end_ms.max(now_ms);
+            }
+        }
+        self.join.merge(handed, true, &mut self.events);
+        self.apply_events();
+        self.publish_counts();
+    }
+
+    /// Class names by index (multiclass), for a handover record.
+    pub fn classes(&self) -> &[String] {
+        &self.state.classes
     }
 
     /// Moves the clock: expires what waited `ttl`, closes time windows that ended, and
@@ -490,6 +622,8 @@ impl StreamLabels {
                 labelled: 0,
                 expired: 0,
                 evicted: 0,
+                handed_over: 0,
+                adopted: 0,
                 closed: false,
                 sketch,
                 estimate,
@@ -557,6 +691,20 @@ impl StreamLabels {
                 }
             }
         }
+    }
+
+    /// A class's index by its name (a new name gets the next index, up to the cap).
+    fn class_index_of(&mut self, name: &str) -> f64 {
+        let classes = &mut self.state.classes;
+        let index = match classes.iter().position(|c| c == name) {
+            Some(i) => i,
+            None if classes.len() < MAX_CLASSES => {
+                classes.push(name.to_owned());
+                classes.len() - 1
+            }
+            None => MAX_CLASSES,
+        };
+        index as f64
     }
 
     /// A class's index (a string, or a number or boolean by its JSON text).
@@ -638,6 +786,8 @@ impl StreamLabels {
             ("labels_evicted", c.labels_evicted),
             ("duplicate", c.duplicate_predictions + c.duplicate_labels),
             ("not_sampled", c.not_sampled),
+            ("handed_over", c.handed_over),
+            ("adopted", c.adopted),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -911,6 +1061,50 @@ mod tests {
         assert_eq!(a.windows[0].status, PerformanceStatus::Final);
         assert_eq!(a.windows[0].metrics["accuracy"], 0.75);
         assert_eq!(a.counts["duplicate"], 1);
+    }
+
+    #[test]
+    fn a_moved_partitions_predictions_are_handed_over_here_and_adopted_there() {
+        let multiclass = "{ type = \"multiclass\", predicted = \"/c\" }";
+        let (mut old, _t) = labels(COUNT4, multiclass);
+        let (mut new, telemetry) = labels(COUNT4, multiclass);
+        // The new owner numbers classes otherwise: "b" is its class 0.
+        new.prediction_at(1, br#"{"id": "n0", "c": "b"}"#, None, 0).expect("pred");
+        for (i, (partition, c)) in [(0, "a"), (5, "b"), (5, "a"), (0, "b")].iter().enumerate() {
+            old.prediction_at(*partition, format!(r#"{{"id": "r{i}", "c": "{c}"}}"#).as_bytes(), None, 0)
+                .expect("pred");
+        }
+        old.label_message_at(0, br#"{"y": "a"}"#, Some(b"r0"), 1).expect("label");
+        old.label_message_at(0, br#"{"y": "b"}"#, Some(b"r3"), 1).expect("label");
+        // Partition 5 moves: r1 and r2 wait there.
+        let handed = old.take_partitions(&[5]);
+        old.hand_over(&handed);
+        old.tick(2);
+        let s = old.section();
+        let w = &s.windows[0];
+        assert_eq!((w.status, w.predictions, w.labelled, w.handed_over), (PerformanceStatus::Final, 4, 2, 2));
+        assert_eq!(s.counts["handed_over"], 2);
+        let classes = old.classes().to_vec();
+        new.adopt(handed, &classes, 3);
+        // r1 ("b") is labelled "b", r2 ("a") "b": one right, one wrong, in the new
+        // owner's open window, by the new owner's class numbers.
+        new.label_message_at(5, br#"{"y": "b"}"#, Some(b"r1"), 4).expect("label");
+        new.label_message_at(5, br#"{"y": "b"}"#, Some(b"r2"), 4).expect("label");
+        new.label_message_at(5, br#"{"y": "b"}"#, Some(b"r2"), 4).expect("duplicate");
+        new.label_message_at(1, br#"{"y": "b"}"#, Some(b"n0"), 4).expect("label");
+        for (i, c) in ["a", "a", "a"].iter().enumerate() {
+            new.prediction_at(1, format!(r#"{{"id": "m{i}", "c": "{c}"}}"#).as_bytes(), None, 5)
+                .expect("pred");
+        }
+        new.tick(10_010);
+        let s = new.section();
+        let w = &s.windows[0];
+        assert_eq!((w.status, w.predictions, w.adopted), (PerformanceStatus::Final, 6, 2), "{w:?}");
+        assert_eq!((w.labelled, w.expired), (3, 3), "{w:?}");
+        assert!((w.metrics["accuracy"] - 2.0 / 3.0).abs() < 1e-12, "{w:?}");
+        assert_eq!((s.counts["adopted"], s.counts["orphan"], s.counts["duplicate"]), (2, 0, 1));
+        let text = telemetry.render();
+        assert!(text.contains(r#"driftscope_labels_total{outcome="adopted",stream="s"} 2"#), "{text}");
     }
 
     #[test]

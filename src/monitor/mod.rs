@@ -20,6 +20,7 @@ use crate::decode::{DecodeContext, Message, NoHeaders, REGISTRY_UNAVAILABLE};
 use crate::health::Health;
 use crate::ingest::dead_letters::{DeadLetters, SHUTDOWN_FLUSH_BOUND};
 use crate::ingest::feed::TopicRoute;
+use crate::ingest::handover::{Handover, SavedJoin, StreamPartition};
 use crate::ingest::kafka::{ArcContext, create_consumer};
 pub use crate::shutdown::Stop;
 use crate::stats::report::{OffsetRange, Report, WindowInfo};
@@ -56,6 +57,8 @@ pub enum MonitorError {
     Panicked,
     #[error("global mode: {0}")]
     Scale(#[from] crate::scale::ScaleError),
+    #[error("label join handover: {0}")]
+    Handover(#[from] crate::ingest::handover::HandoverError),
     /// At a stop, the last checkpoint could not be written (the binary exits with
     /// [`EXIT_NO_CHECKPOINT`]). Nothing is lost: offsets are committed only up to the
     /// previous checkpoint, so the next start reads again what came after it.
@@ -148,6 +151,18 @@ struct Pipeline {
     halted: bool,
     /// Global mode's publishing of partials (`crate::scale::publishing`).
     global: Option<crate::scale::publishing::Publishing>,
+    /// The label joins' handover between instances (`labels.handover_topic`).
+    handover: Option<Arc<Handover>>,
+    /// Entries of partitions a revocation handed over, until the assignment says
+    /// whether they came back.
+    parked: Vec<(StreamPartition, crate::stats::label_join::Handed)>,
+    /// When entries were set aside: an assignment that does not come within
+    /// [`PARKED_BOUND`] leaves them handed over (their records are written), so
+    /// checkpoints are never held up for long.
+    parked_at: Instant,
+    /// An assignment's handover was applied: checkpoint at once (a revocation waits
+    /// for it, so it hands over the adopted entries too).
+    checkpoint_now: bool,
 }
 
 #[derive(Default, Clone)]
@@ -157,6 +172,10 @@ struct RecentReports {
     /// The stream's sequential detectors, as of the newest report.
     sequential: SequentialState,
 }
+
+/// How long entries set aside at a revocation wait for the assignment that says whether
+/// their partitions came back (checkpoints wait meanwhile).
+const PARKED_BOUND: Duration = Duration::from_secs(60);
 
 /// Checkpoint early when this many reports wait for one.
 const UNSENT_LIMIT: usize = 32;
@@ -224,6 +243,10 @@ impl Monitor {
             None => None,
         };
         let (global, scoring) = crate::scale::wiring::setup(config, &context, telemetry, &streams, &reports)?;
+        let handover = Handover::new(config)?.map(Arc::new);
+        if let Some(h) = &handover {
+            let _ = context.handover.set(h.clone());
+        }
         let recent = vec![RecentReports::default(); streams.len()];
         let mut state = Pipeline {
             context,
@@ -253,6 +276,10 @@ impl Monitor {
             schema_changes,
             halted: false,
             global,
+            handover,
+            parked: Vec::new(),
+            parked_at: Instant::now(),
+            checkpoint_now: false,
         };
         if fresh_state {
             state.set_checkpoint_aside()?;
@@ -323,9 +350,18 @@ impl Pipeline {
         }
         let result = loop {
             match batches.recv_timeout(Duration::from_millis(100)) {
-                Ok(batch) => {
-                    self.take_batch(&batch);
+                Ok(mut batch) => {
+                    self.take_batch(&mut batch);
                     let _ = spare.try_send(batch);
+                    if std::mem::take(&mut self.checkpoint_now) {
+                        let written = self.advance(&controls, CommitMode::Async);
+                        if let Some(h) = &self.handover {
+                            h.notice_applied();
+                        }
+                        if let Err(e) = written {
+                            break Err(e);
+                        }
+                    }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
@@ -359,6 +395,7 @@ impl Pipeline {
         if let Err(e) = self.publish_global(Some(bound)) {
             tracing::error!(error = %e, "the last partials were not published; their records are read again on the next start");
         }
+        self.hand_over_at_stop((stop.remaining() / 2).min(crate::scale::publishing::STOP_BOUND));
         // The last checkpoint: also when the previous one failed, so that a directory
         // that came back is used; when it still fails the stop says so (exit status 3).
         let finished = if self.dirty || !self.unsent.is_empty() || self.checkpoint_failure.is_some() {
@@ -378,9 +415,13 @@ impl Pipeline {
     }
 
     /// Folds a batch from the consumer thread in.
-    fn take_batch(&mut self, batch: &crate::ingest::feed::Batch) {
+    fn take_batch(&mut self, batch: &mut crate::ingest::feed::Batch) {
         if batch.revoked {
             self.roll_back();
+            self.park(&batch.handed);
+        }
+        if let Some(assigned) = batch.assigned.take() {
+            self.apply_assignment(assigned);
         }
         for new in &batch.new_sources {
             // Slots are numbered in the order the consumer thread met the partitions,
@@ -413,6 +454,7 @@ impl Pipeline {
             }
             let before = source.next.replace(record.offset + 1);
             let labels = source.labels;
+            let partition = source.partition;
             self.dirty = true;
             if first_read {
                 self.resume_global(record.slot as usize);
@@ -420,7 +462,7 @@ impl Pipeline {
             let payload = batch.bytes_of(record.payload);
             let key = record.key.map(|k| batch.bytes_of(k));
             if labels {
-                self.process_label(stream, payload, key, record.time_ms);
+                self.process_label(stream, partition, payload, key, record.time_ms);
             } else if !self.process(stream, record.slot, payload, key, record.offset, record.time_ms) {
                 self.halt(record.slot, before, record.offset);
             }
@@ -433,9 +475,16 @@ impl Pipeline {
     }
 
     /// A label message: to the stream's join (bad ones are counted there by reason).
-    fn process_label(&mut self, stream: usize, payload: &[u8], key: Option<&[u8]>, now_ms: i64) {
+    fn process_label(
+        &mut self,
+        stream: usize,
+        partition: i32,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        now_ms: i64,
+    ) {
         let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) else { return };
-        if let Err(reason) = labels.label_message(payload, key, now_ms)
+        if let Err(reason) = labels.label_message_at(partition, payload, key, now_ms)
             && let Some(suppressed) = self.bad_log.admit()
         {
             tracing::warn!(stream = %self.streams[stream].name, reason, suppressed, "label message counted and skipped");
@@ -501,6 +550,7 @@ impl Pipeline {
         offset: i64,
         now_ms: i64,
     ) -> bool {
+        let partition = self.sources.get(slot as usize).map_or(0, |s| s.partition);
         let state = &mut self.streams[stream];
         let outcome = if payload.is_empty() {
             Err(BadRecord { reason: "empty", detail: "empty payload".into() })
@@ -529,7 +579,7 @@ impl Pipeline {
                 && state.reference().is_some()
                 && let Some(labels) = self.labels[stream].as_mut()
             {
-                let _ = labels.prediction(payload, key, now_ms);
+                let _ = labels.prediction_at(partition, payload, key, now_ms);
             }
             outcome
         };
@@ -637,10 +687,44 @@ impl Pipeline {
         controls: &std::sync::mpsc::Sender<crate::ingest::feed::Control>,
         mode: CommitMode,
     ) -> Result<(), MonitorError> {
+        // With a handover: no checkpoint while a revocation is being handed over from
+        // the last one, nor while entries wait aside for the assignment (the board is
+        // held until the positions to commit are published with the join's entries).
+        if !self.parked.is_empty() && self.parked_at.elapsed() >= PARKED_BOUND {
+            tracing::warn!(
+                waited_s = PARKED_BOUND.as_secs(),
+                "no assignment since the revocation: the label join entries written then are counted handed over"
+            );
+            self.apply_assignment(crate::ingest::handover::Assigned::default());
+        }
+        let handover = self.handover.clone();
+        let mut board = handover.as_ref().and_then(|h| h.board.lock().ok());
+        if board.as_ref().is_some_and(|b| b.revoke_pending) || !self.parked.is_empty() {
+            return Ok(());
+        }
         self.last_checkpoint_at = Instant::now();
         let checkpoint = self.checkpoint();
         match checkpoint::save(&self.checkpoint_path, &checkpoint) {
             Ok(bytes) => {
+                if let Some(board) = board.as_mut() {
+                    board.saved = self
+                        .labels
+                        .iter()
+                        .zip(&checkpoint.streams)
+                        .enumerate()
+                        .filter_map(|(i, (labels, cp))| {
+                            labels.as_ref()?;
+                            let saved = cp.labels.as_ref()?;
+                            Some((
+                                i,
+                                Arc::new(SavedJoin {
+                                    entries: saved.join_entries(),
+                                    classes: saved.classes().to_vec(),
+                                }),
+                            ))
+                        })
+                        .collect();
+                }
                 self.telemetry.checkpoints.with_label_values(&["written"]).inc();
                 self.telemetry.checkpoint_bytes.set(bytes as i64);
                 if let Some(error) = self.checkpoint_failure.take() {
@@ -676,6 +760,10 @@ impl Pipeline {
                 source.saved = Some(position.position);
             }
         }
+        if board.is_some() {
+            self.publish_safe();
+        }
+        drop(board);
         self.last_checkpoint = Some(checkpoint);
         self.dirty = false;
         for window in std::mem::take(&mut self.unsent) {
@@ -692,6 +780,12 @@ impl Pipeline {
         controls: &std::sync::mpsc::Sender<crate::ingest::feed::Control>,
         mode: CommitMode,
     ) {
+        let offsets = self.publish_safe();
+        let _ = controls.send(crate::ingest::feed::Control::Commit(offsets, mode));
+    }
+
+    /// The last checkpoint's positions, published for the commit before a rebalance.
+    fn publish_safe(&self) -> Vec<(String, i32, i64)> {
         // Global streams' input offsets move only with their partials (`publish_global`).
         let offsets: Vec<(String, i32, i64)> = self
             .sources
@@ -702,7 +796,106 @@ impl Pipeline {
         if let Ok(mut guard) = self.context.safe.lock() {
             guard.extend(offsets.iter().map(|(t, p, o)| ((t.clone(), *p), *o)));
         }
-        let _ = controls.send(crate::ingest::feed::Control::Commit(offsets, mode));
+        offsets
+    }
+
+    /// After a revocation's roll-back: the entries of the partitions it handed over
+    /// are set aside until the assignment says whether they came back. The revocation
+    /// is over: checkpoints may be written again.
+    fn park(&mut self, handed: &[StreamPartition]) {
+        let Some(handover) = self.handover.clone() else { return };
+        if self.parked.is_empty() {
+            self.parked_at = Instant::now();
+        }
+        for &(stream, partition) in handed {
+            if let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) {
+                let entries = labels.take_partitions(&[partition]);
+                self.parked.push(((stream, partition), entries));
+            }
+        }
+        if let Ok(mut board) = handover.board.lock() {
+            board.revoke_pending = false;
+        }
+    }
+
+    /// An assignment's handover: entries set aside come back when their partition did,
+    /// else they are counted handed over; records taken over are adopted.
+    fn apply_assignment(&mut self, assigned: crate::ingest::handover::Assigned) {
+        let now = now_ms();
+        for ((stream, partition), entries) in std::mem::take(&mut self.parked) {
+            let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) else { continue };
+            if assigned.kept.contains(&(stream, partition)) {
+                labels.put_back(entries);
+            } else {
+                labels.hand_over(&entries);
+            }
+        }
+        for ((stream, _), record) in assigned.adopted {
+            if let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) {
+                labels.adopt(record.entries, &record.classes, now);
+            }
+        }
+        self.dirty = true;
+        self.checkpoint_now = true;
+    }
+
+    /// A stop hands every partition's entries over (with the positions its last
+    /// checkpoint commits), so another instance of the group that takes the partitions
+    /// joins them; the last checkpoint then holds them no more. Entries set aside at a
+    /// revocation whose assignment never came were handed over already.
+    fn hand_over_at_stop(&mut self, bound: Duration) {
+        let Some(handover) = self.handover.clone() else { return };
+        for ((stream, _), entries) in std::mem::take(&mut self.parked) {
+            if let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) {
+                labels.hand_over(&entries);
+            }
+        }
+        if self.halted {
+            return;
+        }
+        let positions = self.checkpoint().sources;
+        let mut records = Vec::new();
+        let mut taken = Vec::new();
+        for s in &handover.streams {
+            let Some(labels) = self.labels.get_mut(s.stream).and_then(Option::as_mut) else { continue };
+            let mut partitions: Vec<i32> =
+                self.sources.iter().filter(|src| src.stream == s.stream).map(|src| src.partition).collect();
+            partitions.sort_unstable();
+            partitions.dedup();
+            for partition in partitions {
+                let entries = labels.take_partitions(&[partition]);
+                let record = crate::ingest::handover::HandoverRecord {
+                    positions: positions
+                        .iter()
+                        .filter(|p| {
+                            p.partition == partition && p.position >= 0 && s.topics.contains(&p.topic)
+                        })
+                        .map(|p| (p.topic.clone(), p.position))
+                        .collect(),
+                    classes: labels.classes().to_vec(),
+                    entries: entries.clone(),
+                };
+                records.push(((s.stream, partition), Some(record)));
+                taken.push((s.stream, entries));
+            }
+        }
+        let written = handover.write(&records, bound);
+        for (stream, entries) in taken {
+            let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) else { continue };
+            match &written {
+                Ok(()) => labels.hand_over(&entries),
+                Err(_) => labels.put_back(entries),
+            }
+        }
+        match written {
+            Ok(()) => {
+                tracing::info!(partitions = records.len(), "label join entries handed over at the stop")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the label join's entries were not handed over at the stop; the checkpoint keeps them")
+            }
+        }
+        self.dirty = true;
     }
 
     /// The state as it is now. Positions are the next unread offsets, except where a

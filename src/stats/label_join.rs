@@ -19,6 +19,15 @@
 //! 47 to 57 bytes per entry (58 at 600,000 entries under a cap of 1,000,000 in
 //! `benches/label_join.rs`), under 64 (`memory_per_entry_is_under_64_bytes`).
 //!
+//! Every entry remembers the partition number its first message came from (label and
+//! prediction topics are co-partitioned, so an id's messages share it): when a
+//! partition moves to another instance of the group, [`LabelJoin::take_partitions`]
+//! takes its entries out (a [`Handed`], which the caller writes to Kafka) and the new
+//! owner merges them in ([`LabelJoin::merge`]) with their deadlines and sides, so a
+//! waiting prediction is joined once wherever its label is read and a joined id's
+//! duplicate is still recognised. The partition fits in the entry's padding: the
+//! entry stays 40 bytes.
+//!
 //! Ids are compared by their 64-bit hash: two ids collide with probability about
 //! `pending^2 / 2^65` (1e-8 at a million entries), and a collision joins one id's
 //! label to the other's prediction. A duplicate arriving more than `ttl` after the
@@ -75,7 +84,7 @@ const HAS_LABEL: u8 = 2;
 
 /// One request id's entry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(from = "EntryTuple", into = "EntryTuple")]
+#[serde(from = "StoredEntry", into = "EntryTuple")]
 struct Entry {
     id: u64,
     deadline_ms: i64,
@@ -85,20 +94,93 @@ struct Entry {
     value: f64,
     /// `HAS_PREDICTION | HAS_LABEL`: both set means joined.
     sides: u8,
+    /// The partition number of the id's first message (where it is handed over from).
+    partition: i32,
 }
 
 /// An entry as the checkpoint stores it: an array, not a map of field names.
-type EntryTuple = (u64, i64, i64, f64, u8);
+type EntryTuple = (u64, i64, i64, f64, u8, i32);
+
+/// An entry as read from a checkpoint: with its partition, or from a checkpoint
+/// written before entries had one (then partition 0).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredEntry {
+    Current(EntryTuple),
+    WithoutPartition((u64, i64, i64, f64, u8)),
+}
+
+impl From<StoredEntry> for Entry {
+    fn from(stored: StoredEntry) -> Entry {
+        match stored {
+            StoredEntry::Current(t) => t.into(),
+            StoredEntry::WithoutPartition((id, deadline_ms, window, value, sides)) => {
+                Entry { id, deadline_ms, window, value, sides, partition: 0 }
+            }
+        }
+    }
+}
 
 impl From<EntryTuple> for Entry {
-    fn from((id, deadline_ms, window, value, sides): EntryTuple) -> Entry {
-        Entry { id, deadline_ms, window, value, sides }
+    fn from((id, deadline_ms, window, value, sides, partition): EntryTuple) -> Entry {
+        Entry { id, deadline_ms, window, value, sides, partition }
     }
 }
 
 impl From<Entry> for EntryTuple {
     fn from(e: Entry) -> EntryTuple {
-        (e.id, e.deadline_ms, e.window, e.value, e.sides)
+        (e.id, e.deadline_ms, e.window, e.value, e.sides, e.partition)
+    }
+}
+
+/// Entries taken out of a join for another instance (or put back): waiting
+/// predictions, waiting labels and joined ids' duplicate markers, with their deadlines.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Handed {
+    entries: Vec<Entry>,
+}
+
+/// One handed entry as its new owner sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HandedSide {
+    /// A prediction waiting for its label.
+    Prediction,
+    /// A label waiting for its prediction.
+    Label,
+    /// A joined id, kept to recognise a duplicate.
+    Joined,
+}
+
+impl Handed {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The windows of the waiting predictions, one item per prediction.
+    pub fn waiting_predictions(&self) -> impl Iterator<Item = i64> + '_ {
+        self.entries.iter().filter(|e| e.sides == HAS_PREDICTION).map(|e| e.window)
+    }
+
+    /// The entries of partition `partition` alone.
+    pub fn of_partition(&self, partition: i32) -> Handed {
+        Handed { entries: self.entries.iter().filter(|e| e.partition == partition).copied().collect() }
+    }
+
+    /// Rewrites each entry's window and value (the new owner's window for a waiting
+    /// prediction, its own class numbering): `f(side, window, value)`.
+    pub fn adapt(&mut self, mut f: impl FnMut(HandedSide, i64, f64) -> (i64, f64)) {
+        for e in &mut self.entries {
+            let side = match e.sides {
+                HAS_PREDICTION => HandedSide::Prediction,
+                HAS_LABEL => HandedSide::Label,
+                _ => HandedSide::Joined,
+            };
+            (e.window, e.value) = f(side, e.window, e.value);
+        }
     }
 }
 
@@ -147,6 +229,12 @@ pub struct JoinCounts {
     pub duplicate_predictions: u64,
     pub duplicate_labels: u64,
     pub not_sampled: u64,
+    /// Waiting predictions handed over to another instance with their partition.
+    #[serde(default)]
+    pub handed_over: u64,
+    /// Waiting predictions taken over from another instance.
+    #[serde(default)]
+    pub adopted: u64,
 }
 
 /// The join's state as the checkpoint keeps it.
@@ -168,6 +256,13 @@ pub struct LabelJoin {
     counts: JoinCounts,
     /// Deadlines never go backwards along the ring, whatever the clock does.
     last_deadline_ms: i64,
+}
+
+impl JoinState {
+    /// Every entry held, to hand out by partition.
+    pub fn entries(&self) -> Handed {
+        Handed { entries: self.entries.clone() }
+    }
 }
 
 impl LabelJoin {
@@ -215,17 +310,44 @@ impl LabelJoin {
         now_ms: i64,
         events: &mut Vec<JoinEvent>,
     ) -> Arrival {
-        self.arrive(id, HAS_PREDICTION, window, value, now_ms, events)
+        self.arrive(id, 0, HAS_PREDICTION, window, value, now_ms, events)
     }
 
     /// A label of id hash `id`, with its value (0/1, class index or regression target).
     pub fn label(&mut self, id: u64, value: f64, now_ms: i64, events: &mut Vec<JoinEvent>) -> Arrival {
-        self.arrive(id, HAS_LABEL, 0, value, now_ms, events)
+        self.arrive(id, 0, HAS_LABEL, 0, value, now_ms, events)
     }
 
+    /// [`Self::prediction`] read from partition `partition`.
+    pub fn prediction_in(
+        &mut self,
+        partition: i32,
+        id: u64,
+        window: i64,
+        value: f64,
+        now_ms: i64,
+        events: &mut Vec<JoinEvent>,
+    ) -> Arrival {
+        self.arrive(id, partition, HAS_PREDICTION, window, value, now_ms, events)
+    }
+
+    /// [`Self::label`] read from partition `partition`.
+    pub fn label_in(
+        &mut self,
+        partition: i32,
+        id: u64,
+        value: f64,
+        now_ms: i64,
+        events: &mut Vec<JoinEvent>,
+    ) -> Arrival {
+        self.arrive(id, partition, HAS_LABEL, 0, value, now_ms, events)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn arrive(
         &mut self,
         id: u64,
+        partition: i32,
         side: u8,
         window: i64,
         value: f64,
@@ -265,7 +387,7 @@ impl LabelJoin {
         }
         let deadline_ms = now_ms.saturating_add(self.settings.ttl_ms).max(self.last_deadline_ms);
         self.last_deadline_ms = deadline_ms;
-        self.push(Entry { id, deadline_ms, window, value, sides: side });
+        self.push(Entry { id, deadline_ms, window, value, sides: side, partition });
         self.count_side(side);
         Arrival::Waiting
     }
@@ -331,6 +453,59 @@ impl LabelJoin {
     pub fn expire(&mut self, now_ms: i64, events: &mut Vec<JoinEvent>) {
         while self.ring.front().is_some_and(|e| e.deadline_ms <= now_ms) {
             self.pop_front(false, events);
+        }
+    }
+
+    /// Takes out the entries of the partitions `partitions` (nothing is counted: the
+    /// caller counts them handed over, or merges them back).
+    pub fn take_partitions(&mut self, partitions: &[i32]) -> Handed {
+        if partitions.is_empty() || self.ring.is_empty() {
+            return Handed::default();
+        }
+        let (taken, kept): (Vec<Entry>, Vec<Entry>) =
+            self.ring.drain(..).partition(|e| partitions.contains(&e.partition));
+        self.rebuild(kept, &mut Vec::new());
+        Handed { entries: taken }
+    }
+
+    /// Counts `handed`'s waiting predictions as handed over (they left with their
+    /// partition).
+    pub fn count_handed_over(&mut self, handed: &Handed) {
+        self.counts.handed_over += handed.waiting_predictions().count() as u64;
+    }
+
+    /// Merges entries in: put back (`adopted` false) or taken over from another
+    /// instance (`adopted`: its waiting predictions are counted as adopted). Entries
+    /// keep their deadlines (those already past expire at the next call); an id already
+    /// held keeps its entry. Beyond the cap the oldest are evicted into `events`.
+    pub fn merge(&mut self, handed: Handed, adopted: bool, events: &mut Vec<JoinEvent>) {
+        if handed.is_empty() {
+            return;
+        }
+        if adopted {
+            self.counts.adopted += handed.waiting_predictions().count() as u64;
+        }
+        let mut all: Vec<Entry> = self.ring.drain(..).collect();
+        let held: std::collections::HashSet<u64> = all.iter().map(|e| e.id).collect();
+        all.extend(handed.entries.into_iter().filter(|e| !held.contains(&e.id)));
+        // Stable: entries of one deadline keep their order.
+        all.sort_by_key(|e| e.deadline_ms);
+        if let Some(last) = all.last() {
+            self.last_deadline_ms = self.last_deadline_ms.max(last.deadline_ms);
+        }
+        self.rebuild(all, events);
+    }
+
+    /// Refills the ring and the index from entries in deadline order.
+    fn rebuild(&mut self, entries: Vec<Entry>, events: &mut Vec<JoinEvent>) {
+        self.ring.clear();
+        self.index.clear();
+        self.head = 0;
+        for entry in entries {
+            while self.ring.len() >= self.settings.max_pending.max(1) {
+                self.pop_front(true, events);
+            }
+            self.push(entry);
         }
     }
 

@@ -223,3 +223,80 @@ proptest! {
         prop_assert_eq!(second.counts(), straight.counts());
     }
 }
+
+#[test]
+fn a_partitions_entries_move_to_another_join_and_are_joined_once_there() {
+    let (mut old, mut new) = (join(1000, 100), join(1000, 100));
+    let mut ev = Vec::new();
+    // Partition 1: a waiting prediction (id 1), a waiting label (id 2), a joined id (3).
+    old.prediction_in(1, 1, 7, 0.9, 0, &mut ev);
+    old.label_in(1, 2, 1.0, 10, &mut ev);
+    old.prediction_in(1, 3, 7, 0.2, 20, &mut ev);
+    old.label_in(1, 3, 0.0, 30, &mut ev);
+    // Partition 0 stays.
+    old.prediction_in(0, 4, 7, 0.5, 40, &mut ev);
+    ev.clear();
+    let handed = old.take_partitions(&[1]);
+    assert_eq!((handed.len(), handed.waiting_predictions().collect::<Vec<_>>()), (3, vec![7]));
+    old.count_handed_over(&handed);
+    assert_eq!((old.len(), old.counts().handed_over), (1, 1));
+    // The old owner's clock passes every deadline: only its own prediction expires.
+    old.expire(5_000, &mut ev);
+    assert_eq!(ev, vec![JoinEvent::Expired { window: 7 }]);
+    ev.clear();
+    // The new owner holds an entry of its own with a later deadline.
+    new.prediction_in(2, 9, 8, 0.1, 500, &mut ev);
+    new.merge(handed, true, &mut ev);
+    assert_eq!((new.len(), new.counts().adopted), (4, 1));
+    // Deadlines stay in order along the ring: the adopted entries expire first.
+    assert_eq!(new.label_in(1, 1, 1.0, 600, &mut ev), Arrival::Joined);
+    assert_eq!(ev, vec![JoinEvent::Joined { id: 1, window: 7, predicted: 0.9, label: 1.0 }]);
+    assert_eq!(new.prediction_in(1, 2, 8, 0.7, 600, &mut ev), Arrival::Joined);
+    assert_eq!(new.label_in(1, 3, 0.0, 600, &mut ev), Arrival::Duplicate, "the marker came along");
+    ev.clear();
+    new.expire(1_020, &mut ev);
+    assert!(ev.is_empty(), "joined entries end quietly: {ev:?}");
+    assert_eq!(new.len(), 1);
+    new.expire(1_500, &mut ev);
+    assert_eq!(ev, vec![JoinEvent::Expired { window: 8 }]);
+    // The state keeps the partition through a checkpoint.
+    let mut again = join(1000, 100);
+    old.prediction_in(3, 10, 9, 0.4, 6_000, &mut ev);
+    again.restore(&old.snapshot(), &mut ev);
+    assert_eq!(again.take_partitions(&[3]).len(), 1);
+    assert!(again.is_empty());
+}
+
+#[test]
+fn merging_past_the_cap_evicts_the_oldest_and_counts_them() {
+    let (mut old, mut new) = (join(1000, 100), join(1000, 3));
+    let mut ev = Vec::new();
+    for id in 0..3 {
+        old.prediction_in(5, id, 1, 0.5, id as i64, &mut ev);
+        new.prediction_in(6, 100 + id, 2, 0.5, 10 + id as i64, &mut ev);
+    }
+    let handed = old.take_partitions(&[5]);
+    new.merge(handed, true, &mut ev);
+    assert_eq!(new.len(), 3);
+    assert_eq!(ev.iter().filter(|e| matches!(e, JoinEvent::Evicted { window: 1 })).count(), 3);
+    assert_eq!(new.counts().evicted, 3);
+}
+
+#[test]
+fn a_checkpoint_written_before_entries_had_a_partition_still_loads() {
+    #[derive(Serialize)]
+    struct Before {
+        entries: Vec<(u64, i64, i64, f64, u8)>,
+        counts: JoinCounts,
+        last_deadline_ms: i64,
+    }
+    let before =
+        Before { entries: vec![(7, 100, 2, 0.25, 1)], counts: JoinCounts::default(), last_deadline_ms: 100 };
+    let bytes = rmp_serde::to_vec_named(&before).expect("encode");
+    let state: JoinState = rmp_serde::from_slice(&bytes).expect("decode");
+    let mut j = join(1000, 10);
+    let mut ev = Vec::new();
+    j.restore(&state, &mut ev);
+    assert_eq!(j.label(7, 1.0, 50, &mut ev), Arrival::Joined);
+    assert_eq!(ev, vec![JoinEvent::Joined { id: 7, window: 2, predicted: 0.25, label: 1.0 }]);
+}

@@ -406,6 +406,14 @@ pub struct WindowPerformance {
     pub expired: u64,
     /// ... of which were evicted by `max_pending`.
     pub evicted: u64,
+    /// ... of which were still waiting when their partition moved to another instance
+    /// of the group (which counts them as `adopted`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub handed_over: u64,
+    /// Predictions taken over, waiting, from another instance (counted in
+    /// `predictions`, resolved here).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub adopted: u64,
     /// `labelled / predictions` (1 for a window without predictions).
     pub label_coverage: f64,
     pub metrics: BTreeMap<String, f64>,
@@ -417,6 +425,10 @@ pub struct WindowPerformance {
     /// ([`super::estimate`]), beside the realized `metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated: Option<super::estimate::EstimatedPerformance>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl WindowPerformance {

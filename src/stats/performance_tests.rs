@@ -165,6 +165,8 @@ fn the_wilson_bound_matches_an_independent_computation() {
         labelled: 10,
         expired: 0,
         evicted: 0,
+        handed_over: 0,
+        adopted: 0,
         label_coverage: 1.0,
         metrics: BTreeMap::new(),
         confusion: Some([4, 2, 3, 1]),

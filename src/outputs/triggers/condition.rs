@@ -547,6 +547,8 @@ mod tests {
                     labelled: n,
                     expired: 0,
                     evicted: 0,
+                    handed_over: 0,
+                    adopted: 0,
                     label_coverage: 1.0,
                     metrics: [("accuracy".to_owned(), correct as f64 / n as f64)].into(),
                     confusion: Some([correct / 2, wrong / 2, correct - correct / 2, wrong - wrong / 2]),

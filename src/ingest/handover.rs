@@ -1,0 +1,433 @@
+//! The handover of a stream's label join when its partitions move to another instance
+//! of the consumer group (`labels.handover_topic`): the waiting predictions, waiting
+//! labels and joined ids' markers of a partition go to its new owner through a
+//! compacted topic, one record per (group, stream, partition number), so a prediction
+//! is joined once wherever its label is read and nothing is counted twice.
+//!
+//! How it fits the windows' own handover (roll back to the last checkpoint, commit its
+//! positions): a record holds the join's entries *as of the last checkpoint* and the
+//! positions that checkpoint commits, for the stream's topics at that partition number.
+//!
+//! * At a revocation the old owner's rebalance callback commits the checkpoint's
+//!   positions (as before) and writes the records of the revoked partitions from the
+//!   same checkpoint, waiting for the broker's acknowledgement before it returns, so
+//!   the group's next assignment is made after the records are in the topic. While a
+//!   revocation is handled the pipeline writes no checkpoint ([`Board::revoke_pending`]),
+//!   so what is committed and what is handed over stay one state. The pipeline then
+//!   rolls back to that checkpoint and takes the written partitions' entries aside.
+//! * At the assignment that follows, a partition that came back to the same instance
+//!   gets its entries back untouched (nobody else held it in between); any other
+//!   written partition's waiting predictions are counted `handed_over` in their windows.
+//!   A newly assigned partition's record is read before any of its messages is
+//!   processed, and adopted only when its positions equal the group's committed offsets
+//!   (then it is the state those offsets continue); otherwise it is stale (an owner
+//!   since died without handing over) and left, logged. A record used is then
+//!   deleted (a tombstone), so it is never adopted twice.
+//! * At a stop (SIGTERM) the pipeline hands every partition's entries over itself, with
+//!   the positions of its last checkpoint, before it writes that checkpoint.
+//!
+//! Kafka I/O only: what the entries are and how they are counted is
+//! [`crate::stats::label_join`] and [`crate::monitor::labels`].
+
+use crate::config::Config;
+use crate::stats::label_join::Handed;
+use rdkafka::ClientContext;
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a rebalance callback waits for the handover topic (writing, reading).
+pub const HANDOVER_BOUND: Duration = Duration::from_secs(30);
+
+/// A (stream index, partition number) pair.
+pub type StreamPartition = (usize, i32);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0} handover record(s) not acknowledged by the broker")]
+    NotAcknowledged(u64),
+    #[error("the handover topic `{0}` was not read to its end in time")]
+    ReadTimeout(String),
+    #[error("a handover record cannot be encoded: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+/// What one record holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HandoverRecord {
+    /// The next offset of each of the stream's topics at this partition number that
+    /// the writer had read (the offsets committed with this state).
+    pub positions: Vec<(String, i64)>,
+    /// The writer's class names by index (multiclass values are indices).
+    pub classes: Vec<String>,
+    pub entries: Handed,
+}
+
+/// A labels stream with a handover topic.
+#[derive(Debug, Clone)]
+pub struct HandoverStream {
+    pub stream: usize,
+    pub name: String,
+    pub topic: String,
+    /// The stream's prediction and label topics.
+    pub topics: Vec<String>,
+}
+
+/// A stream's join as of the last checkpoint (what a revocation hands over).
+#[derive(Debug, Default)]
+pub struct SavedJoin {
+    pub entries: Handed,
+    pub classes: Vec<String>,
+}
+
+/// What the assignment means for the entries set aside at the revocation, and the
+/// records to adopt.
+#[derive(Debug, Default)]
+pub struct Assigned {
+    /// Partitions written at the revocation that came back to this instance.
+    pub kept: BTreeSet<StreamPartition>,
+    pub adopted: Vec<(StreamPartition, HandoverRecord)>,
+}
+
+/// Shared between the rebalance callbacks (consumer thread) and the pipeline.
+#[derive(Debug, Default)]
+pub struct Board {
+    /// Set by a revocation's callback until the pipeline has rolled back: no
+    /// checkpoint is written meanwhile.
+    pub revoke_pending: bool,
+    /// Per stream index, the join as of the last checkpoint.
+    pub saved: BTreeMap<usize, Arc<SavedJoin>>,
+    /// Partitions whose records the last revocation wrote.
+    pub handed_last: BTreeSet<StreamPartition>,
+    /// For the batch that carries the revocation: the partitions written.
+    pub revoked: Option<Vec<StreamPartition>>,
+    /// For the batch after the assignment.
+    pub assigned: Option<Assigned>,
+    /// Assignments noticed, and those the pipeline applied and checkpointed: a
+    /// revocation waits for them to be equal, so it hands over the adopted entries too.
+    pub notices_made: u64,
+    pub notices_applied: u64,
+}
+
+struct Acks {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct AckContext(Arc<Acks>);
+
+impl ClientContext for AckContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::kafka::forward_log(level, fac, log_message)
+    }
+}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let counter = if result.is_ok() { &self.0.ok } else { &self.0.failed };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+pub struct Handover {
+    group: String,
+    pub streams: Vec<HandoverStream>,
+    producer: BaseProducer<AckContext>,
+    acks: Arc<Acks>,
+    reader: ClientConfig,
+    pub board: Mutex<Board>,
+    pub applied: Condvar,
+    /// Records found stale (positions behind or ahead of the committed offsets).
+    pub stale: AtomicU64,
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handover").field("streams", &self.streams).finish_non_exhaustive()
+    }
+}
+
+impl Handover {
+    /// `None` when no stream names a handover topic.
+    pub fn new(config: &Config) -> Result<Option<Handover>, HandoverError> {
+        let streams: Vec<HandoverStream> = config
+            .streams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let labels = s.labels.as_ref()?;
+                Some(HandoverStream {
+                    stream: i,
+                    name: s.name.clone(),
+                    topic: labels.handover_topic.clone()?,
+                    topics: s.topics.iter().chain(&labels.topics).cloned().collect(),
+                })
+            })
+            .collect();
+        if streams.is_empty() {
+            return Ok(None);
+        }
+        let kafka = &config.kafka;
+        let mut producer = ClientConfig::new();
+        producer.set("bootstrap.servers", &kafka.brokers).set("acks", "all").set("linger.ms", "0");
+        let mut reader = super::kafka::consumer_config(kafka);
+        for (key, value) in &kafka.properties {
+            if !matches!(
+                key.as_str(),
+                "group.id"
+                    | "group.instance.id"
+                    | "auto.offset.reset"
+                    | "enable.auto.commit"
+                    | "enable.auto.offset.store"
+                    | "session.timeout.ms"
+                    | "partition.assignment.strategy"
+            ) {
+                producer.set(key, value);
+            }
+        }
+        // The reader assigns partitions itself: no group membership, no commits.
+        reader
+            .set("group.id", format!("{}.handover-reader", kafka.group_id))
+            .remove("group.instance.id")
+            .set("enable.partition.eof", "false");
+        let acks = Arc::new(Acks { ok: AtomicU64::new(0), failed: AtomicU64::new(0) });
+        Ok(Some(Handover {
+            group: kafka.group_id.clone(),
+            streams,
+            producer: producer.create_with_context(AckContext(acks.clone()))?,
+            acks,
+            reader,
+            board: Mutex::new(Board::default()),
+            applied: Condvar::new(),
+            stale: AtomicU64::new(0),
+        }))
+    }
+
+    /// The record key of a stream's partition.
+    pub fn key(&self, stream: &str, partition: i32) -> String {
+        serde_json::json!([self.group, stream, partition]).to_string()
+    }
+
+    fn stream(&self, index: usize) -> Option<&HandoverStream> {
+        self.streams.iter().find(|s| s.stream == index)
+    }
+
+    /// The (stream, partition) pairs of handover streams in a partition list.
+    pub fn pairs(&self, list: &TopicPartitionList) -> BTreeSet<StreamPartition> {
+        let mut out = BTreeSet::new();
+        for e in list.elements() {
+            for s in self.streams.iter().filter(|s| s.topics.iter().any(|t| t == e.topic())) {
+                out.insert((s.stream, e.partition()));
+            }
+        }
+        out
+    }
+
+    /// Writes records (`None`: a tombstone) and waits until the broker acknowledged
+    /// every one, at most `bound`.
+    pub fn write(
+        &self,
+        records: &[(StreamPartition, Option<HandoverRecord>)],
+        bound: Duration,
+    ) -> Result<(), HandoverError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (ok0, failed0) = (self.acks.ok.load(Ordering::SeqCst), self.acks.failed.load(Ordering::SeqCst));
+        let mut sent = 0u64;
+        for ((stream, partition), record) in records {
+            let Some(s) = self.stream(*stream) else { continue };
+            let key = self.key(&s.name, *partition);
+            let payload = record.as_ref().map(rmp_serde::to_vec_named).transpose()?;
+            let mut out = BaseRecord::<str, [u8]>::to(&s.topic).key(key.as_str());
+            if let Some(payload) = payload.as_deref() {
+                out = out.payload(payload);
+            }
+            self.producer.send(out).map_err(|(e, _)| e)?;
+            sent += 1;
+        }
+        let flushed = self.producer.flush(bound);
+        let ok = self.acks.ok.load(Ordering::SeqCst) - ok0;
+        let failed = self.acks.failed.load(Ordering::SeqCst) - failed0;
+        flushed?;
+        if ok < sent {
+            return Err(HandoverError::NotAcknowledged(failed.max(sent - ok)));
+        }
+        Ok(())
+    }
+
+    /// The latest record of each wanted (stream, partition), read from the start of
+    /// the handover topics to their ends (a tombstone or no record: absent).
+    pub fn read(
+        &self,
+        wanted: &BTreeSet<StreamPartition>,
+        bound: Duration,
+    ) -> Result<BTreeMap<StreamPartition, HandoverRecord>, HandoverError> {
+        let deadline = Instant::now() + bound;
+        let mut by_key: BTreeMap<(String, String), StreamPartition> = BTreeMap::new();
+        for &(stream, partition) in wanted {
+            if let Some(s) = self.stream(stream) {
+                by_key.insert((s.topic.clone(), self.key(&s.name, partition)), (stream, partition));
+            }
+        }
+        let topics: BTreeSet<&str> = by_key.keys().map(|(t, _)| t.as_str()).collect();
+        let mut found = BTreeMap::new();
+        if topics.is_empty() {
+            return Ok(found);
+        }
+        let consumer: BaseConsumer = self.reader.create()?;
+        let mut list = TopicPartitionList::new();
+        let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for topic in &topics {
+            let metadata = consumer.fetch_metadata(Some(topic), bound)?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    let (low, high) = consumer.fetch_watermarks(topic, p.id(), bound)?;
+                    if high > low {
+                        list.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                        ends.insert((topic.to_string(), p.id()), high);
+                    }
+                }
+            }
+        }
+        consumer.assign(&list)?;
+        while !ends.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let topic = ends.keys().next().map(|(t, _)| t.clone()).unwrap_or_default();
+                return Err(HandoverError::ReadTimeout(topic));
+            }
+            match consumer.poll(left.min(Duration::from_millis(100))) {
+                Some(Ok(m)) => {
+                    let at = (m.topic().to_owned(), m.partition());
+                    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                    if let Some(&pair) = by_key.get(&(at.0.clone(), key)) {
+                        match m.payload().map(rmp_serde::from_slice::<HandoverRecord>) {
+                            Some(Ok(record)) => {
+                                found.insert(pair, record);
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, offset = m.offset(), "unreadable handover record: skipped");
+                                found.remove(&pair);
+                            }
+                            None => {
+                                found.remove(&pair);
+                            }
+                        }
+                    }
+                    if ends.get(&at).is_some_and(|&end| m.offset() + 1 >= end) {
+                        ends.remove(&at);
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "reading the handover topic"),
+                None => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// A revocation's records: of every revoked pair, the join's entries of that
+    /// partition as of the last checkpoint, with the positions committed (`safe`).
+    pub fn revoked_records(
+        &self,
+        board: &Board,
+        revoked: &BTreeSet<StreamPartition>,
+        safe: &crate::health::SafeOffsets,
+    ) -> Vec<(StreamPartition, Option<HandoverRecord>)> {
+        revoked
+            .iter()
+            .filter_map(|&(stream, partition)| {
+                let s = self.stream(stream)?;
+                let saved = board.saved.get(&stream);
+                let positions = s
+                    .topics
+                    .iter()
+                    .filter_map(|t| Some((t.clone(), *safe.get(&(t.clone(), partition))?)))
+                    .collect();
+                let record = HandoverRecord {
+                    positions,
+                    classes: saved.map(|j| j.classes.clone()).unwrap_or_default(),
+                    entries: saved.map(|j| j.entries.of_partition(partition)).unwrap_or_default(),
+                };
+                Some(((stream, partition), Some(record)))
+            })
+            .collect()
+    }
+
+    /// Whether a record continues from the group's committed offsets at its partition
+    /// (`committed`: (topic, partition) -> offset): every position it was written at is
+    /// the committed one. A topic its writer never read there has no position and holds
+    /// none of its entries, so whatever is committed for it does not matter.
+    pub fn continues(
+        &self,
+        (stream, partition): StreamPartition,
+        record: &HandoverRecord,
+        committed: &BTreeMap<(String, i32), i64>,
+    ) -> bool {
+        let Some(s) = self.stream(stream) else { return false };
+        record.positions.iter().all(|(topic, offset)| {
+            s.topics.contains(topic) && committed.get(&(topic.clone(), partition)) == Some(offset)
+        })
+    }
+
+    /// Blocks until the pipeline applied (and checkpointed) every assignment noticed,
+    /// at most `bound`; returns the board locked.
+    pub fn wait_applied(&self, bound: Duration) -> Option<std::sync::MutexGuard<'_, Board>> {
+        let guard = self.board.lock().ok()?;
+        let (guard, waited) =
+            self.applied.wait_timeout_while(guard, bound, |b| b.notices_applied < b.notices_made).ok()?;
+        if waited.timed_out() {
+            tracing::warn!(
+                "the pipeline has not applied the last assignment's handover; handing over what the last checkpoint holds"
+            );
+        }
+        Some(guard)
+    }
+
+    /// The pipeline applied an assignment's notice and checkpointed.
+    pub fn notice_applied(&self) {
+        if let Ok(mut board) = self.board.lock() {
+            board.notices_applied = board.notices_made;
+        }
+        self.applied.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_continues_only_from_its_own_positions() {
+        let text = "[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup_id = \"g\"\n[[streams]]\nname = \"s\"\n\
+                    topics = [\"p\"]\nformat = \"json\"\nwindow = { type = \"tumbling_count\", size = 4 }\n\
+                    reference = { from_stream = 10 }\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+                    [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\n\
+                    label = \"/y\"\nttl = \"10s\"\nhandover_topic = \"h\"\n\
+                    task = { type = \"binary\", score = \"/p\", threshold = 0.5 }\n";
+        let config = Config::from_toml(text, std::path::Path::new("t.toml")).expect("config");
+        let h = Handover::new(&config).expect("handover").expect("configured");
+        assert_eq!(h.key("s", 3), r#"["g","s",3]"#);
+        let record = HandoverRecord { positions: vec![("p".into(), 10)], ..Default::default() };
+        let mut committed = BTreeMap::from([(("p".to_owned(), 3), 10)]);
+        assert!(h.continues((0, 3), &record, &committed), "labels never read: no position either side");
+        committed.insert(("l".to_owned(), 3), 4);
+        assert!(h.continues((0, 3), &record, &committed), "the writer held nothing of the labels");
+        let both =
+            HandoverRecord { positions: vec![("p".into(), 10), ("l".into(), 3)], ..Default::default() };
+        assert!(!h.continues((0, 3), &both, &committed), "the group committed labels since");
+        committed.insert(("p".to_owned(), 3), 12);
+        assert!(!h.continues((0, 3), &record, &committed), "read on after the record: stale");
+    }
+}
