@@ -66,4 +66,7 @@ pub struct Health {
     /// transactions commit input offsets with it, so a zombie of an older generation
     /// is refused by the broker).
     pub group_metadata: Mutex<Option<std::sync::Arc<rdkafka::consumer::ConsumerGroupMetadata>>>,
+    /// Global mode as this instance sees it (owners, the owned streams' merge), kept
+    /// by the scoring loop; `None` when no stream is global.
+    pub global: Mutex<Option<crate::scale::status::GlobalStatus>>,
 }

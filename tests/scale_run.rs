@@ -215,12 +215,47 @@ fn scored_below(bootstrap: &str, group: &str, partials: &str, stream: &str) -> O
 
 #[test]
 fn killing_the_owner_mid_stream_changes_no_report_and_scores_no_window_twice() {
-    kill_mid_stream(true);
+    mid_stream(Event::KillOwner);
 }
 
 #[test]
 fn killing_a_non_owner_mid_stream_changes_no_report_and_loses_no_record() {
-    kill_mid_stream(false);
+    mid_stream(Event::KillOther);
+}
+
+#[test]
+fn a_fourth_instance_joining_mid_stream_changes_no_report_and_loses_no_record() {
+    mid_stream(Event::Join);
+}
+
+/// What happens to the instances after window 5.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Event {
+    /// SIGKILL of the stream's owner.
+    KillOwner,
+    /// SIGKILL of another instance.
+    KillOther,
+    /// A fourth instance starts: both groups rebalance over four members.
+    Join,
+}
+
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+
+/// The owner every live instance's `/api/v1/streams` names for `stream`, once they
+/// all name the same one.
+fn agreed_owner(addrs: &[Option<String>], stream: &str) -> Option<String> {
+    let mut named = Vec::new();
+    for addr in addrs.iter().flatten() {
+        let (status, body) = http("GET", addr, "/api/v1/streams", None);
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).expect("streams JSON");
+        let entry = list.as_array()?.iter().find(|s| s["name"] == stream)?;
+        let global = &entry["global"];
+        assert_eq!(global["owned_here"].as_bool(), Some(global["owner"] == global["instance"]), "{body}");
+        named.push(global["owner"].as_str()?.to_owned());
+    }
+    let first = named.first()?.clone();
+    named.iter().all(|n| *n == first).then_some(first)
 }
 
 /// (instance, window index) of every report of the global instances so far.
@@ -243,8 +278,9 @@ fn resumed_partitions(log: &str, committed: bool) -> Vec<i64> {
         .collect()
 }
 
-/// SIGKILL of the owner (`kill_owner`) or of another instance after window 5.
-fn kill_mid_stream(kill_owner: bool) {
+/// SIGKILL of the owner or of another instance, or a fourth instance joining, after
+/// window 5; every instance names the stream's owner before and after.
+fn mid_stream(event: Event) {
     let Some(bootstrap) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("global-kill-in");
@@ -280,8 +316,7 @@ fn kill_mid_stream(kill_owner: bool) {
     );
     let group = unique("global");
     let partials = unique("partials");
-    let mut globals = Vec::new();
-    for name in ["a", "b", "c"] {
+    let start_global = |name: &str| {
         let scale = format!(
             "[scale]\nmode = \"global\"\npartials_topic = \"{partials}\"\nidle_timeout = \"10m\"\ninstance = \"{name}\"\n"
         );
@@ -292,17 +327,18 @@ fn kill_mid_stream(kill_owner: bool) {
             &scale,
             &stream,
         );
-        globals.push((
-            Some(Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path())),
-            reports,
-        ));
-    }
+        (Some(Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path())), reports)
+    };
+    let mut globals: Vec<(Option<Driftscope>, PathBuf)> =
+        NAMES[..3].iter().map(|n| start_global(n)).collect();
+    let mut addrs: Vec<Option<String>> =
+        globals.iter().map(|(run, _)| run.as_ref().map(http_address)).collect();
     let mut single = Driftscope::start(&["run", "--config", single_config.to_str().unwrap()], dir.path());
 
     let windows = (RECORDS * STEP_MS / 10_000) as usize;
     let per_window = RECORDS / windows as i64;
     let mut ends = vec![0i64; PARTITIONS as usize];
-    let mut killed = None;
+    let mut happened = None;
     for w in 0..=windows as i64 {
         // Window w's records; after the last window, one record per partition closes it.
         let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
@@ -338,16 +374,52 @@ fn kill_mid_stream(kill_owner: bool) {
             wait_for("the owner's committed progress", Duration::from_secs(60), || {
                 scored_below(&bootstrap, &group, &partials, "credit").filter(|&s| s > newest)
             });
-            let victim = if kill_owner { owner } else { (owner + 1) % 3 };
-            let run = globals[victim].0.take().unwrap();
-            let log = run.log_text();
-            let read = resumed_partitions(&log, false);
-            assert!(!read.is_empty(), "the victim reads input partitions:\n{log}");
-            kill_hard(run);
-            killed = Some((owner, victim, newest, read));
+            // Every instance names that owner.
+            let named = wait_for("every instance to name the owner", Duration::from_secs(60), || {
+                agreed_owner(&addrs, "credit").filter(|o| o == NAMES[owner])
+            });
+            let (status, ready) = http("GET", addrs[owner].as_ref().unwrap(), "/readyz", None);
+            assert_eq!(status, 200, "{ready}");
+            assert!(
+                ready.contains(&format!("instance `{named}` owns stream `credit`: last partial")),
+                "{ready}"
+            );
+            let other = (owner + 1) % 3;
+            let (_, ready) = http("GET", addrs[other].as_ref().unwrap(), "/readyz", None);
+            assert!(ready.contains(&format!("stream `credit` is owned by instance `{named}`")), "{ready}");
+            let (victim, partitions) = match event {
+                Event::KillOwner | Event::KillOther => {
+                    let victim = if event == Event::KillOwner { owner } else { other };
+                    let run = globals[victim].0.take().unwrap();
+                    addrs[victim] = None;
+                    let log = run.log_text();
+                    let read = resumed_partitions(&log, false);
+                    assert!(!read.is_empty(), "the victim reads input partitions:\n{log}");
+                    kill_hard(run);
+                    (Some(victim), read)
+                }
+                Event::Join => {
+                    globals.push(start_global(NAMES[3]));
+                    addrs.push(globals[3].0.as_ref().map(http_address));
+                    // The newcomer takes input partitions over from what the others'
+                    // transactions committed.
+                    let joined = wait_for(
+                        "the fourth instance to read input partitions",
+                        Duration::from_secs(120),
+                        || {
+                            let log = globals[3].0.as_ref().unwrap().log_text();
+                            let read = resumed_partitions(&log, false);
+                            (!read.is_empty()).then_some(read)
+                        },
+                    );
+                    (None, joined)
+                }
+            };
+            happened = Some((owner, victim, newest, partitions));
         }
     }
-    let (owner, victim, newest, victims_partitions) = killed.expect("an instance was killed");
+    let (owner, victim, newest, moved_partitions) = happened.expect("the event happened");
+
     single.wait_reports(&single_reports, windows, Duration::from_secs(300));
     wait_for("every global window", Duration::from_secs(240), || {
         for run in globals.iter_mut().filter_map(|(r, _)| r.as_mut()) {
@@ -358,6 +430,13 @@ fn kill_mid_stream(kill_owner: bool) {
         let n: usize = globals.iter().map(|(_, r)| read_reports(r).len()).sum();
         (n >= windows).then_some(())
     });
+    // The live instances agree on the owner again: after a kill of the owner, a new one.
+    let now_owner = wait_for("every live instance to name one owner", Duration::from_secs(120), || {
+        agreed_owner(&addrs, "credit").filter(|o| victim.is_none_or(|v| o != NAMES[v]))
+    });
+    if event == Event::KillOther {
+        assert_eq!(now_owner, NAMES[owner], "the owner stays when another instance dies");
+    }
     assert!(single.terminate().success());
     let by_instance = reported(&globals);
     let mut global: Vec<serde_json::Value> = Vec::new();
@@ -368,22 +447,29 @@ fn kill_mid_stream(kill_owner: bool) {
             // A new owner took the stream over from the committed progress.
             took_stream |=
                 log.lines().any(|l| l.contains("owning stream") && l.contains("scored_below=Some"));
-            // The victim's partitions went on from what their transactions committed.
-            took_partition |= resumed_partitions(&log, true).iter().any(|p| victims_partitions.contains(p));
+            // The moved partitions went on from what their transactions committed.
+            took_partition |= resumed_partitions(&log, true).iter().any(|p| moved_partitions.contains(p));
             assert!(run.terminate().success(), "{log}");
         }
         global.extend(read_reports(&reports));
     }
-    assert!(took_partition, "no instance resumed a partition of the killed one");
+    assert!(took_partition, "no instance resumed a partition that moved ({moved_partitions:?})");
     let after: Vec<usize> =
         by_instance.iter().filter(|(_, index)| *index > newest).map(|(i, _)| *i).collect();
-    assert!(!after.is_empty(), "windows scored after the kill");
-    if kill_owner {
-        assert!(took_stream, "no instance resumed the stream from the killed owner's progress");
-        assert!(!after.contains(&victim));
-    } else {
-        assert!(after.iter().all(|&i| i == owner), "the owner went on scoring: {by_instance:?}");
+    assert!(!after.is_empty(), "windows scored after the {event:?}");
+    let named = NAMES.iter().position(|n| *n == now_owner).unwrap();
+    match event {
+        Event::KillOwner => {
+            assert!(took_stream, "no instance resumed the stream from the killed owner's progress");
+            assert!(!after.contains(&owner));
+        }
+        Event::KillOther => {
+            assert!(after.iter().all(|&i| i == owner), "the owner went on scoring: {by_instance:?}");
+        }
+        Event::Join => {}
     }
+    // The instance every other names is the one that scored the last window.
+    assert_eq!(by_instance.iter().max_by_key(|(_, index)| *index).map(|(i, _)| *i), Some(named));
     let single = read_reports(&single_reports);
     assert_eq!(single.len(), windows);
     let ids: BTreeMap<u64, usize> = global.iter().fold(BTreeMap::new(), |mut m, r| {
