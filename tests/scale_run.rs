@@ -544,3 +544,208 @@ fn a_partition_without_records_is_waited_for_until_the_idle_timeout_and_named() 
     let total: u64 = got.iter().map(|r| r["window"]["records"].as_u64().unwrap()).sum();
     assert_eq!(total, records as u64);
 }
+
+/// Members of `group` that have partitions of `topic` assigned.
+fn members_with_partitions(bootstrap: &str, group: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("consumer");
+    let Ok(list) = consumer.fetch_group_list(Some(group), Duration::from_secs(10)) else { return 0 };
+    list.groups()
+        .iter()
+        .flat_map(|g| g.members())
+        .filter(|m| {
+            driftscope::scale::status::assignment_partitions(m.assignment().unwrap_or_default(), topic)
+                .is_ok_and(|p| !p.is_empty())
+        })
+        .count()
+}
+
+/// `/api/v1/streams`' global part of stream `s` on `addr`.
+fn global_view(addr: &str) -> serde_json::Value {
+    let (status, body) = http("GET", addr, "/api/v1/streams", None);
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("streams JSON");
+    list[0]["global"].clone()
+}
+
+#[test]
+fn instances_that_disagree_on_the_window_hold_the_stream_and_say_who_and_what_until_they_agree() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("global-disagree-in");
+    create_topic(&bootstrap, &topic, 2);
+    let reference = dir.path().join("reference.csv");
+    std::fs::write(
+        &reference,
+        format!("x\n{}", (0..490).map(|i| format!("{}\n", i % 49)).collect::<String>()),
+    )
+    .unwrap();
+    let stream = |size: &str| {
+        format!(
+            "[[streams]]\nname = \"s\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+             window = {{ type = \"tumbling_time\", size = \"{size}\", time = \"event\" }}\n\
+             reference = {{ data = \"{}\" }}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n",
+            reference.display()
+        )
+    };
+    let fast =
+        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
+    let (group, partials) = (unique("disagree"), unique("partials"));
+    // A short idle timeout: without the hold, the disagreeing partition would count as
+    // idle and the windows would be scored without it.
+    let config = |name: &str, size: &str| {
+        let scale = format!(
+            "[scale]\nmode = \"global\"\npartials_topic = \"{partials}\"\nidle_timeout = \"5s\"\ninstance = \"{name}\"\n"
+        );
+        write_config(
+            dir.path(),
+            name,
+            &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n{fast}"),
+            &scale,
+            &stream(size),
+        )
+    };
+    let (a_config, a_reports) = config("a", "10s");
+    let (b_config, b_reports) = config("b", "20s");
+    let start = |c: &Path| Driftscope::start(&["run", "--config", c.to_str().unwrap()], dir.path());
+    let mut runs = vec![Some(start(&a_config)), Some(start(&b_config))];
+    let mut addrs: Vec<String> = runs.iter().map(|r| http_address(r.as_ref().unwrap())).collect();
+    // Both read a partition before any record comes, so both publish partials.
+    wait_for("both instances to be assigned input partitions", Duration::from_secs(120), || {
+        (members_with_partitions(&bootstrap, &group, &topic) == 2).then_some(())
+    });
+    let records = 3000i64;
+    let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    for i in 0..records {
+        let payload =
+            format!(r#"{{"x": {}, "ts": {}}}"#, (i * 7919) % 49, BASE_MS + i * STEP_MS).into_bytes();
+        by_partition.entry((i % 2) as i32).or_default().push(payload);
+    }
+    for p in 0..2 {
+        let closing = format!(r#"{{"x": 1, "ts": {}}}"#, BASE_MS + 3_600_000).into_bytes();
+        by_partition.entry(p).or_default().push(closing);
+    }
+    for (p, payloads) in &by_partition {
+        produce(&bootstrap, &topic, *p, payloads);
+    }
+    // The owner names the other instance, what differs, and both values; the
+    // disagreeing partition is idle past the timeout, yet no window is scored.
+    let (owner, view) = wait_for("the owner to report the disagreement", Duration::from_secs(180), || {
+        for (i, addr) in addrs.iter().enumerate() {
+            let view = global_view(addr);
+            let merge = &view["merge"];
+            let partition = merge["disagreements"].as_array()?.first()?["partition"].clone();
+            let idle =
+                merge["sources"].as_array()?.iter().any(|s| s["partition"] == partition && s["idle"] == true);
+            if idle {
+                return Some((i, view));
+            }
+        }
+        None
+    });
+    let (owner_name, other_name) = (["a", "b"][owner], ["a", "b"][1 - owner]);
+    let d = &view["merge"]["disagreements"][0];
+    assert_eq!(d["instance"], other_name, "{view}");
+    assert_eq!(d["what"], "window", "{view}");
+    assert_ne!(d["ours"], d["theirs"], "{view}");
+    assert!(d["refused"].as_u64().unwrap() >= 1, "{view}");
+    assert_eq!(view["owner"], owner_name);
+    assert!(view["merge"]["windows_waiting"].as_u64().unwrap() >= 1, "{view}");
+    assert_eq!(global_view(&addrs[1 - owner])["owner"], owner_name, "the other instance names the owner too");
+    // A later view: the scoring loop went round with the partition idle.
+    let age = view["merge"]["last_partial_age_ms"].as_i64().unwrap();
+    wait_for("a later status", Duration::from_secs(60), || {
+        let later = global_view(&addrs[owner]);
+        (later["merge"]["last_partial_age_ms"].as_i64()? >= age + 1500).then_some(())
+    });
+    assert!(
+        read_reports(&a_reports).is_empty() && read_reports(&b_reports).is_empty(),
+        "a window was scored"
+    );
+    let (status, ready) = http("GET", &addrs[owner], "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains(&format!("stream `s` is not scored: partials of {topic}/")), "{ready}");
+    assert!(
+        ready.contains(&format!("from instance `{other_name}` were folded with another window")),
+        "{ready}"
+    );
+    let (_, metrics) = http("GET", &addrs[owner], "/metrics", None);
+    let value = |name: &str, extra: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains(&format!("instance=\"{owner_name}\""))
+                    && l.contains("stream=\"s\"")
+                    && l.contains(extra)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} series:\n{metrics}"))
+    };
+    assert_eq!(value("driftscope_global_config_disagreements", ""), 1.0, "{metrics}");
+    assert!(value("driftscope_global_partials_refused_total", "reason=\"window\"") >= 1.0, "{metrics}");
+    assert_eq!(value("driftscope_global_stream_owned", ""), 1.0, "{metrics}");
+    // The odd instance restarts with the owner's config and records go on: the stream
+    // is scored, each window once, and the windows of the refused partials say so.
+    let odd = 1 - owner;
+    let size = if owner_name == "a" { "10s" } else { "20s" };
+    let run = runs[odd].take().unwrap();
+    assert!(run.terminate().success());
+    let (fixed, _) = config(other_name, size);
+    // Its checkpoint was written with the other window: a changed window needs
+    // `--fresh-state`, as a user fixing the config would be told.
+    runs[odd] =
+        Some(Driftscope::start(&["run", "--fresh-state", "--config", fixed.to_str().unwrap()], dir.path()));
+    addrs[odd] = http_address(runs[odd].as_ref().unwrap());
+    wait_for("both instances to be assigned input partitions again", Duration::from_secs(120), || {
+        (members_with_partitions(&bootstrap, &group, &topic) == 2).then_some(())
+    });
+    for p in 0..2 {
+        let more = format!(r#"{{"x": 1, "ts": {}}}"#, BASE_MS + 3_630_000).into_bytes();
+        produce(&bootstrap, &topic, p, &[more]);
+    }
+    let data_windows = if size == "10s" { 3 } else { 2 };
+    wait_for("the windows once the instances agree", Duration::from_secs(180), || {
+        for run in runs.iter_mut().flatten() {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("an instance exited ({status}):\n{}", run.log_text());
+            }
+        }
+        let n = read_reports(&a_reports).len() + read_reports(&b_reports).len();
+        (n > data_windows).then_some(())
+    });
+    let agreed = wait_for("the disagreement to clear", Duration::from_secs(60), || {
+        addrs
+            .iter()
+            .map(|a| global_view(a))
+            .find(|v| v["owned_here"] == true && v["merge"]["disagreements"] == serde_json::json!([]))
+    });
+    assert_eq!(agreed["merge"]["disagreements"], serde_json::json!([]));
+    for run in runs.into_iter().flatten() {
+        assert!(run.terminate().success());
+    }
+    let mut all = read_reports(&a_reports);
+    all.extend(read_reports(&b_reports));
+    assert_eq!(all.len(), data_windows + 1, "the data windows and the window at +1h, each once");
+    let mut indices: Vec<u64> = all.iter().map(|r| r["window"]["index"].as_u64().unwrap()).collect();
+    indices.sort();
+    indices.dedup();
+    assert_eq!(indices.len(), all.len(), "a window scored twice");
+    let mut data_records = 0;
+    for r in &all {
+        let notes: Vec<&str> =
+            r["notes"].as_array().map(|n| n.iter().filter_map(|n| n.as_str()).collect()).unwrap_or_default();
+        let refused = notes.iter().any(|n| n.contains("were refused"));
+        if r["window"]["records"].as_u64() == Some(2) {
+            assert!(!refused, "the window after the instances agreed has every partition: {notes:?}");
+        } else {
+            assert!(
+                refused,
+                "{notes:?} in {}",
+                serde_json::json!(all.iter().map(|r| (&r["window"], &r["notes"])).collect::<Vec<_>>())
+            );
+            data_records += r["window"]["records"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(data_records, records as u64 / 2, "the agreeing partition's records, none twice");
+}

@@ -11,7 +11,7 @@ use super::status::{Disagreement, OwnedStatus, SourceStatus, WAITING_SHOWN, Wait
 use crate::stats::Reference;
 use crate::stats::partial::{Merged, Partial, PartialError, PartialHeader, SourcePartition, merge};
 use crate::stats::window::{PaneClock, WindowSpec};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// A window every source partition has passed, merged.
 #[derive(Debug, Clone)]
@@ -23,8 +23,10 @@ pub struct GlobalWindow {
     pub merged: Merged,
     /// Source partitions counted as passed because they were idle.
     pub idle: Vec<SourcePartition>,
-    /// Source partitions some of whose partials for this window were refused (their
-    /// publisher's config differed): their records are not in the window.
+    /// Source partitions with refused partials (their publisher's config differed)
+    /// whose watermark had passed this window's start: the window may lack records of
+    /// theirs. (A refused partial's panes are another config's, so only its
+    /// watermark, an event time, says which windows it touched.)
     pub refused: Vec<SourcePartition>,
 }
 
@@ -59,8 +61,9 @@ pub struct Assembler {
     /// Source partitions whose last partial disagreed with `header`: while any is
     /// here, no window is handed out (the instances must agree first).
     disagreeing: BTreeMap<SourcePartition, Disagreement>,
-    /// Panes whose partial from a source was refused for disagreeing.
-    refused: BTreeSet<(i64, SourcePartition)>,
+    /// Per source, the highest watermark of a partial refused for disagreeing: windows
+    /// starting before it may lack that partition's records.
+    refused: BTreeMap<SourcePartition, i64>,
     /// When the last partial (agreeing or not) was read.
     last_partial_ms: Option<i64>,
 }
@@ -91,7 +94,7 @@ impl Assembler {
             scored_below: None,
             late_partials: 0,
             disagreeing: BTreeMap::new(),
-            refused: BTreeSet::new(),
+            refused: BTreeMap::new(),
             last_partial_ms: None,
         })
     }
@@ -131,7 +134,8 @@ impl Assembler {
                 entry.theirs = theirs.clone();
                 entry.refused += 1;
                 entry.last_refused = crate::monitor::format_ms(now_ms);
-                self.refused.insert((partial.pane, partial.source.clone()));
+                let until = self.refused.entry(partial.source.clone()).or_insert(i64::MIN);
+                *until = (*until).max(partial.watermark_ms);
             }
             return Err(e.into());
         }
@@ -183,11 +187,11 @@ impl Assembler {
                 self.panes.range(start..=end).flat_map(|(_, by)| by.values()).collect();
             if members.iter().any(|p| p.sketch.records > 0) {
                 let merged = merge(reference, &self.header, &members)?;
-                let refused: BTreeSet<SourcePartition> = self
+                let refused: Vec<SourcePartition> = self
                     .refused
-                    .range((start, min_source())..)
-                    .take_while(|(pane, _)| *pane <= end)
-                    .map(|(_, s)| s.clone())
+                    .iter()
+                    .filter(|(_, until)| **until > start * self.pane_ms)
+                    .map(|(s, _)| s.clone())
                     .collect();
                 out.push(GlobalWindow {
                     index: end,
@@ -195,7 +199,7 @@ impl Assembler {
                     end_ms: (end + 1) * self.pane_ms,
                     merged,
                     idle: idle.clone(),
-                    refused: refused.into_iter().collect(),
+                    refused,
                 });
             }
             end += 1;
@@ -204,9 +208,16 @@ impl Assembler {
             self.scored_below = Some(to + 1);
             let keep_from = to + 1 - (self.panes_per_window - 1);
             self.panes = self.panes.split_off(&keep_from);
-            self.refused = self.refused.split_off(&(keep_from, min_source()));
+            self.refused.retain(|_, until| *until > keep_from * self.pane_ms);
         }
         Ok(out)
+    }
+
+    /// Whether partials of `source` were refused and their windows are not all scored
+    /// yet (the owner keeps them in the partials group's committed offset, so a new
+    /// owner reads them again and knows).
+    pub fn has_refused(&self, source: &SourcePartition) -> bool {
+        self.refused.contains_key(source) || self.disagreeing.contains_key(source)
     }
 
     /// What `/readyz` and `/api/v1/streams` show of this stream at `now_ms`.
@@ -281,11 +292,6 @@ impl Assembler {
     pub fn scored_below(&self) -> Option<i64> {
         self.scored_below
     }
-}
-
-/// The least source partition, for ranges over (pane, source).
-fn min_source() -> SourcePartition {
-    SourcePartition { topic: String::new(), partition: i32::MIN }
 }
 
 #[cfg(test)]

@@ -92,6 +92,9 @@ struct Owned {
     sequential: SequentialState,
     /// Partials-topic offsets of the partials the assembler may still merge.
     held: BTreeMap<(i64, SourcePartition), i64>,
+    /// Per source, the offset of the oldest partial refused for another config whose
+    /// windows are not all scored: a new owner reads it again and so knows of it.
+    refused: BTreeMap<SourcePartition, i64>,
 }
 
 /// One assigned partials partition: the streams it carries.
@@ -372,6 +375,7 @@ impl Scoring {
                     assembler,
                     sequential: saved.and_then(|p| p.sequential.clone()).unwrap_or_default(),
                     held: BTreeMap::new(),
+                    refused: BTreeMap::new(),
                 },
             );
         }
@@ -406,6 +410,7 @@ impl Scoring {
         };
         let key = (partial.pane, partial.source.clone());
         let stream = partial.header.stream.clone();
+        let source = partial.source.clone();
         match owned.assembler.offer_from(partial, publisher, now_ms()) {
             Ok(()) => {
                 owned.held.insert(key, offset);
@@ -413,6 +418,7 @@ impl Scoring {
             Err(e) => {
                 if let AssemblerError::Partial(PartialError::Disagree { what, .. }) = &e {
                     self.series.refused.with_label_values(&[stream.as_str(), what]).inc();
+                    owned.refused.entry(source).or_insert(offset);
                 }
                 if let Some(suppressed) = self.log.admit() {
                     tracing::error!(error = %e, publisher, suppressed, "partial refused");
@@ -447,6 +453,8 @@ impl Scoring {
                 let keep_from = below - (stream.spec.panes_per_window as i64 - 1);
                 owned.held.retain(|(pane, _), _| *pane >= keep_from);
             }
+            let assembler = &owned.assembler;
+            owned.refused.retain(|source, _| assembler.has_refused(source));
         }
         Ok(())
     }
@@ -455,7 +463,13 @@ impl Scoring {
     /// the streams' progress, when it moved.
     fn commit(&self, partition: i32, p: &mut PartitionState) {
         let Some(next) = p.next else { return };
-        let offset = p.streams.values().flat_map(|o| o.held.values()).copied().min().unwrap_or(next);
+        let offset = p
+            .streams
+            .values()
+            .flat_map(|o| o.held.values().chain(o.refused.values()))
+            .copied()
+            .min()
+            .unwrap_or(next);
         let progress: BTreeMap<&str, StreamProgress> = p
             .streams
             .iter()
