@@ -395,7 +395,18 @@ fn mid_stream(event: Event) {
                     let log = run.log_text();
                     let read = resumed_partitions(&log, false);
                     assert!(!read.is_empty(), "the victim reads input partitions:\n{log}");
+                    let killed_at = std::time::Instant::now();
                     kill_hard(run);
+                    // The survivors name a live owner once the partials group dropped the
+                    // dead member (session.timeout.ms, 6 s here): how long, for the README.
+                    let named =
+                        wait_for("the survivors to name a live owner", Duration::from_secs(120), || {
+                            agreed_owner(&addrs, "credit").filter(|o| o != NAMES[victim])
+                        });
+                    eprintln!(
+                        "{event:?}: every survivor names `{named}` as the owner {:.1} s after the SIGKILL",
+                        killed_at.elapsed().as_secs_f64()
+                    );
                     (Some(victim), read)
                 }
                 Event::Join => {

@@ -301,3 +301,59 @@ async fn reports(State(state): State<HttpState>, Query(query): Query<ReportQuery
     let list: Vec<&crate::stats::Report> = list.iter().map(|r| &**r).collect();
     axum::Json(list).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale::status::{Disagreement, WaitingWindow};
+
+    #[test]
+    fn readyz_names_what_this_instance_owns_what_waits_and_who_disagrees() {
+        let mut g =
+            GlobalStatus { instance: "a".into(), partials_group: "g.partials".into(), ..Default::default() };
+        g.owners.insert("s".into(), Some("a".into()));
+        g.owners.insert("t".into(), Some("b".into()));
+        g.owners.insert("u".into(), None);
+        let owned = OwnedStatus {
+            last_partial_age_ms: Some(1500),
+            windows_waiting: 2,
+            waiting: vec![WaitingWindow {
+                index: 1,
+                start: "S".into(),
+                end: "E".into(),
+                waiting_for: vec!["in/3".into(), "in/5".into()],
+            }],
+            disagreements: vec![Disagreement {
+                topic: "in".into(),
+                partition: 3,
+                instance: Some("c".into()),
+                what: "window".into(),
+                ours: "10s".into(),
+                theirs: "20s".into(),
+                refused: 4,
+                last_refused: "T".into(),
+            }],
+            ..Default::default()
+        };
+        g.owned.insert("s".into(), owned);
+        let text = global_lines(&g);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "global: instance `a` owns stream `s`: last partial 1.5 s ago; 2 window(s) waiting (oldest ends E \
+                 and waits for in/3, in/5)",
+                "global: stream `s` is not scored: partials of in/3 from instance `c` were folded with another \
+                 window (20s there, 10s here); give every instance the same config",
+                "global: stream `t` is owned by instance `b`",
+                "global: stream `u` has no owner now (the partials group is rebalancing)",
+            ]
+        );
+        g.owned.clear();
+        g.describe_error = Some("timed out".into());
+        let text = global_lines(&g);
+        assert!(text.starts_with("global: instance `a` owns no stream\n"), "{text}");
+        assert!(text.contains("stream `s` is owned by instance `a`"), "{text}");
+        assert!(text.ends_with("cannot describe the partials group `g.partials`: timed out\n"), "{text}");
+    }
+}
