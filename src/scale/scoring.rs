@@ -289,6 +289,10 @@ impl Scoring {
             let mine = assigned.contains(&partition);
             self.series.owned.with_label_values(&[s.name.as_str()]).set(i64::from(mine));
             if !mine {
+                // A description from before this instance gave the partition up.
+                if owner_of.get(&s.name).is_some_and(|o| o.as_deref() == Some(self.instance.as_str())) {
+                    owner_of.insert(s.name.clone(), None);
+                }
                 self.series.windows_waiting.with_label_values(&[s.name.as_str()]).set(0);
                 self.series.disagreements.with_label_values(&[s.name.as_str()]).set(0);
                 continue;
