@@ -69,4 +69,7 @@ pub struct Health {
     /// The label joins' handover between instances (`labels.handover_topic`), when a
     /// stream has one: the rebalance callbacks write and read it.
     pub handover: std::sync::OnceLock<std::sync::Arc<crate::ingest::handover::Handover>>,
+    /// Global mode as this instance sees it (owners, the owned streams' merge), kept
+    /// by the scoring loop; `None` when no stream is global.
+    pub global: Mutex<Option<crate::scale::status::GlobalStatus>>,
 }

@@ -48,6 +48,8 @@ pub struct Telemetry {
     pub labels: IntCounterVec,
     pub schema_changes: IntCounterVec,
     pub schema_registry_lookups: IntCounter,
+    /// Global mode, per instance: what this instance's view of the merge is.
+    pub global: GlobalSeries,
     pub build_info: Gauge,
 }
 
@@ -89,6 +91,35 @@ impl Telemetry {
         };
         let int_gauge = |name: &str, help: &str, labels: &[&str]| {
             register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+        };
+        let per_instance_gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntGaugeVec::new(per_instance(name, help), labels).expect("static metric definition"),
+            )
+        };
+        let global = GlobalSeries {
+            owned: per_instance_gauge(
+                "driftscope_global_stream_owned",
+                "Global mode: 1 while this instance owns the stream (merges and scores it).",
+                &["stream"],
+            ),
+            windows_waiting: per_instance_gauge(
+                "driftscope_global_windows_waiting",
+                "Global mode, owner: windows holding partials that wait for a source partition.",
+                &["stream"],
+            ),
+            disagreements: per_instance_gauge(
+                "driftscope_global_config_disagreements",
+                "Global mode, owner: source partitions whose partials were folded against another \
+                 window spec or reference (the stream is not scored while this is above 0).",
+                &["stream"],
+            ),
+            refused: ingestion_counter(
+                "driftscope_global_partials_refused_total",
+                "Global mode, owner: partials refused, by reason (window, reference: another config).",
+                &["stream", "reason"],
+            ),
         };
         let build_info = register(
             &r,
@@ -276,6 +307,7 @@ impl Telemetry {
                 )
                 .expect("static metric definition"),
             ),
+            global,
             build_info,
             registry: r,
         }
@@ -348,6 +380,16 @@ impl Default for Telemetry {
     fn default() -> Self {
         Telemetry::new()
     }
+}
+
+/// Global mode's series: each instance's view (owners and non-owners alike), so they
+/// carry the `instance` label.
+#[derive(Clone)]
+pub struct GlobalSeries {
+    pub owned: IntGaugeVec,
+    pub windows_waiting: IntGaugeVec,
+    pub disagreements: IntGaugeVec,
+    pub refused: IntCounterVec,
 }
 
 pub struct StreamCounters {

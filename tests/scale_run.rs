@@ -215,12 +215,47 @@ fn scored_below(bootstrap: &str, group: &str, partials: &str, stream: &str) -> O
 
 #[test]
 fn killing_the_owner_mid_stream_changes_no_report_and_scores_no_window_twice() {
-    kill_mid_stream(true);
+    mid_stream(Event::KillOwner);
 }
 
 #[test]
 fn killing_a_non_owner_mid_stream_changes_no_report_and_loses_no_record() {
-    kill_mid_stream(false);
+    mid_stream(Event::KillOther);
+}
+
+#[test]
+fn a_fourth_instance_joining_mid_stream_changes_no_report_and_loses_no_record() {
+    mid_stream(Event::Join);
+}
+
+/// What happens to the instances after window 5.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Event {
+    /// SIGKILL of the stream's owner.
+    KillOwner,
+    /// SIGKILL of another instance.
+    KillOther,
+    /// A fourth instance starts: both groups rebalance over four members.
+    Join,
+}
+
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+
+/// The owner every live instance's `/api/v1/streams` names for `stream`, once they
+/// all name the same one.
+fn agreed_owner(addrs: &[Option<String>], stream: &str) -> Option<String> {
+    let mut named = Vec::new();
+    for addr in addrs.iter().flatten() {
+        let (status, body) = http("GET", addr, "/api/v1/streams", None);
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).expect("streams JSON");
+        let entry = list.as_array()?.iter().find(|s| s["name"] == stream)?;
+        let global = &entry["global"];
+        assert_eq!(global["owned_here"].as_bool(), Some(global["owner"] == global["instance"]), "{body}");
+        named.push(global["owner"].as_str()?.to_owned());
+    }
+    let first = named.first()?.clone();
+    named.iter().all(|n| *n == first).then_some(first)
 }
 
 /// (instance, window index) of every report of the global instances so far.
@@ -243,8 +278,9 @@ fn resumed_partitions(log: &str, committed: bool) -> Vec<i64> {
         .collect()
 }
 
-/// SIGKILL of the owner (`kill_owner`) or of another instance after window 5.
-fn kill_mid_stream(kill_owner: bool) {
+/// SIGKILL of the owner or of another instance, or a fourth instance joining, after
+/// window 5; every instance names the stream's owner before and after.
+fn mid_stream(event: Event) {
     let Some(bootstrap) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("global-kill-in");
@@ -280,8 +316,7 @@ fn kill_mid_stream(kill_owner: bool) {
     );
     let group = unique("global");
     let partials = unique("partials");
-    let mut globals = Vec::new();
-    for name in ["a", "b", "c"] {
+    let start_global = |name: &str| {
         let scale = format!(
             "[scale]\nmode = \"global\"\npartials_topic = \"{partials}\"\nidle_timeout = \"10m\"\ninstance = \"{name}\"\n"
         );
@@ -292,17 +327,18 @@ fn kill_mid_stream(kill_owner: bool) {
             &scale,
             &stream,
         );
-        globals.push((
-            Some(Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path())),
-            reports,
-        ));
-    }
+        (Some(Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path())), reports)
+    };
+    let mut globals: Vec<(Option<Driftscope>, PathBuf)> =
+        NAMES[..3].iter().map(|n| start_global(n)).collect();
+    let mut addrs: Vec<Option<String>> =
+        globals.iter().map(|(run, _)| run.as_ref().map(http_address)).collect();
     let mut single = Driftscope::start(&["run", "--config", single_config.to_str().unwrap()], dir.path());
 
     let windows = (RECORDS * STEP_MS / 10_000) as usize;
     let per_window = RECORDS / windows as i64;
     let mut ends = vec![0i64; PARTITIONS as usize];
-    let mut killed = None;
+    let mut happened = None;
     for w in 0..=windows as i64 {
         // Window w's records; after the last window, one record per partition closes it.
         let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
@@ -338,16 +374,63 @@ fn kill_mid_stream(kill_owner: bool) {
             wait_for("the owner's committed progress", Duration::from_secs(60), || {
                 scored_below(&bootstrap, &group, &partials, "credit").filter(|&s| s > newest)
             });
-            let victim = if kill_owner { owner } else { (owner + 1) % 3 };
-            let run = globals[victim].0.take().unwrap();
-            let log = run.log_text();
-            let read = resumed_partitions(&log, false);
-            assert!(!read.is_empty(), "the victim reads input partitions:\n{log}");
-            kill_hard(run);
-            killed = Some((owner, victim, newest, read));
+            // Every instance names that owner.
+            let named = wait_for("every instance to name the owner", Duration::from_secs(60), || {
+                agreed_owner(&addrs, "credit").filter(|o| o == NAMES[owner])
+            });
+            let (status, ready) = http("GET", addrs[owner].as_ref().unwrap(), "/readyz", None);
+            assert_eq!(status, 200, "{ready}");
+            assert!(
+                ready.contains(&format!("instance `{named}` owns stream `credit`: last partial")),
+                "{ready}"
+            );
+            let other = (owner + 1) % 3;
+            let (_, ready) = http("GET", addrs[other].as_ref().unwrap(), "/readyz", None);
+            assert!(ready.contains(&format!("stream `credit` is owned by instance `{named}`")), "{ready}");
+            let (victim, partitions) = match event {
+                Event::KillOwner | Event::KillOther => {
+                    let victim = if event == Event::KillOwner { owner } else { other };
+                    let run = globals[victim].0.take().unwrap();
+                    addrs[victim] = None;
+                    let log = run.log_text();
+                    let read = resumed_partitions(&log, false);
+                    assert!(!read.is_empty(), "the victim reads input partitions:\n{log}");
+                    let killed_at = std::time::Instant::now();
+                    kill_hard(run);
+                    // The survivors name a live owner once the partials group dropped the
+                    // dead member (session.timeout.ms, 6 s here): how long, for the README.
+                    let named =
+                        wait_for("the survivors to name a live owner", Duration::from_secs(120), || {
+                            agreed_owner(&addrs, "credit").filter(|o| o != NAMES[victim])
+                        });
+                    eprintln!(
+                        "{event:?}: every survivor names `{named}` as the owner {:.1} s after the SIGKILL",
+                        killed_at.elapsed().as_secs_f64()
+                    );
+                    (Some(victim), read)
+                }
+                Event::Join => {
+                    globals.push(start_global(NAMES[3]));
+                    addrs.push(globals[3].0.as_ref().map(http_address));
+                    // The newcomer takes input partitions over from what the others'
+                    // transactions committed.
+                    let joined = wait_for(
+                        "the fourth instance to read input partitions",
+                        Duration::from_secs(120),
+                        || {
+                            let log = globals[3].0.as_ref().unwrap().log_text();
+                            let read = resumed_partitions(&log, false);
+                            (!read.is_empty()).then_some(read)
+                        },
+                    );
+                    (None, joined)
+                }
+            };
+            happened = Some((owner, victim, newest, partitions));
         }
     }
-    let (owner, victim, newest, victims_partitions) = killed.expect("an instance was killed");
+    let (owner, victim, newest, moved_partitions) = happened.expect("the event happened");
+
     single.wait_reports(&single_reports, windows, Duration::from_secs(300));
     wait_for("every global window", Duration::from_secs(240), || {
         for run in globals.iter_mut().filter_map(|(r, _)| r.as_mut()) {
@@ -358,6 +441,13 @@ fn kill_mid_stream(kill_owner: bool) {
         let n: usize = globals.iter().map(|(_, r)| read_reports(r).len()).sum();
         (n >= windows).then_some(())
     });
+    // The live instances agree on the owner again: after a kill of the owner, a new one.
+    let now_owner = wait_for("every live instance to name one owner", Duration::from_secs(120), || {
+        agreed_owner(&addrs, "credit").filter(|o| victim.is_none_or(|v| o != NAMES[v]))
+    });
+    if event == Event::KillOther {
+        assert_eq!(now_owner, NAMES[owner], "the owner stays when another instance dies");
+    }
     assert!(single.terminate().success());
     let by_instance = reported(&globals);
     let mut global: Vec<serde_json::Value> = Vec::new();
@@ -368,22 +458,29 @@ fn kill_mid_stream(kill_owner: bool) {
             // A new owner took the stream over from the committed progress.
             took_stream |=
                 log.lines().any(|l| l.contains("owning stream") && l.contains("scored_below=Some"));
-            // The victim's partitions went on from what their transactions committed.
-            took_partition |= resumed_partitions(&log, true).iter().any(|p| victims_partitions.contains(p));
+            // The moved partitions went on from what their transactions committed.
+            took_partition |= resumed_partitions(&log, true).iter().any(|p| moved_partitions.contains(p));
             assert!(run.terminate().success(), "{log}");
         }
         global.extend(read_reports(&reports));
     }
-    assert!(took_partition, "no instance resumed a partition of the killed one");
+    assert!(took_partition, "no instance resumed a partition that moved ({moved_partitions:?})");
     let after: Vec<usize> =
         by_instance.iter().filter(|(_, index)| *index > newest).map(|(i, _)| *i).collect();
-    assert!(!after.is_empty(), "windows scored after the kill");
-    if kill_owner {
-        assert!(took_stream, "no instance resumed the stream from the killed owner's progress");
-        assert!(!after.contains(&victim));
-    } else {
-        assert!(after.iter().all(|&i| i == owner), "the owner went on scoring: {by_instance:?}");
+    assert!(!after.is_empty(), "windows scored after the {event:?}");
+    let named = NAMES.iter().position(|n| *n == now_owner).unwrap();
+    match event {
+        Event::KillOwner => {
+            assert!(took_stream, "no instance resumed the stream from the killed owner's progress");
+            assert!(!after.contains(&owner));
+        }
+        Event::KillOther => {
+            assert!(after.iter().all(|&i| i == owner), "the owner went on scoring: {by_instance:?}");
+        }
+        Event::Join => {}
     }
+    // The instance every other names is the one that scored the last window.
+    assert_eq!(by_instance.iter().max_by_key(|(_, index)| *index).map(|(i, _)| *i), Some(named));
     let single = read_reports(&single_reports);
     assert_eq!(single.len(), windows);
     let ids: BTreeMap<u64, usize> = global.iter().fold(BTreeMap::new(), |mut m, r| {
@@ -457,4 +554,222 @@ fn a_partition_without_records_is_waited_for_until_the_idle_timeout_and_named() 
     }
     let total: u64 = got.iter().map(|r| r["window"]["records"].as_u64().unwrap()).sum();
     assert_eq!(total, records as u64);
+}
+
+/// Members of `group` that have partitions of `topic` assigned.
+fn members_with_partitions(bootstrap: &str, group: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("consumer");
+    let Ok(list) = consumer.fetch_group_list(Some(group), Duration::from_secs(10)) else { return 0 };
+    list.groups()
+        .iter()
+        .flat_map(|g| g.members())
+        .filter(|m| {
+            driftscope::scale::status::assignment_partitions(m.assignment().unwrap_or_default(), topic)
+                .is_ok_and(|p| !p.is_empty())
+        })
+        .count()
+}
+
+/// `/api/v1/streams`' global part of stream `s` on `addr`.
+fn global_view(addr: &str) -> serde_json::Value {
+    let (status, body) = http("GET", addr, "/api/v1/streams", None);
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("streams JSON");
+    list[0]["global"].clone()
+}
+
+#[test]
+fn instances_that_disagree_on_the_window_hold_the_stream_and_say_who_and_what_until_they_agree() {
+    disagreement(["10s", "20s"]);
+}
+
+/// The same with the windows the other way round: the partials group tends to give
+/// the stream to `a` (members are ordered by id, which starts with the client.id), so
+/// this is the case where the instance with the longer window owns the stream.
+#[test]
+fn instances_that_disagree_hold_the_stream_whichever_window_the_owner_has() {
+    disagreement(["20s", "10s"]);
+}
+
+/// Instances `a` and `b` with the window sizes `sizes`.
+fn disagreement(sizes: [&str; 2]) {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("global-disagree-in");
+    create_topic(&bootstrap, &topic, 2);
+    let reference = dir.path().join("reference.csv");
+    std::fs::write(
+        &reference,
+        format!("x\n{}", (0..490).map(|i| format!("{}\n", i % 49)).collect::<String>()),
+    )
+    .unwrap();
+    let stream = |size: &str| {
+        format!(
+            "[[streams]]\nname = \"s\"\ntopics = [\"{topic}\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+             window = {{ type = \"tumbling_time\", size = \"{size}\", time = \"event\" }}\n\
+             reference = {{ data = \"{}\" }}\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n",
+            reference.display()
+        )
+    };
+    let fast =
+        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
+    let (group, partials) = (unique("disagree"), unique("partials"));
+    // A short idle timeout: without the hold, the disagreeing partition would count as
+    // idle and the windows would be scored without it.
+    let config = |name: &str, size: &str| {
+        let scale = format!(
+            "[scale]\nmode = \"global\"\npartials_topic = \"{partials}\"\nidle_timeout = \"5s\"\ninstance = \"{name}\"\n"
+        );
+        write_config(
+            dir.path(),
+            name,
+            &format!("[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n{fast}"),
+            &scale,
+            &stream(size),
+        )
+    };
+    let (a_config, a_reports) = config("a", sizes[0]);
+    let (b_config, b_reports) = config("b", sizes[1]);
+    let start = |c: &Path| Driftscope::start(&["run", "--config", c.to_str().unwrap()], dir.path());
+    let mut runs = vec![Some(start(&a_config)), Some(start(&b_config))];
+    let mut addrs: Vec<String> = runs.iter().map(|r| http_address(r.as_ref().unwrap())).collect();
+    // Both read a partition before any record comes, so both publish partials.
+    wait_for("both instances to be assigned input partitions", Duration::from_secs(120), || {
+        (members_with_partitions(&bootstrap, &group, &topic) == 2).then_some(())
+    });
+    let records = 3000i64;
+    let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    for i in 0..records {
+        let payload =
+            format!(r#"{{"x": {}, "ts": {}}}"#, (i * 7919) % 49, BASE_MS + i * STEP_MS).into_bytes();
+        by_partition.entry((i % 2) as i32).or_default().push(payload);
+    }
+    for p in 0..2 {
+        let closing = format!(r#"{{"x": 1, "ts": {}}}"#, BASE_MS + 3_600_000).into_bytes();
+        by_partition.entry(p).or_default().push(closing);
+    }
+    for (p, payloads) in &by_partition {
+        produce(&bootstrap, &topic, *p, payloads);
+    }
+    // The owner names the other instance, what differs, and both values; the
+    // disagreeing partition is idle past the timeout, yet no window is scored.
+    let (owner, view) = wait_for("the owner to report the disagreement", Duration::from_secs(180), || {
+        for (i, addr) in addrs.iter().enumerate() {
+            let view = global_view(addr);
+            let merge = &view["merge"];
+            let partition = merge["disagreements"].as_array()?.first()?["partition"].clone();
+            let idle =
+                merge["sources"].as_array()?.iter().any(|s| s["partition"] == partition && s["idle"] == true);
+            if idle {
+                return Some((i, view));
+            }
+        }
+        None
+    });
+    let (owner_name, other_name) = (["a", "b"][owner], ["a", "b"][1 - owner]);
+    let d = &view["merge"]["disagreements"][0];
+    assert_eq!(d["instance"], other_name, "{view}");
+    assert_eq!(d["what"], "window", "{view}");
+    assert_ne!(d["ours"], d["theirs"], "{view}");
+    assert!(d["refused"].as_u64().unwrap() >= 1, "{view}");
+    assert_eq!(view["owner"], owner_name);
+    assert!(view["merge"]["windows_waiting"].as_u64().unwrap() >= 1, "{view}");
+    assert_eq!(global_view(&addrs[1 - owner])["owner"], owner_name, "the other instance names the owner too");
+    // A later view: the scoring loop went round with the partition idle.
+    let age = view["merge"]["last_partial_age_ms"].as_i64().unwrap();
+    wait_for("a later status", Duration::from_secs(60), || {
+        let later = global_view(&addrs[owner]);
+        (later["merge"]["last_partial_age_ms"].as_i64()? >= age + 1500).then_some(())
+    });
+    assert!(
+        read_reports(&a_reports).is_empty() && read_reports(&b_reports).is_empty(),
+        "a window was scored"
+    );
+    let (status, ready) = http("GET", &addrs[owner], "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains(&format!("stream `s` is not scored: partials of {topic}/")), "{ready}");
+    assert!(
+        ready.contains(&format!("from instance `{other_name}` were folded with another window")),
+        "{ready}"
+    );
+    let (_, metrics) = http("GET", &addrs[owner], "/metrics", None);
+    let value = |name: &str, extra: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains(&format!("instance=\"{owner_name}\""))
+                    && l.contains("stream=\"s\"")
+                    && l.contains(extra)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} series:\n{metrics}"))
+    };
+    assert_eq!(value("driftscope_global_config_disagreements", ""), 1.0, "{metrics}");
+    assert!(value("driftscope_global_partials_refused_total", "reason=\"window\"") >= 1.0, "{metrics}");
+    assert_eq!(value("driftscope_global_stream_owned", ""), 1.0, "{metrics}");
+    // The odd instance restarts with the owner's config and records go on: the stream
+    // is scored, each window once, and the windows of the refused partials say so.
+    let odd = 1 - owner;
+    let size = sizes[owner];
+    let run = runs[odd].take().unwrap();
+    assert!(run.terminate().success());
+    let (fixed, _) = config(other_name, size);
+    // Its checkpoint was written with the other window: a changed window needs
+    // `--fresh-state`, as a user fixing the config would be told.
+    runs[odd] =
+        Some(Driftscope::start(&["run", "--fresh-state", "--config", fixed.to_str().unwrap()], dir.path()));
+    addrs[odd] = http_address(runs[odd].as_ref().unwrap());
+    wait_for("both instances to be assigned input partitions again", Duration::from_secs(120), || {
+        (members_with_partitions(&bootstrap, &group, &topic) == 2).then_some(())
+    });
+    for p in 0..2 {
+        let more = format!(r#"{{"x": 1, "ts": {}}}"#, BASE_MS + 3_630_000).into_bytes();
+        produce(&bootstrap, &topic, p, &[more]);
+    }
+    let data_windows = if size == "10s" { 3 } else { 2 };
+    wait_for("the windows once the instances agree", Duration::from_secs(180), || {
+        for run in runs.iter_mut().flatten() {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("an instance exited ({status}):\n{}", run.log_text());
+            }
+        }
+        let n = read_reports(&a_reports).len() + read_reports(&b_reports).len();
+        (n > data_windows).then_some(())
+    });
+    let agreed = wait_for("the disagreement to clear", Duration::from_secs(60), || {
+        addrs
+            .iter()
+            .map(|a| global_view(a))
+            .find(|v| v["owned_here"] == true && v["merge"]["disagreements"] == serde_json::json!([]))
+    });
+    assert_eq!(agreed["merge"]["disagreements"], serde_json::json!([]));
+    for run in runs.into_iter().flatten() {
+        assert!(run.terminate().success());
+    }
+    let mut all = read_reports(&a_reports);
+    all.extend(read_reports(&b_reports));
+    assert_eq!(all.len(), data_windows + 1, "the data windows and the window at +1h, each once");
+    let mut indices: Vec<u64> = all.iter().map(|r| r["window"]["index"].as_u64().unwrap()).collect();
+    indices.sort();
+    indices.dedup();
+    assert_eq!(indices.len(), all.len(), "a window scored twice");
+    let mut data_records = 0;
+    for r in &all {
+        let notes: Vec<&str> =
+            r["notes"].as_array().map(|n| n.iter().filter_map(|n| n.as_str()).collect()).unwrap_or_default();
+        let refused = notes.iter().any(|n| n.contains("were refused"));
+        if r["window"]["records"].as_u64() == Some(2) {
+            assert!(!refused, "the window after the instances agreed has every partition: {notes:?}");
+        } else {
+            assert!(
+                refused,
+                "{notes:?} in {}",
+                serde_json::json!(all.iter().map(|r| (&r["window"], &r["notes"])).collect::<Vec<_>>())
+            );
+            data_records += r["window"]["records"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(data_records, records as u64 / 2, "the agreeing partition's records, none twice");
 }

@@ -3,6 +3,7 @@
 
 use super::History;
 use crate::health::Health;
+use crate::scale::status::{GlobalStatus, OwnedStatus};
 use crate::telemetry::Telemetry;
 use axum::Router;
 use axum::extract::{Query, Request, State};
@@ -114,11 +115,68 @@ async fn readyz(State(state): State<HttpState>) -> Response {
             pending.iter().map(|s| format!("stream `{s}`: reference still being taken from the stream")),
         );
     }
+    // Global mode's lines inform; they do not decide readiness (a stream another
+    // instance owns, or one waiting for partials, is no reason to take this one out).
+    let global =
+        state.health.global.lock().ok().and_then(|g| g.as_ref().map(global_lines)).unwrap_or_default();
     if reasons.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, format!("ready\n{global}")).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", reasons.join("; "))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n{global}", reasons.join("; ")))
+            .into_response()
     }
+}
+
+/// `/readyz`'s lines on global mode: what this instance owns, whether partials flow,
+/// what waits for what, and disagreeing configs.
+fn global_lines(g: &GlobalStatus) -> String {
+    let mut out = String::new();
+    let seconds = |ms: i64| format!("{:.1} s", ms as f64 / 1000.0);
+    if g.owned.is_empty() {
+        out.push_str(&format!("global: instance `{}` owns no stream\n", g.instance));
+    }
+    for (stream, o) in &g.owned {
+        let flowing = match o.last_partial_age_ms {
+            Some(age) => format!("last partial {} ago", seconds(age)),
+            None => "no partial read yet".to_owned(),
+        };
+        out.push_str(&format!(
+            "global: instance `{}` owns stream `{stream}`: {flowing}; {} window(s) waiting",
+            g.instance, o.windows_waiting
+        ));
+        if let Some(w) = o.waiting.first() {
+            out.push_str(&format!(" (oldest ends {} and waits for {})", w.end, w.waiting_for.join(", ")));
+        }
+        out.push('\n');
+        for d in &o.disagreements {
+            out.push_str(&format!(
+                "global: stream `{stream}` is not scored: partials of {} from instance `{}` were folded with \
+                 another {} ({} there, {} here); give every instance the same config\n",
+                d.source(),
+                d.instance.as_deref().unwrap_or("?"),
+                d.what,
+                d.theirs,
+                d.ours
+            ));
+        }
+    }
+    for (stream, owner) in &g.owners {
+        if g.owns(stream) {
+            continue;
+        }
+        match owner {
+            Some(owner) => {
+                out.push_str(&format!("global: stream `{stream}` is owned by instance `{owner}`\n"))
+            }
+            None => out.push_str(&format!(
+                "global: stream `{stream}` has no owner now (the partials group is rebalancing)\n"
+            )),
+        }
+    }
+    if let Some(e) = &g.describe_error {
+        out.push_str(&format!("global: cannot describe the partials group `{}`: {e}\n", g.partials_group));
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -127,9 +185,25 @@ struct StreamSummary<'a> {
     info: &'a StreamInfo,
     windows_closed: u64,
     latest: Option<serde_json::Value>,
+    /// Global streams only: who owns the stream, and on its owner the merge's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    global: Option<GlobalStream>,
+}
+
+#[derive(Serialize)]
+struct GlobalStream {
+    /// The owner's `scale.instance`, `null` while the partials group rebalances.
+    owner: Option<String>,
+    /// This instance's `scale.instance`.
+    instance: String,
+    owned_here: bool,
+    /// On the owner: partials flowing, windows waiting, disagreements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merge: Option<OwnedStatus>,
 }
 
 async fn streams(State(state): State<HttpState>) -> Response {
+    let global = state.health.global.lock().ok().and_then(|g| g.clone());
     let list: Vec<StreamSummary> = state
         .streams
         .iter()
@@ -137,10 +211,20 @@ async fn streams(State(state): State<HttpState>) -> Response {
             let latest = state.history.latest(&info.name).flatten().map(
                 |r| serde_json::json!({ "window": r.window, "dataset": r.dataset, "reference": r.reference }),
             );
+            let global = global.as_ref().and_then(|g| {
+                let owner = g.owners.get(&info.name)?;
+                Some(GlobalStream {
+                    owner: owner.clone(),
+                    instance: g.instance.clone(),
+                    owned_here: g.owns(&info.name),
+                    merge: g.owned.get(&info.name).cloned(),
+                })
+            });
             StreamSummary {
                 info,
                 windows_closed: state.telemetry.windows_closed.with_label_values(&[info.name.as_str()]).get(),
                 latest,
+                global,
             }
         })
         .collect();
@@ -216,4 +300,60 @@ async fn reports(State(state): State<HttpState>, Query(query): Query<ReportQuery
     let list = state.history.recent(&stream, limit).unwrap_or_default();
     let list: Vec<&crate::stats::Report> = list.iter().map(|r| &**r).collect();
     axum::Json(list).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale::status::{Disagreement, WaitingWindow};
+
+    #[test]
+    fn readyz_names_what_this_instance_owns_what_waits_and_who_disagrees() {
+        let mut g =
+            GlobalStatus { instance: "a".into(), partials_group: "g.partials".into(), ..Default::default() };
+        g.owners.insert("s".into(), Some("a".into()));
+        g.owners.insert("t".into(), Some("b".into()));
+        g.owners.insert("u".into(), None);
+        let owned = OwnedStatus {
+            last_partial_age_ms: Some(1500),
+            windows_waiting: 2,
+            waiting: vec![WaitingWindow {
+                index: 1,
+                start: "S".into(),
+                end: "E".into(),
+                waiting_for: vec!["in/3".into(), "in/5".into()],
+            }],
+            disagreements: vec![Disagreement {
+                topic: "in".into(),
+                partition: 3,
+                instance: Some("c".into()),
+                what: "window".into(),
+                ours: "10s".into(),
+                theirs: "20s".into(),
+                refused: 4,
+                last_refused: "T".into(),
+            }],
+            ..Default::default()
+        };
+        g.owned.insert("s".into(), owned);
+        let text = global_lines(&g);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "global: instance `a` owns stream `s`: last partial 1.5 s ago; 2 window(s) waiting (oldest ends E \
+                 and waits for in/3, in/5)",
+                "global: stream `s` is not scored: partials of in/3 from instance `c` were folded with another \
+                 window (20s there, 10s here); give every instance the same config",
+                "global: stream `t` is owned by instance `b`",
+                "global: stream `u` has no owner now (the partials group is rebalancing)",
+            ]
+        );
+        g.owned.clear();
+        g.describe_error = Some("timed out".into());
+        let text = global_lines(&g);
+        assert!(text.starts_with("global: instance `a` owns no stream\n"), "{text}");
+        assert!(text.contains("stream `s` is owned by instance `a`"), "{text}");
+        assert!(text.ends_with("cannot describe the partials group `g.partials`: timed out\n"), "{text}");
+    }
 }

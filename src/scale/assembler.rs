@@ -7,6 +7,7 @@
 //! and offsets are the same whoever owns the stream; its index is its last pane's index
 //! (not a sequence number), for the same reason.
 
+use super::status::{Disagreement, OwnedStatus, SourceStatus, WAITING_SHOWN, WaitingWindow, source_name};
 use crate::stats::Reference;
 use crate::stats::partial::{Merged, Partial, PartialError, PartialHeader, SourcePartition, merge};
 use crate::stats::window::{PaneClock, WindowSpec};
@@ -22,6 +23,11 @@ pub struct GlobalWindow {
     pub merged: Merged,
     /// Source partitions counted as passed because they were idle.
     pub idle: Vec<SourcePartition>,
+    /// Source partitions with refused partials (their publisher's config differed)
+    /// whose watermark had passed this window's start: the window may lack records of
+    /// theirs. (A refused partial's panes are another config's, so only its
+    /// watermark, an event time, says which windows it touched.)
+    pub refused: Vec<SourcePartition>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +58,14 @@ pub struct Assembler {
     /// Partials that came for a pane already scored (counted, not merged: a window
     /// has one verdict).
     pub late_partials: u64,
+    /// Source partitions whose last partial disagreed with `header`: while any is
+    /// here, no window is handed out (the instances must agree first).
+    disagreeing: BTreeMap<SourcePartition, Disagreement>,
+    /// Per source, the highest watermark of a partial refused for disagreeing: windows
+    /// starting before it may lack that partition's records.
+    refused: BTreeMap<SourcePartition, i64>,
+    /// When the last partial (agreeing or not) was read.
+    last_partial_ms: Option<i64>,
 }
 
 impl Assembler {
@@ -79,6 +93,9 @@ impl Assembler {
             panes: BTreeMap::new(),
             scored_below: None,
             late_partials: 0,
+            disagreeing: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            last_partial_ms: None,
         })
     }
 
@@ -86,7 +103,43 @@ impl Assembler {
     /// with this instance's window spec or reference is refused (the caller reports
     /// it; the stream is not scored until the instances agree).
     pub fn offer(&mut self, partial: Partial, now_ms: i64) -> Result<(), AssemblerError> {
-        partial.check(&self.header)?;
+        self.offer_from(partial, None, now_ms)
+    }
+
+    /// [`Self::offer`] of a partial that `instance` published (its record header). A
+    /// disagreeing partial holds the stream's windows until a partial from the same
+    /// source partition agrees again (its publisher restarted with the same config,
+    /// or the partition moved to an instance that has it).
+    pub fn offer_from(
+        &mut self,
+        partial: Partial,
+        instance: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), AssemblerError> {
+        self.last_partial_ms = Some(now_ms);
+        if let Err(e) = partial.check(&self.header) {
+            if let PartialError::Disagree { what, ours, theirs, .. } = &e {
+                let entry = self.disagreeing.entry(partial.source.clone()).or_insert_with(|| Disagreement {
+                    topic: partial.source.topic.clone(),
+                    partition: partial.source.partition,
+                    instance: None,
+                    what: (*what).into(),
+                    ours: ours.clone(),
+                    theirs: theirs.clone(),
+                    refused: 0,
+                    last_refused: String::new(),
+                });
+                entry.instance = instance.map(str::to_owned);
+                entry.what = (*what).into();
+                entry.theirs = theirs.clone();
+                entry.refused += 1;
+                entry.last_refused = crate::monitor::format_ms(now_ms);
+                let until = self.refused.entry(partial.source.clone()).or_insert(i64::MIN);
+                *until = (*until).max(partial.watermark_ms);
+            }
+            return Err(e.into());
+        }
+        self.disagreeing.remove(&partial.source);
         let source = self
             .sources
             .entry(partial.source.clone())
@@ -104,6 +157,9 @@ impl Assembler {
 
     /// The windows every source has passed at `now_ms`, in order, each once.
     pub fn ready(&mut self, reference: &Reference, now_ms: i64) -> Result<Vec<GlobalWindow>, AssemblerError> {
+        if !self.disagreeing.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut idle = Vec::new();
         let mut watermark = i64::MAX;
         for (source, state) in &self.sources {
@@ -131,12 +187,19 @@ impl Assembler {
                 self.panes.range(start..=end).flat_map(|(_, by)| by.values()).collect();
             if members.iter().any(|p| p.sketch.records > 0) {
                 let merged = merge(reference, &self.header, &members)?;
+                let refused: Vec<SourcePartition> = self
+                    .refused
+                    .iter()
+                    .filter(|(_, until)| **until > start * self.pane_ms)
+                    .map(|(s, _)| s.clone())
+                    .collect();
                 out.push(GlobalWindow {
                     index: end,
                     start_ms: start * self.pane_ms,
                     end_ms: (end + 1) * self.pane_ms,
                     merged,
                     idle: idle.clone(),
+                    refused,
                 });
             }
             end += 1;
@@ -145,8 +208,77 @@ impl Assembler {
             self.scored_below = Some(to + 1);
             let keep_from = to + 1 - (self.panes_per_window - 1);
             self.panes = self.panes.split_off(&keep_from);
+            self.refused.retain(|_, until| *until > keep_from * self.pane_ms);
         }
         Ok(out)
+    }
+
+    /// Whether partials of `source` were refused and their windows are not all scored
+    /// yet (the owner keeps them in the partials group's committed offset, so a new
+    /// owner reads them again and knows).
+    pub fn has_refused(&self, source: &SourcePartition) -> bool {
+        self.refused.contains_key(source) || self.disagreeing.contains_key(source)
+    }
+
+    /// What `/readyz` and `/api/v1/streams` show of this stream at `now_ms`.
+    pub fn status(&self, now_ms: i64) -> OwnedStatus {
+        let passed = |state: &SourceState, end_ms: i64| {
+            state.watermark_ms >= end_ms || now_ms.saturating_sub(state.last_heard_ms) >= self.idle_timeout_ms
+        };
+        let mut waiting = Vec::new();
+        let mut windows_waiting = 0;
+        if let (Some(&oldest), Some(&newest)) = (self.panes.keys().next(), self.panes.keys().next_back()) {
+            let from = self.scored_below.unwrap_or(oldest).max(oldest);
+            for end in from..=newest + self.panes_per_window - 1 {
+                let start = end - self.panes_per_window + 1;
+                if self.panes.range(start..=end).all(|(_, by)| by.values().all(|p| p.sketch.records == 0)) {
+                    continue;
+                }
+                let end_ms = (end + 1) * self.pane_ms;
+                let missing: Vec<String> = self
+                    .sources
+                    .iter()
+                    .filter(|(_, state)| !passed(state, end_ms))
+                    .map(|(s, _)| source_name(s))
+                    .collect();
+                let held = !self.disagreeing.is_empty();
+                if missing.is_empty() && !held {
+                    continue;
+                }
+                windows_waiting += 1;
+                if waiting.len() < WAITING_SHOWN {
+                    waiting.push(WaitingWindow {
+                        index: end,
+                        start: crate::monitor::format_ms(start * self.pane_ms),
+                        end: crate::monitor::format_ms(end_ms),
+                        waiting_for: if missing.is_empty() {
+                            self.disagreeing.values().map(Disagreement::source).collect()
+                        } else {
+                            missing
+                        },
+                    });
+                }
+            }
+        }
+        OwnedStatus {
+            last_partial_age_ms: self.last_partial_ms.map(|t| now_ms.saturating_sub(t).max(0)),
+            scored_below: self.scored_below,
+            windows_waiting,
+            waiting,
+            sources: self
+                .sources
+                .iter()
+                .map(|(s, state)| SourceStatus {
+                    topic: s.topic.clone(),
+                    partition: s.partition,
+                    watermark: (state.watermark_ms != i64::MIN)
+                        .then(|| crate::monitor::format_ms(state.watermark_ms)),
+                    last_heard_age_ms: now_ms.saturating_sub(state.last_heard_ms).max(0),
+                    idle: now_ms.saturating_sub(state.last_heard_ms) >= self.idle_timeout_ms,
+                })
+                .collect(),
+            disagreements: self.disagreeing.values().cloned().collect(),
+        }
     }
 
     /// Continues after an earlier owner that scored the windows ending below `below`:
@@ -286,5 +418,51 @@ mod tests {
         let mut p = partial(&r, 0, 0, &[1.0], 1000);
         p.header.reference = 2;
         assert!(matches!(a.offer(p, 0), Err(AssemblerError::Partial(PartialError::Disagree { .. }))));
+    }
+
+    #[test]
+    fn a_disagreement_holds_every_window_until_the_source_agrees_again_and_is_named() {
+        let r = reference();
+        let mut a = assembler(1, 2);
+        a.offer(partial(&r, 0, 0, &[1.0], 1000), 0).unwrap();
+        let mut odd = partial(&r, 0, 1, &[2.0], 1000);
+        odd.header.window = "Millis x 2".into();
+        assert!(a.offer_from(odd.clone(), Some("b"), 10).is_err());
+        assert!(a.offer_from(odd, Some("b"), 20).is_err());
+        // Partition 1 is silent past the idle timeout, yet nothing is scored.
+        assert!(a.ready(&r, 100_000).unwrap().is_empty(), "held while the instances disagree");
+        let status = a.status(100_000);
+        assert_eq!(status.disagreements.len(), 1);
+        let d = &status.disagreements[0];
+        assert_eq!((d.instance.as_deref(), d.what.as_str(), d.refused), (Some("b"), "window", 2));
+        assert_eq!((d.ours.as_str(), d.theirs.as_str(), d.partition), ("w", "Millis x 2", 1));
+        assert_eq!(status.windows_waiting, 1);
+        assert_eq!(status.waiting[0].waiting_for, vec!["t/1".to_owned()]);
+        // The publisher restarted with the same config: its next partial agrees.
+        a.offer_from(partial(&r, 1, 1, &[3.0], 2000), Some("b"), 100_001).unwrap();
+        assert!(a.status(100_001).disagreements.is_empty());
+        let w = a.ready(&r, 100_001).unwrap();
+        assert_eq!(w.iter().map(|w| w.index).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(w[0].refused, vec![src(1)], "window 0 lacks partition 1's refused partial");
+        assert!(w[1].refused.is_empty());
+        assert_eq!(w[0].merged.sketch.records, 1);
+    }
+
+    #[test]
+    fn the_status_names_the_windows_waiting_and_the_partitions_they_wait_for() {
+        let r = reference();
+        let mut a = assembler(1, 3);
+        a.offer(partial(&r, 0, 0, &[1.0], 2000), 100).unwrap();
+        a.offer(partial(&r, 1, 1, &[1.0], 1000), 200).unwrap();
+        let s = a.status(300);
+        assert_eq!(s.last_partial_age_ms, Some(100));
+        // Window 0 waits for partition 2 only; window 1 for partitions 1 and 2.
+        assert_eq!(s.windows_waiting, 2);
+        assert_eq!(s.waiting[0].waiting_for, vec!["t/2".to_owned()]);
+        assert_eq!(s.waiting[1].waiting_for, vec!["t/1".to_owned(), "t/2".to_owned()]);
+        assert_eq!(s.sources.len(), 3);
+        assert_eq!(s.sources[2].watermark, None);
+        assert!(!s.sources[2].idle);
+        assert!(a.status(5000).sources[2].idle, "silent for the idle timeout");
     }
 }

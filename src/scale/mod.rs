@@ -15,6 +15,7 @@ pub mod panes;
 pub mod publisher;
 pub mod publishing;
 pub mod scoring;
+pub mod status;
 pub mod wiring;
 
 pub use publisher::{

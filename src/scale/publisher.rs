@@ -13,6 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use std::time::Duration;
@@ -132,6 +133,9 @@ pub struct PartialsPublisher {
     topic: String,
     partitions: i32,
     timeout: Duration,
+    /// The `driftscope-instance` header of every partial: an owner that refuses a
+    /// partial (another config) names the instance that published it.
+    instance: String,
 }
 
 impl PartialsPublisher {
@@ -159,7 +163,13 @@ impl PartialsPublisher {
                 message: "has no partitions (create it first)".into(),
             });
         }
-        Ok(PartialsPublisher { producer, topic: topic.into(), partitions, timeout })
+        Ok(PartialsPublisher {
+            producer,
+            topic: topic.into(),
+            partitions,
+            timeout,
+            instance: instance.into(),
+        })
     }
 
     /// Publishes `partials` and commits `offsets` (the input positions after the
@@ -193,9 +203,14 @@ impl PartialsPublisher {
         for p in partials {
             let key = Partial::key(&p.header.stream, p.pane, &p.source);
             let payload = p.encode();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: super::status::INSTANCE_HEADER,
+                value: Some(self.instance.as_bytes()),
+            });
             let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
                 .key(&key)
                 .payload(&payload)
+                .headers(headers)
                 .partition(owner_partition(&p.header.stream, self.partitions));
             let deadline = std::time::Instant::now() + self.timeout;
             loop {

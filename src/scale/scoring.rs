@@ -15,18 +15,23 @@
 //! without scoring a window twice (a crash between the outputs and the commit scores
 //! the windows of that round again, with the same ids).
 
-use super::assembler::{Assembler, GlobalWindow};
-use super::publisher::{ScaleError, owner_partition, partials_consumer_config};
+use super::assembler::{Assembler, AssemblerError, GlobalWindow};
+use super::publisher::{PARTIALS_GROUP_SUFFIX, ScaleError, owner_partition, partials_consumer_config};
+use super::status::{GlobalStatus, INSTANCE_HEADER, Member, OwnedStatus, assignment_partitions, owners};
 use crate::config::KafkaConfig;
+use crate::health::Health;
 use crate::monitor::{ScoredWindow, format_ms, now_ms};
 use crate::stats::Reference;
+use crate::stats::partial::PartialError;
 use crate::stats::partial::{Partial, PartialHeader, SourcePartition};
 use crate::stats::report::{OffsetRange, WindowInfo};
 use crate::stats::score_window;
 use crate::stats::sequential::SequentialState;
 use crate::stats::window::WindowSpec;
+use crate::telemetry::GlobalSeries;
 use crate::telemetry::{RateLimitedLog, StreamCounters};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Headers;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, Message};
 use std::collections::BTreeMap;
@@ -37,6 +42,12 @@ use tokio::sync::mpsc;
 
 /// How long a broker call of the loop may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the status board is brought up to date, and the partials group described
+/// (who owns what, for `/api/v1/streams` on every instance).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+const DESCRIBE_EVERY: Duration = Duration::from_secs(2);
+/// A description of the group waits at most this long (it holds the loop meanwhile).
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Offset metadata above this many bytes is refused by brokers by default
 /// (`offset.metadata.max.bytes`); the detectors are left out of it then.
 const METADATA_LIMIT: usize = 4000;
@@ -81,6 +92,9 @@ struct Owned {
     sequential: SequentialState,
     /// Partials-topic offsets of the partials the assembler may still merge.
     held: BTreeMap<(i64, SourcePartition), i64>,
+    /// Per source, the offset of the oldest partial refused for another config whose
+    /// windows are not all scored: a new owner reads it again and so knows of it.
+    refused: BTreeMap<SourcePartition, i64>,
 }
 
 /// One assigned partials partition: the streams it carries.
@@ -101,6 +115,24 @@ pub struct Scoring {
     idle_timeout_ms: i64,
     reports: mpsc::Sender<ScoredWindow>,
     log: RateLimitedLog,
+    /// Where `/readyz` and `/api/v1/streams` read global mode from.
+    health: Arc<Health>,
+    series: GlobalSeries,
+    instance: String,
+    group: String,
+    /// The partials group's members at the last description.
+    members: Vec<Member>,
+    /// The group's state at the last description, or why it failed.
+    described: Result<Option<String>, String>,
+}
+
+/// Who this instance is, and where it shows what it knows.
+pub struct ScoringBoard {
+    /// `scale.instance`: the partials consumer's `client.id`, so other instances'
+    /// descriptions of the group name this one.
+    pub instance: String,
+    pub health: Arc<Health>,
+    pub series: GlobalSeries,
 }
 
 impl Scoring {
@@ -110,15 +142,25 @@ impl Scoring {
         idle_timeout: Duration,
         streams: Vec<GlobalStream>,
         reports: mpsc::Sender<ScoredWindow>,
+        board: ScoringBoard,
     ) -> Result<Scoring, ScaleError> {
-        let consumer: BaseConsumer<Generation> =
-            partials_consumer_config(kafka).create_with_context(Generation::default())?;
+        let mut config = partials_consumer_config(kafka);
+        config.set("client.id", &board.instance);
+        let consumer: BaseConsumer<Generation> = config.create_with_context(Generation::default())?;
         let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
         let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len() as i32);
         if partitions == 0 {
             return Err(ScaleError::Topic { topic: topic.into(), message: "has no partitions".into() });
         }
         consumer.subscribe(&[topic])?;
+        for s in &streams {
+            board.series.owned.with_label_values(&[s.name.as_str()]).set(0);
+            board.series.windows_waiting.with_label_values(&[s.name.as_str()]).set(0);
+            board.series.disagreements.with_label_values(&[s.name.as_str()]).set(0);
+            for reason in ["window", "reference"] {
+                board.series.refused.with_label_values(&[s.name.as_str(), reason]);
+            }
+        }
         Ok(Scoring {
             consumer,
             topic: topic.into(),
@@ -127,6 +169,12 @@ impl Scoring {
             idle_timeout_ms: idle_timeout.as_millis() as i64,
             reports,
             log: RateLimitedLog::default(),
+            health: board.health,
+            series: board.series,
+            instance: board.instance,
+            group: format!("{}{PARTIALS_GROUP_SUFFIX}", kafka.group_id),
+            members: Vec::new(),
+            described: Ok(None),
         })
     }
 
@@ -135,6 +183,7 @@ impl Scoring {
         let mut generation = u64::MAX;
         let mut state: BTreeMap<i32, PartitionState> = BTreeMap::new();
         let mut last_round = Instant::now();
+        let (mut last_status, mut last_describe) = (None::<Instant>, None::<Instant>);
         while !stop() {
             let polled = self.consumer.poll(Duration::from_millis(100));
             let now = self.consumer.context().0.load(Ordering::SeqCst);
@@ -148,6 +197,12 @@ impl Scoring {
                     let partition = m.partition();
                     let offset = m.offset();
                     let decoded = Partial::decode(m.payload().unwrap_or_default());
+                    let publisher = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == INSTANCE_HEADER)
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
                     drop(m);
                     let p = match state.entry(partition) {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -155,7 +210,7 @@ impl Scoring {
                     };
                     p.next = Some(offset + 1);
                     match decoded {
-                        Ok(partial) => self.offer(p, partial, offset),
+                        Ok(partial) => self.offer(p, partial, publisher.as_deref(), offset),
                         Err(e) => {
                             if let Some(suppressed) = self.log.admit() {
                                 tracing::warn!(topic = %self.topic, partition, offset, error = %e, suppressed, "partials topic: record refused");
@@ -173,8 +228,113 @@ impl Scoring {
                     self.commit(*partition, p);
                 }
             }
+            if last_describe.is_none_or(|t| t.elapsed() >= DESCRIBE_EVERY) {
+                last_describe = Some(Instant::now());
+                self.describe();
+            }
+            if last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
+                last_status = Some(Instant::now());
+                self.publish_status(&state);
+            }
+        }
+        if let Ok(mut global) = self.health.global.lock() {
+            *global = None;
         }
         Ok(())
+    }
+
+    /// Describes the partials group: its members by instance name (`client.id`) and
+    /// the partials partitions each is assigned.
+    fn describe(&mut self) {
+        let list = match self.consumer.fetch_group_list(Some(&self.group), DESCRIBE_TIMEOUT) {
+            Ok(list) => list,
+            Err(e) => {
+                // The last description stands (owners may have moved since).
+                self.described = Err(e.to_string());
+                return;
+            }
+        };
+        let Some(group) = list.groups().iter().find(|g| g.name() == self.group) else {
+            self.members.clear();
+            self.described = Ok(None);
+            return;
+        };
+        let mut members = Vec::new();
+        for m in group.members() {
+            let partitions = match assignment_partitions(m.assignment().unwrap_or_default(), &self.topic) {
+                Ok(p) => p,
+                Err(e) => {
+                    if let Some(suppressed) = self.log.admit() {
+                        tracing::warn!(member = m.client_id(), error = %e, suppressed, "describing the partials group");
+                    }
+                    Vec::new()
+                }
+            };
+            members.push(Member { instance: m.client_id().to_owned(), partitions });
+        }
+        members.sort_by(|a, b| a.instance.cmp(&b.instance));
+        self.members = members;
+        self.described = Ok(Some(group.state().to_owned()));
+    }
+
+    /// Brings the health board's global status (and the per-instance gauges) up to date.
+    fn publish_status(&self, state: &BTreeMap<i32, PartitionState>) {
+        let now = now_ms();
+        let assigned = self.assigned();
+        let names: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
+        let mut owner_of = owners(&names, &self.members, |s| owner_partition(s, self.partitions));
+        let mut owned = BTreeMap::new();
+        for s in &self.streams {
+            let partition = owner_partition(&s.name, self.partitions);
+            let mine = assigned.contains(&partition);
+            self.series.owned.with_label_values(&[s.name.as_str()]).set(i64::from(mine));
+            if !mine {
+                // A description from before this instance gave the partition up.
+                if owner_of.get(&s.name).is_some_and(|o| o.as_deref() == Some(self.instance.as_str())) {
+                    owner_of.insert(s.name.clone(), None);
+                }
+                self.series.windows_waiting.with_label_values(&[s.name.as_str()]).set(0);
+                self.series.disagreements.with_label_values(&[s.name.as_str()]).set(0);
+                continue;
+            }
+            // This instance's own assignment is newer than any description.
+            owner_of.insert(s.name.clone(), Some(self.instance.clone()));
+            let status = state
+                .get(&partition)
+                .and_then(|p| p.streams.get(&s.name))
+                .map_or_else(OwnedStatus::default, |o| o.assembler.status(now));
+            self.series
+                .windows_waiting
+                .with_label_values(&[s.name.as_str()])
+                .set(status.windows_waiting as i64);
+            self.series
+                .disagreements
+                .with_label_values(&[s.name.as_str()])
+                .set(status.disagreements.len() as i64);
+            owned.insert(s.name.clone(), status);
+        }
+        let status = GlobalStatus {
+            instance: self.instance.clone(),
+            partials_topic: self.topic.clone(),
+            partials_group: self.group.clone(),
+            assigned,
+            members: self.members.iter().map(|m| m.instance.clone()).collect(),
+            group_state: self.described.as_ref().ok().cloned().flatten(),
+            describe_error: self.described.as_ref().err().cloned(),
+            owners: owner_of,
+            owned,
+        };
+        if let Ok(mut global) = self.health.global.lock() {
+            *global = Some(status);
+        }
+    }
+
+    /// The partials partitions assigned to this member now.
+    fn assigned(&self) -> Vec<i32> {
+        self.consumer
+            .assignment()
+            .map(|a| a.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect())
+            .unwrap_or_default()
     }
 
     /// A new assignment of `partition`: the owned streams, resumed from the metadata
@@ -219,6 +379,7 @@ impl Scoring {
                     assembler,
                     sequential: saved.and_then(|p| p.sequential.clone()).unwrap_or_default(),
                     held: BTreeMap::new(),
+                    refused: BTreeMap::new(),
                 },
             );
         }
@@ -246,19 +407,25 @@ impl Scoring {
         sources
     }
 
-    fn offer(&mut self, p: &mut PartitionState, partial: Partial, offset: i64) {
+    fn offer(&mut self, p: &mut PartitionState, partial: Partial, publisher: Option<&str>, offset: i64) {
         let Some(owned) = p.streams.get_mut(&partial.header.stream) else {
             // A stream this instance does not run globally (or another config's).
             return;
         };
         let key = (partial.pane, partial.source.clone());
-        match owned.assembler.offer(partial, now_ms()) {
+        let stream = partial.header.stream.clone();
+        let source = partial.source.clone();
+        match owned.assembler.offer_from(partial, publisher, now_ms()) {
             Ok(()) => {
                 owned.held.insert(key, offset);
             }
             Err(e) => {
+                if let AssemblerError::Partial(PartialError::Disagree { what, .. }) = &e {
+                    self.series.refused.with_label_values(&[stream.as_str(), what]).inc();
+                    owned.refused.entry(source).or_insert(offset);
+                }
                 if let Some(suppressed) = self.log.admit() {
-                    tracing::error!(error = %e, suppressed, "partial refused");
+                    tracing::error!(error = %e, publisher, suppressed, "partial refused");
                 }
             }
         }
@@ -290,6 +457,8 @@ impl Scoring {
                 let keep_from = below - (stream.spec.panes_per_window as i64 - 1);
                 owned.held.retain(|(pane, _), _| *pane >= keep_from);
             }
+            let assembler = &owned.assembler;
+            owned.refused.retain(|source, _| assembler.has_refused(source));
         }
         Ok(())
     }
@@ -298,7 +467,13 @@ impl Scoring {
     /// the streams' progress, when it moved.
     fn commit(&self, partition: i32, p: &mut PartitionState) {
         let Some(next) = p.next else { return };
-        let offset = p.streams.values().flat_map(|o| o.held.values()).copied().min().unwrap_or(next);
+        let offset = p
+            .streams
+            .values()
+            .flat_map(|o| o.held.values().chain(o.refused.values()))
+            .copied()
+            .min()
+            .unwrap_or(next);
         let progress: BTreeMap<&str, StreamProgress> = p
             .streams
             .iter()
@@ -366,6 +541,13 @@ fn score(stream: &GlobalStream, sequential: &mut SequentialState, window: Global
         report.notes.push(format!(
             "partition {}/{} published nothing for scale.idle_timeout: this window was closed without it",
             idle.topic, idle.partition
+        ));
+    }
+    for refused in &window.refused {
+        report.notes.push(format!(
+            "partials of {}/{} for this window were refused (their instance's window or reference differed \
+             from the owner's): those records are not in this window",
+            refused.topic, refused.partition
         ));
     }
     stream.counters.windows_closed.inc();

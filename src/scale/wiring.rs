@@ -49,6 +49,11 @@ pub fn setup(
         config.scale.idle_timeout,
         global,
         reports.clone(),
+        super::scoring::ScoringBoard {
+            instance: config.scale.instance_name(),
+            health: health.clone(),
+            series: telemetry.global.clone(),
+        },
     )?;
     tracing::info!(
         instance = %config.scale.instance_name(),
