@@ -191,3 +191,54 @@ fn each_stream_is_read_by_its_owner_only_and_a_new_owner_takes_over() {
     assert_eq!((of(mine[0]), of(theirs[0])), (3, 3), "the new owner reads the old owner's stream");
     assert_eq!(owned_streams(&streams, &two.assigned(), 2).len(), 2);
 }
+
+/// A transaction whose offsets the broker refuses (the group rebalanced since the
+/// publisher took its metadata) is aborted with its partials, and the next one, with
+/// the new generation, commits: an abort that did not finish used to refuse every later
+/// transaction ("Conflicting abort_transaction API call is already in progress").
+#[test]
+fn a_transaction_refused_for_an_old_generation_is_aborted_and_the_next_one_commits() {
+    let Some(bootstrap) = common::broker() else { return };
+    let input = common::unique("scale-input");
+    let partials_topic = common::unique("scale-partials");
+    let group = common::unique("scale-group");
+    common::create_topic(&bootstrap, &input, 2);
+    let kafka = KafkaConfig { brokers: bootstrap.clone(), group_id: group.clone(), ..Default::default() };
+    ensure_partials_topic(&kafka, &partials_topic, 1).expect("created");
+
+    let first = joined_consumer(&bootstrap, &group, &input);
+    let old = first.group_metadata().expect("group metadata");
+    // A second member: the group rebalances and `old` names a past generation.
+    let second: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    second.subscribe(&[&input]).expect("subscribe");
+    common::wait_for("the rebalance to two members", Duration::from_secs(60), || {
+        let _ = first.poll(Duration::from_millis(50));
+        let _ = second.poll(Duration::from_millis(50));
+        let one = |c: &BaseConsumer| c.assignment().ok().is_some_and(|a| a.count() == 1);
+        (one(&first) && one(&second)).then_some(())
+    });
+
+    let publisher =
+        PartialsPublisher::new(&kafka, &partials_topic, "a", Duration::from_secs(30)).expect("publisher");
+    let mut offsets = TopicPartitionList::new();
+    let mine = first.assignment().expect("assignment");
+    let partition = mine.elements()[0].partition();
+    offsets.add_partition_offset(&input, partition, Offset::Offset(5)).unwrap();
+    // Many partials, so some are still in flight when the offsets are refused.
+    let refused: Vec<Partial> = (0..2_000).map(|pane| partial("s", pane, partition, 1)).collect();
+    let outcome = publisher.publish(&refused, &offsets, &old);
+    assert!(outcome.is_err(), "offsets of a past generation must be refused");
+
+    let current = first.group_metadata().expect("group metadata");
+    let published = vec![partial("s", 5_000, partition, 3)];
+    publisher.publish(&published, &offsets, &current).expect("the next transaction commits");
+    let seen: Vec<Partial> = read_committed(&kafka, &partials_topic, 1).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(seen, published, "only the committed transaction's partial, none of the aborted one's");
+    let committed = first.committed(Duration::from_secs(30)).expect("committed offsets");
+    assert_eq!(committed.find_partition(&input, partition).map(|e| e.offset()), Some(Offset::Offset(5)));
+}

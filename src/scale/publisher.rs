@@ -14,8 +14,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,8 @@ pub struct PartialsPublisher {
     /// The `driftscope-instance` header of every partial: an owner that refuses a
     /// partial (another config) names the instance that published it.
     instance: String,
+    /// An abort ran out of time and must be finished before the next transaction.
+    abort_pending: AtomicBool,
 }
 
 impl PartialsPublisher {
@@ -169,6 +172,7 @@ impl PartialsPublisher {
             partitions,
             timeout,
             instance: instance.into(),
+            abort_pending: AtomicBool::new(false),
         })
     }
 
@@ -182,16 +186,38 @@ impl PartialsPublisher {
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
     ) -> Result<(), ScaleError> {
+        // An abort that did not finish must be finished first: librdkafka refuses any
+        // other transactional call until it is ("Conflicting abort_transaction API call
+        // is already in progress"), which held an instance's partitions for minutes.
+        if self.abort_pending.load(Ordering::SeqCst) {
+            self.abort()?;
+        }
         self.producer.begin_transaction()?;
         match self.send_and_commit(partials, offsets, group) {
             Ok(()) => Ok(()),
             Err(e) => {
-                if let Err(abort) = self.producer.abort_transaction(self.timeout) {
-                    tracing::warn!(error = %abort, "aborting the partials transaction failed");
+                if let Err(abort) = self.abort() {
+                    tracing::warn!(error = %abort, "aborting the partials transaction failed; tried again before the next one");
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Aborts the open transaction. Its messages are purged and their delivery reports
+    /// served here first: a `BaseProducer` serves them only when polled, and an abort
+    /// waits for them, so without this it ran out its timeout every time.
+    fn abort(&self) -> Result<(), ScaleError> {
+        self.abort_pending.store(true, Ordering::SeqCst);
+        self.producer.purge(PurgeConfig::default().queue().inflight());
+        let deadline = std::time::Instant::now() + self.timeout;
+        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(10));
+        }
+        self.producer.poll(Duration::ZERO);
+        self.producer.abort_transaction(self.timeout)?;
+        self.abort_pending.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     fn send_and_commit(
