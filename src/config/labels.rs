@@ -205,11 +205,22 @@ pub fn column_of_pointer(pointer: &str) -> Option<String> {
     (!token.is_empty() && !token.contains('/')).then(|| token.replace("~1", "/").replace("~0", "~"))
 }
 
+/// The reference-data column of a task's prediction key: of a JSON pointer as
+/// [`column_of_pointer`], and an output tensor's (or tensor column's) name as is
+/// (`open_inference` streams).
+pub fn column_of_prediction(prediction: &str) -> Option<String> {
+    if prediction.starts_with('/') {
+        column_of_pointer(prediction)
+    } else {
+        (!prediction.is_empty()).then(|| prediction.to_owned())
+    }
+}
+
 impl LabelsConfig {
     /// The reference data's label and prediction columns, named by the label pointer
-    /// and the task's prediction pointer (see [`column_of_pointer`]).
+    /// and the task's prediction key (see [`column_of_prediction`]).
     pub fn reference_columns(&self) -> Option<(String, String)> {
-        Some((column_of_pointer(&self.label)?, column_of_pointer(self.task.prediction_pointer())?))
+        Some((column_of_pointer(&self.label)?, column_of_prediction(self.task.prediction_pointer())?))
     }
 }
 
@@ -469,6 +480,8 @@ mod tests {
         let l = c.streams[0].labels.as_ref().expect("labels");
         assert_eq!(l.prediction_id, super::IdLocation::Protocol);
         assert_eq!(l.task.prediction_pointer(), "probability");
+        // Reference data names the prediction's column like the tensor.
+        assert_eq!(l.reference_columns(), Some(("y".into(), "probability".into())));
         // The Kafka key works too; a JSON pointer does not.
         let keyed = good.replace("\"protocol\"", "\"key\"");
         assert!(Config::from_toml(&oip_stream("response", &keyed), Path::new("t.toml")).is_ok());

@@ -993,11 +993,16 @@ pub fn check_baselines(
 
 /// How the label and prediction columns of reference data are named, for messages.
 fn reference_columns(labels: &LabelsConfig) -> String {
-    let name = |pointer: &str| {
-        crate::config::labels::column_of_pointer(pointer)
-            .map_or_else(|| format!("from `{pointer}`: not one column"), |c| format!("`{c}`"))
+    use crate::config::labels::{column_of_pointer, column_of_prediction};
+    let name = |column: Option<String>, pointer: &str| {
+        column.map_or_else(|| format!("from `{pointer}`: not one column"), |c| format!("`{c}`"))
     };
-    format!("label {}, prediction {}", name(&labels.label), name(labels.task.prediction_pointer()))
+    let prediction = labels.task.prediction_pointer();
+    format!(
+        "label {}, prediction {}",
+        name(column_of_pointer(&labels.label), &labels.label),
+        name(column_of_prediction(prediction), prediction)
+    )
 }
 
 #[cfg(test)]
