@@ -4,14 +4,24 @@
 //! rows: every window report equals `score` on the same rows written as Parquet, and
 //! the refused messages (a truncated request, a tensor of an unsupported datatype) are
 //! counted by their reason and dead-lettered.
+//!
+//! Labels on an `open_inference` stream: tritonclient's `ModelInferResponse`s (typed and
+//! raw contents alternating, `scripts/python/oip_responses.py`) in batches of 1 to 32
+//! rows, every message with the same Kafka key, so only the protocol's `id` tells them
+//! apart; a JSON labels topic keyed `<id>` (a response of one row) or `<id>/<row>`.
+//! Each window's realized performance equals the figures computed here on its rows.
 
 mod common;
 
 use common::*;
+use driftscope::decode::open_inference::proto::ModelInferResponse;
+use driftscope::decode::open_inference::proto::model_infer_response::InferOutputTensor;
 use driftscope::ingest::files::{DataFile, read_data_file};
 use driftscope::offline::{ReferenceSource, prepare_reference, score_file};
 use driftscope::stats::DriftSettings;
 use driftscope::stats::sequential::SequentialState;
+use prost::Message as _;
+use rdkafka::producer::{BaseRecord, Producer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -165,5 +175,224 @@ columns = {{ features = ["x", "y"] }}
         assert_eq!(report["window"]["records"], 500, "window {i}");
         assert_eq!(report["features"], offline["features"], "window {i}: features differ from `score`");
         assert_eq!(report["dataset"], offline["dataset"], "window {i}");
+    }
+}
+
+/// Produces keyed messages to partition 0 of `topic`, waiting for every acknowledgement.
+fn produce_keyed(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+    let p = producer(bootstrap);
+    for (key, payload) in messages {
+        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(payload.as_slice()).partition(0);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    p.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("all messages acknowledged");
+}
+
+/// xorshift64*: seeded, so every run sees the same rows.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A response of `rows` rows with no labels (score 0.5), encoded here: it only closes
+/// a window, so that the next report carries the windows settled before it.
+fn tail_response(id: &str, rows: usize) -> Vec<u8> {
+    let tensor = |name: &str, datatype: &str| InferOutputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: vec![rows as i64],
+        ..Default::default()
+    };
+    let mut x = tensor("x", "FP64");
+    x.contents = Some(driftscope::decode::open_inference::proto::InferTensorContents {
+        fp64_contents: vec![0.0; rows],
+        ..Default::default()
+    });
+    let mut p = tensor("probability", "FP32");
+    p.contents = Some(driftscope::decode::open_inference::proto::InferTensorContents {
+        fp32_contents: vec![0.5; rows],
+        ..Default::default()
+    });
+    ModelInferResponse { id: id.into(), outputs: vec![x, p], ..Default::default() }.encode_to_vec()
+}
+
+#[test]
+fn responses_join_labels_by_protocol_id_and_each_window_performance_is_exact() {
+    const WINDOW: usize = 200;
+    const WINDOWS: usize = 3;
+    let Some(bootstrap) = broker() else { return };
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, labels_topic) = (unique("model.fraud.outputs"), unique("fraud-labels"));
+    create_topic(&bootstrap, &topic, 1);
+    create_topic(&bootstrap, &labels_topic, 1);
+
+    // The rows: (row id, x, score as the FP32 tensor holds it, label), in batches of
+    // 1 to 32 rows whose ids are the response's id, or `<id>/<row>` in a batch.
+    let mut rng = Rng(0x0e1d);
+    let mut rows: Vec<(String, f64, f64, bool)> = Vec::new();
+    let mut messages = String::new();
+    let sizes = [1, 5, 16, 3, 32, 1, 7, 2];
+    let mut m = 0;
+    while rows.len() < WINDOW * WINDOWS {
+        let n = sizes[m % sizes.len()].min(WINDOW * WINDOWS - rows.len());
+        let id = format!("resp-{m:04}");
+        let (mut xs, mut ps) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let score = f64::from(rng.unit() as f32);
+            let label = rng.unit() < score * 0.8 + 0.1;
+            let x = rng.unit() * 2.0 - 1.0;
+            let row_id = if n == 1 { id.clone() } else { format!("{id}/{i}") };
+            rows.push((row_id, x, score, label));
+            xs.push(x);
+            ps.push(score);
+        }
+        messages.push_str(&serde_json::json!({ "id": id, "x": xs, "p": ps }).to_string());
+        messages.push('\n');
+        m += 1;
+    }
+    let messages_path = dir.path().join("responses.jsonl");
+    std::fs::write(&messages_path, messages).unwrap();
+
+    let mut csv = String::from("x\n");
+    for _ in 0..2_000 {
+        csv.push_str(&format!("{}\n", rng.unit() * 2.0 - 1.0));
+    }
+    let profile = build_profile(dir.path(), &csv);
+    let config = dir.path().join("driftscope.toml");
+    let reports_path = dir.path().join("reports.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "{group}"
+
+[state]
+dir = "{state}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[outputs]
+reports_file = "{reports}"
+
+[[streams]]
+name = "fraud"
+topics = ["{topic}"]
+format = "open_inference"
+window = {{ type = "tumbling_count", size = {WINDOW} }}
+reference = {{ profile = "{profile}" }}
+
+[streams.open_inference]
+message = "response"
+
+[[streams.fields]]
+name = "x"
+kind = "numeric"
+
+[streams.labels]
+topics = ["{labels_topic}"]
+prediction_id = "protocol"
+label_id = "key"
+label = "/y"
+ttl = "10m"
+task = {{ type = "binary", score = "probability", threshold = 0.5 }}
+"#,
+            group = unique("g"),
+            state = dir.path().join("state").display(),
+            reports = reports_path.display(),
+            profile = profile.display(),
+        ),
+    )
+    .unwrap();
+    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/python/oip_responses.py");
+    let produced = Command::new(&python)
+        .arg(&script)
+        .args(["--bootstrap", &bootstrap, "--topic", &topic, "--key", "model-fraud", "--messages"])
+        .arg(&messages_path)
+        .output()
+        .expect("run the producer");
+    assert!(
+        produced.status.success(),
+        "oip_responses.py failed:\n{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&produced.stdout).trim(), m.to_string());
+    let labels: Vec<(String, Vec<u8>)> = rows
+        .iter()
+        .map(|(id, _, _, label)| (id.clone(), format!(r#"{{"y":{label}}}"#).into_bytes()))
+        .collect();
+    produce_keyed(&bootstrap, &labels_topic, &labels);
+
+    // A window's report carries the windows settled before it: windows of unlabelled
+    // rows close more windows until the three labelled ones are final (their labels
+    // may be read after their predictions).
+    let mut finals: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
+    let mut last = serde_json::Value::Null;
+    for tail in 0..10 {
+        produce(&bootstrap, &topic, 0, &[tail_response(&format!("tail-{tail}"), WINDOW)]);
+        let reports = run.wait_reports(&reports_path, WINDOWS + 1 + tail, Duration::from_secs(120));
+        for report in &reports {
+            for w in report["performance"]["windows"].as_array().into_iter().flatten() {
+                if w["status"] == "final" {
+                    finals.insert(w["index"].as_u64().unwrap(), w.clone());
+                }
+            }
+        }
+        last = reports.last().cloned().unwrap_or_default();
+        if (0..WINDOWS as u64).all(|i| finals.contains_key(&i)) {
+            break;
+        }
+    }
+    assert!(run.terminate().success());
+
+    for (i, chunk) in rows.chunks(WINDOW).enumerate() {
+        let w = finals.get(&(i as u64)).unwrap_or_else(|| panic!("window {i} never final: {finals:?}"));
+        let (mut tp, mut fp, mut tn, mut fn_) = (0u64, 0u64, 0u64, 0u64);
+        for &(_, _, score, label) in chunk {
+            match (score >= 0.5, label) {
+                (true, true) => tp += 1,
+                (true, false) => fp += 1,
+                (false, false) => tn += 1,
+                (false, true) => fn_ += 1,
+            }
+        }
+        assert_eq!((w["predictions"].as_u64(), w["labelled"].as_u64()), (Some(200), Some(200)), "window {i}");
+        assert_eq!(w["confusion"], serde_json::json!([tp, fp, tn, fn_]), "window {i}");
+        let (tp, fp, tn, fn_) = (tp as f64, fp as f64, tn as f64, fn_ as f64);
+        for (metric, expected) in [
+            ("accuracy", (tp + tn) / WINDOW as f64),
+            ("precision", tp / (tp + fp)),
+            ("recall", tp / (tp + fn_)),
+            ("f1", 2.0 * tp / (2.0 * tp + fp + fn_)),
+        ] {
+            let got = w["metrics"][metric].as_f64().unwrap_or(f64::NAN);
+            assert!((got - expected).abs() < 1e-12, "window {i} {metric}: {got} != {expected}");
+        }
+    }
+    let counts = &last["performance"]["counts"];
+    for (outcome, expected) in [("joined", rows.len()), ("orphan", 0), ("bad_id", 0), ("bad_prediction", 0)] {
+        assert_eq!(counts[outcome].as_u64().unwrap_or(0), expected as u64, "{outcome}: {counts}");
     }
 }

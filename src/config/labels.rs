@@ -3,7 +3,7 @@
 //! model predicts (the task), and the join's bounds (`ttl`, `sample`, `max_pending`).
 //! Validated at start-up, errors naming the key.
 
-use super::{MessageFormat, StreamConfig, WindowConfig};
+use super::{InferenceMessage, MessageFormat, StreamConfig, WindowConfig};
 use crate::stats::label_join::MAX_PENDING_LIMIT;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -18,8 +18,9 @@ pub struct LabelsConfig {
     /// The label messages' format (`json`).
     #[serde(default = "json")]
     pub format: LabelFormat,
-    /// Where the request id is in a prediction message: `"key"` (the Kafka key) or a
-    /// JSON pointer.
+    /// Where the request id is in a prediction message: `"key"` (the Kafka key), a
+    /// JSON pointer (`json` streams), or `"protocol"`: the Open Inference Protocol
+    /// message's `id` (`open_inference` streams).
     pub prediction_id: IdLocation,
     /// Where the request id is in a label message: `"key"` or a JSON pointer.
     pub label_id: IdLocation,
@@ -124,12 +125,14 @@ pub enum LabelFormat {
     Json,
 }
 
-/// Where a request id is: the Kafka key, or a JSON pointer into the message.
+/// Where a request id is: the Kafka key, a JSON pointer into the message, or the
+/// protocol's own id field (the `id` of an Open Inference Protocol message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum IdLocation {
     Key,
     Pointer(String),
+    Protocol,
 }
 
 impl TryFrom<String> for IdLocation {
@@ -137,10 +140,15 @@ impl TryFrom<String> for IdLocation {
     fn try_from(s: String) -> Result<IdLocation, String> {
         if s == "key" {
             Ok(IdLocation::Key)
+        } else if s == "protocol" {
+            Ok(IdLocation::Protocol)
         } else if s.starts_with('/') {
             Ok(IdLocation::Pointer(s))
         } else {
-            Err(format!("`{s}` is neither \"key\" (the Kafka key) nor a JSON pointer starting with `/`"))
+            Err(format!(
+                "`{s}` is neither \"key\" (the Kafka key), \"protocol\" (the message's protocol id) \
+                 nor a JSON pointer starting with `/`"
+            ))
         }
     }
 }
@@ -149,12 +157,15 @@ impl From<IdLocation> for String {
     fn from(id: IdLocation) -> String {
         match id {
             IdLocation::Key => "key".into(),
+            IdLocation::Protocol => "protocol".into(),
             IdLocation::Pointer(p) => p,
         }
     }
 }
 
-/// The model's task.
+/// The model's task. Its prediction key (`score`, `predicted`, `prediction`) is a JSON
+/// pointer for a `json` stream, and the name of the response's output tensor (or a
+/// column name of `open_inference.columns`) for an `open_inference` stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TaskConfig {
@@ -176,7 +187,8 @@ fn half() -> f64 {
 }
 
 impl TaskConfig {
-    /// The JSON pointer of the prediction in a prediction message.
+    /// Where the prediction is in a prediction message: a JSON pointer (`json`
+    /// streams) or an output tensor (`open_inference` streams).
     pub fn prediction_pointer(&self) -> &str {
         match self {
             TaskConfig::Binary { score, .. } => score,
@@ -193,11 +205,22 @@ pub fn column_of_pointer(pointer: &str) -> Option<String> {
     (!token.is_empty() && !token.contains('/')).then(|| token.replace("~1", "/").replace("~0", "~"))
 }
 
+/// The reference-data column of a task's prediction key: of a JSON pointer as
+/// [`column_of_pointer`], and an output tensor's (or tensor column's) name as is
+/// (`open_inference` streams).
+pub fn column_of_prediction(prediction: &str) -> Option<String> {
+    if prediction.starts_with('/') {
+        column_of_pointer(prediction)
+    } else {
+        (!prediction.is_empty()).then(|| prediction.to_owned())
+    }
+}
+
 impl LabelsConfig {
     /// The reference data's label and prediction columns, named by the label pointer
-    /// and the task's prediction pointer (see [`column_of_pointer`]).
+    /// and the task's prediction key (see [`column_of_prediction`]).
     pub fn reference_columns(&self) -> Option<(String, String)> {
-        Some((column_of_pointer(&self.label)?, column_of_pointer(self.task.prediction_pointer())?))
+        Some((column_of_pointer(&self.label)?, column_of_prediction(self.task.prediction_pointer())?))
     }
 }
 
@@ -214,9 +237,45 @@ pub(super) fn validate(
     if let Some(t) = labels.topics.iter().find(|t| stream.topics.contains(t)) {
         return err("topics", format!("`{t}` is also a prediction topic of the stream"));
     }
-    // The prediction is read from the stream's own messages, one record each.
-    if stream.format != MessageFormat::Json {
-        return err("task", format!("labels need `format = \"json\"` predictions, not {:?}", stream.format));
+    // The prediction is read from the stream's own messages: one record per JSON
+    // message, or each row of an Open Inference Protocol response.
+    let oip = match stream.format {
+        MessageFormat::Json => false,
+        MessageFormat::OpenInference => true,
+        other => {
+            return err(
+                "task",
+                format!("labels need `format = \"json\"` or `\"open_inference\"` predictions, not {other:?}"),
+            );
+        }
+    };
+    if oip && stream.open_inference.as_ref().is_some_and(|o| o.message != InferenceMessage::Response) {
+        return Err((
+            format!("{key}.open_inference.message"),
+            "labels read the prediction from an output tensor: `message = \"response\"`".into(),
+        ));
+    }
+    match (&labels.prediction_id, oip) {
+        (IdLocation::Protocol, false) => {
+            return err(
+                "prediction_id",
+                format!(
+                    "\"protocol\" is the `id` of an Open Inference Protocol message; a {:?} stream has none \
+                     (use \"key\" or a JSON pointer)",
+                    stream.format
+                ),
+            );
+        }
+        (IdLocation::Pointer(p), true) => {
+            return err(
+                "prediction_id",
+                format!("`{p}`: an open_inference stream's id is \"protocol\" (its `id`) or \"key\""),
+            );
+        }
+        _ => {}
+    }
+    if labels.label_id == IdLocation::Protocol {
+        return err("label_id", "label messages are JSON: \"key\" or a JSON pointer to the id".into());
     }
     if stream.json.as_ref().is_some_and(|j| j.records_path.is_some()) {
         return Err((
@@ -251,7 +310,10 @@ pub(super) fn validate(
         TaskConfig::Multiclass { predicted } => ("task.predicted", predicted),
         TaskConfig::Regression { prediction } => ("task.prediction", prediction),
     };
-    if !pointer.starts_with('/') {
+    if oip && (pointer.is_empty() || pointer.starts_with('/')) {
+        return err(k, "the name of the output tensor holding the prediction (not a JSON pointer)".into());
+    }
+    if !oip && !pointer.starts_with('/') {
         return err(k, "a JSON pointer starting with `/`".into());
     }
     if labels.ttl.is_zero() || labels.ttl > Duration::from_secs(366 * 86_400) {
@@ -392,7 +454,46 @@ mod tests {
             let e = error(&trigger(&format!("{{ performance = {{ {bad} }} }}")));
             assert!(e.contains(key), "expected `{key}` in: {e}");
         }
+        // `"protocol"` is an Open Inference Protocol message's id: not a JSON stream's.
+        let protocol = GOOD.replace("prediction_id = \"key\"", "prediction_id = \"protocol\"");
+        let e = error(&stream(TUMBLING, &protocol));
+        assert!(e.contains("streams[0].labels.prediction_id") && e.contains("has none"), "{e}");
+        let e = error(&stream(TUMBLING, &GOOD.replace("label_id = \"/id\"", "label_id = \"protocol\"")));
+        assert!(e.contains("streams[0].labels.label_id"), "{e}");
         let sliding = "{ type = \"sliding_count\", size = 10, slide = 5 }";
         assert!(error(&stream(sliding, GOOD)).contains("streams[0].window.type"));
+    }
+
+    fn oip_stream(message: &str, labels: &str) -> String {
+        stream(TUMBLING, labels).replace(
+            "format = \"json\"\n",
+            &format!("format = \"open_inference\"\nopen_inference = {{ message = \"{message}\" }}\n"),
+        )
+    }
+
+    #[test]
+    fn an_open_inference_stream_takes_its_id_from_the_protocol_and_its_prediction_from_a_tensor() {
+        let good = GOOD
+            .replace("prediction_id = \"key\"", "prediction_id = \"protocol\"")
+            .replace("\"/p\"", "\"probability\"");
+        let c = Config::from_toml(&oip_stream("response", &good), Path::new("t.toml")).expect("valid");
+        let l = c.streams[0].labels.as_ref().expect("labels");
+        assert_eq!(l.prediction_id, super::IdLocation::Protocol);
+        assert_eq!(l.task.prediction_pointer(), "probability");
+        // Reference data names the prediction's column like the tensor.
+        assert_eq!(l.reference_columns(), Some(("y".into(), "probability".into())));
+        // The Kafka key works too; a JSON pointer does not.
+        let keyed = good.replace("\"protocol\"", "\"key\"");
+        assert!(Config::from_toml(&oip_stream("response", &keyed), Path::new("t.toml")).is_ok());
+        for (labels, message, key) in [
+            (good.replace("\"protocol\"", "\"/id\""), "response", "streams[0].labels.prediction_id"),
+            (good.replace("\"probability\"", "\"/probability\""), "response", "streams[0].labels.task.score"),
+            (good.clone(), "request", "streams[0].open_inference.message"),
+        ] {
+            let e = error(&oip_stream(message, &labels));
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
+        let avro = stream(TUMBLING, &good).replace("format = \"json\"", "format = \"avro\"");
+        assert!(error(&avro).contains("streams[0].labels.task"), "{}", error(&avro));
     }
 }

@@ -26,8 +26,10 @@
 
 use super::json_pointer;
 use crate::clock::format_ms;
+use crate::config::StreamConfig;
 use crate::config::labels::{IdLocation, LabelsConfig, TaskConfig};
 use crate::config::{TimeBasis, WindowConfig};
+use crate::decode::open_inference::{HeldValue, OpenInference, TensorField};
 use crate::stats::estimate::EstimateSketch;
 use crate::stats::isotonic::Calibration;
 use crate::stats::label_join::{
@@ -38,11 +40,13 @@ use crate::stats::performance::{
     BinarySketch, MAX_CLASSES, MulticlassSketch, OTHER_CLASS, PerformanceSection, PerformanceSketch,
     PerformanceStatus, ReferencePerformance, RegressionSketch, WindowPerformance,
 };
+use crate::stats::settings::FeatureKind;
 use crate::telemetry::Telemetry;
 use prometheus::{GaugeVec, IntCounterVec};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
 /// A finite JSON number's value.
 fn number(raw: &RawValue) -> Option<f64> {
@@ -199,6 +203,13 @@ pub struct StreamLabels {
     /// Why the label and prediction topics are not co-partitioned, when they are not
     /// (a note in every report of the stream).
     pub co_partitioning: Option<String>,
+    /// An `open_inference` stream's decoder of the prediction tensor alone: the
+    /// stream's own decoder holds only the monitored features, so each accepted
+    /// response is decoded again here (see [`Self::use_open_inference`]).
+    oip: Option<Box<OpenInference>>,
+    /// Scratch for the id of a batch's row, `<id>/<row>` (reused, no allocation per
+    /// message once grown).
+    row_id: Vec<u8>,
 }
 
 /// Why a labels table cannot work with its stream; `key` is relative to the stream.
@@ -256,10 +267,39 @@ impl StreamLabels {
             reference: None,
             calibration: None,
             co_partitioning: None,
+            oip: None,
+            row_id: Vec::new(),
         };
         labels.state.clock_floor_ms = i64::MIN;
         labels.state.closed_below = i64::MIN;
         Ok(labels)
+    }
+
+    /// Reads predictions from the Open Inference Protocol responses of `stream`: the
+    /// task's prediction key names the output tensor (or a column of
+    /// `open_inference.columns`, or a field's `tensor` and `column`), the id is the
+    /// response's `id` (`prediction_id = "protocol"`) or the Kafka key.
+    pub fn use_open_inference(&mut self, stream: &StreamConfig) -> Result<(), LabelsSetupError> {
+        let config = stream.open_inference.as_ref().ok_or_else(|| LabelsSetupError {
+            key: "open_inference".into(),
+            message: "format `open_inference` needs `[streams.open_inference]`".into(),
+        })?;
+        let name = self.task.prediction_pointer();
+        let kind = match self.task {
+            TaskConfig::Multiclass { .. } => FeatureKind::Categorical,
+            TaskConfig::Binary { .. } | TaskConfig::Regression { .. } => FeatureKind::Numeric,
+        };
+        let own = stream.fields.iter().find(|f| f.name == name);
+        let field = TensorField::resolve(
+            name,
+            0,
+            kind,
+            own.and_then(|f| f.tensor.as_deref()),
+            own.and_then(|f| f.column),
+            config,
+        );
+        self.oip = Some(Box::new(OpenInference::new(config, None, vec![field])));
+        Ok(())
     }
 
     /// Compares the partition counts of the label topics and the stream's topics (from
@@ -368,6 +408,82 @@ impl StreamLabels {
         key: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), &'static str> {
+        let read = self.read_prediction(payload, key);
+        self.record_prediction(partition, read, now_ms)
+    }
+
+    /// The predictions of a message of partition `partition` that the stream accepted
+    /// as `rows` records: the message itself for a `json` stream, each row of the
+    /// response for an `open_inference` one. A response of one row has the id as is;
+    /// row `i` of a batch of more rows has the id `<id>/<i>` (so the labels of a batch
+    /// are keyed `req-7/0`, `req-7/1`, ...). A response whose prediction tensor is
+    /// missing or unusable, or has other rows than the stream read, counts each of its
+    /// rows `bad_prediction`. Returns the last outcome counted (for the log).
+    pub fn predictions_at(
+        &mut self,
+        partition: i32,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        rows: usize,
+        now_ms: i64,
+    ) -> Result<(), &'static str> {
+        let Some(mut decoder) = self.oip.take() else {
+            return self.prediction_at(partition, payload, key, now_ms);
+        };
+        // No key: the decoder's id is then the protocol's `id` alone (the key, when
+        // configured, is read here).
+        let decoded = decoder.decode_message(payload, None).is_ok_and(|n| n == rows);
+        let mut result = Ok(());
+        for row in 0..rows {
+            let read = if decoded { self.read_row(&decoder, row, rows, key) } else { Err("bad_prediction") };
+            if let Err(reason) = self.record_prediction(partition, read, now_ms) {
+                result = Err(reason);
+            }
+        }
+        self.oip = Some(decoder);
+        result
+    }
+
+    /// Row `row` (of `rows`) of a decoded response: its id hash and prediction.
+    fn read_row(
+        &mut self,
+        decoder: &OpenInference,
+        row: usize,
+        rows: usize,
+        key: Option<&[u8]>,
+    ) -> Result<(u64, f64), &'static str> {
+        let id = match &self.prediction_id {
+            IdLocation::Protocol => decoder.request_id().map(str::as_bytes),
+            IdLocation::Key => key,
+            // Refused by the config's validation for this format.
+            IdLocation::Pointer(_) => None,
+        };
+        let id = id.filter(|id| !id.is_empty()).ok_or("bad_id")?;
+        let id = if rows == 1 {
+            id_hash(id)
+        } else {
+            self.row_id.clear();
+            self.row_id.extend_from_slice(id);
+            let _ = write!(self.row_id, "/{row}");
+            id_hash(&self.row_id)
+        };
+        let value = match (&self.task, decoder.value(0, row)) {
+            (TaskConfig::Binary { .. }, Some(HeldValue::Number(x))) if (0.0..=1.0).contains(&x) => x,
+            (TaskConfig::Multiclass { .. }, Some(HeldValue::Text(name))) => self.class_index_of(name),
+            (TaskConfig::Regression { .. }, Some(HeldValue::Number(x))) if x.is_finite() => x,
+            _ => return Err("bad_prediction"),
+        };
+        Ok((id, value))
+    }
+
+    /// Counts one record the stream accepted towards its window and joins its
+    /// prediction (`read`: its id hash and value, or why it has none).
+    fn record_prediction(
+        &mut self,
+        partition: i32,
+        read: Result<(u64, f64), &'static str>,
+        now_ms: i64,
+    ) -> Result<(), &'static str> {
         let now_ms = now_ms.max(self.state.clock_floor_ms);
         // Every record the stream accepted counts towards its count window, usable or
         // not, sampled or not, so performance windows are the stream's windows.
@@ -379,7 +495,7 @@ impl StreamLabels {
             }
             PerfClock::Millis(size) => now_ms.div_euclid(size),
         };
-        let result = self.join_prediction(partition, payload, key, window, now_ms);
+        let result = self.join_prediction(partition, read, window, now_ms);
         if let PerfClock::Count(size) = self.clock
             && self.state.predictions_seen % size.max(1) == 0
         {
@@ -391,12 +507,11 @@ impl StreamLabels {
     fn join_prediction(
         &mut self,
         partition: i32,
-        payload: &[u8],
-        key: Option<&[u8]>,
+        read: Result<(u64, f64), &'static str>,
         window: i64,
         now_ms: i64,
     ) -> Result<(), &'static str> {
-        let (id, value) = match self.read_prediction(payload, key) {
+        let (id, value) = match read {
             Ok(v) => v,
             Err(reason) => {
                 self.count(reason);
@@ -679,6 +794,8 @@ impl StreamLabels {
     ) -> Result<u64, &'static str> {
         match location {
             IdLocation::Key => key.filter(|k| !k.is_empty()).map(id_hash).ok_or("bad_id"),
+            // Refused by the config's validation for JSON messages.
+            IdLocation::Protocol => Err("bad_id"),
             IdLocation::Pointer(_) => {
                 let text = raw.ok_or("bad_id")?.get();
                 if text.starts_with('"') {
@@ -736,7 +853,7 @@ impl StreamLabels {
     fn read_prediction(&mut self, payload: &[u8], key: Option<&[u8]>) -> Result<(u64, f64), &'static str> {
         let id_pointer = match &self.prediction_id {
             IdLocation::Pointer(p) => Some(p.as_str()),
-            IdLocation::Key => None,
+            IdLocation::Key | IdLocation::Protocol => None,
         };
         let [id, value] = json_pointer::lookup(payload, [id_pointer, Some(self.task.prediction_pointer())])
             .map_err(|_| "bad_json")?;
@@ -755,7 +872,7 @@ impl StreamLabels {
     fn read_label(&mut self, payload: &[u8], key: Option<&[u8]>) -> Result<(u64, f64), &'static str> {
         let id_pointer = match &self.label_id {
             IdLocation::Pointer(p) => Some(p.as_str()),
-            IdLocation::Key => None,
+            IdLocation::Key | IdLocation::Protocol => None,
         };
         let [id, value] =
             json_pointer::lookup(payload, [id_pointer, Some(&self.label)]).map_err(|_| "bad_json")?;
@@ -876,11 +993,16 @@ pub fn check_baselines(
 
 /// How the label and prediction columns of reference data are named, for messages.
 fn reference_columns(labels: &LabelsConfig) -> String {
-    let name = |pointer: &str| {
-        crate::config::labels::column_of_pointer(pointer)
-            .map_or_else(|| format!("from `{pointer}`: not one column"), |c| format!("`{c}`"))
+    use crate::config::labels::{column_of_pointer, column_of_prediction};
+    let name = |column: Option<String>, pointer: &str| {
+        column.map_or_else(|| format!("from `{pointer}`: not one column"), |c| format!("`{c}`"))
     };
-    format!("label {}, prediction {}", name(&labels.label), name(labels.task.prediction_pointer()))
+    let prediction = labels.task.prediction_pointer();
+    format!(
+        "label {}, prediction {}",
+        name(column_of_pointer(&labels.label), &labels.label),
+        name(column_of_prediction(prediction), prediction)
+    )
 }
 
 #[cfg(test)]
@@ -1124,5 +1246,122 @@ mod tests {
         assert_eq!(total, sampled, "{s:?}");
         assert!(s.windows.iter().all(|w| w.index < 2), "8 records make windows 0 and 1: {s:?}");
         assert_eq!(l.state.predictions_seen, 9);
+    }
+
+    /// An `open_inference` stream's labels (its prediction key names a tensor).
+    fn oip_labels(task: &str, prediction_id: &str, columns: &str) -> StreamLabels {
+        let text = format!(
+            "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"open_inference\"\nwindow = {COUNT4}\n\
+             reference = {{ from_stream = 10 }}\n[streams.open_inference]\nmessage = \"response\"\n{columns}\n\
+             [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+             [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"{prediction_id}\"\nlabel_id = \"key\"\n\
+             label = \"/y\"\nttl = \"10s\"\ntask = {task}\n"
+        );
+        let config = Config::from_toml(&text, Path::new("t.toml")).expect("config");
+        let stream = &config.streams[0];
+        let mut l = StreamLabels::new(
+            "s",
+            stream.labels.as_ref().expect("labels"),
+            &stream.window,
+            &Telemetry::new(),
+        )
+        .map_err(|e| e.message)
+        .expect("labels");
+        l.use_open_inference(stream).map_err(|e| e.message).expect("open_inference");
+        l
+    }
+
+    /// A protobuf ModelInferResponse with request id `id` and one FP32 output tensor.
+    fn response(id: &str, tensor: &str, shape: Vec<i64>, values: &[f32]) -> Vec<u8> {
+        use crate::decode::open_inference::proto::model_infer_response::InferOutputTensor;
+        use crate::decode::open_inference::proto::{InferTensorContents, ModelInferResponse};
+        use prost::Message as _;
+        ModelInferResponse {
+            id: id.into(),
+            outputs: vec![InferOutputTensor {
+                name: tensor.into(),
+                datatype: "FP32".into(),
+                shape,
+                contents: Some(InferTensorContents { fp32_contents: values.to_vec(), ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn open_inference_rows_join_by_protocol_id_and_batch_rows_by_id_slash_row() {
+        let mut l = oip_labels("{ type = \"binary\", score = \"prob\" }", "protocol", "");
+        // One row: the id as is. Three rows: `b/0`, `b/1`, `b/2`. The key is not the id.
+        l.predictions_at(0, &response("a", "prob", vec![1], &[0.9]), Some(b"k"), 1, 0).expect("one row");
+        l.predictions_at(0, &response("b", "prob", vec![3], &[0.8, 0.3, 0.6]), Some(b"k"), 3, 0)
+            .expect("batch");
+        for (id, y) in [("a", "1"), ("b/0", "0"), ("b/1", "0"), ("b/2", "1")] {
+            l.label_message(format!(r#"{{"y": {y}}}"#).as_bytes(), Some(id.as_bytes()), 1).expect("label");
+        }
+        l.tick(2);
+        let s = l.section();
+        let w = &s.windows[0];
+        assert_eq!((w.status, w.predictions, w.labelled), (PerformanceStatus::Final, 4, 4));
+        // (0.9, 1) tp, (0.8, 0) fp, (0.3, 0) tn, (0.6, 1) tp.
+        assert_eq!(w.confusion, Some([2, 1, 1, 0]));
+        assert_eq!(s.counts["orphan"], 0);
+    }
+
+    #[test]
+    fn open_inference_predictions_read_a_column_by_name_a_class_or_a_value() {
+        // Column 1 of a [N, 2] tensor, named by `open_inference.columns`.
+        let mut l = oip_labels(
+            "{ type = \"binary\", score = \"p_fraud\" }",
+            "protocol",
+            "columns = { probs = [\"p_legit\", \"p_fraud\"] }",
+        );
+        l.predictions_at(0, &response("r", "probs", vec![1, 2], &[0.2, 0.8]), None, 1, 0).expect("column");
+        l.label_message(br#"{"y": 1}"#, Some(b"r"), 1).expect("label");
+        l.tick(2);
+        assert_eq!(l.section().counts["joined"], 1);
+        // Classes from a numeric tensor by their text; the id from the Kafka key.
+        let mut l = oip_labels("{ type = \"multiclass\", predicted = \"class\" }", "key", "");
+        l.predictions_at(0, &response("ignored", "class", vec![4], &[2.0, 7.0, 1.0, 1.0]), Some(b"m"), 4, 0)
+            .expect("classes");
+        for (id, y) in [("m/0", 2), ("m/1", 3), ("m/2", 1), ("m/3", 0)] {
+            l.label_message(format!(r#"{{"y": {y}}}"#).as_bytes(), Some(id.as_bytes()), 1).expect("label");
+        }
+        l.tick(2);
+        let s = l.section();
+        assert_eq!((s.counts["joined"], s.windows[0].metrics["accuracy"]), (4, 0.5));
+        // Regression: the value itself.
+        let mut l = oip_labels("{ type = \"regression\", prediction = \"y_hat\" }", "protocol", "");
+        l.predictions_at(0, &response("v", "y_hat", vec![1], &[3.5]), None, 1, 0).expect("value");
+        l.label_message(br#"{"y": 1.5}"#, Some(b"v"), 1).expect("label");
+        l.tick(2);
+        assert_eq!(l.section().counts["joined"], 1);
+    }
+
+    #[test]
+    fn open_inference_rows_without_an_id_or_a_usable_prediction_are_counted() {
+        let mut l = oip_labels("{ type = \"binary\", score = \"prob\" }", "protocol", "");
+        // No protocol id (the key does not stand in for it).
+        assert_eq!(
+            l.predictions_at(0, &response("", "prob", vec![1], &[0.5]), Some(b"k"), 1, 0),
+            Err("bad_id")
+        );
+        // No prediction tensor: each of the stream's rows is a bad prediction.
+        assert_eq!(
+            l.predictions_at(0, &response("r", "other", vec![2], &[0.5, 0.5]), None, 2, 0),
+            Err("bad_prediction")
+        );
+        // A score outside [0, 1], and a tensor of other rows than the stream read.
+        assert_eq!(
+            l.predictions_at(0, &response("r", "prob", vec![1], &[1.5]), None, 1, 0),
+            Err("bad_prediction")
+        );
+        assert_eq!(
+            l.predictions_at(0, &response("r", "prob", vec![1], &[0.5]), None, 2, 0),
+            Err("bad_prediction")
+        );
+        let counts = l.section().counts;
+        assert_eq!((counts["bad_id"], counts["bad_prediction"], counts["predictions"]), (1, 5, 0));
     }
 }

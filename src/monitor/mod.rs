@@ -217,9 +217,16 @@ impl Monitor {
             }
             let mut joined = match &s.labels {
                 Some(l) => {
-                    Some(labels::StreamLabels::new(&s.name, l, &s.window, telemetry).map_err(|e| {
-                        StreamSetupError { key: format!("streams[{i}].{}", e.key), message: e.message }
-                    })?)
+                    let setup_error = |e: labels::LabelsSetupError| StreamSetupError {
+                        key: format!("streams[{i}].{}", e.key),
+                        message: e.message,
+                    };
+                    let mut joined =
+                        labels::StreamLabels::new(&s.name, l, &s.window, telemetry).map_err(setup_error)?;
+                    if s.format == crate::config::MessageFormat::OpenInference {
+                        joined.use_open_inference(s).map_err(setup_error)?;
+                    }
+                    Some(joined)
                 }
                 None => None,
             };
@@ -575,13 +582,13 @@ impl Pipeline {
             }
             self.closed.extend(self.scratch.drain(..).map(|w| (stream, w)));
             // A prediction in a window waits for its label (not while the reference is taken).
-            if outcome.is_ok()
+            if let Ok(rows) = outcome
                 && state.reference().is_some()
                 && let Some(labels) = self.labels[stream].as_mut()
             {
-                let _ = labels.prediction_at(partition, payload, key, now_ms);
+                let _ = labels.predictions_at(partition, payload, key, rows, now_ms);
             }
-            outcome
+            outcome.map(|_| ())
         };
         if outcome.as_ref().is_err_and(|bad| bad.reason == REGISTRY_UNAVAILABLE) {
             return false;

@@ -306,7 +306,7 @@ impl StreamState {
     ) -> Result<(), BadRecord> {
         let staged = self.stage(message, source, offset, now_ms, closed);
         self.flush(closed);
-        staged
+        staged.map(|_| ())
     }
 
     /// Decodes one message and holds its rows for [`flush`](Self::flush), which folds
@@ -316,7 +316,7 @@ impl StreamState {
     ///
     /// A row without a usable event time (event-time windows) is counted
     /// `bad_event_time` when folded; when no row of the message has one, the message is
-    /// refused as a whole.
+    /// refused as a whole. Returns the message's rows (records).
     pub fn stage(
         &mut self,
         message: &Message<'_>,
@@ -324,7 +324,7 @@ impl StreamState {
         offset: i64,
         now_ms: i64,
         closed: &mut Vec<ClosedWindow>,
-    ) -> Result<(), BadRecord> {
+    ) -> Result<usize, BadRecord> {
         if !self.staged.is_empty() && (!self.decoder.appends() || self.staged_rows() >= MAX_STAGED_ROWS) {
             self.flush(closed);
         }
@@ -347,7 +347,7 @@ impl StreamState {
         if rows > 0 {
             self.staged.push(StagedMessage { end: first + rows, source, offset, now_ms });
         }
-        Ok(())
+        Ok(rows)
     }
 
     fn staged_rows(&self) -> usize {

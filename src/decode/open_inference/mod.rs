@@ -108,6 +108,13 @@ struct Held {
     time_numbers: Column,
 }
 
+/// One held value (see [`OpenInference::value`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HeldValue<'a> {
+    Number(f64),
+    Text(&'a str),
+}
+
 /// The header holding the request id when neither the protocol's `id` nor the message
 /// key does (the header Seldon and KServe carry the id in over HTTP).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -258,6 +265,33 @@ impl OpenInference {
     /// missing value), `Some(Err(()))` for a value that is no time.
     pub fn event_time_ms(&self, row: usize) -> Option<Result<i64, ()>> {
         self.held.event_times.get(row).copied().flatten()
+    }
+
+    /// Held row `row` of field `field` (its place in the decoder's fields): a number
+    /// (a numeric field) or a text (a categorical one); `None` when missing, invalid
+    /// or beyond the rows held. Read by the label join, which decodes a response for
+    /// its prediction tensor alone.
+    pub fn value(&self, field: usize, row: usize) -> Option<HeldValue<'_>> {
+        if row >= self.held.rows {
+            return None;
+        }
+        let column = self.held.columns.get(field)?;
+        let status = || column.status.get(row).copied();
+        match column.fill {
+            Fill::Missing | Fill::Invalid => None,
+            Fill::Numbers => column.numbers.get(row).map(|&x| HeldValue::Number(x)),
+            Fill::Mixed => match status()? {
+                Status::Value => column.numbers.get(row).map(|&x| HeldValue::Number(x)),
+                Status::Missing | Status::Invalid => None,
+            },
+            Fill::Text => match status()? {
+                Status::Value => {
+                    let &(a, b) = column.spans.get(row)?;
+                    column.text.get(a as usize..b as usize).map(HeldValue::Text)
+                }
+                Status::Missing | Status::Invalid => None,
+            },
+        }
     }
 
     /// Folds held rows `rows` into `sink`: `add_records`, then each field's values (a
