@@ -249,9 +249,7 @@ pub async fn produce(
             };
             let key = n.to_string();
             let (features, prediction) = if target.event_time {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let now = crate::clock::now_ms();
                 (with_event_time(&request.features, now), with_event_time(&request.prediction, now))
             } else {
                 (request.features, request.prediction)
