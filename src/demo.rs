@@ -184,10 +184,39 @@ impl Generator {
     }
 }
 
+/// Where [`produce`] writes, and whether records carry an event time.
+#[derive(Debug, Clone)]
+pub struct ProduceTarget {
+    pub features: String,
+    pub predictions: String,
+    /// The labels topic; `None`: no labels are produced.
+    pub labels: Option<String>,
+    /// Adds `"ts"` (epoch milliseconds, the time of producing) to every record.
+    pub event_time: bool,
+}
+
+impl ProduceTarget {
+    /// The single-instance demo's topics, with labels and no event time.
+    pub fn single() -> Self {
+        ProduceTarget {
+            features: FEATURES_TOPIC.into(),
+            predictions: PREDICTIONS_TOPIC.into(),
+            labels: Some(LABELS_TOPIC.into()),
+            event_time: false,
+        }
+    }
+}
+
+/// `json` (an object from the generator) with `"ts": ts_ms` as its first member.
+fn with_event_time(json: &str, ts_ms: i64) -> String {
+    format!("{{\"ts\":{ts_ms},{}", json.strip_prefix('{').unwrap_or(json))
+}
+
 /// Produces both streams at `rate` records per second each until `stop`; the first
 /// `clean_records` are clean, the rest drifted. Counts what it produced.
 pub async fn produce(
     bootstrap: String,
+    target: ProduceTarget,
     rate: u64,
     seed: u64,
     clean_records: u64,
@@ -220,12 +249,18 @@ pub async fn produce(
                 _ => None,
             };
             let key = n.to_string();
+            let (features, prediction) = if target.event_time {
+                let now = crate::clock::now_ms();
+                (with_event_time(&request.features, now), with_event_time(&request.prediction, now))
+            } else {
+                (request.features, request.prediction)
+            };
             let mut messages = vec![
-                (FEATURES_TOPIC, key.as_str(), request.features.as_str()),
-                (PREDICTIONS_TOPIC, key.as_str(), request.prediction.as_str()),
+                (target.features.as_str(), key.as_str(), features.as_str()),
+                (target.predictions.as_str(), key.as_str(), prediction.as_str()),
             ];
-            if let Some((label_key, payload)) = &label {
-                messages.push((LABELS_TOPIC, label_key.as_str(), payload.as_str()));
+            if let (Some(labels), Some((label_key, payload))) = (&target.labels, &label) {
+                messages.push((labels.as_str(), label_key.as_str(), payload.as_str()));
             }
             for (topic, key, payload) in messages {
                 let mut record = BaseRecord::<str, str>::to(topic).key(key).payload(payload);
@@ -249,6 +284,139 @@ pub fn mock_cluster() -> Result<MockCluster<'static, DefaultProducerContext>, rd
     cluster.create_topic(PREDICTIONS_TOPIC, 1, 1)?;
     cluster.create_topic(LABELS_TOPIC, 1, 1)?;
     Ok(cluster)
+}
+
+/// Partitions of each input topic of the multi-instance demo (`--instances`), so the
+/// instances share the reading.
+pub const CLUSTER_PARTITIONS: i32 = 6;
+/// The multi-instance demo's windows: event time, so every instance cuts the same ones.
+pub const CLUSTER_WINDOW: Duration = Duration::from_secs(5);
+/// Clean windows (of records produced at the demo's rate) before drift is injected in
+/// the multi-instance demo.
+pub const CLUSTER_CLEAN_WINDOWS: u64 = 4;
+/// A source partition of the multi-instance demo silent this long counts as idle.
+pub const CLUSTER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The fresh names of one multi-instance demo run: its topics, consumer group and
+/// partials topic, so a run never reads what an earlier run left on the broker.
+#[derive(Debug, Clone)]
+pub struct ClusterNames {
+    pub features: String,
+    pub predictions: String,
+    pub group: String,
+    pub partials: String,
+}
+
+impl ClusterNames {
+    /// Names suffixed with this process's id and the current time.
+    pub fn fresh() -> Self {
+        let secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let run = format!("{}-{}", secs, std::process::id());
+        ClusterNames {
+            features: format!("{FEATURES_TOPIC}-{run}"),
+            predictions: format!("{PREDICTIONS_TOPIC}-{run}"),
+            group: format!("driftscope-demo-{run}"),
+            partials: format!("driftscope-demo-partials-{run}"),
+        }
+    }
+}
+
+/// The name (`scale.instance`) of the multi-instance demo's `i`-th monitor (from 0).
+pub fn instance_name(i: usize) -> String {
+    format!("demo-{}", i + 1)
+}
+
+/// Writes the multi-instance demo's references: the generator's clean traffic
+/// ([`REFERENCE_RECORDS`] requests from a seed of their own) as JSON Lines, features
+/// and predictions. Global mode takes references from files: the first records of a
+/// stream read by several instances would differ between them.
+pub fn write_references(
+    dir: &std::path::Path,
+    seed: u64,
+) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let mut generator = Generator::new(seed ^ 0x0ef0_ce00);
+    let (mut features, mut predictions) = (String::new(), String::new());
+    for _ in 0..REFERENCE_RECORDS {
+        let (f, p) = generator.next(false);
+        features.push_str(&f);
+        features.push('\n');
+        predictions.push_str(&p);
+        predictions.push('\n');
+    }
+    let paths = (dir.join("reference-features.jsonl"), dir.join("reference-predictions.jsonl"));
+    std::fs::write(&paths.0, features)?;
+    std::fs::write(&paths.1, predictions)?;
+    Ok(paths)
+}
+
+/// The config of one monitor of the multi-instance demo: global mode on `bootstrap`,
+/// the streams of [`demo_config`] with event-time windows and references from files,
+/// and no labels (label joins are refused in global mode). Goes through the config's
+/// own validation, so what global mode refuses is refused here too.
+pub fn cluster_config(
+    bootstrap: &str,
+    names: &ClusterNames,
+    instance: &str,
+    port: u16,
+    state_dir: &std::path::Path,
+    references: &(std::path::PathBuf, std::path::PathBuf),
+) -> Result<Config, crate::config::ConfigError> {
+    let window = format!(
+        "window = {{ type = \"tumbling_time\", size = \"{}s\", time = \"event\" }}",
+        CLUSTER_WINDOW.as_secs()
+    );
+    let fields = |list: &[(&str, &str)]| {
+        list.iter()
+            .map(|(name, kind)| format!("[[streams.fields]]\nname = \"{name}\"\nkind = \"{kind}\"\n"))
+            .collect::<String>()
+    };
+    let text = format!(
+        "[kafka]\nbrokers = {bootstrap:?}\ngroup_id = {group:?}\n\
+         [scale]\nmode = \"global\"\npartials_topic = {partials:?}\nidle_timeout = \"{idle}s\"\ninstance = {instance:?}\n\
+         [state]\ndir = {state:?}\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n\
+         [[streams]]\nname = \"features\"\ntopics = [{features:?}]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+         {window}\nreference = {{ data = {features_ref:?} }}\n{features_fields}\
+         [[streams]]\nname = \"predictions\"\ntopics = [{predictions:?}]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+         {window}\nreference = {{ data = {predictions_ref:?} }}\n{predictions_fields}",
+        group = names.group,
+        partials = names.partials,
+        idle = CLUSTER_IDLE_TIMEOUT.as_secs(),
+        state = state_dir.display().to_string(),
+        features = names.features,
+        predictions = names.predictions,
+        features_ref = references.0.display().to_string(),
+        predictions_ref = references.1.display().to_string(),
+        features_fields = fields(&[
+            ("age", "numeric"),
+            ("income", "numeric"),
+            ("tenure_months", "numeric"),
+            ("country", "categorical"),
+            ("device", "categorical"),
+        ]),
+        predictions_fields = fields(&[("score", "numeric")]),
+    );
+    Config::from_toml(&text, &state_dir.join("driftscope.toml"))
+}
+
+/// Creates the multi-instance demo's input topics, [`CLUSTER_PARTITIONS`] partitions each.
+pub async fn create_cluster_topics(
+    bootstrap: &str,
+    names: &ClusterNames,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let topics: Vec<NewTopic> = [&names.features, &names.predictions]
+        .into_iter()
+        .map(|t| NewTopic::new(t, CLUSTER_PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&topics, &options).await? {
+        result.map_err(|(_, code)| rdkafka::error::KafkaError::AdminOp(code))?;
+    }
+    Ok(())
 }
 
 /// The demo's trigger: a signed webhook to the local receiver when a stream's dataset
@@ -328,4 +496,41 @@ pub async fn webhook_receiver(
         let _ = axum::serve(listener, app).await;
     });
     Ok((addr, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::scale::ScaleMode;
+
+    #[test]
+    fn event_time_goes_first_in_the_generators_json() {
+        let (features, _) = Generator::new(1).next(false);
+        let stamped: serde_json::Value =
+            serde_json::from_str(&with_event_time(&features, 1_700_000_000_123)).unwrap();
+        let plain: serde_json::Value = serde_json::from_str(&features).unwrap();
+        assert_eq!(stamped["ts"], 1_700_000_000_123_i64);
+        assert_eq!(stamped["age"], plain["age"]);
+    }
+
+    #[test]
+    fn the_cluster_config_is_global_with_event_time_windows_file_references_and_no_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let references = write_references(dir.path(), 7).unwrap();
+        let names = ClusterNames::fresh();
+        let config = cluster_config("127.0.0.1:1", &names, "demo-2", 0, dir.path(), &references).unwrap();
+        assert_eq!(config.scale.instance_name(), "demo-2");
+        assert_eq!(config.scale.partials_topic, names.partials);
+        assert_eq!(config.kafka.group_id, names.group);
+        assert_eq!(config.streams.len(), 2);
+        for stream in &config.streams {
+            assert_eq!(config.scale.mode_of(&stream.name), ScaleMode::Global);
+            assert!(
+                matches!(stream.window, WindowConfig::TumblingTime { size, .. } if size == CLUSTER_WINDOW)
+            );
+            assert!(stream.labels.is_none() && stream.reference.data.is_some());
+        }
+        let lines = std::fs::read_to_string(&references.0).unwrap().lines().count();
+        assert_eq!(lines as u64, REFERENCE_RECORDS);
+    }
 }

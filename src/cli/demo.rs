@@ -11,14 +11,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod cluster;
+
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   driftscope demo                       # runs 3 minutes, dashboard on http://127.0.0.1:9464/
   driftscope demo --rate 5000 --duration 10m --port 8080 --seed 7
+  scripts/kafka.sh start                # a local broker, prints its address
+  driftscope demo --instances 3 --brokers 127.0.0.1:19092
 
 The demo starts an in-process Kafka mock cluster, a synthetic model's feature and
 prediction streams, the monitor, the HTTP server and dashboard, and a local webhook
-receiver. Drift is injected after a clean phase; Ctrl-C ends it cleanly.")]
+receiver. Drift is injected after a clean phase; Ctrl-C ends it cleanly.
+
+With --instances N (and --brokers) it runs N monitors in global mode on a real
+broker instead: fresh 6-partition topics, one consumer group and one partials topic
+per run, 5 s event-time windows, references from files and no labels (global mode
+has no label joins yet). Each monitor serves its own dashboard and API (ports from
+--port up, printed); the owner of each stream merges every instance's partial windows
+and scores them once. The mock cluster cannot run this: it does not implement Kafka
+transactions, which global mode publishes its partials in; start a broker with
+`scripts/kafka.sh start` (or use any Kafka 2.5+).")]
 pub struct DemoArgs {
     /// How long to run (e.g. 90s, 10m).
     #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
@@ -32,16 +45,36 @@ pub struct DemoArgs {
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Monitors to run in global mode, sharing the streams (needs --brokers).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    instances: u16,
+    /// A real Kafka broker (`scripts/kafka.sh start` starts one) instead of the mock
+    /// cluster: the demo runs --instances monitors in global mode on it.
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
+/// Why `--instances` needs `--brokers`, and what to do.
+const NEEDS_BROKER: &str = "--instances needs a real Kafka broker (--brokers HOST:PORT): the monitors run \
+     in global mode, which publishes partial windows in Kafka transactions, and the demo's in-process mock \
+     cluster (librdkafka's) does not implement transactions (it commits nothing at EndTxn). Start a broker \
+     with `scripts/kafka.sh start` and pass the address it prints, e.g. \
+     `driftscope demo --instances 3 --brokers 127.0.0.1:19092`";
+
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.instances > 1 && args.brokers.is_none() {
+        anyhow::bail!(NEEDS_BROKER);
+    }
     let options = DemoOptions { duration: args.duration, rate: args.rate, port: args.port, seed: args.seed };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run_demo(options))?;
+    match args.brokers {
+        Some(brokers) => runtime.block_on(cluster::run(options, brokers, usize::from(args.instances)))?,
+        None => runtime.block_on(run_demo(options))?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,6 +112,7 @@ async fn run_demo(options: DemoOptions) -> anyhow::Result<()> {
     let produced = Arc::new(AtomicU64::new(0));
     let producer = tokio::spawn(demo::produce(
         bootstrap,
+        demo::ProduceTarget::single(),
         options.rate,
         options.seed,
         demo::CLEAN_RECORDS,
@@ -150,43 +184,10 @@ async fn report_progress(
                 println!("`{stream}` is back within thresholds (window {})", report.window.index);
             }
             if report.dataset.drifted && drifting.insert(stream.clone()) {
-                let features: Vec<String> = report
-                    .features
-                    .iter()
-                    .filter(|f| f.drifted && f.status == Status::Ok)
-                    .map(|f| {
-                        let key = f.primary_metric.decision_key();
-                        let value = f.scores.get(key).copied().unwrap_or(f64::NAN);
-                        match (f.p_value, f.effect, f.min_effect) {
-                            // Version 2: the effect against its floor, and the p-value.
-                            (Some(p), Some(effect), Some(floor)) => format!(
-                                "{} ({} {effect:.3}, floor {floor}; p {})",
-                                f.name,
-                                driftscope::stats::verdict::effect_key(f.primary_metric),
-                                if p < 1e-4 { "< 0.0001".to_owned() } else { format!("{p:.4}") }
-                            ),
-                            _ => format!("{} ({key} {value:.3} vs threshold {})", f.name, f.threshold),
-                        }
-                    })
-                    .collect();
                 if terminal {
                     print!("\r\x1b[2K");
                 }
-                println!(
-                    "DRIFT in `{stream}` window {}: {} of {} features drifted: {}",
-                    report.window.index,
-                    report.dataset.features_drifted,
-                    report.dataset.features_evaluated,
-                    features.join(", ")
-                );
-                for f in report.features.iter().filter(|f| f.missing_drifted) {
-                    println!(
-                        "  missing values in `{}`: {:.1}% (reference {:.1}%)",
-                        f.name,
-                        100.0 * f.missing_share,
-                        100.0 * f.reference_missing_share
-                    );
-                }
+                print_drift(&stream, &report);
             }
         }
         let elapsed = last_line.elapsed().as_secs_f64();
@@ -229,6 +230,45 @@ async fn report_progress(
     }
 }
 
+/// Prints a drifted window: which features drifted, by how much, and missing values
+/// that drifted.
+fn print_drift(stream: &str, report: &driftscope::stats::Report) {
+    let features: Vec<String> = report
+        .features
+        .iter()
+        .filter(|f| f.drifted && f.status == Status::Ok)
+        .map(|f| {
+            let key = f.primary_metric.decision_key();
+            let value = f.scores.get(key).copied().unwrap_or(f64::NAN);
+            match (f.p_value, f.effect, f.min_effect) {
+                // Version 2: the effect against its floor, and the p-value.
+                (Some(p), Some(effect), Some(floor)) => format!(
+                    "{} ({} {effect:.3}, floor {floor}; p {})",
+                    f.name,
+                    driftscope::stats::verdict::effect_key(f.primary_metric),
+                    if p < 1e-4 { "< 0.0001".to_owned() } else { format!("{p:.4}") }
+                ),
+                _ => format!("{} ({key} {value:.3} vs threshold {})", f.name, f.threshold),
+            }
+        })
+        .collect();
+    println!(
+        "DRIFT in `{stream}` window {}: {} of {} features drifted: {}",
+        report.window.index,
+        report.dataset.features_drifted,
+        report.dataset.features_evaluated,
+        features.join(", ")
+    );
+    for f in report.features.iter().filter(|f| f.missing_drifted) {
+        println!(
+            "  missing values in `{}`: {:.1}% (reference {:.1}%)",
+            f.name,
+            100.0 * f.missing_share,
+            100.0 * f.reference_missing_share
+        );
+    }
+}
+
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   driftscope produce-demo --brokers localhost:9092 --rate 500
@@ -263,6 +303,7 @@ pub fn produce(args: ProduceDemoArgs) -> anyhow::Result<ExitCode> {
         let produced = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(demo::produce(
             args.brokers.clone(),
+            demo::ProduceTarget::single(),
             args.rate,
             args.seed,
             args.drift_after,

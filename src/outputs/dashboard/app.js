@@ -526,11 +526,22 @@
     );
   }
 
+  // Global mode (`stream.global`): which instance merges and scores the stream.
+  function ownerLine(g) {
+    if (!g) return '';
+    if (!g.owner) return '<span class="warn-text">no owner now (the partials group is rebalancing)</span>';
+    // Short enough for a fact card's line; the title says the rest.
+    return g.owned_here
+      ? `<span title="${esc(`This instance (${g.instance}) owns the stream: it merges every instance's partial windows and scores them.`)}">merged here (owner <span class="mono">${esc(g.owner)}</span>)</span>`
+      : `<span title="${esc(`This instance (${g.instance}) publishes partial windows; ${g.owner} merges and scores them: its dashboard has the reports.`)}">merged by <span class="mono">${esc(g.owner)}</span>, the owner</span>`;
+  }
+
   function renderFacts(stream, latest, reports) {
+    const g = stream.global;
     if (!latest) {
       setHTML(
         el.facts,
-        fact('Latest window', '—', ['No window has closed yet.']) +
+        fact('Latest window', '—', [g && !g.owned_here ? ownerLine(g) : 'No window has closed yet.']) +
           fact('Reference', '—', ['Shown with the first window.']) +
           fact('Windows closed', esc(fmtCount(stream.windows_closed)), ['since driftscope started']),
       );
@@ -548,6 +559,12 @@
     if (offsets.length) {
       const title = offsets.map((o) => `${o.topic}[${o.partition}] ${o.first}–${o.last}`).join('\n');
       windowLines.push(`<span class="muted" title="${esc(title)}">${offsets.length} partition range${offsets.length > 1 ? 's' : ''}</span>`);
+    }
+    if (g) {
+      // A merged window's offsets name every source partition that contributed.
+      const partitions = [...new Set(offsets.map((o) => o.partition))].sort((a, b) => a - b);
+      windowLines.push(ownerLine(g));
+      if (partitions.length) windowLines.push(`<span class="muted">from partitions ${esc(partitions.join(', '))}</span>`);
     }
 
     const r = latest.reference || {};
