@@ -100,6 +100,18 @@ fn sketch_updates(c: &mut Criterion) {
             }
         })
     });
+    // The pipeline's fold: a batch of 512 records staged as a column per feature,
+    // each column handed over as one slice.
+    let columns: Vec<Vec<f64>> =
+        (0..WIDE).map(|i| records.iter().skip(i).step_by(WIDE).take(512).copied().collect()).collect();
+    group.throughput(Throughput::Elements((WIDE * 512) as u64));
+    group.bench_function(BenchmarkId::new("numeric_21_columns_of_512", 1024), |b| {
+        b.iter(|| {
+            for (i, column) in columns.iter().enumerate() {
+                window.numeric_slice(i, black_box(column));
+            }
+        })
+    });
     let r = reference(1024);
     let mut window = r.new_window();
     let categories: Vec<String> = (0..10_000).map(|i| format!("category-{}", (i * 7) % 21)).collect();

@@ -131,6 +131,11 @@ impl Plan {
             fields: fields.iter().map(|f| FieldTarget { feature: f.feature, kind: f.kind }).collect(),
         })
     }
+
+    /// Whether some record value is read as the event time.
+    pub(super) fn reads_event_time(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n, Node::Leaf { event_time: true, .. }))
+    }
 }
 
 /// The keys of one object node: open addressing over a hash of at most 16 bytes of the

@@ -910,14 +910,18 @@ proptest! {
 
 proptest! {
     /// The stream's decoder folds a batch of records column by column (numbers in
-    /// slices): each feature gets the same numbers in the same order, and the same
-    /// counts of categories, missing and invalid values, as applying record by record.
+    /// runs, typed columns): each feature gets the same numbers in the same order
+    /// (NaN data included, told from the columns' missing and invalid marks), and the
+    /// same counts of categories, missing and invalid values, as applying record by
+    /// record, also when the batch is folded in two parts (a count window closing
+    /// inside it).
     #[test]
     fn folding_a_batch_equals_applying_each_record(
         records in proptest::collection::vec(
-            (proptest::option::of(-1e6f64..1e6), 0usize..5, proptest::bool::ANY),
+            (proptest::option::of(-1e6f64..1e6), 0usize..5, 0usize..5),
             0..300,
         ),
+        split in 0usize..300,
     ) {
         use crate::decode::{Decoder, FieldBinding, Message};
         let text = "[[streams]]\nname = \"s\"\ntopics = [\"t\"]\nformat = \"json\"\n\
@@ -931,14 +935,16 @@ proptest! {
         let mut single = JsonDecoder::new(&fields(&[("/x", FeatureKind::Numeric), ("/c", FeatureKind::Categorical)]), None)
             .expect("decoder");
         let mut expected = TestSink::default();
-        for (x, c, text_x) in &records {
-            let x = match (x, text_x) {
-                (Some(x), false) => x.to_string(),
-                (Some(x), true) => format!("\"{x}\""),
-                (None, _) => "null".to_owned(),
+        for (x, c, form) in &records {
+            let x = match (x, form) {
+                (Some(x), 0 | 1) => format!(r#""x": {x}, "#),
+                (Some(x), 2) => format!(r#""x": "{x}", "#),
+                (_, 3) => r#""x": NaN, "#.to_owned(),
+                (None, 4) => String::new(),
+                _ => r#""x": null, "#.to_owned(),
             };
             let c = ["\"a\"", "\"b\"", "null", "7", "[1]"][*c];
-            let payload = format!(r#"{{"x": {x}, "c": {c}}}"#);
+            let payload = format!(r#"{{{x}"c": {c}}}"#);
             single.decode(payload.as_bytes()).expect("record");
             single.apply(&mut expected);
             let added = <JsonMessages as Decoder<TestSink, TestSink>>::decode(&mut messages, &Message::value(payload.as_bytes()))
@@ -946,7 +952,9 @@ proptest! {
             prop_assert_eq!(added, 1);
         }
         let mut folded = TestSink::default();
-        <JsonMessages as Decoder<TestSink, TestSink>>::fold_window(&messages, 0..records.len(), &mut folded);
+        let split = split.min(records.len());
+        <JsonMessages as Decoder<TestSink, TestSink>>::fold_window(&messages, 0..split, &mut folded);
+        <JsonMessages as Decoder<TestSink, TestSink>>::fold_window(&messages, split..records.len(), &mut folded);
         prop_assert_eq!(folded.records, expected.records);
         for feature in 0..2 {
             let numbers = |s: &TestSink| -> Vec<Got> {
