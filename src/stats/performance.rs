@@ -68,10 +68,42 @@ pub struct BinarySketch {
     pub ece_rows: Vec<u64>,
     pub ece_scores: Vec<f64>,
     pub ece_positives: Vec<u64>,
-    /// Per AUC grid cell: positives' and negatives' scores that fall in it. Kept sparse
-    /// (cell -> count) so an idle window costs nothing.
-    pub auc_positives: BTreeMap<u16, u64>,
-    pub auc_negatives: BTreeMap<u16, u64>,
+    /// Per AUC grid cell: positives' and negatives' scores that fall in it. Dense
+    /// (`AUC_CELLS` counts, allocated at the first row, so an idle window costs
+    /// nothing): a sparse map's lookups were most of a window's metrics time. Written
+    /// sparse (cell -> count), as before.
+    #[serde(with = "sparse_cells")]
+    pub auc_positives: Vec<u64>,
+    #[serde(with = "sparse_cells")]
+    pub auc_negatives: Vec<u64>,
+}
+
+/// The AUC cells as a map of the non-empty ones (the checkpoint and profile format).
+mod sparse_cells {
+    use super::AUC_CELLS;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(cells: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
+        let sparse: BTreeMap<u16, u64> =
+            cells.iter().enumerate().filter(|(_, n)| **n > 0).map(|(c, n)| (c as u16, *n)).collect();
+        sparse.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+        let sparse = BTreeMap::<u16, u64>::deserialize(deserializer)?;
+        if sparse.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cells = vec![0; AUC_CELLS];
+        for (cell, n) in sparse {
+            *cells.get_mut(cell as usize).ok_or_else(|| {
+                D::Error::custom(format!("AUC cell {cell} is outside the {AUC_CELLS} cells"))
+            })? = n;
+        }
+        Ok(cells)
+    }
 }
 
 impl BinarySketch {
@@ -86,8 +118,8 @@ impl BinarySketch {
             ece_rows: vec![0; ECE_BINS],
             ece_scores: vec![0.0; ECE_BINS],
             ece_positives: vec![0; ECE_BINS],
-            auc_positives: BTreeMap::new(),
-            auc_negatives: BTreeMap::new(),
+            auc_positives: Vec::new(),
+            auc_negatives: Vec::new(),
         }
     }
 
@@ -113,7 +145,10 @@ impl BinarySketch {
         self.ece_positives[bin] += u64::from(label);
         let cell = auc_cell(score);
         let side = if label { &mut self.auc_positives } else { &mut self.auc_negatives };
-        *side.entry(cell).or_insert(0) += 1;
+        if side.is_empty() {
+            side.resize(AUC_CELLS, 0);
+        }
+        side[cell as usize] += 1;
         Ok(())
     }
 
@@ -134,11 +169,15 @@ impl BinarySketch {
             self.ece_scores[b] += other.ece_scores[b];
             self.ece_positives[b] += other.ece_positives[b];
         }
-        for (cell, n) in &other.auc_positives {
-            *self.auc_positives.entry(*cell).or_insert(0) += n;
-        }
-        for (cell, n) in &other.auc_negatives {
-            *self.auc_negatives.entry(*cell).or_insert(0) += n;
+        for (ours, theirs) in
+            [(&mut self.auc_positives, &other.auc_positives), (&mut self.auc_negatives, &other.auc_negatives)]
+        {
+            if !theirs.is_empty() {
+                ours.resize(AUC_CELLS, 0);
+                for (a, b) in ours.iter_mut().zip(theirs) {
+                    *a += b;
+                }
+            }
         }
     }
 
@@ -177,8 +216,8 @@ impl BinarySketch {
     /// ROC AUC from the grid and its bound on the distance to the exact value; `None`
     /// without both classes.
     pub fn roc_auc(&self) -> Option<(f64, f64)> {
-        let positives: u64 = self.auc_positives.values().sum();
-        let negatives: u64 = self.auc_negatives.values().sum();
+        let positives: u64 = self.auc_positives.iter().sum();
+        let negatives: u64 = self.auc_negatives.iter().sum();
         if positives == 0 || negatives == 0 {
             return None;
         }
@@ -187,14 +226,11 @@ impl BinarySketch {
         let mut below = 0.0f64;
         let mut wins = 0.0f64;
         let mut same_cell = 0.0f64;
-        let mut negs = self.auc_negatives.iter().peekable();
-        for (cell, &pos) in &self.auc_positives {
-            while let Some((_, &n)) = negs.next_if(|(c, _)| *c < cell) {
-                below += n as f64;
-            }
-            let here = self.auc_negatives.get(cell).copied().unwrap_or(0) as f64;
-            wins += pos as f64 * (below + 0.5 * here);
-            same_cell += pos as f64 * here;
+        for (&pos, &neg) in self.auc_positives.iter().zip(&self.auc_negatives) {
+            let (pos, here) = (pos as f64, neg as f64);
+            wins += pos * (below + 0.5 * here);
+            same_cell += pos * here;
+            below += here;
         }
         let pairs = positives as f64 * negatives as f64;
         Some((wins / pairs, 0.5 * same_cell / pairs))

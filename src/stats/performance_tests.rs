@@ -177,3 +177,26 @@ fn the_wilson_bound_matches_an_independent_computation() {
     assert_eq!(w.upper_bound("f1", 0.95), Some(wilson_upper(4.0 / 5.5, 5.5, 0.95)));
     assert_eq!(w.upper_bound("mae", 0.95), None);
 }
+
+#[test]
+fn auc_cells_are_written_sparse_and_read_back_as_before() {
+    let mut sketch = BinarySketch::new(0.5);
+    for (score, label) in [(0.1, false), (0.1, false), (0.7, true), (0.95, true), (0.4, true)] {
+        sketch.add(score, label).expect("valid");
+    }
+    let json = serde_json::to_value(&sketch).expect("serializes");
+    // The format checkpoints and profiles had with a sparse map: non-empty cells only.
+    assert_eq!(json["auc_negatives"], serde_json::json!({"100": 2}));
+    assert_eq!(json["auc_positives"], serde_json::json!({"400": 1, "700": 1, "950": 1}));
+    let back: BinarySketch = serde_json::from_value(json.clone()).expect("reads back");
+    assert_eq!(back, sketch);
+    assert_eq!(back.roc_auc(), sketch.roc_auc());
+    // An idle sketch holds no cells and writes empty maps.
+    let idle = serde_json::to_value(BinarySketch::new(0.5)).expect("serializes");
+    assert_eq!(idle["auc_positives"], serde_json::json!({}));
+    // A cell outside the grid is refused, not indexed.
+    let mut bad = json;
+    bad["auc_positives"] = serde_json::json!({"1000": 1});
+    let e = serde_json::from_value::<BinarySketch>(bad).unwrap_err().to_string();
+    assert!(e.contains("outside the 1000 cells"), "{e}");
+}
