@@ -14,8 +14,8 @@
 //!   --e2e-rounds N        end-to-end and scale rounds, each reading the topic with (a),
 //!                         (a2) and (b) in turn (scale: local, global, three global);
 //!                         ratios per round and their median (default 3)
-//!   --stages LIST         comma list of inprocess,open_inference,confluent,e2e,scale,
-//!                         scoring,memory,soundness,offline
+//!   --stages LIST         comma list of inprocess,open_inference,confluent,labels,e2e,
+//!                         scale,scoring,memory,soundness,offline
 //!                         (default: all);
 //!                         a stage named here must run or the harness fails
 //!   --require-broker      fail (instead of skipping end-to-end) when no broker answers
@@ -38,6 +38,8 @@
 mod confluent;
 #[path = "harness/kafka.rs"]
 mod kafka;
+#[path = "harness/labels.rs"]
+mod labels;
 #[path = "harness/offline.rs"]
 mod offline;
 #[path = "harness/open_inference.rs"]
@@ -91,8 +93,18 @@ struct Options {
     evidently_python: Option<PathBuf>,
 }
 
-const STAGES: [&str; 9] =
-    ["inprocess", "open_inference", "confluent", "e2e", "scale", "scoring", "memory", "soundness", "offline"];
+const STAGES: [&str; 10] = [
+    "inprocess",
+    "open_inference",
+    "confluent",
+    "labels",
+    "e2e",
+    "scale",
+    "scoring",
+    "memory",
+    "soundness",
+    "offline",
+];
 
 fn parse_count(s: &str) -> anyhow::Result<u64> {
     let t = s.replace(['_', ','], "");
@@ -1335,6 +1347,9 @@ fn run(o: &Options) -> anyhow::Result<(Table, Vec<String>)> {
     }
     if wants("confluent") {
         stage("confluent", &mut table, &mut |t| confluent::stage(o.quick, dir.path(), t));
+    }
+    if wants("labels") {
+        stage("labels", &mut table, &mut |t| labels::stage(o.quick, t));
     }
     if wants("e2e") {
         let asked = o.explicit_stages || o.require_broker;

@@ -213,16 +213,22 @@ impl PartitionPanes {
         self.push_closed(i, watermark_ms);
     }
 
+    /// Turns the panes just closed (in pane order) into partials. Only the last carries
+    /// the partition's watermark: an earlier one claims no more than its own end, or an
+    /// owner that read it before the next (same transaction, read one by one) would
+    /// take the partition as past windows whose pane it has not read yet, and score
+    /// them without it.
     fn push_closed(&mut self, i: usize, watermark_ms: i64) {
         let source = &self.partitions[i].source;
-        for w in self.scratch.drain(..) {
+        let last = self.scratch.len().saturating_sub(1);
+        for (k, w) in self.scratch.drain(..).enumerate() {
             self.closed.push(Partial {
                 header: self.header.clone(),
                 pane: w.start_ms.div_euclid(self.pane_ms),
                 source: source.clone(),
                 sketch: w.sketch.snapshot(),
                 offsets: w.spans.first().map(|s| (s.first, s.last)),
-                watermark_ms,
+                watermark_ms: if k < last { watermark_ms.min(w.end_ms) } else { watermark_ms },
                 late_records: w.late_records,
             });
         }
@@ -303,6 +309,26 @@ mod tests {
             p.advance_slot(0);
         }
         p.close(0)
+    }
+
+    /// Panes closed at once (one record jumps the watermark past several) go out in
+    /// pane order, and only the last carries the jump: an earlier one read alone must
+    /// not say the partition passed panes whose partials come after it.
+    #[test]
+    fn panes_closed_together_claim_no_more_than_their_own_end_but_the_last() {
+        let r = reference();
+        let source = SourcePartition { topic: "t".into(), partition: 0 };
+        // With 2 s of lateness the record at 9 s closes panes 0, 1 and 2 at once.
+        let spec =
+            WindowSpec { clock: PaneClock::Millis { pane_ms: 1000, lateness_ms: 2000 }, panes_per_window: 1 };
+        let mut p = PartitionPanes::new(PartialHeader::new("s", "w", 1), spec, true).unwrap();
+        p.register(0, source.clone());
+        p.resume(&source, None);
+        let closed = fold(&mut p, &r, &[(0, 100), (1, 1200), (2, 2500), (3, 9000)]);
+        assert_eq!(
+            closed.iter().map(|c| (c.pane, c.watermark_ms)).collect::<Vec<_>>(),
+            [(0, 1000), (1, 2000), (2, 7000)]
+        );
     }
 
     #[test]
