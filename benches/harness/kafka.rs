@@ -81,6 +81,21 @@ impl Drop for Topic {
 /// Produces `n` messages cycling through `pool`, round-robin over the partitions, and
 /// checks the topic's high watermarks add up to `n`. Returns the produce time.
 pub fn produce(bootstrap: &str, topic: &str, pool: &[Vec<u8>], n: u64) -> anyhow::Result<Duration> {
+    produce_with(bootstrap, topic, PARTITIONS, n, |i, payload| {
+        payload.extend_from_slice(&pool[(i % pool.len() as u64) as usize]);
+    })
+}
+
+/// Produces `n` messages, the `i`th written by `fill(i, buffer)` into an empty buffer,
+/// round-robin over `partitions`, and checks the topic's high watermarks add up to `n`.
+/// Returns the produce time.
+pub fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: u64,
+    mut fill: impl FnMut(u64, &mut Vec<u8>),
+) -> anyhow::Result<Duration> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -91,11 +106,13 @@ pub fn produce(bootstrap: &str, topic: &str, pool: &[Vec<u8>], n: u64) -> anyhow
         .create()
         .context("producer")?;
     let started = Instant::now();
+    let mut payload = Vec::with_capacity(1024);
     for i in 0..n {
-        let payload = &pool[(i % pool.len() as u64) as usize];
+        payload.clear();
+        fill(i, &mut payload);
         let mut record = BaseRecord::<(), [u8]>::to(topic)
             .payload(payload.as_slice())
-            .partition((i % PARTITIONS as u64) as i32);
+            .partition((i % partitions as u64) as i32);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -114,7 +131,7 @@ pub fn produce(bootstrap: &str, topic: &str, pool: &[Vec<u8>], n: u64) -> anyhow
     let elapsed = started.elapsed();
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
     let mut total = 0;
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(15))?;
         total += high - low;
     }

@@ -10,16 +10,14 @@
 //! Every instance is a separate process on this machine, so with fewer cores than
 //! instances the rates share the CPU: the total rate of (c) is reported, not checked.
 
-use super::kafka::Topic;
+use super::kafka::{self, Topic};
 use super::sys;
 use super::workload::{self, Generator, Schema};
 use super::{Options, REFERENCE_SEED, STREAM_SEED, Table, count, median, progress, si, unique};
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,7 +52,14 @@ pub fn stage(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
     let topic = Topic::create_with(&o.bootstrap, &unique("driftscope-scale"), PARTITIONS)?;
     progress(format!("scale: producing {} messages to {} ({PARTITIONS} partitions)", count(n), topic.name));
     let pool = Generator::new(&schema, STREAM_SEED).json_messages(100_000);
-    produce_timed(&o.bootstrap, &topic.name, &pool, n)?;
+    // Each record gets the event time `t` of its position (10 per millisecond), so every
+    // partition's event time rises and every window but the last is closed by the
+    // records after it.
+    kafka::produce_with(&o.bootstrap, &topic.name, PARTITIONS, n, |i, payload| {
+        let base = &pool[(i % pool.len() as u64) as usize];
+        payload.extend_from_slice(format!("{{\"t\":{},", BASE_MS + i / RECORDS_PER_MS).as_bytes());
+        payload.extend_from_slice(base.get(1..).unwrap_or_default());
+    })?;
     let timeout = Duration::from_secs(180 + n / 5_000);
 
     let variants: [(&str, usize, bool); 3] = [
@@ -205,46 +210,6 @@ fn config_toml(
         lit(&profile.display().to_string()),
     ));
     text
-}
-
-/// Produces `n` records cycling through `pool`, each with the event time `t` of its
-/// position (10 per millisecond), round-robin over the partitions, so every partition's
-/// event time rises and every window but the last is closed by the records after it.
-fn produce_timed(bootstrap: &str, topic: &str, pool: &[Vec<u8>], n: u64) -> anyhow::Result<()> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "500000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()
-        .context("producer")?;
-    let mut payload = Vec::with_capacity(1024);
-    for i in 0..n {
-        let base = &pool[(i % pool.len() as u64) as usize];
-        payload.clear();
-        payload.extend_from_slice(format!("{{\"t\":{},", BASE_MS + i / RECORDS_PER_MS).as_bytes());
-        payload.extend_from_slice(base.get(1..).unwrap_or_default());
-        let mut record = BaseRecord::<(), [u8]>::to(topic)
-            .payload(payload.as_slice())
-            .partition((i % PARTITIONS as u64) as i32);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("produce: {e}"),
-            }
-        }
-        if i % 4096 == 0 {
-            producer.poll(Duration::ZERO);
-        }
-    }
-    producer.flush(Duration::from_secs(300)).context("flush the producer")?;
-    Ok(())
 }
 
 /// Starts one `driftscope run` per config, waits until their reports files hold

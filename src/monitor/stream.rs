@@ -455,12 +455,12 @@ impl StreamState {
                     // cost global mode twice the folding of local mode).
                     let m = self.staged[message];
                     if let Some(global) = self.global.as_mut() {
+                        let replaying = global.replaying(m.source, m.offset);
                         let mut last = message;
                         while last + 1 < self.staged.len()
                             && self.staged[last].end < end
                             && self.staged[last + 1].source == m.source
-                            && global.replaying(m.source, m.offset)
-                                == global.replaying(m.source, self.staged[last + 1].offset)
+                            && global.replaying(m.source, self.staged[last + 1].offset) == replaying
                         {
                             last += 1;
                         }
