@@ -108,6 +108,13 @@ pub struct FieldBinding {
 /// [`clear`]: Decoder::clear
 /// [`decode`]: Decoder::decode
 pub trait Decoder<W: ValueSink, R: ValueSink>: Send {
+    /// The label join's view of the message held, for a format whose decoder reads
+    /// the prediction beside the monitored features (`open_inference` with labels);
+    /// `None` for the others (the join reads a JSON message itself).
+    fn held_predictions(&self) -> Option<&dyn HeldPredictions> {
+        None
+    }
+
     /// Every reason [`decode`](Decoder::decode) can refuse a message with (declared up
     /// front so each metric series exists at zero), except [`REGISTRY_UNAVAILABLE`],
     /// which is never counted.
@@ -135,6 +142,24 @@ pub trait Decoder<W: ValueSink, R: ValueSink>: Send {
 
     /// Folds held rows `rows` into a reference being taken from the stream.
     fn fold_reference(&self, rows: Range<usize>, sink: &mut R);
+}
+
+/// One held value of a message: a number (a numeric field) or a text (a categorical one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HeldValue<'a> {
+    Number(f64),
+    Text(&'a str),
+}
+
+/// What the label join reads of the message a decoder holds: its id and each row's
+/// prediction, decoded with the monitored features (one decode per message).
+pub trait HeldPredictions {
+    /// The protocol's own request id of the message (not the Kafka key nor a header).
+    fn protocol_id(&self) -> Option<&str>;
+
+    /// Held row `row`'s prediction; `None` when the message has no usable prediction
+    /// for it (the tensor missing, of other rows or columns, or the value missing).
+    fn prediction(&self, row: usize) -> Option<HeldValue<'_>>;
 }
 
 /// Why a stream's decoder cannot be built; `key` is relative to the stream's table.

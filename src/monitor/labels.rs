@@ -29,7 +29,7 @@ use crate::clock::format_ms;
 use crate::config::StreamConfig;
 use crate::config::labels::{IdLocation, LabelsConfig, TaskConfig};
 use crate::config::{TimeBasis, WindowConfig};
-use crate::decode::open_inference::{HeldValue, OpenInference, TensorField};
+use crate::decode::{HeldPredictions, HeldValue};
 use crate::stats::estimate::EstimateSketch;
 use crate::stats::isotonic::Calibration;
 use crate::stats::label_join::{
@@ -40,7 +40,6 @@ use crate::stats::performance::{
     BinarySketch, MAX_CLASSES, MulticlassSketch, OTHER_CLASS, PerformanceSection, PerformanceSketch,
     PerformanceStatus, ReferencePerformance, RegressionSketch, WindowPerformance,
 };
-use crate::stats::settings::FeatureKind;
 use crate::telemetry::Telemetry;
 use prometheus::{GaugeVec, IntCounterVec};
 use serde::{Deserialize, Serialize};
@@ -203,10 +202,10 @@ pub struct StreamLabels {
     /// Why the label and prediction topics are not co-partitioned, when they are not
     /// (a note in every report of the stream).
     pub co_partitioning: Option<String>,
-    /// An `open_inference` stream's decoder of the prediction tensor alone: the
-    /// stream's own decoder holds only the monitored features, so each accepted
-    /// response is decoded again here (see [`Self::use_open_inference`]).
-    oip: Option<Box<OpenInference>>,
+    /// An `open_inference` stream: the predictions are read from the stream's own
+    /// decoder, which decodes the prediction tensor with the monitored features (see
+    /// [`Self::use_open_inference`]).
+    oip: bool,
     /// Scratch for the id of a batch's row, `<id>/<row>` (reused, no allocation per
     /// message once grown).
     row_id: Vec<u8>,
@@ -267,7 +266,7 @@ impl StreamLabels {
             reference: None,
             calibration: None,
             co_partitioning: None,
-            oip: None,
+            oip: false,
             row_id: Vec::new(),
         };
         labels.state.clock_floor_ms = i64::MIN;
@@ -275,30 +274,19 @@ impl StreamLabels {
         Ok(labels)
     }
 
-    /// Reads predictions from the Open Inference Protocol responses of `stream`: the
-    /// task's prediction key names the output tensor (or a column of
-    /// `open_inference.columns`, or a field's `tensor` and `column`), the id is the
-    /// response's `id` (`prediction_id = "protocol"`) or the Kafka key.
+    /// Reads predictions from the Open Inference Protocol messages of `stream`, as the
+    /// stream's decoder holds them ([`HeldPredictions`]: its `for_stream` reads the
+    /// task's prediction tensor, or a column of `open_inference.columns`, or a field's
+    /// `tensor` and `column`); the id is the message's `id` (`prediction_id =
+    /// "protocol"`) or the Kafka key.
     pub fn use_open_inference(&mut self, stream: &StreamConfig) -> Result<(), LabelsSetupError> {
-        let config = stream.open_inference.as_ref().ok_or_else(|| LabelsSetupError {
-            key: "open_inference".into(),
-            message: "format `open_inference` needs `[streams.open_inference]`".into(),
-        })?;
-        let name = self.task.prediction_pointer();
-        let kind = match self.task {
-            TaskConfig::Multiclass { .. } => FeatureKind::Categorical,
-            TaskConfig::Binary { .. } | TaskConfig::Regression { .. } => FeatureKind::Numeric,
-        };
-        let own = stream.fields.iter().find(|f| f.name == name);
-        let field = TensorField::resolve(
-            name,
-            0,
-            kind,
-            own.and_then(|f| f.tensor.as_deref()),
-            own.and_then(|f| f.column),
-            config,
-        );
-        self.oip = Some(Box::new(OpenInference::new(config, None, vec![field])));
+        if stream.open_inference.is_none() {
+            return Err(LabelsSetupError {
+                key: "open_inference".into(),
+                message: "format `open_inference` needs `[streams.open_inference]`".into(),
+            });
+        }
+        self.oip = true;
         Ok(())
     }
 
@@ -414,11 +402,12 @@ impl StreamLabels {
 
     /// The predictions of a message of partition `partition` that the stream accepted
     /// as `rows` records: the message itself for a `json` stream, each row of the
-    /// response for an `open_inference` one. A response of one row has the id as is;
-    /// row `i` of a batch of more rows has the id `<id>/<i>` (so the labels of a batch
-    /// are keyed `req-7/0`, `req-7/1`, ...). A response whose prediction tensor is
-    /// missing or unusable, or has other rows than the stream read, counts each of its
-    /// rows `bad_prediction`. Returns the last outcome counted (for the log).
+    /// message for an `open_inference` one, read from `held` (the stream's decoder,
+    /// holding the message). A message of one row has the id as is; row `i` of a
+    /// batch of more rows has the id `<id>/<i>` (so the labels of a batch are keyed
+    /// `req-7/0`, `req-7/1`, ...). A row without a usable prediction (the tensor
+    /// missing or unusable, of other rows than the stream read) counts
+    /// `bad_prediction`. Returns the last outcome counted (for the log).
     pub fn predictions_at(
         &mut self,
         partition: i32,
@@ -426,34 +415,34 @@ impl StreamLabels {
         key: Option<&[u8]>,
         rows: usize,
         now_ms: i64,
+        held: Option<&dyn HeldPredictions>,
     ) -> Result<(), &'static str> {
-        let Some(mut decoder) = self.oip.take() else {
+        if !self.oip {
             return self.prediction_at(partition, payload, key, now_ms);
-        };
-        // No key: the decoder's id is then the protocol's `id` alone (the key, when
-        // configured, is read here).
-        let decoded = decoder.decode_message(payload, None).is_ok_and(|n| n == rows);
+        }
         let mut result = Ok(());
         for row in 0..rows {
-            let read = if decoded { self.read_row(&decoder, row, rows, key) } else { Err("bad_prediction") };
+            let read = match held {
+                Some(held) => self.read_row(held, row, rows, key),
+                None => Err("bad_prediction"),
+            };
             if let Err(reason) = self.record_prediction(partition, read, now_ms) {
                 result = Err(reason);
             }
         }
-        self.oip = Some(decoder);
         result
     }
 
-    /// Row `row` (of `rows`) of a decoded response: its id hash and prediction.
+    /// Row `row` (of `rows`) of a decoded message: its id hash and prediction.
     fn read_row(
         &mut self,
-        decoder: &OpenInference,
+        held: &dyn HeldPredictions,
         row: usize,
         rows: usize,
         key: Option<&[u8]>,
     ) -> Result<(u64, f64), &'static str> {
         let id = match &self.prediction_id {
-            IdLocation::Protocol => decoder.request_id().map(str::as_bytes),
+            IdLocation::Protocol => held.protocol_id().map(str::as_bytes),
             IdLocation::Key => key,
             // Refused by the config's validation for this format.
             IdLocation::Pointer(_) => None,
@@ -467,7 +456,7 @@ impl StreamLabels {
             let _ = write!(self.row_id, "/{row}");
             id_hash(&self.row_id)
         };
-        let value = match (&self.task, decoder.value(0, row)) {
+        let value = match (&self.task, held.prediction(row)) {
             (TaskConfig::Binary { .. }, Some(HeldValue::Number(x))) if (0.0..=1.0).contains(&x) => x,
             (TaskConfig::Multiclass { .. }, Some(HeldValue::Text(name))) => self.class_index_of(name),
             (TaskConfig::Regression { .. }, Some(HeldValue::Number(x))) if x.is_finite() => x,
@@ -1248,55 +1237,92 @@ mod tests {
         assert_eq!(l.state.predictions_seen, 9);
     }
 
-    /// An `open_inference` stream's labels (its prediction key names a tensor).
-    fn oip_labels(task: &str, prediction_id: &str, columns: &str) -> StreamLabels {
-        let text = format!(
-            "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"open_inference\"\nwindow = {COUNT4}\n\
-             reference = {{ from_stream = 10 }}\n[streams.open_inference]\nmessage = \"response\"\n{columns}\n\
-             [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
-             [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"{prediction_id}\"\nlabel_id = \"key\"\n\
-             label = \"/y\"\nttl = \"10s\"\ntask = {task}\n"
-        );
-        let config = Config::from_toml(&text, Path::new("t.toml")).expect("config");
-        let stream = &config.streams[0];
-        let mut l = StreamLabels::new(
-            "s",
-            stream.labels.as_ref().expect("labels"),
-            &stream.window,
-            &Telemetry::new(),
-        )
-        .map_err(|e| e.message)
-        .expect("labels");
-        l.use_open_inference(stream).map_err(|e| e.message).expect("open_inference");
-        l
+    /// An `open_inference` stream's labels (its prediction key names a tensor) and the
+    /// stream's decoder, which reads the prediction with the monitored tensor `x`.
+    struct Oip {
+        labels: StreamLabels,
+        decoder: crate::decode::open_inference::OpenInference,
     }
 
-    /// A protobuf ModelInferResponse with request id `id` and one FP32 output tensor.
-    fn response(id: &str, tensor: &str, shape: Vec<i64>, values: &[f32]) -> Vec<u8> {
+    impl Oip {
+        fn new(task: &str, prediction_id: &str, columns: &str) -> Oip {
+            let text = format!(
+                "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"open_inference\"\nwindow = {COUNT4}\n\
+                 reference = {{ from_stream = 10 }}\n[streams.open_inference]\nmessage = \"response\"\n{columns}\n\
+                 [[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+                 [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"{prediction_id}\"\nlabel_id = \"key\"\n\
+                 label = \"/y\"\nttl = \"10s\"\ntask = {task}\n"
+            );
+            let config = Config::from_toml(&text, Path::new("t.toml")).expect("config");
+            let stream = &config.streams[0];
+            let mut labels = StreamLabels::new(
+                "s",
+                stream.labels.as_ref().expect("labels"),
+                &stream.window,
+                &Telemetry::new(),
+            )
+            .map_err(|e| e.message)
+            .expect("labels");
+            labels.use_open_inference(stream).map_err(|e| e.message).expect("open_inference");
+            let x = crate::decode::FieldBinding {
+                name: "x".into(),
+                path: None,
+                feature: 0,
+                kind: crate::stats::settings::FeatureKind::Numeric,
+            };
+            let decoder = crate::decode::open_inference::OpenInference::for_stream(stream, &[x])
+                .map_err(|e| e.message)
+                .expect("decoder");
+            Oip { labels, decoder }
+        }
+
+        /// Decodes `payload` as the stream does, then joins its rows' predictions.
+        fn predictions(&mut self, payload: &[u8], key: Option<&[u8]>) -> Result<(), &'static str> {
+            use crate::decode::{Decoder, HeldPredictions};
+            let rows = self.decoder.decode_message(payload, key).expect("the stream accepts the response");
+            type Stream =
+                dyn Decoder<crate::stats::sketch::WindowSketch, crate::stats::profile::ProfileBuilder>;
+            let held: Option<&dyn HeldPredictions> = (&self.decoder as &Stream).held_predictions();
+            self.labels.predictions_at(0, payload, key, rows, 0, held)
+        }
+    }
+
+    /// A protobuf ModelInferResponse with request id `id`, the stream's tensor `x` of
+    /// `rows` rows and one FP32 output tensor.
+    fn response_of(id: &str, rows: i64, tensor: &str, shape: Vec<i64>, values: &[f32]) -> Vec<u8> {
         use crate::decode::open_inference::proto::model_infer_response::InferOutputTensor;
         use crate::decode::open_inference::proto::{InferTensorContents, ModelInferResponse};
         use prost::Message as _;
+        let fp32 = |name: &str, shape: Vec<i64>, values: Vec<f32>| InferOutputTensor {
+            name: name.into(),
+            datatype: "FP32".into(),
+            shape,
+            contents: Some(InferTensorContents { fp32_contents: values, ..Default::default() }),
+            ..Default::default()
+        };
         ModelInferResponse {
             id: id.into(),
-            outputs: vec![InferOutputTensor {
-                name: tensor.into(),
-                datatype: "FP32".into(),
-                shape,
-                contents: Some(InferTensorContents { fp32_contents: values.to_vec(), ..Default::default() }),
-                ..Default::default()
-            }],
+            outputs: vec![
+                fp32("x", vec![rows], (0..rows).map(|r| r as f32).collect()),
+                fp32(tensor, shape, values.to_vec()),
+            ],
             ..Default::default()
         }
         .encode_to_vec()
     }
 
+    /// [`response_of`] with `x` of the prediction tensor's rows.
+    fn response(id: &str, tensor: &str, shape: Vec<i64>, values: &[f32]) -> Vec<u8> {
+        response_of(id, shape[0], tensor, shape, values)
+    }
+
     #[test]
     fn open_inference_rows_join_by_protocol_id_and_batch_rows_by_id_slash_row() {
-        let mut l = oip_labels("{ type = \"binary\", score = \"prob\" }", "protocol", "");
+        let mut o = Oip::new("{ type = \"binary\", score = \"prob\" }", "protocol", "");
         // One row: the id as is. Three rows: `b/0`, `b/1`, `b/2`. The key is not the id.
-        l.predictions_at(0, &response("a", "prob", vec![1], &[0.9]), Some(b"k"), 1, 0).expect("one row");
-        l.predictions_at(0, &response("b", "prob", vec![3], &[0.8, 0.3, 0.6]), Some(b"k"), 3, 0)
-            .expect("batch");
+        o.predictions(&response("a", "prob", vec![1], &[0.9]), Some(b"k")).expect("one row");
+        o.predictions(&response("b", "prob", vec![3], &[0.8, 0.3, 0.6]), Some(b"k")).expect("batch");
+        let l = &mut o.labels;
         for (id, y) in [("a", "1"), ("b/0", "0"), ("b/1", "0"), ("b/2", "1")] {
             l.label_message(format!(r#"{{"y": {y}}}"#).as_bytes(), Some(id.as_bytes()), 1).expect("label");
         }
@@ -1312,56 +1338,47 @@ mod tests {
     #[test]
     fn open_inference_predictions_read_a_column_by_name_a_class_or_a_value() {
         // Column 1 of a [N, 2] tensor, named by `open_inference.columns`.
-        let mut l = oip_labels(
+        let mut o = Oip::new(
             "{ type = \"binary\", score = \"p_fraud\" }",
             "protocol",
             "columns = { probs = [\"p_legit\", \"p_fraud\"] }",
         );
-        l.predictions_at(0, &response("r", "probs", vec![1, 2], &[0.2, 0.8]), None, 1, 0).expect("column");
-        l.label_message(br#"{"y": 1}"#, Some(b"r"), 1).expect("label");
-        l.tick(2);
-        assert_eq!(l.section().counts["joined"], 1);
+        o.predictions(&response("r", "probs", vec![1, 2], &[0.2, 0.8]), None).expect("column");
+        o.labels.label_message(br#"{"y": 1}"#, Some(b"r"), 1).expect("label");
+        o.labels.tick(2);
+        assert_eq!(o.labels.section().counts["joined"], 1);
         // Classes from a numeric tensor by their text; the id from the Kafka key.
-        let mut l = oip_labels("{ type = \"multiclass\", predicted = \"class\" }", "key", "");
-        l.predictions_at(0, &response("ignored", "class", vec![4], &[2.0, 7.0, 1.0, 1.0]), Some(b"m"), 4, 0)
+        let mut o = Oip::new("{ type = \"multiclass\", predicted = \"class\" }", "key", "");
+        o.predictions(&response("ignored", "class", vec![4], &[2.0, 7.0, 1.0, 1.0]), Some(b"m"))
             .expect("classes");
         for (id, y) in [("m/0", 2), ("m/1", 3), ("m/2", 1), ("m/3", 0)] {
-            l.label_message(format!(r#"{{"y": {y}}}"#).as_bytes(), Some(id.as_bytes()), 1).expect("label");
+            o.labels
+                .label_message(format!(r#"{{"y": {y}}}"#).as_bytes(), Some(id.as_bytes()), 1)
+                .expect("label");
         }
-        l.tick(2);
-        let s = l.section();
+        o.labels.tick(2);
+        let s = o.labels.section();
         assert_eq!((s.counts["joined"], s.windows[0].metrics["accuracy"]), (4, 0.5));
         // Regression: the value itself.
-        let mut l = oip_labels("{ type = \"regression\", prediction = \"y_hat\" }", "protocol", "");
-        l.predictions_at(0, &response("v", "y_hat", vec![1], &[3.5]), None, 1, 0).expect("value");
-        l.label_message(br#"{"y": 1.5}"#, Some(b"v"), 1).expect("label");
-        l.tick(2);
-        assert_eq!(l.section().counts["joined"], 1);
+        let mut o = Oip::new("{ type = \"regression\", prediction = \"y_hat\" }", "protocol", "");
+        o.predictions(&response("v", "y_hat", vec![1], &[3.5]), None).expect("value");
+        o.labels.label_message(br#"{"y": 1.5}"#, Some(b"v"), 1).expect("label");
+        o.labels.tick(2);
+        assert_eq!(o.labels.section().counts["joined"], 1);
     }
 
     #[test]
     fn open_inference_rows_without_an_id_or_a_usable_prediction_are_counted() {
-        let mut l = oip_labels("{ type = \"binary\", score = \"prob\" }", "protocol", "");
+        let mut o = Oip::new("{ type = \"binary\", score = \"prob\" }", "protocol", "");
         // No protocol id (the key does not stand in for it).
-        assert_eq!(
-            l.predictions_at(0, &response("", "prob", vec![1], &[0.5]), Some(b"k"), 1, 0),
-            Err("bad_id")
-        );
-        // No prediction tensor: each of the stream's rows is a bad prediction.
-        assert_eq!(
-            l.predictions_at(0, &response("r", "other", vec![2], &[0.5, 0.5]), None, 2, 0),
-            Err("bad_prediction")
-        );
-        // A score outside [0, 1], and a tensor of other rows than the stream read.
-        assert_eq!(
-            l.predictions_at(0, &response("r", "prob", vec![1], &[1.5]), None, 1, 0),
-            Err("bad_prediction")
-        );
-        assert_eq!(
-            l.predictions_at(0, &response("r", "prob", vec![1], &[0.5]), None, 2, 0),
-            Err("bad_prediction")
-        );
-        let counts = l.section().counts;
+        assert_eq!(o.predictions(&response("", "prob", vec![1], &[0.5]), Some(b"k")), Err("bad_id"));
+        // No prediction tensor: each of the stream's rows is a bad prediction (the
+        // stream still takes the message).
+        assert_eq!(o.predictions(&response("r", "other", vec![2], &[0.5, 0.5]), None), Err("bad_prediction"));
+        // A score outside [0, 1], and a prediction tensor of other rows than the stream read.
+        assert_eq!(o.predictions(&response("r", "prob", vec![1], &[1.5]), None), Err("bad_prediction"));
+        assert_eq!(o.predictions(&response_of("r", 2, "prob", vec![1], &[0.5]), None), Err("bad_prediction"));
+        let counts = o.labels.section().counts;
         assert_eq!((counts["bad_id"], counts["bad_prediction"], counts["predictions"]), (1, 5, 0));
     }
 }

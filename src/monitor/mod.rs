@@ -586,7 +586,8 @@ impl Pipeline {
                 && state.reference().is_some()
                 && let Some(labels) = self.labels[stream].as_mut()
             {
-                let _ = labels.predictions_at(partition, payload, key, rows, now_ms);
+                let _ =
+                    labels.predictions_at(partition, payload, key, rows, now_ms, state.held_predictions());
             }
             outcome.map(|_| ())
         };

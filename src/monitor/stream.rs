@@ -350,6 +350,11 @@ impl StreamState {
         Ok(rows)
     }
 
+    /// The label join's view of the message just staged (`open_inference` with labels).
+    pub fn held_predictions(&self) -> Option<&dyn crate::decode::HeldPredictions> {
+        self.decoder.held_predictions()
+    }
+
     fn staged_rows(&self) -> usize {
         self.staged.last().map_or(0, |m| m.end)
     }

@@ -4,7 +4,7 @@
 //! make one tensor named after the list).
 
 use super::tensor::{Data, Dtype, Refused, Tensor};
-use super::{Held, REASON_MALFORMED, REASON_SHAPE, TensorField, load};
+use super::{Held, REASON_MALFORMED, REASON_SHAPE, Wanted, load};
 use crate::config::InferenceMessage;
 use serde::Deserialize;
 use serde_json::Value;
@@ -45,8 +45,7 @@ struct Response<'a> {
 pub(super) fn decode(
     payload: &[u8],
     message: InferenceMessage,
-    fields: &[TensorField],
-    event_time: Option<&str>,
+    wanted: Wanted<'_>,
     held: &mut Held,
 ) -> Result<usize, Refused> {
     let malformed = |e: serde_json::Error| (REASON_MALFORMED, format!("not Open Inference JSON: {e}"));
@@ -63,21 +62,21 @@ pub(super) fn decode(
     if let Some(id) = id.filter(|id| !id.is_empty()) {
         held.request_id.push_str(&id);
         held.has_request_id = true;
+        held.id_is_protocol = true;
     }
-    let monitored = |name: &str| fields.iter().any(|f| f.tensor == name) || event_time == Some(name);
     match (tensors, rows) {
         (Some(tensors), _) => {
             let flat: Vec<Vec<Option<&Value>>> = tensors
                 .iter()
                 .map(|t| {
                     let mut out = Vec::new();
-                    if monitored(&t.name) {
+                    if wanted.reads(&t.name) {
                         flatten(&t.data, &mut out);
                     }
                     out
                 })
                 .collect();
-            load(fields, event_time, held, |name| {
+            load(wanted, held, |name| {
                 let Some(i) = tensors.iter().position(|t| t.name == name) else {
                     return Ok(None);
                 };
@@ -89,14 +88,21 @@ pub(super) fn decode(
         (None, Some(rows)) => {
             let list = if message == InferenceMessage::Request { "instances" } else { "predictions" };
             let mut columns: Vec<(&str, Vec<Option<&Value>>, usize)> = Vec::new();
-            for name in fields.iter().map(|f| f.tensor.as_str()).chain(event_time) {
+            for name in wanted.fields.iter().map(|f| f.tensor.as_str()).chain(wanted.event_time) {
                 if !columns.iter().any(|(n, ..)| *n == name)
                     && let Some((values, width)) = v1_tensor(&rows, name, list)?
                 {
                     columns.push((name, values, width));
                 }
             }
-            load(fields, event_time, held, |name| {
+            // The prediction never refuses the message.
+            if let Some(name) = wanted.prediction.map(|p| p.tensor.as_str())
+                && !columns.iter().any(|(n, ..)| *n == name)
+                && let Ok(Some((values, width))) = v1_tensor(&rows, name, list)
+            {
+                columns.push((name, values, width));
+            }
+            load(wanted, held, |name| {
                 Ok(columns.iter().find(|(n, ..)| *n == name).map(|(_, values, width)| Tensor {
                     dtype: None,
                     rows: rows.len(),

@@ -32,7 +32,8 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/inference.rs"));
 }
 
-use super::{Decoder, DecoderSetupError, EventTime, FieldBinding, Message, Refusal};
+use super::{Decoder, DecoderSetupError, EventTime, FieldBinding, HeldPredictions, Message, Refusal};
+use crate::config::labels::TaskConfig;
 use crate::config::{InferenceEncoding, InferenceMessage, OpenInferenceConfig, StreamConfig};
 use crate::stats::settings::FeatureKind;
 use crate::stats::sketch::ValueSink;
@@ -93,6 +94,24 @@ impl TensorField {
     }
 }
 
+/// What a message is read for: the monitored fields, the label join's prediction and
+/// the event time.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    fields: &'a [TensorField],
+    prediction: Option<&'a TensorField>,
+    event_time: Option<&'a str>,
+}
+
+impl Wanted<'_> {
+    /// Whether tensor `name` is read at all.
+    fn reads(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| f.tensor == name)
+            || self.prediction.is_some_and(|p| p.tensor == name)
+            || self.event_time == Some(name)
+    }
+}
+
 /// What a decoded message holds until the next one.
 struct Held {
     rows: usize,
@@ -102,18 +121,19 @@ struct Held {
     event_times: Vec<Option<Result<i64, ()>>>,
     request_id: String,
     has_request_id: bool,
+    /// Whether `request_id` is the protocol's own `id` (not the key or a header).
+    id_is_protocol: bool,
+    /// The label join's prediction column (see [`OpenInference::with_prediction`]),
+    /// usable when `has_prediction`.
+    prediction: Column,
+    has_prediction: bool,
     byte_spans: ByteSpans,
     /// Scratch for reading the event-time tensor both ways.
     time_text: Column,
     time_numbers: Column,
 }
 
-/// One held value (see [`OpenInference::value`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum HeldValue<'a> {
-    Number(f64),
-    Text(&'a str),
-}
+pub use super::HeldValue;
 
 /// The header holding the request id when neither the protocol's `id` nor the message
 /// key does (the header Seldon and KServe carry the id in over HTTP).
@@ -124,6 +144,8 @@ pub struct OpenInference {
     message: InferenceMessage,
     encoding: InferenceEncoding,
     fields: Vec<TensorField>,
+    /// The label join's prediction, read beside the monitored features (never folded).
+    prediction: Option<TensorField>,
     /// The tensor holding each row's event time (epoch ms or RFC 3339 text).
     event_time: Option<String>,
     held: Held,
@@ -156,7 +178,37 @@ impl OpenInference {
                 )
             })
             .collect();
-        Ok(OpenInference::new(config, stream.event_time_field.as_deref(), fields))
+        let decoder = OpenInference::new(config, stream.event_time_field.as_deref(), fields);
+        // A stream with labels: its task's prediction key names the prediction tensor (or
+        // a column of `open_inference.columns`, or a field's `tensor` and `column`).
+        Ok(match &stream.labels {
+            Some(labels) => {
+                let name = labels.task.prediction_pointer();
+                let kind = match labels.task {
+                    TaskConfig::Multiclass { .. } => FeatureKind::Categorical,
+                    TaskConfig::Binary { .. } | TaskConfig::Regression { .. } => FeatureKind::Numeric,
+                };
+                let own = stream.fields.iter().find(|f| f.name == name);
+                decoder.with_prediction(TensorField::resolve(
+                    name,
+                    0,
+                    kind,
+                    own.and_then(|f| f.tensor.as_deref()),
+                    own.and_then(|f| f.column),
+                    config,
+                ))
+            }
+            None => decoder,
+        })
+    }
+
+    /// Also reads `field` (its `feature` is not used) from every message, for the label
+    /// join ([`HeldPredictions`]): in the same decode as the monitored features, so a
+    /// response is decoded once. A message whose prediction tensor is missing or
+    /// unusable is not refused for it: its rows just have no prediction.
+    pub fn with_prediction(mut self, field: TensorField) -> OpenInference {
+        self.prediction = Some(field);
+        self
     }
 
     pub fn new(
@@ -173,11 +225,15 @@ impl OpenInference {
                 event_times: Vec::new(),
                 request_id: String::new(),
                 has_request_id: false,
+                id_is_protocol: false,
+                prediction: Column::new(),
+                has_prediction: false,
                 byte_spans: ByteSpans::default(),
                 time_text: Column::new(),
                 time_numbers: Column::new(),
             },
             fields,
+            prediction: None,
             event_time: event_time.map(str::to_owned),
             request: Default::default(),
             response: Default::default(),
@@ -193,6 +249,7 @@ impl OpenInference {
     ) -> Result<usize, (&'static str, String)> {
         self.held.rows = 0;
         self.held.has_request_id = false;
+        self.held.id_is_protocol = false;
         self.held.request_id.clear();
         let json_first = match self.encoding {
             InferenceEncoding::Json => true,
@@ -200,15 +257,15 @@ impl OpenInference {
             InferenceEncoding::Auto => payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
         };
         let result = if json_first {
-            match json::decode(
-                payload,
-                self.message,
-                &self.fields,
-                self.event_time.as_deref(),
-                &mut self.held,
-            ) {
+            let wanted = Wanted {
+                fields: &self.fields,
+                prediction: self.prediction.as_ref(),
+                event_time: self.event_time.as_deref(),
+            };
+            match json::decode(payload, self.message, wanted, &mut self.held) {
                 Err(e) if self.encoding == InferenceEncoding::Auto && payload.first() == Some(&b'\n') => {
                     self.held.has_request_id = false;
+                    self.held.id_is_protocol = false;
                     self.held.request_id.clear();
                     self.decode_protobuf(payload).map_err(|_| e)
                 }
@@ -231,6 +288,8 @@ impl OpenInference {
             Err(e) => {
                 self.held.rows = 0;
                 self.held.has_request_id = false;
+                self.held.id_is_protocol = false;
+                self.held.has_prediction = false;
                 self.held.request_id.clear();
                 Err(e)
             }
@@ -238,13 +297,17 @@ impl OpenInference {
     }
 
     fn decode_protobuf(&mut self, payload: &[u8]) -> Result<usize, Refused> {
-        let (fields, event_time, held) = (&self.fields, self.event_time.as_deref(), &mut self.held);
+        let wanted = Wanted {
+            fields: &self.fields,
+            prediction: self.prediction.as_ref(),
+            event_time: self.event_time.as_deref(),
+        };
         match self.message {
             InferenceMessage::Request => {
-                protobuf::decode_request(payload, &mut self.request, fields, event_time, held)
+                protobuf::decode_request(payload, &mut self.request, wanted, &mut self.held)
             }
             InferenceMessage::Response => {
-                protobuf::decode_response(payload, &mut self.response, fields, event_time, held)
+                protobuf::decode_response(payload, &mut self.response, wanted, &mut self.held)
             }
         }
     }
@@ -269,29 +332,9 @@ impl OpenInference {
 
     /// Held row `row` of field `field` (its place in the decoder's fields): a number
     /// (a numeric field) or a text (a categorical one); `None` when missing, invalid
-    /// or beyond the rows held. Read by the label join, which decodes a response for
-    /// its prediction tensor alone.
+    /// or beyond the rows held.
     pub fn value(&self, field: usize, row: usize) -> Option<HeldValue<'_>> {
-        if row >= self.held.rows {
-            return None;
-        }
-        let column = self.held.columns.get(field)?;
-        let status = || column.status.get(row).copied();
-        match column.fill {
-            Fill::Missing | Fill::Invalid => None,
-            Fill::Numbers => column.numbers.get(row).map(|&x| HeldValue::Number(x)),
-            Fill::Mixed => match status()? {
-                Status::Value => column.numbers.get(row).map(|&x| HeldValue::Number(x)),
-                Status::Missing | Status::Invalid => None,
-            },
-            Fill::Text => match status()? {
-                Status::Value => {
-                    let &(a, b) = column.spans.get(row)?;
-                    column.text.get(a as usize..b as usize).map(HeldValue::Text)
-                }
-                Status::Missing | Status::Invalid => None,
-            },
-        }
+        column_value(self.held.columns.get(field)?, self.held.rows, row)
     }
 
     /// Folds held rows `rows` into `sink`: `add_records`, then each field's values (a
@@ -336,7 +379,24 @@ impl OpenInference {
     }
 }
 
+impl HeldPredictions for OpenInference {
+    fn protocol_id(&self) -> Option<&str> {
+        (self.held.has_request_id && self.held.id_is_protocol).then_some(self.held.request_id.as_str())
+    }
+
+    fn prediction(&self, row: usize) -> Option<HeldValue<'_>> {
+        if !self.held.has_prediction {
+            return None;
+        }
+        column_value(&self.held.prediction, self.held.rows, row)
+    }
+}
+
 impl<W: ValueSink, R: ValueSink> Decoder<W, R> for OpenInference {
+    fn held_predictions(&self) -> Option<&dyn HeldPredictions> {
+        self.prediction.is_some().then_some(self as &dyn HeldPredictions)
+    }
+
     fn reasons(&self) -> &'static [&'static str] {
         &REASONS
     }
@@ -372,11 +432,11 @@ impl<W: ValueSink, R: ValueSink> Decoder<W, R> for OpenInference {
 /// by both encodings; `find(name)` finds a checked monitored tensor (`Ok(None)`: not
 /// in the message).
 fn load<'t, 'f>(
-    fields: &'f [TensorField],
-    event_time: Option<&'f str>,
+    wanted: Wanted<'f>,
     held: &mut Held,
     mut find: impl FnMut(&str) -> Result<Option<Tensor<'t>>, Refused>,
 ) -> Result<usize, Refused> {
+    let Wanted { fields, prediction, event_time } = wanted;
     // Each tensor is found and checked once, however many fields read it.
     let mut seen: Vec<(&'f str, Option<Tensor<'t>>)> = Vec::new();
     let mut tensor = |name: &'f str| -> Result<Option<Tensor<'t>>, Refused> {
@@ -430,7 +490,21 @@ fn load<'t, 'f>(
         rows = Some(agree(rows, t.rows, name)?);
     }
     let rows = rows.map_or(0, |(n, _)| n);
+    // The prediction never refuses the message: unusable, its rows have none.
+    let predicted = prediction.and_then(|p| {
+        let t = tensor(&p.tensor).ok().flatten()?;
+        let width_ok = match p.column {
+            Some(c) => c < t.width,
+            None => t.width == 1 || t.rows == 0,
+        };
+        (width_ok && t.rows == rows).then_some((p, t))
+    });
     held.byte_spans.reset();
+    held.has_prediction = false;
+    if let Some((p, t)) = &predicted {
+        held.prediction.fill(t, p.column.unwrap_or(0), p.kind, &mut held.byte_spans);
+        held.has_prediction = true;
+    }
     for ((field, column), t) in fields.iter().zip(&mut held.columns).zip(&found) {
         match t {
             Some(t) => column.fill(t, field.column.unwrap_or(0), field.kind, &mut held.byte_spans),
@@ -446,6 +520,29 @@ fn load<'t, 'f>(
         }
     }
     Ok(rows)
+}
+
+/// Row `row` of a held column of `rows` rows (see [`OpenInference::value`]).
+fn column_value(column: &Column, rows: usize, row: usize) -> Option<HeldValue<'_>> {
+    if row >= rows {
+        return None;
+    }
+    let status = || column.status.get(row).copied();
+    match column.fill {
+        Fill::Missing | Fill::Invalid => None,
+        Fill::Numbers => column.numbers.get(row).map(|&x| HeldValue::Number(x)),
+        Fill::Mixed => match status()? {
+            Status::Value => column.numbers.get(row).map(|&x| HeldValue::Number(x)),
+            Status::Missing | Status::Invalid => None,
+        },
+        Fill::Text => match status()? {
+            Status::Value => {
+                let &(a, b) = column.spans.get(row)?;
+                column.text.get(a as usize..b as usize).map(HeldValue::Text)
+            }
+            Status::Missing | Status::Invalid => None,
+        },
+    }
 }
 
 /// `rows` of tensor `name` against those of the first tensor found.

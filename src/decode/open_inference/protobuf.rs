@@ -4,15 +4,14 @@
 
 use super::proto::{InferTensorContents, ModelInferRequest, ModelInferResponse};
 use super::tensor::{Data, Dtype, Refused, Tensor};
-use super::{Held, REASON_MALFORMED, TensorField, load};
+use super::{Held, REASON_MALFORMED, Wanted, load};
 use prost::Message as _;
 use prost::bytes::Bytes;
 
 pub(super) fn decode_request(
     payload: &[u8],
     message: &mut ModelInferRequest,
-    fields: &[TensorField],
-    event_time: Option<&str>,
+    wanted: Wanted<'_>,
     held: &mut Held,
 ) -> Result<usize, Refused> {
     message.clear();
@@ -21,7 +20,7 @@ pub(super) fn decode_request(
         .map_err(|e| (REASON_MALFORMED, format!("not a ModelInferRequest: {e}")))?;
     take_id(&message.id, held);
     let (inputs, raw) = (&message.inputs, &message.raw_input_contents);
-    load(fields, event_time, held, |name| {
+    load(wanted, held, |name| {
         let Some(i) = inputs.iter().position(|t| t.name == name) else {
             return Ok(None);
         };
@@ -33,8 +32,7 @@ pub(super) fn decode_request(
 pub(super) fn decode_response(
     payload: &[u8],
     message: &mut ModelInferResponse,
-    fields: &[TensorField],
-    event_time: Option<&str>,
+    wanted: Wanted<'_>,
     held: &mut Held,
 ) -> Result<usize, Refused> {
     message.clear();
@@ -43,7 +41,7 @@ pub(super) fn decode_response(
         .map_err(|e| (REASON_MALFORMED, format!("not a ModelInferResponse: {e}")))?;
     take_id(&message.id, held);
     let (outputs, raw) = (&message.outputs, &message.raw_output_contents);
-    load(fields, event_time, held, |name| {
+    load(wanted, held, |name| {
         let Some(i) = outputs.iter().position(|t| t.name == name) else {
             return Ok(None);
         };
@@ -56,6 +54,7 @@ fn take_id(id: &str, held: &mut Held) {
     if !id.is_empty() {
         held.request_id.push_str(id);
         held.has_request_id = true;
+        held.id_is_protocol = true;
     }
 }
 

@@ -522,3 +522,71 @@ fn an_empty_batch_holds_no_rows() {
         assert_eq!(sink.records, 0, "{shape:?}");
     }
 }
+
+#[test]
+fn the_label_joins_prediction_is_read_in_the_same_decode_and_never_refuses_a_message() {
+    let mut d = decoder(InferenceMessage::Response, vec![field(0, Num, "x", None)]).with_prediction(field(
+        0,
+        Num,
+        "prob",
+        Some(1),
+    ));
+    let held = |d: &OpenInference| -> Vec<Option<HeldValue<'static>>> {
+        (0..d.rows())
+            .map(|r| match HeldPredictions::prediction(d, r) {
+                Some(HeldValue::Number(x)) => Some(HeldValue::Number(x)),
+                _ => None,
+            })
+            .collect()
+    };
+    // JSON v2: the prediction's column 1, the protocol's id, folded features unchanged.
+    let v2 = br#"{"id": "r-1", "outputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1, 2]},
+        {"name": "prob", "shape": [2, 2], "datatype": "FP32", "data": [0.75, 0.25, 0.5, 0.5]}]}"#;
+    let sink = run(&mut d, v2).unwrap();
+    assert_eq!((values(&sink, 0), sink.values.len()), (vec![N(1.0), N(2.0)], 1));
+    assert_eq!(held(&d), vec![Some(HeldValue::Number(0.25)), Some(HeldValue::Number(0.5))]);
+    assert_eq!(d.protocol_id(), Some("r-1"));
+    // KServe v1 predictions: the id from the key is a request id, not the protocol's.
+    let v1 = br#"{"predictions": [{"x": 3, "prob": [0.5, 0.125]}]}"#;
+    assert_eq!(d.decode_message(v1, Some(b"key-1")), Ok(1));
+    assert_eq!(held(&d), vec![Some(HeldValue::Number(0.125))]);
+    assert_eq!((d.request_id(), d.protocol_id()), (Some("key-1"), None));
+    // Unusable predictions: missing, of other rows, of an unread datatype, a column too
+    // far: the message is still the stream's, its rows have no prediction.
+    for prob in [
+        "",
+        r#", {"name": "prob", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 0.5]}"#,
+        r#", {"name": "prob", "shape": [2, 2], "datatype": "BF16", "data": [0, 0, 0, 0]}"#,
+        r#", {"name": "prob", "shape": [2, 1], "datatype": "FP32", "data": [0.5, 0.5]}"#,
+    ] {
+        let payload = format!(
+            r#"{{"id": "r-2", "outputs": [{{"name": "x", "shape": [2], "datatype": "FP64", "data": [1, 2]}}{prob}]}}"#
+        );
+        assert_eq!(d.decode_message(payload.as_bytes(), None), Ok(2), "{prob}");
+        assert_eq!(held(&d), vec![None, None], "{prob}");
+    }
+    // Protobuf: the same, one decode.
+    let response = ModelInferResponse {
+        id: "r-3".into(),
+        outputs: vec![
+            InferOutputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![1],
+                contents: fp32(&[4.0]),
+                ..Default::default()
+            },
+            InferOutputTensor {
+                name: "prob".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 2],
+                contents: fp32(&[0.5, 0.75]),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert_eq!(values(&run(&mut d, &response).unwrap(), 0), vec![N(4.0)]);
+    assert_eq!((held(&d), d.protocol_id()), (vec![Some(HeldValue::Number(0.75))], Some("r-3")));
+}
