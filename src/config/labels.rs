@@ -286,7 +286,8 @@ pub(super) fn validate(
     if !matches!(stream.window, WindowConfig::TumblingCount { .. } | WindowConfig::TumblingTime { .. }) {
         return Err((
             format!("{key}.window.type"),
-            "a stream with labels needs tumbling windows (sliding windows are not supported with labels yet)"
+            "a stream with labels needs tumbling windows: count, processing time or event time (sliding \
+             windows are not supported with labels yet)"
                 .into(),
         ));
     }
@@ -460,8 +461,37 @@ mod tests {
         assert!(e.contains("streams[0].labels.prediction_id") && e.contains("has none"), "{e}");
         let e = error(&stream(TUMBLING, &GOOD.replace("label_id = \"/id\"", "label_id = \"protocol\"")));
         assert!(e.contains("streams[0].labels.label_id"), "{e}");
-        let sliding = "{ type = \"sliding_count\", size = 10, slide = 5 }";
-        assert!(error(&stream(sliding, GOOD)).contains("streams[0].window.type"));
+        for sliding in [
+            "{ type = \"sliding_count\", size = 10, slide = 5 }",
+            "{ type = \"sliding_time\", size = \"10s\", slide = \"5s\" }",
+            "{ type = \"sliding_time\", size = \"10s\", slide = \"5s\", time = \"event\" }",
+        ] {
+            let e = error(
+                &stream(sliding, GOOD)
+                    .replace("format = \"json\"\n", "format = \"json\"\nevent_time_field = \"/ts\"\n"),
+            );
+            assert!(
+                e.contains("streams[0].window.type") && e.contains("sliding windows are not supported"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_work_with_every_tumbling_window() {
+        for window in [
+            TUMBLING,
+            "{ type = \"tumbling_time\", size = \"10s\" }",
+            "{ type = \"tumbling_time\", size = \"10s\", time = \"event\", allowed_lateness = \"2s\" }",
+        ] {
+            let text = stream(window, GOOD)
+                .replace("format = \"json\"\n", "format = \"json\"\nevent_time_field = \"/ts\"\n");
+            let c = Config::from_toml(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{window}: {e}"));
+            assert!(c.streams[0].labels.is_some());
+        }
+        // Event time needs the stream's event-time field, named by its key.
+        let e = error(&stream("{ type = \"tumbling_time\", size = \"10s\", time = \"event\" }", GOOD));
+        assert!(e.contains("streams[0].event_time_field"), "{e}");
     }
 
     fn oip_stream(message: &str, labels: &str) -> String {
