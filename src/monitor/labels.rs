@@ -1444,6 +1444,51 @@ mod tests {
     }
 
     #[test]
+    fn handed_over_event_time_entries_keep_their_event_time_deadlines() {
+        let pred = |l: &mut StreamLabels, partition: i32, id: &str, ts: i64| {
+            let payload = format!(r#"{{"id": "{id}", "p": 0.9, "ts": {ts}}}"#);
+            l.prediction_at(partition, payload.as_bytes(), None, 0).expect("pred");
+        };
+        let (mut old, _t) = event_labels();
+        pred(&mut old, 5, "a", 10_300); // due 12_300
+        pred(&mut old, 5, "b", 10_600); // due 12_600
+        pred(&mut old, 0, "c", 12_000); // watermark 11_500
+        let handed = old.take_partitions(&[5]);
+        old.hand_over(&handed);
+        // A new owner behind: window 10 is open there, the entries go to it.
+        let (mut behind, _t2) = event_labels();
+        pred(&mut behind, 1, "n", 9_800); // watermark 9_300
+        behind.adopt(handed.clone(), &[], 99_000_000);
+        behind.label_message_at(5, br#"{"y": 1}"#, Some(b"a"), 0).expect("label");
+        pred(&mut behind, 1, "m", 13_099); // watermark 12_599: b (due 12_600) waits
+        behind.tick(0);
+        assert_eq!(behind.section().counts["expired"], 1, "n (due 11_800) alone");
+        pred(&mut behind, 1, "m2", 13_100); // watermark 12_600: b expires
+        behind.tick(0);
+        let s = behind.section();
+        let w10 = s.windows.iter().find(|w| w.index == 10).expect("window 10");
+        assert_eq!(
+            (w10.status, w10.predictions, w10.adopted, w10.labelled, w10.expired),
+            (PerformanceStatus::Final, 2, 2, 1, 1)
+        );
+        assert_eq!(
+            (w10.start.as_str(), w10.end.as_str()),
+            ("1970-01-01T00:00:10.000Z", "1970-01-01T00:00:11.000Z")
+        );
+        // A new owner ahead closed window 10: they go to its oldest open window, 12,
+        // and a (due 12_300) expires at once by its watermark 12_500.
+        let (mut ahead, _t3) = event_labels();
+        pred(&mut ahead, 1, "z", 13_000);
+        ahead.adopt(handed, &[], 0);
+        ahead.tick(0);
+        let s = ahead.section();
+        assert!(s.windows.iter().all(|w| w.index != 10), "{s:?}");
+        assert_eq!(s.counts["expired"], 1);
+        let w12 = ahead.state.windows.iter().find(|w| w.key == 12).expect("window 12");
+        assert_eq!((w12.predictions, w12.adopted, w12.expired), (2, 2, 1));
+    }
+
+    #[test]
     fn a_prediction_without_a_usable_event_time_is_counted_not_joined() {
         let (mut l, _t) = event_labels();
         assert_eq!(l.prediction(br#"{"id": "a", "p": 0.5}"#, None, 0), Err("bad_event_time"));
