@@ -24,7 +24,8 @@
 //!
 //! Every window's final performance must equal the exact figures computed here on its
 //! labelled rows, each prediction counted once (labelled or expired), straight through
-//! and through a SIGKILL in every round.
+//! and through a SIGKILL in every round; and the same on sliding windows of 2 s every
+//! second, where window `k` holds the rows of seconds `k - 1` and `k`.
 
 mod common;
 
@@ -252,16 +253,25 @@ fn exact(rows: &[(f64, bool)]) -> BTreeMap<&'static str, f64> {
     ])
 }
 
-fn write_config(bootstrap: &str, dir: &Path, topics: (&str, &str), profile: &Path) -> std::path::PathBuf {
+/// Tumbling event-time windows of 1 s.
+const TUMBLING: &str = r#"{ type = "tumbling_time", size = "1s", time = "event", allowed_lateness = "4s" }"#;
+/// Sliding event-time windows of 2 s, one every second: window `k` holds panes `k - 1`
+/// and `k`.
+const SLIDING: &str =
+    r#"{ type = "sliding_time", size = "2s", slide = "1s", time = "event", allowed_lateness = "4s" }"#;
+
+fn write_config(
+    bootstrap: &str,
+    dir: &Path,
+    topics: (&str, &str),
+    profile: &Path,
+    window: &str,
+) -> std::path::PathBuf {
     let group = unique("labels-et");
     let config = dir.join("driftscope.toml");
-    let stream = xc_stream_toml(
-        "s",
-        topics.0,
-        r#"{ type = "tumbling_time", size = "1s", time = "event", allowed_lateness = "4s" }"#,
-        &format!(r#"{{ profile = "{}" }}"#, profile.display()),
-    )
-    .replace("format = \"json\"\n", "format = \"json\"\nevent_time_field = \"/ts\"\n");
+    let stream =
+        xc_stream_toml("s", topics.0, window, &format!(r#"{{ profile = "{}" }}"#, profile.display()))
+            .replace("format = \"json\"\n", "format = \"json\"\nevent_time_field = \"/ts\"\n");
     std::fs::write(
         &config,
         format!(
@@ -391,8 +401,9 @@ fn produce_rounds(
     current.expect("the last round's instance")
 }
 
-/// Checks every checked window against the rows, and the totals.
-fn check(rows: &[Row], run: &mut Driftscope, addr: &str, dir: &Path) {
+/// Checks every checked window (of `panes` panes of 1 s) against the rows, and the
+/// totals.
+fn check(rows: &[Row], run: &mut Driftscope, addr: &str, dir: &Path, panes: usize) {
     let reports_path = dir.join("reports.jsonl");
     let finals = wait_for("every checked window final", Duration::from_secs(60), || {
         if let Ok(Some(status)) = run.child.try_wait() {
@@ -404,10 +415,11 @@ fn check(rows: &[Row], run: &mut Driftscope, addr: &str, dir: &Path) {
     });
     for k in 0..CHECKED {
         let w = &finals[&index(k)];
-        let members: Vec<&Row> = rows.iter().filter(|r| r.window() == k).collect();
+        // Window k ends with pane k; the panes before 0 hold nothing.
+        let members: Vec<&Row> = rows.iter().filter(|r| r.window() <= k && r.window() + panes > k).collect();
         let labelled: Vec<(f64, bool)> =
             members.iter().filter(|r| r.labelled()).map(|r| (r.score, r.label)).collect();
-        let start = clock_text(T0 + k as i64 * WINDOW_MS);
+        let start = clock_text(T0 + (k as i64 + 1 - panes as i64) * WINDOW_MS);
         assert_eq!(w["start"], start.as_str(), "window {k}: {w}");
         assert_eq!(w["predictions"], members.len() as u64, "window {k}: each prediction once: {w}");
         assert_eq!(w["labelled"], labelled.len() as u64, "window {k}: each label once: {w}");
@@ -460,7 +472,7 @@ fn clock_text(ms: i64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
 }
 
-fn setup(bootstrap: &str, dir: &Path, name: &str) -> (std::path::PathBuf, String, String) {
+fn setup(bootstrap: &str, dir: &Path, name: &str, window: &str) -> (std::path::PathBuf, String, String) {
     let (predictions_topic, labels_topic) =
         (unique(&format!("preds-{name}")), unique(&format!("labels-{name}")));
     create_topic(bootstrap, &predictions_topic, PARTITIONS);
@@ -471,7 +483,7 @@ fn setup(bootstrap: &str, dir: &Path, name: &str) -> (std::path::PathBuf, String
         csv.push_str(&format!("{},{}\n", rng.unit() * 2.0 - 1.0, ["a", "b", "c"][(rng.next() % 3) as usize]));
     }
     let profile = build_profile(dir, &csv);
-    let config = write_config(bootstrap, dir, (&predictions_topic, &labels_topic), &profile);
+    let config = write_config(bootstrap, dir, (&predictions_topic, &labels_topic), &profile, window);
     (config, predictions_topic, labels_topic)
 }
 
@@ -479,11 +491,11 @@ fn setup(bootstrap: &str, dir: &Path, name: &str) -> (std::path::PathBuf, String
 fn event_time_window_performance_is_exact() {
     let Some(bootstrap) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (config, predictions, labels) = setup(&bootstrap, dir.path(), "et");
+    let (config, predictions, labels) = setup(&bootstrap, dir.path(), "et", TUMBLING);
     let rows = rows();
     let (mut run, addr) =
         produce_rounds(&bootstrap, &config, dir.path(), (&predictions, &labels), &rows, false);
-    check(&rows, &mut run, &addr, dir.path());
+    check(&rows, &mut run, &addr, dir.path(), 1);
     let reports = read_reports(&dir.path().join("reports.jsonl"));
     assert!(reports.iter().all(|r| !r["notes"].to_string().contains("co-partitioned")), "3 and 3 partitions");
     assert!(run.terminate().success());
@@ -493,7 +505,7 @@ fn event_time_window_performance_is_exact() {
 fn event_time_window_performance_is_exact_through_sigkills() {
     let Some(bootstrap) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (config, predictions, labels) = setup(&bootstrap, dir.path(), "et-kill");
+    let (config, predictions, labels) = setup(&bootstrap, dir.path(), "et-kill", TUMBLING);
     let rows = rows();
     let (mut run, addr) =
         produce_rounds(&bootstrap, &config, dir.path(), (&predictions, &labels), &rows, true);
@@ -503,6 +515,18 @@ fn event_time_window_performance_is_exact_through_sigkills() {
         .filter(|log| log.contains("checkpoint restored"))
         .count();
     assert!(restored >= ROUNDS / 2, "restarts restored the checkpoint ({restored} of {ROUNDS})");
-    check(&rows, &mut run, &addr, dir.path());
+    check(&rows, &mut run, &addr, dir.path(), 1);
+    assert!(run.terminate().success());
+}
+
+#[test]
+fn sliding_event_time_window_performance_is_exact_through_sigkills() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, predictions, labels) = setup(&bootstrap, dir.path(), "et-slide", SLIDING);
+    let rows = rows();
+    let (mut run, addr) =
+        produce_rounds(&bootstrap, &config, dir.path(), (&predictions, &labels), &rows, true);
+    check(&rows, &mut run, &addr, dir.path(), 2);
     assert!(run.terminate().success());
 }

@@ -6,10 +6,16 @@
 //! windows settled since the previous report (final) and those still waiting
 //! (provisional, with their `label_coverage`). The whole state goes into the checkpoint.
 //!
-//! Performance windows are the stream's tumbling windows: count windows of `size`
-//! records the stream accepted (a window's `predictions` are those of them with a
-//! usable id and prediction, in the sample, not duplicates), or time windows
-//! `[k * size, (k + 1) * size)` of processing time or of event time.
+//! Performance windows are the stream's windows: count windows of `size` records the
+//! stream accepted (a window's `predictions` are those of them with a usable id and
+//! prediction, in the sample, not duplicates), or time windows `[k * size, (k + 1) *
+//! size)` of processing time or of event time. Predictions are kept in panes as the
+//! stream cuts them (a tumbling window is one pane; a sliding one `size / slide`
+//! panes of `slide`), each with its own mergeable accumulators: a sliding window is
+//! the merge of its panes, so a prediction counts in every window that covers it. The
+//! join's entries carry their pane. Sliding windows settle in order (each once all its
+//! panes are closed and resolved) and are numbered by their last pane; a pane is
+//! dropped once the last window holding it settled.
 //!
 //! On count and processing-time windows the join's clock is processing time. On
 //! event-time windows it is the stream's watermark (the highest event time of the
@@ -53,6 +59,7 @@ use crate::stats::performance::{
     PerformanceStatus, ReferencePerformance, RegressionSketch, WindowPerformance,
 };
 use crate::stats::settings::FeatureKind;
+use crate::stats::window::PaneClock;
 use crate::telemetry::Telemetry;
 use prometheus::{GaugeVec, IntCounterVec};
 use serde::{Deserialize, Serialize};
@@ -216,6 +223,10 @@ pub struct LabelsState {
     /// hash, value)`, joined when the watermark exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     early_labels: Vec<(i32, u64, f64)>,
+    /// Sliding windows: the last pane of the next window to settle (windows settle in
+    /// order; `None` before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_end: Option<i64>,
 }
 
 /// A stream's label join and performance windows.
@@ -226,7 +237,10 @@ pub struct StreamLabels {
     label_id: IdLocation,
     label: String,
     task: TaskConfig,
+    /// How predictions are cut into panes (a tumbling window is one pane).
     clock: PerfClock,
+    /// Panes per window: 1 (tumbling), or `size / slide` (sliding).
+    panes: i64,
     /// Event-time windows of a `json` stream: the pointer of the event time.
     event_time: Option<String>,
     join: LabelJoin,
@@ -268,23 +282,15 @@ impl StreamLabels {
         window: &WindowConfig,
         telemetry: &Telemetry,
     ) -> Result<StreamLabels, LabelsSetupError> {
-        let ms = |d: &std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let clock = match window {
-            WindowConfig::TumblingCount { size } => PerfClock::Count(*size),
-            WindowConfig::TumblingTime { size, time: TimeBasis::Processing, .. } => {
-                PerfClock::Millis(ms(size).max(1))
+        // Panes as the stream cuts them: a tumbling window is one pane, a sliding one
+        // `size / slide` panes of `slide`.
+        let (spec, basis) = super::stream::window_spec(window);
+        let clock = match (spec.clock, basis) {
+            (PaneClock::Records(n), _) => PerfClock::Count(n),
+            (PaneClock::Millis { pane_ms, lateness_ms }, Some(TimeBasis::Event)) => {
+                PerfClock::Event { size_ms: pane_ms.max(1), lateness_ms }
             }
-            WindowConfig::TumblingTime { size, time: TimeBasis::Event, allowed_lateness } => {
-                PerfClock::Event { size_ms: ms(size).max(1), lateness_ms: ms(allowed_lateness) }
-            }
-            WindowConfig::SlidingCount { .. } | WindowConfig::SlidingTime { .. } => {
-                return Err(LabelsSetupError {
-                    key: "window.type".into(),
-                    message: "labels work with tumbling windows (count, processing time or event time); \
-                              sliding windows are not supported with labels yet"
-                        .into(),
-                });
-            }
+            (PaneClock::Millis { pane_ms, .. }, _) => PerfClock::Millis(pane_ms.max(1)),
         };
         let settings = JoinSettings {
             ttl_ms: i64::try_from(config.ttl.as_millis()).unwrap_or(i64::MAX),
@@ -302,6 +308,7 @@ impl StreamLabels {
             label: config.label.clone(),
             task: config.task.clone(),
             clock,
+            panes: spec.panes_per_window.max(1) as i64,
             event_time: None,
             join: LabelJoin::new(settings),
             state: LabelsState::default(),
@@ -835,6 +842,10 @@ impl StreamLabels {
     }
 
     fn settle(&mut self) {
+        if self.panes > 1 {
+            self.settle_sliding();
+            return;
+        }
         let mut i = 0;
         while i < self.state.windows.len() {
             let w = &self.state.windows[i];
@@ -851,13 +862,94 @@ impl StreamLabels {
         }
     }
 
+    /// Sliding windows: the first window not settled yet (its last pane), or `None`
+    /// with no pane held. Count windows start full (their first pane is pane 0).
+    fn first_open_end(&self) -> Option<i64> {
+        let oldest = self.state.windows.first()?.key;
+        let mut end = self.state.next_end.unwrap_or(i64::MIN).max(oldest);
+        if matches!(self.clock, PerfClock::Count(_)) {
+            end = end.max(self.panes - 1);
+        }
+        Some(end)
+    }
+
+    /// Sliding windows: the window of panes `end - panes + 1 ..= end`, merged (`None`
+    /// when no prediction fell in it).
+    fn merged(&self, end: i64) -> Option<PerfWindow> {
+        let start = end - self.panes + 1;
+        let mut members = self.state.windows.iter().filter(|w| (start..=end).contains(&w.key));
+        let mut window = members.next()?.clone();
+        for pane in members {
+            window.predictions += pane.predictions;
+            window.labelled += pane.labelled;
+            window.expired += pane.expired;
+            window.evicted += pane.evicted;
+            window.handed_over += pane.handed_over;
+            window.adopted += pane.adopted;
+            window.closed &= pane.closed;
+            window.sketch.merge(&pane.sketch);
+            if let (Some(e), Some(other)) = (window.estimate.as_mut(), pane.estimate.as_ref()) {
+                e.merge(other);
+            }
+            window.end_ms = window.end_ms.max(pane.end_ms);
+        }
+        window.key = end;
+        if let PerfClock::Millis(pane) | PerfClock::Event { size_ms: pane, .. } = self.clock {
+            (window.start_ms, window.end_ms) = (start.saturating_mul(pane), (end + 1).saturating_mul(pane));
+        }
+        (window.predictions > 0).then_some(window)
+    }
+
+    /// Sliding windows settle in order, each once all its panes are closed and
+    /// resolved; a pane is dropped once the last window holding it settled.
+    fn settle_sliding(&mut self) {
+        while let Some(end) = self.first_open_end() {
+            let start = end - self.panes + 1;
+            let ready = end < self.state.closed_below
+                && self
+                    .state
+                    .windows
+                    .iter()
+                    .filter(|w| (start..=end).contains(&w.key))
+                    .all(PerfWindow::resolved);
+            if !ready {
+                break;
+            }
+            if let Some(window) = self.merged(end) {
+                let view = window.view(PerformanceStatus::Final);
+                for (metric, value) in &view.metrics {
+                    self.performance.with_label_values(&[&self.stream, metric]).set(*value);
+                }
+                self.state.settled.push(view);
+            }
+            self.state.next_end = Some(end + 1);
+            self.state.windows.retain(|w| w.key > start);
+        }
+    }
+
     /// The `performance` section for the next report: windows settled since the last
     /// one, then the closed windows still waiting for labels.
     pub fn section(&mut self) -> PerformanceSection {
         let mut windows = std::mem::take(&mut self.state.settled);
-        windows.extend(
-            self.state.windows.iter().filter(|w| w.closed).map(|w| w.view(PerformanceStatus::Provisional)),
-        );
+        if self.panes > 1 {
+            if let (Some(first), Some(newest)) =
+                (self.first_open_end(), self.state.windows.last().map(|w| w.key))
+            {
+                let last =
+                    self.state.closed_below.saturating_sub(1).min(newest.saturating_add(self.panes - 1));
+                for end in first..=last {
+                    windows.extend(self.merged(end).map(|w| w.view(PerformanceStatus::Provisional)));
+                }
+            }
+        } else {
+            windows.extend(
+                self.state
+                    .windows
+                    .iter()
+                    .filter(|w| w.closed)
+                    .map(|w| w.view(PerformanceStatus::Provisional)),
+            );
+        }
         if let Some(newest) = windows.iter().max_by_key(|w| w.index) {
             self.label_coverage.with_label_values(&[&self.stream]).set(newest.label_coverage);
             for (metric, value) in newest.estimated.iter().flat_map(|e| &e.metrics) {
@@ -1503,28 +1595,118 @@ mod tests {
     }
 
     #[test]
-    fn sliding_windows_are_refused_with_labels_naming_the_key() {
-        let text = "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\n\
-                    window = { type = \"sliding_count\", size = 4, slide = 2 }\n\
-                    reference = { from_stream = 10 }\n";
+    fn a_sliding_count_window_merges_its_panes_and_settles_in_order() {
+        let (mut l, telemetry) = labels("{ type = \"sliding_count\", size = 4, slide = 2 }", BINARY);
+        let scores = [0.9, 0.8, 0.3, 0.6, 0.2, 0.7];
+        for (i, p) in scores.iter().enumerate() {
+            l.prediction(format!(r#"{{"id": "r{i}", "p": {p}}}"#).as_bytes(), None, 0).expect("pred");
+        }
+        for (id, y) in [("r0", 1), ("r1", 0), ("r2", 1), ("r4", 0), ("r5", 1)] {
+            l.label_message(format!(r#"{{"y": {y}}}"#).as_bytes(), Some(id.as_bytes()), 1).expect("label");
+        }
+        l.tick(2);
+        // Panes 0 (r0, r1), 1 (r2, r3), 2 (r4, r5): windows end at panes 1 and 2 (count
+        // windows start full), both waiting for r3.
+        let s = l.section();
+        let views: Vec<_> =
+            s.windows.iter().map(|w| (w.index, w.status, w.predictions, w.labelled)).collect();
+        assert_eq!(
+            views,
+            [(1, PerformanceStatus::Provisional, 4, 3), (2, PerformanceStatus::Provisional, 4, 3)]
+        );
+        // A checkpoint mid-join continues the same.
+        let bytes = rmp_serde::to_vec_named(&l.snapshot()).expect("encode");
+        let (mut back, _t) = labels("{ type = \"sliding_count\", size = 4, slide = 2 }", BINARY);
+        back.restore(Some(&rmp_serde::from_slice(&bytes).expect("decode")));
+        l.tick(10_001);
+        back.tick(10_001);
+        let s = l.section();
+        assert_eq!(s, back.section());
+        assert_eq!(s.windows.len(), 2, "{s:?}");
+        let (w1, w2) = (&s.windows[0], &s.windows[1]);
+        // Window 1: r0 tp, r1 fp, r2 fn, r3 expired; window 2: r2 fn, r4 tn, r5 tp, r3 expired.
+        assert_eq!(
+            (w1.index, w1.status, w1.expired, w1.confusion),
+            (1, PerformanceStatus::Final, 1, Some([1, 1, 0, 1]))
+        );
+        assert_eq!(
+            (w2.index, w2.status, w2.expired, w2.confusion),
+            (2, PerformanceStatus::Final, 1, Some([1, 0, 1, 1]))
+        );
+        assert_eq!(w2.metrics["accuracy"], 2.0 / 3.0);
+        assert!(l.section().windows.is_empty(), "each window is reported final once");
+        // Pane 1 was dropped with window 2; pane 2 waits for window 3.
+        assert_eq!(l.state.windows.iter().map(|w| w.key).collect::<Vec<_>>(), [2]);
+        let text = telemetry.render();
+        assert!(text.contains(r#"driftscope_labels_total{outcome="expired",stream="s"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn a_sliding_processing_time_window_closes_with_the_clock() {
+        let window = "{ type = \"sliding_time\", size = \"2s\", slide = \"1s\" }";
+        let (mut l, _t) = labels(window, BINARY);
+        // Nothing is closed yet: no window to report, provisional or final.
+        assert!(l.section().windows.is_empty());
+        l.prediction(br#"{"id": "a", "p": 0.9}"#, None, 10_200).expect("pred");
+        l.prediction(br#"{"id": "b", "p": 0.2}"#, None, 11_500).expect("pred");
+        l.label_message(br#"{"y": 1}"#, Some(b"a"), 11_600).expect("label");
+        l.tick(12_000);
+        let s = l.section();
+        let views: Vec<_> =
+            s.windows.iter().map(|w| (w.index, w.status, w.predictions, w.labelled)).collect();
+        // Window 10 (panes 9-10) is final; window 11 (10-11) waits for b.
+        assert_eq!(views, [(10, PerformanceStatus::Final, 1, 1), (11, PerformanceStatus::Provisional, 2, 1)]);
+        l.label_message(br#"{"y": 1}"#, Some(b"b"), 12_100).expect("label");
+        l.tick(13_000);
+        let s = l.section();
+        let views: Vec<_> =
+            s.windows.iter().map(|w| (w.index, w.status, w.predictions, w.confusion)).collect();
+        assert_eq!(
+            views,
+            [
+                (11, PerformanceStatus::Final, 2, Some([1, 0, 0, 1])),
+                (12, PerformanceStatus::Final, 1, Some([0, 0, 0, 1]))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sliding_event_time_window_holds_every_pane_it_covers() {
+        let text = "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+                    window = { type = \"sliding_time\", size = \"2s\", slide = \"1s\", time = \"event\", allowed_lateness = \"500ms\" }\n\
+                    reference = { from_stream = 10 }\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+                    [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\n\
+                    ttl = \"2s\"\ntask = { type = \"binary\", score = \"/p\" }\n";
         let config = Config::from_toml(text, Path::new("t.toml")).expect("config");
-        let labels_config = LabelsConfig {
-            topics: vec!["l".into()],
-            format: crate::config::labels::LabelFormat::Json,
-            prediction_id: IdLocation::Key,
-            label_id: IdLocation::Key,
-            label: "/y".into(),
-            task: TaskConfig::Regression { prediction: "/p".into() },
-            ttl: std::time::Duration::from_secs(1),
-            sample: 1.0,
-            max_pending: 10,
-            handover_topic: None,
-        };
-        let e = StreamLabels::of_stream(&config.streams[0], &labels_config, &Telemetry::new())
-            .err()
-            .expect("refused");
-        assert_eq!(e.key, "window.type");
-        assert!(e.message.contains("sliding windows are not supported with labels yet"), "{}", e.message);
+        let stream = &config.streams[0];
+        let mut l =
+            StreamLabels::of_stream(stream, stream.labels.as_ref().expect("labels"), &Telemetry::new())
+                .map_err(|e| e.message)
+                .expect("labels");
+        at(&mut l, "a", 0.9, 10_200).expect("pred");
+        at(&mut l, "b", 0.1, 11_700).expect("pred");
+        at(&mut l, "c", 0.8, 11_100).expect("pred");
+        for (id, y) in [("a", 1), ("b", 1), ("c", 0)] {
+            label(&mut l, id, y);
+        }
+        at(&mut l, "d", 0.5, 14_000).expect("pred"); // watermark 13_500: panes 10-12 closed
+        l.tick(0);
+        let s = l.section();
+        let views: Vec<_> = s
+            .windows
+            .iter()
+            .map(|w| (w.index, w.start.as_str(), w.predictions, w.labelled, w.confusion.unwrap_or_default()))
+            .collect();
+        // Windows end at panes 10 (9-10: a), 11 (10-11: a, b, c) and 12 (11-12: b, c).
+        assert_eq!(
+            views,
+            [
+                (10, "1970-01-01T00:00:09.000Z", 1, 1, [1, 0, 0, 0]),
+                (11, "1970-01-01T00:00:10.000Z", 3, 3, [1, 1, 0, 1]),
+                (12, "1970-01-01T00:00:11.000Z", 2, 2, [0, 1, 0, 1]),
+            ]
+        );
+        assert!(s.windows.iter().all(|w| w.status == PerformanceStatus::Final));
     }
 
     #[test]
