@@ -451,3 +451,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn memory_per_entry_with_out_of_order_event_times() {
+    // Three partitions read in turn, each in event-time order 0-300 ms apart: two in
+    // three predictions are due before one already held, and are noted in the heap.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut ev = Vec::new();
+    let mut worst = 0.0f64;
+    for (name, spread) in [("in order", 0i64), ("three partitions 300 ms apart", 300)] {
+        let mut j = join(1 << 40, 1 << 20);
+        let mut i = 0i64;
+        while j.len() < 1 << 20 {
+            let due = i - (next() % 3) as i64 * spread / 2;
+            j.prediction_due(0, id_hash(&i.to_le_bytes()), 0, 0.5, due, 0, &mut ev);
+            i += 1;
+        }
+        let per = j.allocated_bytes() as f64 / j.len() as f64;
+        println!("{name}: {per:.1} bytes per entry, {} of {} in the heap", j.early.len(), j.len());
+        if spread == 0 {
+            assert!(j.early.is_empty() && per <= 64.0, "{per:.1}");
+        }
+        worst = worst.max(per);
+    }
+    // The heap adds 16 bytes per out-of-order entry (and its growth slack).
+    assert!(worst <= 64.0 + 32.0, "{worst:.1} bytes per waiting prediction");
+}
