@@ -213,14 +213,23 @@ fn write_config(
     profile: &Path,
     join: &str,
 ) -> std::path::PathBuf {
+    let window = format!(r#"{{ type = "tumbling_count", size = {WINDOW} }}"#);
+    write_config_with_window(bootstrap, dir, topics, profile, join, &window)
+}
+
+/// [`write_config`] with the stream's `window`.
+fn write_config_with_window(
+    bootstrap: &str,
+    dir: &Path,
+    topics: (&str, &str),
+    profile: &Path,
+    join: &str,
+    window: &str,
+) -> std::path::PathBuf {
     let group = unique("labels");
     let config = dir.join("driftscope.toml");
-    let stream = xc_stream_toml(
-        "s",
-        topics.0,
-        &format!(r#"{{ type = "tumbling_count", size = {WINDOW} }}"#),
-        &format!(r#"{{ profile = "{}" }}"#, profile.display()),
-    );
+    let stream =
+        xc_stream_toml("s", topics.0, window, &format!(r#"{{ profile = "{}" }}"#, profile.display()));
     std::fs::write(
         &config,
         format!(
@@ -529,6 +538,73 @@ fn final_window_performance_is_exact_through_sigkills() {
         .filter(|r| matches!(r.label_round, Some(l) if l < r.id[4..].parse::<usize>().unwrap() / WINDOW))
         .count();
     assert!(early > 100, "some labels were sent before their prediction ({early})");
+    assert!(run.terminate().success());
+}
+
+/// Sliding count windows of two panes of `WINDOW` records: window `k` (its last pane)
+/// holds the predictions of panes `k - 1` and `k`, each counted in both, and settles
+/// once both are resolved; exact through a SIGKILL in every round.
+#[test]
+fn sliding_count_window_performance_is_exact_through_sigkills() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (predictions_topic, labels_topic) = (unique("preds-slide"), unique("labels-slide"));
+    create_topic(&bootstrap, &predictions_topic, 1);
+    create_topic(&bootstrap, &labels_topic, 1);
+    let profile = reference(dir.path());
+    let window = format!(r#"{{ type = "sliding_count", size = {}, slide = {WINDOW} }}"#, 2 * WINDOW);
+    let topics = (predictions_topic.as_str(), labels_topic.as_str());
+    let config = write_config_with_window(&bootstrap, dir.path(), topics, &profile, "ttl = \"30s\"", &window);
+    let rows = rows();
+    let mut kill_rng = Rng(0x51de);
+    for round in 0..ROUNDS {
+        let (run, _addr) = start(&config, dir.path());
+        let (labels, predictions) = round_messages(&rows, round);
+        produce_keyed(&bootstrap, &labels_topic, &labels);
+        produce_keyed(&bootstrap, &predictions_topic, &predictions);
+        // Not a synchronisation: a seeded point to kill at.
+        std::thread::sleep(Duration::from_millis(kill_rng.next() % 400));
+        kill_hard(run);
+    }
+    let (mut run, addr) = start(&config, dir.path());
+    let undelivered = rows.iter().filter(|r| r.label_round.is_none()).count() as f64;
+    let expired_series = r#"driftscope_labels_total{outcome="expired",stream="s"}"#;
+    wait_for("every unlabelled prediction expired", Duration::from_secs(120), || {
+        if let Ok(Some(status)) = run.child.try_wait() {
+            panic!("driftscope exited early ({status}):\n{}", run.log_text());
+        }
+        (series(&addr, expired_series)? >= undelivered).then_some(())
+    });
+    tail(&bootstrap, &predictions_topic, "tail");
+    let reports_path = dir.path().join("reports.jsonl");
+    let panes = windows_of(&rows);
+    let finals = wait_for("every sliding window final", Duration::from_secs(120), || {
+        let finals = final_windows(&read_reports(&reports_path));
+        (1..WINDOWS as u64).all(|k| finals.contains_key(&k)).then_some(finals)
+    });
+    assert!(!finals.contains_key(&0), "count windows start full: the first ends with pane 1");
+    for k in 1..WINDOWS {
+        let w = &finals[&(k as u64)];
+        let members: Vec<usize> = panes[k - 1].iter().chain(&panes[k]).copied().collect();
+        let labelled: Vec<(f64, bool)> = members
+            .iter()
+            .map(|&i| &rows[i])
+            .filter(|r| r.label_round.is_some())
+            .map(|r| (r.score, r.label))
+            .collect();
+        assert_eq!(w["predictions"], members.len() as u64, "window {k}: {w}");
+        assert_eq!(w["labelled"], labelled.len() as u64, "window {k}: {w}");
+        assert_eq!(w["expired"], (members.len() - labelled.len()) as u64, "window {k}: {w}");
+        for (metric, value) in exact(&labelled) {
+            let got = w["metrics"][metric].as_f64().unwrap_or(f64::NAN);
+            let tolerance = if metric == "roc_auc" {
+                w["metrics"]["roc_auc_bound"].as_f64().unwrap() + 1e-12
+            } else {
+                1e-9
+            };
+            assert!((got - value).abs() <= tolerance, "window {k}: {metric} {got}, exact {value}");
+        }
+    }
     assert!(run.terminate().success());
 }
 

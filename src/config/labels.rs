@@ -3,7 +3,7 @@
 //! model predicts (the task), and the join's bounds (`ttl`, `sample`, `max_pending`).
 //! Validated at start-up, errors naming the key.
 
-use super::{InferenceMessage, MessageFormat, StreamConfig, WindowConfig};
+use super::{InferenceMessage, MessageFormat, StreamConfig};
 use crate::stats::label_join::MAX_PENDING_LIMIT;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -283,13 +283,6 @@ pub(super) fn validate(
             "a stream with labels reads one prediction per message (no records_path)".into(),
         ));
     }
-    if !matches!(stream.window, WindowConfig::TumblingCount { .. } | WindowConfig::TumblingTime { .. }) {
-        return Err((
-            format!("{key}.window.type"),
-            "a stream with labels needs tumbling windows (sliding windows are not supported with labels yet)"
-                .into(),
-        ));
-    }
     for (k, id) in [("prediction_id", &labels.prediction_id), ("label_id", &labels.label_id)] {
         if let IdLocation::Pointer(p) = id
             && p.len() < 2
@@ -460,8 +453,25 @@ mod tests {
         assert!(e.contains("streams[0].labels.prediction_id") && e.contains("has none"), "{e}");
         let e = error(&stream(TUMBLING, &GOOD.replace("label_id = \"/id\"", "label_id = \"protocol\"")));
         assert!(e.contains("streams[0].labels.label_id"), "{e}");
-        let sliding = "{ type = \"sliding_count\", size = 10, slide = 5 }";
-        assert!(error(&stream(sliding, GOOD)).contains("streams[0].window.type"));
+    }
+
+    #[test]
+    fn labels_work_with_every_window() {
+        for window in [
+            "{ type = \"sliding_count\", size = 10, slide = 5 }",
+            "{ type = \"sliding_time\", size = \"10s\", slide = \"5s\", time = \"event\" }",
+            TUMBLING,
+            "{ type = \"tumbling_time\", size = \"10s\" }",
+            "{ type = \"tumbling_time\", size = \"10s\", time = \"event\", allowed_lateness = \"2s\" }",
+        ] {
+            let text = stream(window, GOOD)
+                .replace("format = \"json\"\n", "format = \"json\"\nevent_time_field = \"/ts\"\n");
+            let c = Config::from_toml(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{window}: {e}"));
+            assert!(c.streams[0].labels.is_some());
+        }
+        // Event time needs the stream's event-time field, named by its key.
+        let e = error(&stream("{ type = \"tumbling_time\", size = \"10s\", time = \"event\" }", GOOD));
+        assert!(e.contains("streams[0].event_time_field"), "{e}");
     }
 
     fn oip_stream(message: &str, labels: &str) -> String {

@@ -160,6 +160,9 @@ pub trait HeldPredictions {
     /// Held row `row`'s prediction; `None` when the message has no usable prediction
     /// for it (the tensor missing, of other rows or columns, or the value missing).
     fn prediction(&self, row: usize) -> Option<HeldValue<'_>>;
+
+    /// Held row `row`'s event time (the stream's event-time field), as the stream read it.
+    fn event_time_ms(&self, row: usize) -> EventTime;
 }
 
 /// Why a stream's decoder cannot be built; `key` is relative to the stream's table.

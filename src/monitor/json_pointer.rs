@@ -1,4 +1,4 @@
-//! Reads the values at two JSON pointers of a message without building a tree: the
+//! Reads the values at a few JSON pointers of a message without building a tree: the
 //! document is walked once at each level on a pointer's path, members off the path are
 //! skipped (`IgnoredAny`), keys are compared where they lie (no allocation unless a key
 //! has escapes), and the values found are borrowed raw JSON text. The label join reads
@@ -11,21 +11,24 @@ use std::fmt;
 
 /// The raw values at `pointers` (RFC 6901; `None` for an absent pointer or where the
 /// path does not exist), or `Err` when `payload` is not one JSON document.
-pub fn lookup<'a>(payload: &'a [u8], pointers: [Option<&str>; 2]) -> Result<[Option<&'a RawValue>; 2], ()> {
+pub fn lookup<'a, const N: usize>(
+    payload: &'a [u8],
+    pointers: [Option<&str>; N],
+) -> Result<[Option<&'a RawValue>; N], ()> {
     let text = std::str::from_utf8(payload).map_err(|_| ())?;
     let heads = pointers.map(first_segment);
     let mut de = serde_json::Deserializer::from_str(text);
     let found = Level { wanted: heads }.deserialize(&mut de).map_err(|_| ())?;
     de.end().map_err(|_| ())?;
-    let mut out = [None, None];
-    for i in 0..2 {
+    let mut out = [None; N];
+    for i in 0..N {
         let (Some(pointer), Some(mut value)) = (pointers[i], found[i]) else { continue };
         let mut rest = pointer[1..].split('/').skip(1);
         let mut ok = true;
         for segment in rest.by_ref() {
             let mut de = serde_json::Deserializer::from_str(value.get());
-            match (Level { wanted: [Some(segment), None] }).deserialize(&mut de) {
-                Ok([Some(v), _]) => value = v,
+            match (Level { wanted: [Some(segment)] }).deserialize(&mut de) {
+                Ok([Some(v)]) => value = v,
                 _ => {
                     ok = false;
                     break;
@@ -47,12 +50,12 @@ fn first_segment(pointer: Option<&str>) -> Option<&str> {
 
 /// One level of the walk: the members (or array elements) named by `wanted`, each a
 /// pointer segment (still escaped: `~0`, `~1`).
-struct Level<'k> {
-    wanted: [Option<&'k str>; 2],
+struct Level<'k, const N: usize> {
+    wanted: [Option<&'k str>; N],
 }
 
-impl<'de> DeserializeSeed<'de> for Level<'_> {
-    type Value = [Option<&'de RawValue>; 2];
+impl<'de, const N: usize> DeserializeSeed<'de> for Level<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
@@ -62,22 +65,22 @@ fn segment_matches(segment: &str, key: &str) -> bool {
     if segment.contains('~') { segment.replace("~1", "/").replace("~0", "~") == key } else { segment == key }
 }
 
-impl<'de> Visitor<'de> for Level<'_> {
-    type Value = [Option<&'de RawValue>; 2];
+impl<'de, const N: usize> Visitor<'de> for Level<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = [None, None];
+        let mut found = [None; N];
         while let Some(hit) = map.next_key_seed(Key { wanted: self.wanted })? {
-            if hit == [false, false] {
+            if hit == [false; N] {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
             let value: &'de RawValue = map.next_value()?;
-            for i in 0..2 {
+            for i in 0..N {
                 if hit[i] {
                     found[i] = Some(value);
                 }
@@ -88,13 +91,13 @@ impl<'de> Visitor<'de> for Level<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let index = |w: Option<&str>| w.and_then(|s| s.parse::<usize>().ok());
-        let wanted = [index(self.wanted[0]), index(self.wanted[1])];
-        let mut found = [None, None];
+        let wanted = self.wanted.map(index);
+        let mut found = [None; N];
         let mut n = 0usize;
         loop {
             if wanted.contains(&Some(n)) {
                 let Some(value) = seq.next_element::<&'de RawValue>()? else { break };
-                for i in 0..2 {
+                for i in 0..N {
                     if wanted[i] == Some(n) {
                         found[i] = Some(value);
                     }
@@ -109,43 +112,43 @@ impl<'de> Visitor<'de> for Level<'_> {
 
     // Scalars hold no members.
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok([None, None])
+        Ok([None; N])
     }
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok([None, None])
+        Ok([None; N])
     }
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok([None, None])
+        Ok([None; N])
     }
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok([None, None])
+        Ok([None; N])
     }
     fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok([None, None])
+        Ok([None; N])
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok([None, None])
+        Ok([None; N])
     }
 }
 
 /// A member key, compared with the wanted segments where it lies.
-struct Key<'k> {
-    wanted: [Option<&'k str>; 2],
+struct Key<'k, const N: usize> {
+    wanted: [Option<&'k str>; N],
 }
 
-impl<'de> DeserializeSeed<'de> for Key<'_> {
-    type Value = [bool; 2];
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<[bool; 2], D::Error> {
+impl<'de, const N: usize> DeserializeSeed<'de> for Key<'_, N> {
+    type Value = [bool; N];
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<[bool; N], D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for Key<'_> {
-    type Value = [bool; 2];
+impl<'de, const N: usize> Visitor<'de> for Key<'_, N> {
+    type Value = [bool; N];
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a member name")
     }
-    fn visit_str<E>(self, key: &str) -> Result<[bool; 2], E> {
+    fn visit_str<E>(self, key: &str) -> Result<[bool; N], E> {
         Ok(self.wanted.map(|w| w.is_some_and(|w| segment_matches(w, key))))
     }
 }
@@ -156,7 +159,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn get(doc: &str, pointer: &str) -> Option<String> {
-        lookup(doc.as_bytes(), [Some(pointer), None]).expect("json")[0].map(|r| r.get().to_owned())
+        lookup(doc.as_bytes(), [Some(pointer)]).expect("json")[0].map(|r| r.get().to_owned())
     }
 
     #[test]
@@ -175,12 +178,18 @@ mod tests {
         }
         let [a, b] = lookup(doc.as_bytes(), [Some("/id"), Some("/s")]).unwrap();
         assert_eq!((a.map(RawValue::get), b.map(RawValue::get)), (Some(r#""r-1""#), Some("0.25")));
+        // Three at once (the label join's id, prediction and event time).
+        let [a, b, c] = lookup(doc.as_bytes(), [Some("/s"), Some("/a/b/0"), Some("/nope")]).unwrap();
+        assert_eq!(
+            (a.map(RawValue::get), b.map(RawValue::get), c.map(RawValue::get)),
+            (Some("0.25"), Some("10"), None)
+        );
     }
 
     #[test]
     fn refuses_what_is_not_one_json_document() {
         for bad in [&b"{"[..], b"{} {}", b"{\"a\": }", b"\xff"] {
-            assert!(lookup(bad, [Some("/a"), None]).is_err(), "{bad:?}");
+            assert!(lookup(bad, [Some("/a")]).is_err(), "{bad:?}");
         }
     }
 

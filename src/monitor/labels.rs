@@ -6,10 +6,27 @@
 //! windows settled since the previous report (final) and those still waiting
 //! (provisional, with their `label_coverage`). The whole state goes into the checkpoint.
 //!
-//! Performance windows are the stream's tumbling windows: count windows of `size`
-//! records the stream accepted (a window's `predictions` are those of them with a
-//! usable id and prediction, in the sample, not duplicates), or processing-time windows
-//! `[k * size, (k + 1) * size)`. The join's clock is processing time.
+//! Performance windows are the stream's windows: count windows of `size` records the
+//! stream accepted (a window's `predictions` are those of them with a usable id and
+//! prediction, in the sample, not duplicates), or time windows `[k * size, (k + 1) *
+//! size)` of processing time or of event time. Predictions are kept in panes as the
+//! stream cuts them (a tumbling window is one pane; a sliding one `size / slide`
+//! panes of `slide`), each with its own mergeable accumulators: a sliding window is
+//! the merge of its panes, so a prediction counts in every window that covers it. The
+//! join's entries carry their pane. Sliding windows settle in order (each once all its
+//! panes are closed and resolved) and are numbered by their last pane; a pane is
+//! dropped once the last window holding it settled.
+//!
+//! On count and processing-time windows the join's clock is processing time. On
+//! event-time windows it is the stream's watermark (the highest event time of the
+//! predictions read, minus `allowed_lateness`, as the stream closes its own windows): a
+//! prediction is placed by its event time and expires when the watermark reaches its
+//! event time + `ttl`; a label (which has no event time) waits from the watermark at
+//! its arrival; a window closes when the watermark passes its end. A prediction whose
+//! window the watermark passed is counted `late`, one without a usable event time
+//! `bad_event_time`. Labels read before the stream's first event time wait for it (in
+//! the checkpoint too). The watermark moves with predictions only: while none arrive,
+//! nothing expires and no window closes, as with the stream's own windows.
 //!
 //! When a partition moves to another instance of the group ([`crate::ingest::handover`])
 //! its entries leave the join: the waiting predictions are counted `handed_over` in
@@ -25,11 +42,11 @@
 //! realized `metrics`.
 
 use super::json_pointer;
-use crate::clock::format_ms;
+use crate::clock::{FORMATTABLE_MS, format_ms};
 use crate::config::StreamConfig;
 use crate::config::labels::{IdLocation, LabelsConfig, TaskConfig};
 use crate::config::{TimeBasis, WindowConfig};
-use crate::decode::{HeldPredictions, HeldValue};
+use crate::decode::{EventTime, HeldPredictions, HeldValue};
 use crate::stats::estimate::EstimateSketch;
 use crate::stats::isotonic::Calibration;
 use crate::stats::label_join::{
@@ -40,6 +57,7 @@ use crate::stats::performance::{
     BinarySketch, MAX_CLASSES, MulticlassSketch, OTHER_CLASS, PerformanceSection, PerformanceSketch,
     PerformanceStatus, ReferencePerformance, RegressionSketch, WindowPerformance,
 };
+use crate::stats::window::PaneClock;
 use crate::telemetry::Telemetry;
 use prometheus::{GaugeVec, IntCounterVec};
 use serde::{Deserialize, Serialize};
@@ -56,6 +74,20 @@ fn number(raw: &RawValue) -> Option<f64> {
     serde_json::from_str::<f64>(text).ok().filter(|v| v.is_finite())
 }
 
+/// An event time as the `json` decoder reads it: epoch milliseconds from a number (the
+/// fraction floored), RFC 3339 text; `None` for `null`.
+fn event_time_of(raw: &RawValue) -> EventTime {
+    use crate::decode::json::{epoch_ms_from_number, epoch_ms_from_rfc3339};
+    let text = raw.get();
+    if text == "null" {
+        None
+    } else if text.starts_with('"') {
+        Some(json_string(text).ok_or(()).and_then(|s| epoch_ms_from_rfc3339(&s)))
+    } else {
+        Some(number(raw).ok_or(()).and_then(epoch_ms_from_number))
+    }
+}
+
 /// A JSON string's content (borrowed unless it has escapes).
 fn json_string(text: &str) -> Option<std::borrow::Cow<'_, str>> {
     match serde_json::from_str::<&str>(text) {
@@ -65,7 +97,7 @@ fn json_string(text: &str) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 /// Every `outcome` of `driftscope_labels_total`.
-pub const OUTCOMES: [&str; 16] = [
+pub const OUTCOMES: [&str; 17] = [
     "predictions",
     "labels",
     "joined",
@@ -76,6 +108,7 @@ pub const OUTCOMES: [&str; 16] = [
     "duplicate",
     "not_sampled",
     "late",
+    "bad_event_time",
     "bad_json",
     "bad_id",
     "bad_prediction",
@@ -89,6 +122,12 @@ pub const OUTCOMES: [&str; 16] = [
 enum PerfClock {
     Count(u64),
     Millis(i64),
+    /// Event-time windows of `size_ms`, closed by the watermark (the highest event time
+    /// minus `lateness_ms`).
+    Event {
+        size_ms: i64,
+        lateness_ms: i64,
+    },
 }
 
 /// One window of predictions.
@@ -175,6 +214,17 @@ pub struct LabelsState {
     settled: Vec<WindowPerformance>,
     /// Outcomes the join does not count itself (late, bad_*).
     other: BTreeMap<String, u64>,
+    /// Event-time windows: the highest event time of the predictions read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_event_ms: Option<i64>,
+    /// Event-time windows: labels read before the first event time, `(partition, id
+    /// hash, value)`, joined when the watermark exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    early_labels: Vec<(i32, u64, f64)>,
+    /// Sliding windows: the last pane of the next window to settle (windows settle in
+    /// order; `None` before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_end: Option<i64>,
 }
 
 /// A stream's label join and performance windows.
@@ -185,7 +235,12 @@ pub struct StreamLabels {
     label_id: IdLocation,
     label: String,
     task: TaskConfig,
+    /// How predictions are cut into panes (a tumbling window is one pane).
     clock: PerfClock,
+    /// Panes per window: 1 (tumbling), or `size / slide` (sliding).
+    panes: i64,
+    /// Event-time windows of a `json` stream: the pointer of the event time.
+    event_time: Option<String>,
     join: LabelJoin,
     state: LabelsState,
     events: Vec<JoinEvent>,
@@ -225,19 +280,15 @@ impl StreamLabels {
         window: &WindowConfig,
         telemetry: &Telemetry,
     ) -> Result<StreamLabels, LabelsSetupError> {
-        let clock = match window {
-            WindowConfig::TumblingCount { size } => PerfClock::Count(*size),
-            WindowConfig::TumblingTime { size, time: TimeBasis::Processing, .. } => {
-                PerfClock::Millis(i64::try_from(size.as_millis()).unwrap_or(i64::MAX).max(1))
+        // Panes as the stream cuts them: a tumbling window is one pane, a sliding one
+        // `size / slide` panes of `slide`.
+        let (spec, basis) = super::stream::window_spec(window);
+        let clock = match (spec.clock, basis) {
+            (PaneClock::Records(n), _) => PerfClock::Count(n),
+            (PaneClock::Millis { pane_ms, lateness_ms }, Some(TimeBasis::Event)) => {
+                PerfClock::Event { size_ms: pane_ms.max(1), lateness_ms }
             }
-            _ => {
-                return Err(LabelsSetupError {
-                    key: "window".into(),
-                    message: "labels work with tumbling count windows and processing-time tumbling windows \
-                              (event-time and sliding windows are not supported with labels yet)"
-                        .into(),
-                });
-            }
+            (PaneClock::Millis { pane_ms, .. }, _) => PerfClock::Millis(pane_ms.max(1)),
         };
         let settings = JoinSettings {
             ttl_ms: i64::try_from(config.ttl.as_millis()).unwrap_or(i64::MAX),
@@ -255,6 +306,8 @@ impl StreamLabels {
             label: config.label.clone(),
             task: config.task.clone(),
             clock,
+            panes: spec.panes_per_window.max(1) as i64,
+            event_time: None,
             join: LabelJoin::new(settings),
             state: LabelsState::default(),
             events: Vec::new(),
@@ -271,6 +324,19 @@ impl StreamLabels {
         };
         labels.state.clock_floor_ms = i64::MIN;
         labels.state.closed_below = i64::MIN;
+        Ok(labels)
+    }
+
+    /// [`Self::new`] for `stream`'s labels table, window and event-time field.
+    pub fn of_stream(
+        stream: &StreamConfig,
+        config: &LabelsConfig,
+        telemetry: &Telemetry,
+    ) -> Result<StreamLabels, LabelsSetupError> {
+        let mut labels = StreamLabels::new(&stream.name, config, &stream.window, telemetry)?;
+        if matches!(labels.clock, PerfClock::Event { .. }) {
+            labels.event_time = stream.event_time_field.clone();
+        }
         Ok(labels)
     }
 
@@ -396,8 +462,8 @@ impl StreamLabels {
         key: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), &'static str> {
-        let read = self.read_prediction(payload, key);
-        self.record_prediction(partition, read, now_ms)
+        let (read, event_time) = self.read_prediction(payload, key);
+        self.record_prediction(partition, read, event_time, now_ms)
     }
 
     /// The predictions of a message of partition `partition` that the stream accepted
@@ -426,7 +492,12 @@ impl StreamLabels {
                 Some(held) => self.read_row(held, row, rows, key),
                 None => Err("bad_prediction"),
             };
-            if let Err(reason) = self.record_prediction(partition, read, now_ms) {
+            // Event-time windows: each row's event time as the stream's decoder read it.
+            let event_time = match (held, &self.clock) {
+                (Some(held), PerfClock::Event { .. }) => held.event_time_ms(row),
+                _ => None,
+            };
+            if let Err(reason) = self.record_prediction(partition, read, event_time, now_ms) {
                 result = Err(reason);
             }
         }
@@ -466,38 +537,80 @@ impl StreamLabels {
     }
 
     /// Counts one record the stream accepted towards its window and joins its
-    /// prediction (`read`: its id hash and value, or why it has none).
+    /// prediction (`read`: its id hash and value, or why it has none; `event_time`: the
+    /// record's, for event-time windows).
     fn record_prediction(
         &mut self,
         partition: i32,
         read: Result<(u64, f64), &'static str>,
+        event_time: EventTime,
         now_ms: i64,
     ) -> Result<(), &'static str> {
         let now_ms = now_ms.max(self.state.clock_floor_ms);
         // Every record the stream accepted counts towards its count window, usable or
         // not, sampled or not, so performance windows are the stream's windows.
-        let window = match self.clock {
+        let (window, due_ms, now_ms) = match self.clock {
             PerfClock::Count(size) => {
                 let key = (self.state.predictions_seen / size.max(1)) as i64;
                 self.state.predictions_seen += 1;
-                key
+                (key, now_ms, now_ms)
             }
-            PerfClock::Millis(size) => now_ms.div_euclid(size),
+            PerfClock::Millis(size) => (now_ms.div_euclid(size), now_ms, now_ms),
+            PerfClock::Event { size_ms, .. } => {
+                // The stream does not window a record without a time a report can show.
+                let Some(Ok(t)) = event_time.filter(|t| t.is_ok_and(|t| FORMATTABLE_MS.contains(&t))) else {
+                    self.count("bad_event_time");
+                    return Err("bad_event_time");
+                };
+                // As the stream's windows: the record raises the high-water mark, is
+                // late or not by the windows closed before it, then the watermark moves.
+                self.state.max_event_ms = Some(self.state.max_event_ms.map_or(t, |m| m.max(t)));
+                let watermark = self.watermark().unwrap_or(i64::MIN);
+                self.join_early_labels(watermark);
+                (t.div_euclid(size_ms), t, watermark)
+            }
         };
-        let result = self.join_prediction(partition, read, window, now_ms);
-        if let PerfClock::Count(size) = self.clock
-            && self.state.predictions_seen % size.max(1) == 0
-        {
-            self.close_below(window + 1);
+        let result = self.join_prediction(partition, read, window, due_ms, now_ms);
+        match self.clock {
+            PerfClock::Count(size) if self.state.predictions_seen % size.max(1) == 0 => {
+                self.close_below(window + 1);
+            }
+            PerfClock::Event { size_ms, .. } => self.close_below(now_ms.div_euclid(size_ms)),
+            _ => {}
         }
         result
     }
 
+    /// Event-time windows: the highest event time read minus the allowed lateness
+    /// (`None` before the first event time).
+    fn watermark(&self) -> Option<i64> {
+        match self.clock {
+            PerfClock::Event { lateness_ms, .. } => {
+                self.state.max_event_ms.map(|m| m.saturating_sub(lateness_ms))
+            }
+            PerfClock::Count(_) | PerfClock::Millis(_) => None,
+        }
+    }
+
+    /// Joins the labels that waited for the first watermark, as read at `watermark`.
+    fn join_early_labels(&mut self, watermark: i64) {
+        if self.state.early_labels.is_empty() {
+            return;
+        }
+        for (partition, id, value) in std::mem::take(&mut self.state.early_labels) {
+            self.join.label_in(partition, id, value, watermark, &mut self.events);
+        }
+        self.apply_events();
+    }
+
+    /// `read`'s prediction in `window`, due from `due_ms` (its event time, or the clock
+    /// at arrival) by the clock `now_ms`.
     fn join_prediction(
         &mut self,
         partition: i32,
         read: Result<(u64, f64), &'static str>,
         window: i64,
+        due_ms: i64,
         now_ms: i64,
     ) -> Result<(), &'static str> {
         let (id, value) = match read {
@@ -511,13 +624,14 @@ impl StreamLabels {
             self.count("late");
             return Err("late");
         }
-        self.ensure_window(window, now_ms);
-        let arrival = self.join.prediction_in(partition, id, window, value, now_ms, &mut self.events);
+        self.ensure_window(window, due_ms);
+        let arrival =
+            self.join.prediction_due(partition, id, window, value, due_ms, now_ms, &mut self.events);
         if matches!(arrival, Arrival::Waiting | Arrival::Joined)
             && let Some(w) = self.state.windows.iter_mut().find(|w| w.key == window)
         {
             w.predictions += 1;
-            w.end_ms = w.end_ms.max(now_ms);
+            w.end_ms = w.end_ms.max(due_ms);
             if let (Some(estimate), Some(calibration), TaskConfig::Binary { threshold, .. }) =
                 (w.estimate.as_mut(), self.calibration.as_ref(), &self.task)
             {
@@ -546,11 +660,20 @@ impl StreamLabels {
         key: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), &'static str> {
-        let now_ms = now_ms.max(self.state.clock_floor_ms);
+        let now_ms = match self.clock {
+            // A label has no event time: it waits from the watermark at its arrival.
+            PerfClock::Event { .. } => self.watermark(),
+            PerfClock::Count(_) | PerfClock::Millis(_) => Some(now_ms.max(self.state.clock_floor_ms)),
+        };
         match self.read_label(payload, key) {
             Ok((id, value)) => {
-                self.join.label_in(partition, id, value, now_ms, &mut self.events);
-                self.apply_events();
+                match now_ms {
+                    Some(now_ms) => {
+                        self.join.label_in(partition, id, value, now_ms, &mut self.events);
+                        self.apply_events();
+                    }
+                    None => self.hold_early_label(partition, id, value),
+                }
                 Ok(())
             }
             Err(reason) => {
@@ -558,6 +681,22 @@ impl StreamLabels {
                 Err(reason)
             }
         }
+    }
+
+    /// A label read before the first event time: it waits for the watermark, under the
+    /// join's cap (beyond it the oldest such label is evicted, and counted).
+    fn hold_early_label(&mut self, partition: i32, id: u64, value: f64) {
+        let settings = self.join.settings();
+        if !crate::stats::label_join::sampled(id, settings.sample) {
+            // Counted by the join as any label outside the sample.
+            self.join.label_in(partition, id, value, i64::MIN, &mut self.events);
+            return;
+        }
+        if self.state.early_labels.len() >= settings.max_pending.max(1) {
+            self.state.early_labels.remove(0);
+            self.count("labels_evicted");
+        }
+        self.state.early_labels.push((partition, id, value));
     }
 
     /// Takes the entries of partitions `partitions` out of the join (for a handover;
@@ -588,21 +727,33 @@ impl StreamLabels {
     /// values are class indices there). A waiting prediction goes to the window of its
     /// prediction time when this instance holds it (time windows), else to the window
     /// open now; it is counted there as a prediction and as `adopted`.
+    ///
+    /// On event-time windows the entries' deadlines are event times (a prediction's
+    /// event time + `ttl`, a label's watermark at arrival + `ttl`), so they hold against
+    /// this instance's watermark as they did against the other's; a waiting prediction
+    /// goes to the window of its event time unless this instance closed that window
+    /// already (then to the oldest window open here).
     pub fn adopt(&mut self, mut handed: Handed, classes: &[String], now_ms: i64) {
         let now_ms = now_ms.max(self.state.clock_floor_ms);
         let current = match self.clock {
             PerfClock::Count(size) => (self.state.predictions_seen / size.max(1)) as i64,
             PerfClock::Millis(size) => now_ms.div_euclid(size),
+            PerfClock::Event { size_ms, .. } => self.watermark().map_or(i64::MIN, |w| w.div_euclid(size_ms)),
         };
         let multiclass = matches!(self.task, TaskConfig::Multiclass { .. });
-        let time_windows = matches!(self.clock, PerfClock::Millis(_));
+        let clock = self.clock;
+        let closed_below = self.state.closed_below;
         let mut windows = Vec::new();
         let held_windows = &self.state.windows;
         handed.adapt(|side, window, value| {
             if side != HandedSide::Prediction {
                 return (window, value);
             }
-            let held = time_windows && held_windows.iter().any(|w| w.key == window);
+            let held = match clock {
+                PerfClock::Count(_) => false,
+                PerfClock::Millis(_) => held_windows.iter().any(|w| w.key == window),
+                PerfClock::Event { .. } => window >= closed_below,
+            };
             let window = if held { window } else { current };
             windows.push(window);
             (window, value)
@@ -621,12 +772,16 @@ impl StreamLabels {
                 (window, map.get(index).copied().unwrap_or(MAX_CLASSES as f64))
             });
         }
+        let count_windows = matches!(self.clock, PerfClock::Count(_));
         for window in windows {
             self.ensure_window(window, now_ms);
             if let Some(w) = self.window_mut(window) {
                 w.predictions += 1;
                 w.adopted += 1;
-                w.end_ms = w.end_ms.max(now_ms);
+                if count_windows {
+                    // A count window spans the times of its predictions.
+                    w.end_ms = w.end_ms.max(now_ms);
+                }
             }
         }
         self.join.merge(handed, true, &mut self.events);
@@ -641,12 +796,24 @@ impl StreamLabels {
 
     /// Moves the clock: expires what waited `ttl`, closes time windows that ended, and
     /// settles windows whose every prediction is resolved.
+    /// On event-time windows processing time moves nothing: the watermark moved with
+    /// each prediction already.
     pub fn tick(&mut self, now_ms: i64) {
-        self.state.clock_floor_ms = self.state.clock_floor_ms.max(now_ms);
-        self.join.expire(now_ms, &mut self.events);
-        self.apply_events();
-        if let PerfClock::Millis(size) = self.clock {
-            self.close_below(now_ms.div_euclid(size));
+        match self.clock {
+            PerfClock::Count(_) | PerfClock::Millis(_) => {
+                self.state.clock_floor_ms = self.state.clock_floor_ms.max(now_ms);
+                self.join.expire(now_ms, &mut self.events);
+                self.apply_events();
+                if let PerfClock::Millis(size) = self.clock {
+                    self.close_below(now_ms.div_euclid(size));
+                }
+            }
+            PerfClock::Event { .. } => {
+                if let Some(watermark) = self.watermark() {
+                    self.join.expire(watermark, &mut self.events);
+                    self.apply_events();
+                }
+            }
         }
         self.settle();
         self.publish_counts();
@@ -662,6 +829,10 @@ impl StreamLabels {
     }
 
     fn settle(&mut self) {
+        if self.panes > 1 {
+            self.settle_sliding();
+            return;
+        }
         let mut i = 0;
         while i < self.state.windows.len() {
             let w = &self.state.windows[i];
@@ -678,13 +849,94 @@ impl StreamLabels {
         }
     }
 
+    /// Sliding windows: the first window not settled yet (its last pane), or `None`
+    /// with no pane held. Count windows start full (their first pane is pane 0).
+    fn first_open_end(&self) -> Option<i64> {
+        let oldest = self.state.windows.first()?.key;
+        let mut end = self.state.next_end.unwrap_or(i64::MIN).max(oldest);
+        if matches!(self.clock, PerfClock::Count(_)) {
+            end = end.max(self.panes - 1);
+        }
+        Some(end)
+    }
+
+    /// Sliding windows: the window of panes `end - panes + 1 ..= end`, merged (`None`
+    /// when no prediction fell in it).
+    fn merged(&self, end: i64) -> Option<PerfWindow> {
+        let start = end - self.panes + 1;
+        let mut members = self.state.windows.iter().filter(|w| (start..=end).contains(&w.key));
+        let mut window = members.next()?.clone();
+        for pane in members {
+            window.predictions += pane.predictions;
+            window.labelled += pane.labelled;
+            window.expired += pane.expired;
+            window.evicted += pane.evicted;
+            window.handed_over += pane.handed_over;
+            window.adopted += pane.adopted;
+            window.closed &= pane.closed;
+            window.sketch.merge(&pane.sketch);
+            if let (Some(e), Some(other)) = (window.estimate.as_mut(), pane.estimate.as_ref()) {
+                e.merge(other);
+            }
+            window.end_ms = window.end_ms.max(pane.end_ms);
+        }
+        window.key = end;
+        if let PerfClock::Millis(pane) | PerfClock::Event { size_ms: pane, .. } = self.clock {
+            (window.start_ms, window.end_ms) = (start.saturating_mul(pane), (end + 1).saturating_mul(pane));
+        }
+        (window.predictions > 0).then_some(window)
+    }
+
+    /// Sliding windows settle in order, each once all its panes are closed and
+    /// resolved; a pane is dropped once the last window holding it settled.
+    fn settle_sliding(&mut self) {
+        while let Some(end) = self.first_open_end() {
+            let start = end - self.panes + 1;
+            let ready = end < self.state.closed_below
+                && self
+                    .state
+                    .windows
+                    .iter()
+                    .filter(|w| (start..=end).contains(&w.key))
+                    .all(PerfWindow::resolved);
+            if !ready {
+                break;
+            }
+            if let Some(window) = self.merged(end) {
+                let view = window.view(PerformanceStatus::Final);
+                for (metric, value) in &view.metrics {
+                    self.performance.with_label_values(&[&self.stream, metric]).set(*value);
+                }
+                self.state.settled.push(view);
+            }
+            self.state.next_end = Some(end + 1);
+            self.state.windows.retain(|w| w.key > start);
+        }
+    }
+
     /// The `performance` section for the next report: windows settled since the last
     /// one, then the closed windows still waiting for labels.
     pub fn section(&mut self) -> PerformanceSection {
         let mut windows = std::mem::take(&mut self.state.settled);
-        windows.extend(
-            self.state.windows.iter().filter(|w| w.closed).map(|w| w.view(PerformanceStatus::Provisional)),
-        );
+        if self.panes > 1 {
+            if let (Some(first), Some(newest)) =
+                (self.first_open_end(), self.state.windows.last().map(|w| w.key))
+            {
+                let last =
+                    self.state.closed_below.saturating_sub(1).min(newest.saturating_add(self.panes - 1));
+                for end in first..=last {
+                    windows.extend(self.merged(end).map(|w| w.view(PerformanceStatus::Provisional)));
+                }
+            }
+        } else {
+            windows.extend(
+                self.state
+                    .windows
+                    .iter()
+                    .filter(|w| w.closed)
+                    .map(|w| w.view(PerformanceStatus::Provisional)),
+            );
+        }
         if let Some(newest) = windows.iter().max_by_key(|w| w.index) {
             self.label_coverage.with_label_values(&[&self.stream]).set(newest.label_coverage);
             for (metric, value) in newest.estimated.iter().flat_map(|e| &e.metrics) {
@@ -709,7 +961,7 @@ impl StreamLabels {
         }
         let (start_ms, end_ms) = match self.clock {
             PerfClock::Count(_) => (now_ms, now_ms),
-            PerfClock::Millis(size) => {
+            PerfClock::Millis(size) | PerfClock::Event { size_ms: size, .. } => {
                 (key.saturating_mul(size), key.saturating_mul(size).saturating_add(size))
             }
         };
@@ -839,13 +1091,32 @@ impl StreamLabels {
         Some(index as f64)
     }
 
-    fn read_prediction(&mut self, payload: &[u8], key: Option<&[u8]>) -> Result<(u64, f64), &'static str> {
+    /// A prediction message's id hash and prediction, and its event time (event-time
+    /// windows of a `json` stream: read as the stream reads it).
+    fn read_prediction(
+        &mut self,
+        payload: &[u8],
+        key: Option<&[u8]>,
+    ) -> (Result<(u64, f64), &'static str>, EventTime) {
         let id_pointer = match &self.prediction_id {
             IdLocation::Pointer(p) => Some(p.as_str()),
             IdLocation::Key | IdLocation::Protocol => None,
         };
-        let [id, value] = json_pointer::lookup(payload, [id_pointer, Some(self.task.prediction_pointer())])
-            .map_err(|_| "bad_json")?;
+        let Ok([id, value, time]) = json_pointer::lookup(
+            payload,
+            [id_pointer, Some(self.task.prediction_pointer()), self.event_time.as_deref()],
+        ) else {
+            return (Err("bad_json"), None);
+        };
+        (self.read_id_and_prediction(id, value, key), time.and_then(event_time_of))
+    }
+
+    fn read_id_and_prediction(
+        &mut self,
+        id: Option<&RawValue>,
+        value: Option<&RawValue>,
+        key: Option<&[u8]>,
+    ) -> Result<(u64, f64), &'static str> {
         let id = Self::read_id(&self.prediction_id, id, key)?;
         let value = value.ok_or("bad_prediction")?;
         let value = match &self.task {
@@ -899,7 +1170,7 @@ impl StreamLabels {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         for (k, v) in &self.state.other {
-            out.insert(k.clone(), *v);
+            *out.entry(k.clone()).or_insert(0) += *v;
         }
         out
     }
@@ -1133,6 +1404,296 @@ mod tests {
         let explicit = Config::from_toml(&text(", baseline = 0.8"), Path::new("t.toml")).expect("config");
         let (l, _) = labels(COUNT4, BINARY);
         check_baselines(&explicit, &[Some(l)]).expect("an explicit baseline needs no reference");
+    }
+
+    /// Labels of a `json` stream on event-time windows of 1 s (event time `/ts`),
+    /// allowed lateness 500 ms, `ttl` 2 s.
+    fn event_labels() -> (StreamLabels, Telemetry) {
+        let text = "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+                    window = { type = \"tumbling_time\", size = \"1s\", time = \"event\", allowed_lateness = \"500ms\" }\n\
+                    reference = { from_stream = 10 }\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+                    [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\n\
+                    ttl = \"2s\"\ntask = { type = \"binary\", score = \"/p\" }\n";
+        let config = Config::from_toml(text, Path::new("t.toml")).expect("config");
+        let telemetry = Telemetry::new();
+        let stream = &config.streams[0];
+        let l = StreamLabels::of_stream(stream, stream.labels.as_ref().expect("labels"), &telemetry)
+            .map_err(|e| e.message)
+            .expect("labels");
+        (l, telemetry)
+    }
+
+    fn at(l: &mut StreamLabels, id: &str, p: f64, ts: i64) -> Result<(), &'static str> {
+        // Processing time is far from the event times, and moves nothing.
+        l.prediction(format!(r#"{{"id": "{id}", "p": {p}, "ts": {ts}}}"#).as_bytes(), None, 99_000_000)
+    }
+
+    fn label(l: &mut StreamLabels, id: &str, y: u8) {
+        l.label_message(format!(r#"{{"y": {y}}}"#).as_bytes(), Some(id.as_bytes()), 99_000_000)
+            .expect("label");
+    }
+
+    #[test]
+    fn event_time_windows_group_by_event_time_and_expire_on_the_watermark() {
+        let (mut l, telemetry) = event_labels();
+        // Before any event time there is no watermark: the label waits for it.
+        label(&mut l, "e", 1);
+        assert_eq!(l.state.early_labels.len(), 1);
+        at(&mut l, "p0", 0.9, 10_300).expect("pred"); // watermark 9_800; e's label waits until 11_800
+        at(&mut l, "p1", 0.8, 10_900).expect("pred"); // watermark 10_400
+        at(&mut l, "p2", 0.2, 10_100).expect("out of order, window 10 still open"); // due 12_100
+        at(&mut l, "e", 0.7, 11_200).expect("pred"); // watermark 10_700: joins its early label
+        label(&mut l, "p1", 0);
+        at(&mut l, "p3", 0.6, 12_400).expect("pred"); // watermark 11_900: window 10 closed
+        assert_eq!(at(&mut l, "late", 0.5, 10_500), Err("late"));
+        l.tick(0);
+        let s = l.section();
+        let w10 = &s.windows[0];
+        assert_eq!(
+            (w10.index, w10.status, w10.predictions, w10.labelled),
+            (10, PerformanceStatus::Provisional, 3, 1)
+        );
+        assert_eq!(
+            (w10.start.as_str(), w10.end.as_str()),
+            ("1970-01-01T00:00:10.000Z", "1970-01-01T00:00:11.000Z")
+        );
+        // Watermark 12_150: p2 (due 12_100) expires, p0 (due 12_300, ahead of it) waits.
+        at(&mut l, "p4", 0.4, 12_650).expect("pred");
+        label(&mut l, "p0", 1);
+        label(&mut l, "p2", 0);
+        l.tick(0);
+        let s = l.section();
+        let finals: Vec<_> = s.windows.iter().filter(|w| w.status == PerformanceStatus::Final).collect();
+        assert_eq!(finals.len(), 2, "{s:?}");
+        let (w10, w11) = (finals[0], finals[1]);
+        assert_eq!((w10.index, w10.predictions, w10.labelled, w10.expired), (10, 3, 2, 1));
+        // p0 (0.9, 1) tp, p1 (0.8, 0) fp.
+        assert_eq!(w10.confusion, Some([1, 1, 0, 0]));
+        assert_eq!((w11.index, w11.predictions, w11.labelled), (11, 1, 1));
+        assert_eq!(w11.confusion, Some([1, 0, 0, 0]));
+        assert_eq!((s.counts["late"], s.counts["expired"], s.counts["joined"]), (1, 1, 3));
+        // p2's label came after its deadline: it waits as an orphan (expires at 14_150).
+        assert_eq!(s.counts["orphan"], 0);
+        at(&mut l, "p5", 0.4, 14_649).expect("pred");
+        l.tick(0);
+        assert_eq!(l.section().counts["orphan"], 0);
+        at(&mut l, "p6", 0.4, 14_650).expect("pred");
+        l.tick(0);
+        assert_eq!(l.section().counts["orphan"], 1);
+        // Processing time moves nothing: p3 (due 14_400) expires with the watermark only.
+        l.tick(i64::MAX / 2);
+        assert_eq!(l.section().counts["expired"], 1);
+        at(&mut l, "p7", 0.4, 14_900).expect("pred");
+        l.tick(0);
+        assert_eq!(l.section().counts["expired"], 2);
+        let text = telemetry.render();
+        assert!(text.contains(r#"driftscope_labels_total{outcome="late",stream="s"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn event_time_join_state_survives_a_checkpoint_mid_join() {
+        let (mut l, _t) = event_labels();
+        label(&mut l, "early", 1);
+        let bytes = rmp_serde::to_vec_named(&l.snapshot()).expect("encode");
+        let (mut back, _t2) = event_labels();
+        back.restore(Some(&rmp_serde::from_slice(&bytes).expect("decode")));
+        for l in [&mut l, &mut back] {
+            at(l, "a", 0.9, 5_000).expect("pred");
+            at(l, "b", 0.1, 5_900).expect("pred");
+            at(l, "c", 0.3, 5_200).expect("pred");
+        }
+        let bytes = rmp_serde::to_vec_named(&l.snapshot()).expect("encode");
+        let (mut back, _t3) = event_labels();
+        back.restore(Some(&rmp_serde::from_slice(&bytes).expect("decode")));
+        for l in [&mut l, &mut back] {
+            label(l, "a", 1);
+            at(l, "early", 0.8, 6_100).expect("pred");
+            label(l, "a", 1);
+            at(l, "d", 0.5, 7_600).expect("pred"); // watermark 7_100: c expires, a and b do not
+            label(l, "b", 1);
+            at(l, "f", 0.5, 8_500).expect("pred"); // watermark 8_000: b's marker and a's end
+            l.tick(0);
+        }
+        let (a, b) = (l.section(), back.section());
+        assert_eq!(a, b);
+        let w5 = a.windows.iter().find(|w| w.index == 5).expect("window 5");
+        assert_eq!((w5.status, w5.predictions, w5.labelled, w5.expired), (PerformanceStatus::Final, 3, 2, 1));
+        assert_eq!(w5.confusion, Some([1, 0, 0, 1]));
+        assert_eq!((a.counts["duplicate"], a.counts["joined"]), (1, 3));
+    }
+
+    #[test]
+    fn handed_over_event_time_entries_keep_their_event_time_deadlines() {
+        let pred = |l: &mut StreamLabels, partition: i32, id: &str, ts: i64| {
+            let payload = format!(r#"{{"id": "{id}", "p": 0.9, "ts": {ts}}}"#);
+            l.prediction_at(partition, payload.as_bytes(), None, 0).expect("pred");
+        };
+        let (mut old, _t) = event_labels();
+        pred(&mut old, 5, "a", 10_300); // due 12_300
+        pred(&mut old, 5, "b", 10_600); // due 12_600
+        pred(&mut old, 0, "c", 12_000); // watermark 11_500
+        let handed = old.take_partitions(&[5]);
+        old.hand_over(&handed);
+        // A new owner behind: window 10 is open there, the entries go to it.
+        let (mut behind, _t2) = event_labels();
+        pred(&mut behind, 1, "n", 9_800); // watermark 9_300
+        behind.adopt(handed.clone(), &[], 99_000_000);
+        behind.label_message_at(5, br#"{"y": 1}"#, Some(b"a"), 0).expect("label");
+        pred(&mut behind, 1, "m", 13_099); // watermark 12_599: b (due 12_600) waits
+        behind.tick(0);
+        assert_eq!(behind.section().counts["expired"], 1, "n (due 11_800) alone");
+        pred(&mut behind, 1, "m2", 13_100); // watermark 12_600: b expires
+        behind.tick(0);
+        let s = behind.section();
+        let w10 = s.windows.iter().find(|w| w.index == 10).expect("window 10");
+        assert_eq!(
+            (w10.status, w10.predictions, w10.adopted, w10.labelled, w10.expired),
+            (PerformanceStatus::Final, 2, 2, 1, 1)
+        );
+        assert_eq!(
+            (w10.start.as_str(), w10.end.as_str()),
+            ("1970-01-01T00:00:10.000Z", "1970-01-01T00:00:11.000Z")
+        );
+        // A new owner ahead closed window 10: they go to its oldest open window, 12,
+        // and a (due 12_300) expires at once by its watermark 12_500.
+        let (mut ahead, _t3) = event_labels();
+        pred(&mut ahead, 1, "z", 13_000);
+        ahead.adopt(handed, &[], 0);
+        ahead.tick(0);
+        let s = ahead.section();
+        assert!(s.windows.iter().all(|w| w.index != 10), "{s:?}");
+        assert_eq!(s.counts["expired"], 1);
+        let w12 = ahead.state.windows.iter().find(|w| w.key == 12).expect("window 12");
+        assert_eq!((w12.predictions, w12.adopted, w12.expired), (2, 2, 1));
+    }
+
+    #[test]
+    fn a_prediction_without_a_usable_event_time_is_counted_not_joined() {
+        let (mut l, _t) = event_labels();
+        assert_eq!(l.prediction(br#"{"id": "a", "p": 0.5}"#, None, 0), Err("bad_event_time"));
+        assert_eq!(l.prediction(br#"{"id": "a", "p": 0.5, "ts": "soon"}"#, None, 0), Err("bad_event_time"));
+        assert_eq!(l.prediction(br#"{"id": "a", "p": 0.5, "ts": -5}"#, None, 0), Err("bad_event_time"));
+        // RFC 3339 text works as the stream reads it.
+        l.prediction(br#"{"id": "a", "p": 0.5, "ts": "2024-01-01T00:00:01.500+01:00"}"#, None, 0)
+            .expect("pred");
+        assert_eq!(l.state.max_event_ms, Some(1_704_063_601_500));
+        let counts = l.section().counts;
+        assert_eq!((counts["bad_event_time"], counts["predictions"]), (3, 1));
+    }
+
+    #[test]
+    fn a_sliding_count_window_merges_its_panes_and_settles_in_order() {
+        let (mut l, telemetry) = labels("{ type = \"sliding_count\", size = 4, slide = 2 }", BINARY);
+        let scores = [0.9, 0.8, 0.3, 0.6, 0.2, 0.7];
+        for (i, p) in scores.iter().enumerate() {
+            l.prediction(format!(r#"{{"id": "r{i}", "p": {p}}}"#).as_bytes(), None, 0).expect("pred");
+        }
+        for (id, y) in [("r0", 1), ("r1", 0), ("r2", 1), ("r4", 0), ("r5", 1)] {
+            l.label_message(format!(r#"{{"y": {y}}}"#).as_bytes(), Some(id.as_bytes()), 1).expect("label");
+        }
+        l.tick(2);
+        // Panes 0 (r0, r1), 1 (r2, r3), 2 (r4, r5): windows end at panes 1 and 2 (count
+        // windows start full), both waiting for r3.
+        let s = l.section();
+        let views: Vec<_> =
+            s.windows.iter().map(|w| (w.index, w.status, w.predictions, w.labelled)).collect();
+        assert_eq!(
+            views,
+            [(1, PerformanceStatus::Provisional, 4, 3), (2, PerformanceStatus::Provisional, 4, 3)]
+        );
+        // A checkpoint mid-join continues the same.
+        let bytes = rmp_serde::to_vec_named(&l.snapshot()).expect("encode");
+        let (mut back, _t) = labels("{ type = \"sliding_count\", size = 4, slide = 2 }", BINARY);
+        back.restore(Some(&rmp_serde::from_slice(&bytes).expect("decode")));
+        l.tick(10_001);
+        back.tick(10_001);
+        let s = l.section();
+        assert_eq!(s, back.section());
+        assert_eq!(s.windows.len(), 2, "{s:?}");
+        let (w1, w2) = (&s.windows[0], &s.windows[1]);
+        // Window 1: r0 tp, r1 fp, r2 fn, r3 expired; window 2: r2 fn, r4 tn, r5 tp, r3 expired.
+        assert_eq!(
+            (w1.index, w1.status, w1.expired, w1.confusion),
+            (1, PerformanceStatus::Final, 1, Some([1, 1, 0, 1]))
+        );
+        assert_eq!(
+            (w2.index, w2.status, w2.expired, w2.confusion),
+            (2, PerformanceStatus::Final, 1, Some([1, 0, 1, 1]))
+        );
+        assert_eq!(w2.metrics["accuracy"], 2.0 / 3.0);
+        assert!(l.section().windows.is_empty(), "each window is reported final once");
+        // Pane 1 was dropped with window 2; pane 2 waits for window 3.
+        assert_eq!(l.state.windows.iter().map(|w| w.key).collect::<Vec<_>>(), [2]);
+        let text = telemetry.render();
+        assert!(text.contains(r#"driftscope_labels_total{outcome="expired",stream="s"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn a_sliding_processing_time_window_closes_with_the_clock() {
+        let window = "{ type = \"sliding_time\", size = \"2s\", slide = \"1s\" }";
+        let (mut l, _t) = labels(window, BINARY);
+        // Nothing is closed yet: no window to report, provisional or final.
+        assert!(l.section().windows.is_empty());
+        l.prediction(br#"{"id": "a", "p": 0.9}"#, None, 10_200).expect("pred");
+        l.prediction(br#"{"id": "b", "p": 0.2}"#, None, 11_500).expect("pred");
+        l.label_message(br#"{"y": 1}"#, Some(b"a"), 11_600).expect("label");
+        l.tick(12_000);
+        let s = l.section();
+        let views: Vec<_> =
+            s.windows.iter().map(|w| (w.index, w.status, w.predictions, w.labelled)).collect();
+        // Window 10 (panes 9-10) is final; window 11 (10-11) waits for b.
+        assert_eq!(views, [(10, PerformanceStatus::Final, 1, 1), (11, PerformanceStatus::Provisional, 2, 1)]);
+        l.label_message(br#"{"y": 1}"#, Some(b"b"), 12_100).expect("label");
+        l.tick(13_000);
+        let s = l.section();
+        let views: Vec<_> =
+            s.windows.iter().map(|w| (w.index, w.status, w.predictions, w.confusion)).collect();
+        assert_eq!(
+            views,
+            [
+                (11, PerformanceStatus::Final, 2, Some([1, 0, 0, 1])),
+                (12, PerformanceStatus::Final, 1, Some([0, 0, 0, 1]))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sliding_event_time_window_holds_every_pane_it_covers() {
+        let text = "[[streams]]\nname = \"s\"\ntopics = [\"p\"]\nformat = \"json\"\nevent_time_field = \"/ts\"\n\
+                    window = { type = \"sliding_time\", size = \"2s\", slide = \"1s\", time = \"event\", allowed_lateness = \"500ms\" }\n\
+                    reference = { from_stream = 10 }\n[[streams.fields]]\nname = \"x\"\nkind = \"numeric\"\n\
+                    [streams.labels]\ntopics = [\"l\"]\nprediction_id = \"/id\"\nlabel_id = \"key\"\nlabel = \"/y\"\n\
+                    ttl = \"2s\"\ntask = { type = \"binary\", score = \"/p\" }\n";
+        let config = Config::from_toml(text, Path::new("t.toml")).expect("config");
+        let stream = &config.streams[0];
+        let mut l =
+            StreamLabels::of_stream(stream, stream.labels.as_ref().expect("labels"), &Telemetry::new())
+                .map_err(|e| e.message)
+                .expect("labels");
+        at(&mut l, "a", 0.9, 10_200).expect("pred");
+        at(&mut l, "b", 0.1, 11_700).expect("pred");
+        at(&mut l, "c", 0.8, 11_100).expect("pred");
+        for (id, y) in [("a", 1), ("b", 1), ("c", 0)] {
+            label(&mut l, id, y);
+        }
+        at(&mut l, "d", 0.5, 14_000).expect("pred"); // watermark 13_500: panes 10-12 closed
+        l.tick(0);
+        let s = l.section();
+        let views: Vec<_> = s
+            .windows
+            .iter()
+            .map(|w| (w.index, w.start.as_str(), w.predictions, w.labelled, w.confusion.unwrap_or_default()))
+            .collect();
+        // Windows end at panes 10 (9-10: a), 11 (10-11: a, b, c) and 12 (11-12: b, c).
+        assert_eq!(
+            views,
+            [
+                (10, "1970-01-01T00:00:09.000Z", 1, 1, [1, 0, 0, 0]),
+                (11, "1970-01-01T00:00:10.000Z", 3, 3, [1, 1, 0, 1]),
+                (12, "1970-01-01T00:00:11.000Z", 2, 2, [0, 1, 0, 1]),
+            ]
+        );
+        assert!(s.windows.iter().all(|w| w.status == PerformanceStatus::Final));
     }
 
     #[test]

@@ -221,8 +221,7 @@ impl Monitor {
                         key: format!("streams[{i}].{}", e.key),
                         message: e.message,
                     };
-                    let mut joined =
-                        labels::StreamLabels::new(&s.name, l, &s.window, telemetry).map_err(setup_error)?;
+                    let mut joined = labels::StreamLabels::of_stream(s, l, telemetry).map_err(setup_error)?;
                     if s.format == crate::config::MessageFormat::OpenInference {
                         joined.use_open_inference(s).map_err(setup_error)?;
                     }

@@ -11,13 +11,24 @@
 //! `expired` (its window counts it as unlabelled) and a waiting label was an `orphan`.
 //! When `max_pending` entries are held the oldest is evicted first, and counted.
 //!
-//! Entries sit in a ring in arrival order (deadlines are non-decreasing along it, so
-//! expiry and eviction both take from the front) and a hash index maps the id hash to
-//! the entry's sequence number: 40 bytes per entry in the ring (which grows by a
-//! quarter, so at most 50 bytes with its slack) plus 5 per index bucket (at 44% to
-//! 87.5% load: 5.7 to 11.4 bytes per entry). Measured from 1,000 to 1,048,576 entries:
-//! 47 to 57 bytes per entry (58 at 600,000 entries under a cap of 1,000,000 in
-//! `benches/label_join.rs`), under 64 (`memory_per_entry_is_under_64_bytes`).
+//! Entries sit in a ring in arrival order (eviction takes from the front) and a hash
+//! index maps the id hash to the entry's sequence number: 40 bytes per entry in the
+//! ring (which grows by a quarter, so at most 50 bytes with its slack) plus 5 per index
+//! bucket (at 44% to 87.5% load: 5.7 to 11.4 bytes per entry). Measured from 1,000 to
+//! 1,048,576 entries: 47 to 57 bytes per entry (58 at 600,000 entries under a cap of
+//! 1,000,000 in `benches/label_join.rs`), under 64 (`memory_per_entry_is_under_64_bytes`).
+//!
+//! An entry's deadline is `ttl` after the time it is due from: the caller's clock at
+//! arrival (processing time, or an event-time watermark for a label), or a
+//! prediction's own event time ([`LabelJoin::prediction_due`]). On processing time
+//! deadlines are non-decreasing along the ring and expiry takes from the front. Event
+//! times arrive out of order, so an entry whose deadline is earlier than one already
+//! behind the front is also noted in a min-heap of `(deadline, sequence number)`, 12
+//! bytes for each such entry only (the heap grows by a quarter): it expires exactly at
+//! its deadline, in place (its slot in the ring stays, dead, until the front reaches
+//! it). Measured with three partitions read in turn, each in event-time order (two in
+//! three entries in the heap): 58.5 bytes per entry at 1,048,576 entries
+//! (`memory_per_entry_with_out_of_order_event_times`).
 //!
 //! Every entry remembers the partition number its first message came from (label and
 //! prediction topics are co-partitioned, so an id's messages share it): when a
@@ -35,7 +46,8 @@
 
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
 
 /// The join's settings (validated by the config).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,6 +93,32 @@ pub fn sampled(id: u64, sample: f64) -> bool {
 
 const HAS_PREDICTION: u8 = 1;
 const HAS_LABEL: u8 = 2;
+/// An entry that ended in place (out of the index, never counted again): its slot
+/// waits for the front to reach it.
+const DEAD: u8 = 0;
+
+/// An entry due before one already behind it in the ring: its deadline and sequence
+/// number, packed in 12 bytes, ordered so the max-heap holds the earliest deadline on
+/// top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(4))]
+struct Early {
+    deadline_ms: i64,
+    seq: u32,
+}
+
+impl Ord for Early {
+    fn cmp(&self, other: &Early) -> Ordering {
+        let (a, b) = ({ self.deadline_ms }, { other.deadline_ms });
+        b.cmp(&a).then_with(|| { other.seq }.cmp(&{ self.seq }))
+    }
+}
+
+impl PartialOrd for Early {
+    fn partial_cmp(&self, other: &Early) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// One request id's entry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -254,8 +292,15 @@ pub struct LabelJoin {
     /// id hash -> sequence number.
     index: HashTable<u32>,
     counts: JoinCounts,
-    /// Deadlines never go backwards along the ring, whatever the clock does.
+    /// The latest deadline pushed (checkpointed; kept for older checkpoints' layout).
     last_deadline_ms: i64,
+    /// The latest deadline along the ring since it was last rebuilt: an entry pushed
+    /// with an earlier one goes into `early` too.
+    ring_max_ms: i64,
+    /// `(deadline, sequence number)` of the entries pushed behind a later deadline.
+    early: BinaryHeap<Early>,
+    /// Dead slots in the ring.
+    dead: usize,
 }
 
 impl JoinState {
@@ -274,6 +319,9 @@ impl LabelJoin {
             index: HashTable::new(),
             counts: JoinCounts::default(),
             last_deadline_ms: i64::MIN,
+            ring_max_ms: i64::MIN,
+            early: BinaryHeap::new(),
+            dead: 0,
         }
     }
 
@@ -281,13 +329,17 @@ impl LabelJoin {
         &self.counts
     }
 
+    pub fn settings(&self) -> JoinSettings {
+        self.settings
+    }
+
     /// Entries held (waiting or kept as duplicate markers).
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.ring.len() - self.dead
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.len() == 0
     }
 
     /// Predictions waiting for a label, per window (for a window's coverage).
@@ -295,9 +347,11 @@ impl LabelJoin {
         self.ring.iter().filter(|e| e.sides == HAS_PREDICTION).map(|e| e.window)
     }
 
-    /// Bytes allocated by the ring and the index.
+    /// Bytes allocated by the ring, the index and the heap of early deadlines.
     pub fn allocated_bytes(&self) -> usize {
-        self.ring.capacity() * std::mem::size_of::<Entry>() + self.index.allocation_size()
+        self.ring.capacity() * std::mem::size_of::<Entry>()
+            + self.index.allocation_size()
+            + self.early.capacity() * std::mem::size_of::<Early>()
     }
 
     /// A prediction of id hash `id` in `window`, with its value (score, class index or
@@ -310,12 +364,12 @@ impl LabelJoin {
         now_ms: i64,
         events: &mut Vec<JoinEvent>,
     ) -> Arrival {
-        self.arrive(id, 0, HAS_PREDICTION, window, value, now_ms, events)
+        self.arrive(id, 0, HAS_PREDICTION, window, value, now_ms, now_ms, events)
     }
 
     /// A label of id hash `id`, with its value (0/1, class index or regression target).
     pub fn label(&mut self, id: u64, value: f64, now_ms: i64, events: &mut Vec<JoinEvent>) -> Arrival {
-        self.arrive(id, 0, HAS_LABEL, 0, value, now_ms, events)
+        self.arrive(id, 0, HAS_LABEL, 0, value, now_ms, now_ms, events)
     }
 
     /// [`Self::prediction`] read from partition `partition`.
@@ -328,7 +382,24 @@ impl LabelJoin {
         now_ms: i64,
         events: &mut Vec<JoinEvent>,
     ) -> Arrival {
-        self.arrive(id, partition, HAS_PREDICTION, window, value, now_ms, events)
+        self.arrive(id, partition, HAS_PREDICTION, window, value, now_ms, now_ms, events)
+    }
+
+    /// [`Self::prediction_in`] of a prediction due from `due_ms` (its event time): it
+    /// waits until the clock (`now_ms`, the watermark) reaches `due_ms + ttl`, however
+    /// its event time stands to those of the entries before it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prediction_due(
+        &mut self,
+        partition: i32,
+        id: u64,
+        window: i64,
+        value: f64,
+        due_ms: i64,
+        now_ms: i64,
+        events: &mut Vec<JoinEvent>,
+    ) -> Arrival {
+        self.arrive(id, partition, HAS_PREDICTION, window, value, due_ms, now_ms, events)
     }
 
     /// [`Self::label`] read from partition `partition`.
@@ -340,7 +411,7 @@ impl LabelJoin {
         now_ms: i64,
         events: &mut Vec<JoinEvent>,
     ) -> Arrival {
-        self.arrive(id, partition, HAS_LABEL, 0, value, now_ms, events)
+        self.arrive(id, partition, HAS_LABEL, 0, value, now_ms, now_ms, events)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -351,6 +422,7 @@ impl LabelJoin {
         side: u8,
         window: i64,
         value: f64,
+        due_ms: i64,
         now_ms: i64,
         events: &mut Vec<JoinEvent>,
     ) -> Arrival {
@@ -382,11 +454,9 @@ impl LabelJoin {
             events.push(JoinEvent::Joined { id, window, predicted, label });
             return Arrival::Joined;
         }
-        while self.ring.len() >= self.settings.max_pending.max(1) {
-            self.pop_front(true, events);
-        }
-        let deadline_ms = now_ms.saturating_add(self.settings.ttl_ms).max(self.last_deadline_ms);
-        self.last_deadline_ms = deadline_ms;
+        self.make_room(events);
+        let deadline_ms = due_ms.saturating_add(self.settings.ttl_ms);
+        self.last_deadline_ms = self.last_deadline_ms.max(deadline_ms);
         self.push(Entry { id, deadline_ms, window, value, sides: side, partition });
         self.count_side(side);
         Arrival::Waiting
@@ -412,17 +482,46 @@ impl LabelJoin {
         self.ring.push_back(entry);
         let (ring, head) = (&self.ring, self.head);
         self.index.insert_unique(entry.id, seq, |&s| ring[s.wrapping_sub(head) as usize].id);
+        if entry.deadline_ms < self.ring_max_ms {
+            // Behind a later deadline: the front will not reach it in time.
+            if self.early.len() == self.early.capacity() {
+                // Grow by a quarter, as the ring does.
+                self.early.reserve_exact((self.early.len() / 4).max(16));
+            }
+            self.early.push(Early { deadline_ms: entry.deadline_ms, seq });
+            if self.early.len() > 2 * self.len() + 64 {
+                self.prune_early();
+            }
+        }
+        self.ring_max_ms = self.ring_max_ms.max(entry.deadline_ms);
     }
 
-    /// Removes the front entry, handing out what it means.
-    fn pop_front(&mut self, evicted: bool, events: &mut Vec<JoinEvent>) {
-        let Some(entry) = self.ring.pop_front() else { return };
-        let head = self.head;
-        if let Ok(found) = self.index.find_entry(entry.id, |&s| s == head) {
-            found.remove();
+    /// Evicts the oldest entries until one more fits under the cap.
+    fn make_room(&mut self, events: &mut Vec<JoinEvent>) {
+        while self.len() >= self.settings.max_pending.max(1) {
+            self.pop_front(true, events);
         }
-        self.head = self.head.wrapping_add(1);
-        let event = match (entry.sides, evicted) {
+    }
+
+    /// The ring position of live sequence number `seq` due at `deadline_ms`, if it is
+    /// still there (not popped, evicted or dead).
+    fn live_position(&self, seq: u32, deadline_ms: i64) -> Option<usize> {
+        let at = seq.wrapping_sub(self.head) as usize;
+        let e = self.ring.get(at)?;
+        (e.sides != DEAD && e.deadline_ms == deadline_ms).then_some(at)
+    }
+
+    /// Drops the heap's notes of entries gone from the ring another way.
+    fn prune_early(&mut self) {
+        let early = std::mem::take(&mut self.early);
+        self.early =
+            early.into_iter().filter(|e| self.live_position(e.seq, e.deadline_ms).is_some()).collect();
+    }
+
+    /// What an entry's end means, counted (`None`: a joined entry's marker reaching its
+    /// deadline, which is routine).
+    fn ended(&mut self, entry: &Entry, evicted: bool) -> Option<JoinEvent> {
+        Some(match (entry.sides, evicted) {
             (HAS_PREDICTION, false) => {
                 self.counts.expired += 1;
                 JoinEvent::Expired { window: entry.window }
@@ -443,16 +542,44 @@ impl LabelJoin {
                 self.counts.markers_evicted += 1;
                 JoinEvent::MarkerEvicted
             }
-            // A joined entry's marker reaching its deadline is routine.
-            (_, false) => return,
-        };
-        events.push(event);
+            (_, false) => return None,
+        })
+    }
+
+    /// Removes the front entry, handing out what it means.
+    fn pop_front(&mut self, evicted: bool, events: &mut Vec<JoinEvent>) {
+        let Some(entry) = self.ring.pop_front() else { return };
+        let head = self.head;
+        self.head = self.head.wrapping_add(1);
+        if entry.sides == DEAD {
+            // Ended in place already.
+            self.dead -= 1;
+            return;
+        }
+        if let Ok(found) = self.index.find_entry(entry.id, |&s| s == head) {
+            found.remove();
+        }
+        events.extend(self.ended(&entry, evicted));
     }
 
     /// Ends every entry whose deadline is at or before `now_ms`.
     pub fn expire(&mut self, now_ms: i64, events: &mut Vec<JoinEvent>) {
-        while self.ring.front().is_some_and(|e| e.deadline_ms <= now_ms) {
+        while self.ring.front().is_some_and(|e| e.sides == DEAD || e.deadline_ms <= now_ms) {
             self.pop_front(false, events);
+        }
+        while let Some(&Early { deadline_ms, seq }) = self.early.peek() {
+            if deadline_ms > now_ms {
+                break;
+            }
+            self.early.pop();
+            let Some(at) = self.live_position(seq, deadline_ms) else { continue };
+            let entry = self.ring[at];
+            if let Ok(found) = self.index.find_entry(entry.id, |&s| s == seq) {
+                found.remove();
+            }
+            self.ring[at].sides = DEAD;
+            self.dead += 1;
+            events.extend(self.ended(&entry, false));
         }
     }
 
@@ -463,7 +590,7 @@ impl LabelJoin {
             return Handed::default();
         }
         let (taken, kept): (Vec<Entry>, Vec<Entry>) =
-            self.ring.drain(..).partition(|e| partitions.contains(&e.partition));
+            self.ring.drain(..).filter(|e| e.sides != DEAD).partition(|e| partitions.contains(&e.partition));
         self.rebuild(kept, &mut Vec::new());
         Handed { entries: taken }
     }
@@ -485,7 +612,7 @@ impl LabelJoin {
         if adopted {
             self.counts.adopted += handed.waiting_predictions().count() as u64;
         }
-        let mut all: Vec<Entry> = self.ring.drain(..).collect();
+        let mut all: Vec<Entry> = self.ring.drain(..).filter(|e| e.sides != DEAD).collect();
         let held: std::collections::HashSet<u64> = all.iter().map(|e| e.id).collect();
         all.extend(handed.entries.into_iter().filter(|e| !held.contains(&e.id)));
         // Stable: entries of one deadline keep their order.
@@ -496,15 +623,21 @@ impl LabelJoin {
         self.rebuild(all, events);
     }
 
-    /// Refills the ring and the index from entries in deadline order.
-    fn rebuild(&mut self, entries: Vec<Entry>, events: &mut Vec<JoinEvent>) {
+    /// Empties the ring, the index and the heap.
+    fn clear(&mut self) {
         self.ring.clear();
         self.index.clear();
+        self.early.clear();
         self.head = 0;
+        self.dead = 0;
+        self.ring_max_ms = i64::MIN;
+    }
+
+    /// Refills the ring, the index and the heap from live entries in ring order.
+    fn rebuild(&mut self, entries: Vec<Entry>, events: &mut Vec<JoinEvent>) {
+        self.clear();
         for entry in entries {
-            while self.ring.len() >= self.settings.max_pending.max(1) {
-                self.pop_front(true, events);
-            }
+            self.make_room(events);
             self.push(entry);
         }
     }
@@ -512,7 +645,7 @@ impl LabelJoin {
     /// The state for a checkpoint.
     pub fn snapshot(&self) -> JoinState {
         JoinState {
-            entries: self.ring.iter().copied().collect(),
+            entries: self.ring.iter().filter(|e| e.sides != DEAD).copied().collect(),
             counts: self.counts.clone(),
             last_deadline_ms: self.last_deadline_ms,
         }
@@ -521,17 +654,9 @@ impl LabelJoin {
     /// Puts a checkpoint's state back (the index is rebuilt). Entries beyond the cap
     /// (a smaller `max_pending` since) are evicted, oldest first, into `events`.
     pub fn restore(&mut self, state: &JoinState, events: &mut Vec<JoinEvent>) {
-        self.ring.clear();
-        self.index.clear();
-        self.head = 0;
         self.counts = state.counts.clone();
         self.last_deadline_ms = state.last_deadline_ms;
-        for entry in &state.entries {
-            while self.ring.len() >= self.settings.max_pending.max(1) {
-                self.pop_front(true, events);
-            }
-            self.push(*entry);
-        }
+        self.rebuild(state.entries.iter().filter(|e| e.sides != DEAD).copied().collect(), events);
     }
 }
 

@@ -266,15 +266,17 @@ fn is_json_whitespace(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-fn epoch_ms_from_number(x: f64) -> Result<i64, ()> {
+/// Epoch milliseconds from a JSON number (the fraction floored).
+pub(crate) fn epoch_ms_from_number(x: f64) -> Result<i64, ()> {
     let ms = x.floor();
     // i64::MAX as f64 rounds up to 2^63, which is already out of range.
     if ms.is_finite() && ms >= i64::MIN as f64 && ms < i64::MAX as f64 { Ok(ms as i64) } else { Err(()) }
 }
 
-/// humantime only knows UTC (`Z`, `+00:00` or no zone), so a numeric offset is split
-/// off here and applied to the UTC reading of the rest.
-fn epoch_ms_from_rfc3339(text: &str) -> Result<i64, ()> {
+/// Epoch milliseconds from RFC 3339 text. humantime only knows UTC (`Z`, `+00:00` or
+/// no zone), so a numeric offset is split off here and applied to the UTC reading of
+/// the rest.
+pub(crate) fn epoch_ms_from_rfc3339(text: &str) -> Result<i64, ()> {
     let bytes = text.as_bytes();
     let mut offset_minutes = 0i64;
     let mut stamp = text;

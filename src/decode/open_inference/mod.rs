@@ -390,6 +390,10 @@ impl HeldPredictions for OpenInference {
         }
         column_value(&self.held.prediction, self.held.rows, row)
     }
+
+    fn event_time_ms(&self, row: usize) -> EventTime {
+        OpenInference::event_time_ms(self, row)
+    }
 }
 
 impl<W: ValueSink, R: ValueSink> Decoder<W, R> for OpenInference {
