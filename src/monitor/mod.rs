@@ -1000,6 +1000,14 @@ impl Pipeline {
         }
         match written {
             Ok(()) => {
+                // Handed over: the last checkpoint's copies must not overwrite them
+                // (with the entries no longer here).
+                if let Ok(mut board) = handover.board.lock() {
+                    for (pair, _) in &records {
+                        board.owned.remove(pair);
+                        board.written.remove(pair);
+                    }
+                }
                 tracing::info!(partitions = records.len(), "label join entries handed over at the stop")
             }
             Err(e) => {
