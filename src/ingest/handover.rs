@@ -21,10 +21,28 @@
 //!   A newly assigned partition's record is read before any of its messages is
 //!   processed, and adopted only when its positions equal the group's committed offsets
 //!   (then it is the state those offsets continue); otherwise it is stale (an owner
-//!   since died without handing over) and left, logged. A record used is then
-//!   deleted (a tombstone), so it is never adopted twice.
+//!   since read on) and left, logged. A record of another instance used is then
+//!   deleted (a tombstone, for compaction: a record that continues from the committed
+//!   offsets is the state at them whoever adopted it since, as an adopter that read on
+//!   committed further, its own copies first).
 //! * At a stop (SIGTERM) the pipeline hands every partition's entries over itself, with
 //!   the positions of its last checkpoint, before it writes that checkpoint.
+//! * At every commit (SIGKILL): before the checkpoint is written, so before its offsets
+//!   are committed, a copy of its entries of every owned partition that changed since
+//!   its last copy is written and acknowledged, with the positions that commit commits.
+//!   An instance killed with SIGKILL hands nothing over itself: its partitions' new
+//!   owners adopt its last copies by the rule above. A reader takes the latest record
+//!   that continues from the committed offsets, not simply the latest: a writer killed
+//!   after a commit's copies and before the broker took the commit leaves a latest
+//!   record ahead of them, and the one before it is the state they continue. Only owned
+//!   partitions are copied (not after their revocation, loss or hand-over at a stop).
+//! * At a restart the checkpoint's entries wait aside until the first assignment, which
+//!   decides per partition where they come from (`restart_keeps` in
+//!   [`crate::ingest::kafka`]): the checkpoint when it is ahead of the commit, or level
+//!   with it while the record that continues is this instance's own copy ([`Handover::writer`]
+//!   is kept in `state.dir`); else the topic's record. So a partition's entries come
+//!   from one place and nothing counts twice, also when the instance was killed
+//!   between a revocation's records and its next checkpoint.
 //!
 //! Kafka I/O only: what the entries are and how they are counted is
 //! [`crate::stats::label_join`] and [`crate::monitor::labels`].
