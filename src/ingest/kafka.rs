@@ -242,7 +242,7 @@ fn take_over(handover: &Handover, consumer: &BaseConsumer<ArcContext>, partition
                     if let Some(restored) = &restored {
                         for &pair in new.iter().filter(|p| restored.contains_key(p)) {
                             let local = &restored[&pair];
-                            if restart_keeps(handover, pair, local, records.get(&pair), &committed) {
+                            if restart_keeps(handover.writer, pair.1, local, records.get(&pair), &committed) {
                                 records.remove(&pair);
                                 kept.insert(pair);
                             }
@@ -288,15 +288,15 @@ fn take_over(handover: &Handover, consumer: &BaseConsumer<ArcContext>, partition
 /// instance read on since, or wrote the state at these offsets (it held the partition
 /// after this checkpoint), or this instance handed the entries over in that record.
 fn restart_keeps(
-    handover: &Handover,
-    (_, partition): StreamPartition,
+    writer: u64,
+    partition: i32,
     local: &[(String, i64)],
     record: Option<&crate::ingest::handover::HandoverRecord>,
     committed: &BTreeMap<(String, i32), i64>,
 ) -> bool {
     match crate::ingest::handover::standing(local, committed, partition) {
         Standing::Ahead => true,
-        Standing::Equal => record.is_none_or(|r| r.copy && r.writer == handover.writer),
+        Standing::Equal => record.is_none_or(|r| r.copy && r.writer == writer),
         Standing::Behind => false,
     }
 }
@@ -304,6 +304,24 @@ fn restart_keeps(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::handover::HandoverRecord;
+
+    #[test]
+    fn a_restart_keeps_its_checkpoint_only_where_nobody_else_has_the_partitions_state() {
+        let me = 7;
+        let committed = BTreeMap::from([(("p".to_owned(), 0), 10)]);
+        let record = |writer, copy| HandoverRecord { writer, copy, ..Default::default() };
+        let keeps = |local: i64, r: Option<&HandoverRecord>| {
+            restart_keeps(me, 0, &[("p".into(), local)], r, &committed)
+        };
+        assert!(keeps(12, Some(&record(8, true))), "ahead of the commit: only the checkpoint has that state");
+        assert!(keeps(10, None), "level, and no record continues");
+        assert!(keeps(10, Some(&record(me, true))), "level, with its own copy (older or the same)");
+        assert!(!keeps(10, Some(&record(me, false))), "it handed them over itself (a stop, a revocation)");
+        assert!(!keeps(10, Some(&record(8, true))), "another held the partition at these offsets since");
+        assert!(!keeps(9, Some(&record(me, true))), "another read on since");
+        assert!(!keeps(9, None));
+    }
     use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
 
     /// TLS and zstd are compiled in: a user's `security.protocol = "SSL"` and a
