@@ -5,11 +5,14 @@
 //! estimating performance per prediction, and the estimate's own per-row cost (a
 //! lookup in a 256-breakpoint calibration and four sums). Printed, never asserted; the
 //! harness's `labels` stage measures the figures (with the metrics beside
-//! scoring a window) against their targets.
+//! scoring a window) against their targets. Last, the handover copies a commit writes
+//! with `labels.handover_topic` (a million entries over 16 partitions): bytes per entry,
+//! raw and lz4-compressed, and the time to encode and compress them.
 //!
 //!   cargo bench --bench label_join
 
 use driftscope::config::Config;
+use driftscope::ingest::handover::HandoverRecord;
 use driftscope::monitor::labels::StreamLabels;
 use driftscope::stats::estimate::EstimateSketch;
 use driftscope::stats::isotonic::Calibration;
@@ -131,4 +134,56 @@ fn main() {
     }
     let each = started.elapsed().as_secs_f64() / reps as f64;
     println!("{:<58} {:>8.1} us", "binary window metrics at close (10,000 rows)", each * 1e6);
+
+    copies(&ids);
+}
+
+/// The handover copies of a join of `N` entries (predictions over 16 partitions, 90% of
+/// them joined `LAG` later: waiting predictions and joined ids' markers), as a commit
+/// writes them when every partition changed: one record per partition.
+fn copies(ids: &[u64]) {
+    let mut join = LabelJoin::new(JoinSettings { ttl_ms: 600_000, max_pending: N, sample: 1.0 });
+    let mut events = Vec::with_capacity(16);
+    // Deadlines as wall-clock milliseconds, a thousand predictions per millisecond.
+    let clock = |i: usize| 1_764_000_000_000 + (i / 1000) as i64;
+    for i in 0..N {
+        let score = (ids[i] >> 11) as f64 / (1u64 << 53) as f64;
+        join.prediction_in((i % 16) as i32, ids[i], (i / 10_000) as i64, score, clock(i), &mut events);
+        if i >= LAG && i % 10 != 0 {
+            let j = i - LAG;
+            join.label_in((j % 16) as i32, ids[j], (j % 2) as f64, clock(i), &mut events);
+        }
+        events.clear();
+    }
+    let started = Instant::now();
+    let records: Vec<Vec<u8>> = join
+        .snapshot()
+        .entries()
+        .by_partition()
+        .into_values()
+        .map(|entries| {
+            let record = HandoverRecord {
+                positions: vec![("predictions".into(), 123_456_789), ("labels".into(), 123_456_789)],
+                classes: Vec::new(),
+                entries,
+                writer: 1,
+                copy: true,
+            };
+            rmp_serde::to_vec_named(&record).expect("encoded")
+        })
+        .collect();
+    let encode = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let compressed: usize = records.iter().map(|r| lz4_flex::block::compress(r).len()).sum();
+    let compress = started.elapsed().as_secs_f64();
+    let raw: usize = records.iter().map(Vec::len).sum();
+    let entries = join.len() as f64;
+    println!(
+        "handover copies of {} entries: {:.1} bytes each, {:.1} lz4-compressed; encode {:.1} ms, lz4 {:.1} ms",
+        join.len(),
+        raw as f64 / entries,
+        compressed as f64 / entries,
+        encode * 1e3,
+        compress * 1e3
+    );
 }

@@ -636,6 +636,7 @@ fn write_group_config(
     group: &str,
     topics: (&str, &str, &str),
     profile: &Path,
+    ttl: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
     let config = dir.join(format!("{name}.toml"));
     let reports = dir.join(format!("{name}.reports.jsonl"));
@@ -666,7 +667,7 @@ topics = ["{labels}"]
 prediction_id = "/id"
 label_id = "key"
 label = "/y"
-ttl = "20s"
+ttl = "{ttl}"
 handover_topic = "{handover}"
 task = {{ type = "binary", score = "/score", threshold = {THRESHOLD} }}
 "#,
@@ -716,8 +717,10 @@ fn a_rebalance_and_a_clean_stop_mid_join_lose_and_double_nothing() {
     let profile = reference(dir.path());
     let group = unique("labels-group");
     let topics = (predictions_topic.as_str(), labels_topic.as_str(), handover_topic.as_str());
-    let (config_a, reports_a) = write_group_config(&bootstrap, dir.path(), "a", &group, topics, &profile);
-    let (config_b, reports_b) = write_group_config(&bootstrap, dir.path(), "b", &group, topics, &profile);
+    let (config_a, reports_a) =
+        write_group_config(&bootstrap, dir.path(), "a", &group, topics, &profile, "20s");
+    let (config_b, reports_b) =
+        write_group_config(&bootstrap, dir.path(), "b", &group, topics, &profile, "20s");
     let rows = rows();
 
     // A alone reads the first rounds: predictions wait for their delayed labels.
@@ -846,4 +849,188 @@ fn a_rebalance_and_a_clean_stop_mid_join_lose_and_double_nothing() {
     assert!(b.log_text().contains("label join entries taken over"), "{}", b.log_text());
     assert!(a.terminate().success());
     assert!(b.terminate().success());
+}
+
+/// Whether the group has committed every partition of `topics` up to its end (every
+/// message read, checkpointed and committed, with the join's copies written first).
+fn committed_to_the_end(bootstrap: &str, group: &str, topics: &[&str], partitions: i32) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    // Not subscribed: it asks for the group's offsets without joining the group.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..partitions {
+            list.add_partition(topic, p);
+        }
+    }
+    let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(10)) else { return false };
+    committed.elements().iter().all(|e| {
+        let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+        else {
+            return false;
+        };
+        match e.offset() {
+            Offset::Offset(o) => o == high,
+            _ => high == 0,
+        }
+    })
+}
+
+#[test]
+fn a_sigkill_mid_join_loses_and_doubles_nothing() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (predictions_topic, labels_topic, handover_topic) =
+        (unique("preds-kill"), unique("labels-kill"), unique("handover-kill"));
+    create_topic(&bootstrap, &predictions_topic, 4);
+    create_topic(&bootstrap, &labels_topic, 4);
+    create_topic(&bootstrap, &handover_topic, 1);
+    let profile = reference(dir.path());
+    let group = unique("labels-kill-group");
+    let topics = (predictions_topic.as_str(), labels_topic.as_str(), handover_topic.as_str());
+    // A ttl well over the group's session timeout: the predictions of the killed
+    // instance wait through it for their labels.
+    let (config_a, reports_a) =
+        write_group_config(&bootstrap, dir.path(), "a", &group, topics, &profile, "45s");
+    let (config_b, reports_b) =
+        write_group_config(&bootstrap, dir.path(), "b", &group, topics, &profile, "45s");
+    let rows = rows();
+    let produce_rounds = |rounds: std::ops::Range<usize>| {
+        for round in rounds {
+            let (labels, predictions) = round_messages(&rows, round);
+            produce_by_key(&bootstrap, &labels_topic, &labels);
+            produce_by_key(&bootstrap, &predictions_topic, &predictions);
+        }
+    };
+    let assigned_some = |run: &Driftscope| {
+        run.log_text().lines().any(|l| l.contains("partitions assigned") && !l.contains("partitions=0"))
+    };
+
+    // A and B share the four partitions; predictions wait for their delayed labels.
+    let (a, addr_a) = start(&config_a, dir.path());
+    let (b, addr_b) = start(&config_b, dir.path());
+    wait_for("both instances to get partitions", Duration::from_secs(120), || {
+        (assigned_some(&a) && assigned_some(&b)).then_some(())
+    });
+    produce_rounds(0..4);
+    // Killed once every message produced is read, checkpointed and committed (so after
+    // periodic commits, and not between a checkpoint and its commit, where what a
+    // killed instance read since its last commit is in its checkpoint and read again by
+    // the new owner: see the README).
+    let both = [predictions_topic.as_str(), labels_topic.as_str()];
+    wait_for("the group committed every message", Duration::from_secs(120), || {
+        committed_to_the_end(&bootstrap, &group, &both, 4).then_some(())
+    });
+    let waiting_a = ["predictions", "adopted"].iter().map(|o| outcome(&addr_a, o)).sum::<f64>()
+        - ["joined", "expired", "evicted", "handed_over"].iter().map(|o| outcome(&addr_a, o)).sum::<f64>();
+    assert!(waiting_a > 0.0, "A's predictions are waiting for labels when it is killed");
+    kill_hard(a);
+    wait_for("B to get all 8 partitions", Duration::from_secs(120), || {
+        b.log_text()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && l.contains("partitions=8"))
+            .then_some(())
+    });
+    // The labels of A's waiting predictions are read by B now.
+    produce_rounds(4..8);
+    // A starts again from its checkpoint, which still holds the entries B took over.
+    let (a, addr_a) = start(&config_a, dir.path());
+    wait_for("A to get partitions again", Duration::from_secs(120), || assigned_some(&a).then_some(()));
+    produce_rounds(8..ROUNDS);
+
+    let predictions = PREDICTIONS as f64;
+    let resolved = |name: &str| outcome(&addr_a, name) + outcome(&addr_b, name);
+    // (An orphan ends the wait: a label whose prediction was lost with the kill.)
+    wait_for("every prediction resolved", Duration::from_secs(180), || {
+        let done = resolved("joined") + resolved("expired") + resolved("evicted") >= predictions;
+        (done || resolved("orphan") > 0.0).then_some(())
+    });
+    let delivered = rows.iter().filter(|r| r.label_round.is_some()).count() as f64;
+    let (joined, expired, evicted) = (resolved("joined"), resolved("expired"), resolved("evicted"));
+    let handed_over = resolved("handed_over");
+    eprintln!(
+        "A: joined {} expired {} orphan {} handed_over {} adopted {}; B: joined {} expired {} orphan {} handed_over {} adopted {}",
+        outcome(&addr_a, "joined"),
+        outcome(&addr_a, "expired"),
+        outcome(&addr_a, "orphan"),
+        outcome(&addr_a, "handed_over"),
+        outcome(&addr_a, "adopted"),
+        outcome(&addr_b, "joined"),
+        outcome(&addr_b, "expired"),
+        outcome(&addr_b, "orphan"),
+        outcome(&addr_b, "handed_over"),
+        outcome(&addr_b, "adopted"),
+    );
+    assert_eq!(
+        resolved("orphan"),
+        0.0,
+        "no label of a prediction read is an orphan (none lost with the kill)"
+    );
+    assert_eq!(joined, delivered, "every label whose prediction was read is joined, once");
+    assert_eq!(joined + expired + evicted, predictions, "each prediction resolved once");
+    assert_eq!(expired, predictions - delivered);
+    let sent_twice = rows.iter().filter(|r| r.label_round.is_some() && r.label_twice).count()
+        + rows.iter().filter(|r| r.prediction_twice).count();
+    assert_eq!(resolved("duplicate"), sent_twice as f64, "every redelivery recognised once");
+    assert!(outcome(&addr_b, "adopted") >= waiting_a, "B adopted A's waiting predictions from its copies");
+    assert_eq!(handed_over, resolved("adopted"), "each prediction that moved left one instance, reached one");
+
+    // Records without a request id close each instance's windows.
+    let tail: Keyed = (0..4 * WINDOW)
+        .map(|i| (format!("tail-{i}"), br#"{"x":0.1,"c":"a","score":0.5}"#.to_vec()))
+        .collect();
+    produce_by_key(&bootstrap, &predictions_topic, &tail);
+    let want: Vec<(f64, bool)> =
+        rows.iter().filter(|r| r.label_round.is_some()).map(|r| (r.score, r.label)).collect();
+    let finals = wait_for("every labelled prediction in a final window", Duration::from_secs(120), || {
+        let finals = final_windows(&read_reports(&reports_a));
+        let b_finals = final_windows(&read_reports(&reports_b));
+        let labelled = |f: &BTreeMap<u64, serde_json::Value>| {
+            f.values().map(|w| w["labelled"].as_u64().unwrap()).sum::<u64>()
+        };
+        (labelled(&finals) + labelled(&b_finals) >= want.len() as u64)
+            .then(|| finals.into_values().chain(b_finals.into_values()).collect::<Vec<_>>())
+    });
+    // Over both instances' final windows (A's from before and after the kill): each
+    // prediction counted once where it was resolved, the confusion counts those of
+    // every labelled row.
+    let mut confusion = [0u64; 4];
+    let mut labelled = 0;
+    for w in &finals {
+        let resolved = ["labelled", "expired", "evicted", "handed_over"]
+            .iter()
+            .map(|k| w[k].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        assert_eq!(resolved, w["predictions"].as_u64().unwrap(), "{w}");
+        labelled += w["labelled"].as_u64().unwrap();
+        for (j, c) in confusion.iter_mut().enumerate() {
+            *c += w["confusion"][j].as_u64().unwrap();
+        }
+    }
+    assert_eq!(labelled, want.len() as u64, "each labelled prediction in one final window");
+    let exact_confusion = want.iter().fold([0u64; 4], |mut c, &(s, y)| {
+        c[match (s >= THRESHOLD, y) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, false) => 2,
+            (false, true) => 3,
+        }] += 1;
+        c
+    });
+    assert_eq!(confusion, exact_confusion, "[tp, fp, tn, fn] over all windows");
+    assert!(b.log_text().contains("label join entries taken over"), "{}", b.log_text());
+    assert!(a.terminate().success());
+    let b_log = b.log.clone();
+    assert!(b.terminate().success());
+    let copies = std::fs::read_to_string(b_log)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("label join copies written"))
+        .map(str::to_owned);
+    eprintln!("B: {}", copies.unwrap_or_default());
 }

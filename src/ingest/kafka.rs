@@ -4,7 +4,7 @@
 
 use crate::config::KafkaConfig;
 use crate::health::{Health, LagReport};
-use crate::ingest::handover::{HANDOVER_BOUND, Handover, StreamPartition};
+use crate::ingest::handover::{HANDOVER_BOUND, Handover, Standing, StreamPartition};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -114,6 +114,9 @@ impl ConsumerContext for ArcContext {
                 // monitor rolls back to its checkpoint and skips what it holds when the
                 // partitions come back; its failed commits are sent again.
                 self.0.assignment_lost.store(true, Ordering::SeqCst);
+                if let Some(handover) = self.0.handover.get() {
+                    handover.disown(partitions);
+                }
                 self.0.revoked.store(true, Ordering::SeqCst);
                 tracing::warn!(
                     partitions = partitions.count(),
@@ -167,6 +170,11 @@ impl ConsumerContext for ArcContext {
                 }
                 board.handed_last = written.iter().copied().collect();
                 board.revoked = Some(written);
+                // No more periodic records of them from here: their next owner's count.
+                for pair in handover.pairs(partitions) {
+                    board.owned.remove(&pair);
+                    board.written.remove(&pair);
+                }
             }
             drop(board);
             self.0.revoked.store(true, Ordering::SeqCst);
@@ -197,53 +205,66 @@ impl ConsumerContext for ArcContext {
 
 /// At an assignment: which partitions written at the revocation came back, and the
 /// handover records of the others, read before any of their messages is processed and
-/// kept only when they continue from the committed offsets; the records used are
-/// deleted. The outcome waits on the board for the feeder to pass to the pipeline.
+/// kept only when they continue from the committed offsets; the records adopted are
+/// deleted. After a restart the restored checkpoint's entries wait aside, and each
+/// assigned partition's come from one place (see [`restart_keeps`]); the others' are
+/// counted handed over (their records are in the topic for whoever holds them). The
+/// outcome waits on the board for the feeder to pass to the pipeline.
 fn take_over(handover: &Handover, consumer: &BaseConsumer<ArcContext>, partitions: &TopicPartitionList) {
     let Ok(mut board) = handover.board.lock() else { return };
     let assigned = handover.pairs(partitions);
+    board.owned.extend(assigned.iter().copied());
     let handed_last = std::mem::take(&mut board.handed_last);
-    let kept: BTreeSet<StreamPartition> = assigned.intersection(&handed_last).copied().collect();
+    let restored = board.restored.take();
+    let mut kept: BTreeSet<StreamPartition> = assigned.intersection(&handed_last).copied().collect();
     let new: BTreeSet<StreamPartition> = assigned.difference(&kept).copied().collect();
     let mut adopted = Vec::new();
     if !new.is_empty() {
-        match (
-            handover.read(&new, HANDOVER_BOUND),
-            consumer.committed_offsets(partitions.clone(), HANDOVER_BOUND),
-        ) {
-            (Ok(records), Ok(committed)) => {
-                let committed: BTreeMap<(String, i32), i64> = committed
+        let committed = match consumer.committed_offsets(partitions.clone(), HANDOVER_BOUND) {
+            Ok(committed) => Some(
+                committed
                     .elements()
                     .into_iter()
                     .filter_map(|e| match e.offset() {
                         Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
                         _ => None,
                     })
-                    .collect();
-                for (pair, record) in records {
-                    if handover.continues(pair, &record, &committed) {
-                        adopted.push((pair, record));
-                    } else {
-                        handover.stale.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            partition = pair.1,
-                            written_at = ?record.positions,
-                            "a handover record does not continue from the committed offsets (its writer read on, \
-                             or died without handing over): not adopted"
-                        );
+                    .collect::<BTreeMap<(String, i32), i64>>(),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the committed offsets; newly assigned partitions start without their waiting entries");
+                None
+            }
+        };
+        if let Some(committed) = committed {
+            match handover.read(&new, &committed, HANDOVER_BOUND) {
+                Ok(mut records) => {
+                    if let Some(restored) = &restored {
+                        for &pair in new.iter().filter(|p| restored.contains_key(p)) {
+                            let local = &restored[&pair];
+                            if restart_keeps(handover.writer, pair.1, local, records.get(&pair), &committed) {
+                                records.remove(&pair);
+                                kept.insert(pair);
+                            }
+                        }
                     }
+                    adopted.extend(records);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the handover topic; newly assigned partitions start without their waiting entries");
+                    kept.extend(restored.iter().flat_map(|r| r.keys()).filter(|p| new.contains(p)));
                 }
             }
-            (Err(e), _) => {
-                tracing::error!(error = %e, "cannot read the handover topic; newly assigned partitions start without their waiting entries")
-            }
-            (_, Err(e)) => {
-                tracing::error!(error = %e, "cannot read the committed offsets; newly assigned partitions start without their waiting entries")
-            }
+            board.committed.extend(committed);
+        } else {
+            // Without the committed offsets a restarted instance keeps its checkpoint's.
+            kept.extend(restored.iter().flat_map(|r| r.keys()).filter(|p| new.contains(p)));
         }
     }
+    // Only records of others are deleted: a copy of this instance's own that it keeps
+    // continuing is what a new owner should find if it dies before its next one.
     let used: Vec<_> =
-        adopted.iter().map(|(pair, _)| (*pair, None)).chain(kept.iter().map(|p| (*p, None))).collect();
+        adopted.iter().filter(|(_, r)| r.writer != handover.writer).map(|(pair, _)| (*pair, None)).collect();
     if let Err(e) = handover.write(&used, HANDOVER_BOUND) {
         tracing::warn!(error = %e, "the used handover records were not deleted (a later owner checks their positions)");
     }
@@ -258,9 +279,49 @@ fn take_over(handover: &Handover, consumer: &BaseConsumer<ArcContext>, partition
     notice.adopted.extend(adopted);
 }
 
+/// After a restart, whether an assigned partition keeps the restored checkpoint's
+/// entries (`local`: the checkpoint's positions there) rather than adopt `record` (the
+/// latest record continuing from the committed offsets). Kept when the checkpoint is
+/// ahead of the commit (written, then killed before the commit was taken: only it holds
+/// that state), or level with it while no record continues or the one that does is this
+/// instance's own copy (written from this or an older checkpoint). Not kept when another
+/// instance read on since, or wrote the state at these offsets (it held the partition
+/// after this checkpoint), or this instance handed the entries over in that record.
+fn restart_keeps(
+    writer: u64,
+    partition: i32,
+    local: &[(String, i64)],
+    record: Option<&crate::ingest::handover::HandoverRecord>,
+    committed: &BTreeMap<(String, i32), i64>,
+) -> bool {
+    match crate::ingest::handover::standing(local, committed, partition) {
+        Standing::Ahead => true,
+        Standing::Equal => record.is_none_or(|r| r.copy && r.writer == writer),
+        Standing::Behind => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::handover::HandoverRecord;
+
+    #[test]
+    fn a_restart_keeps_its_checkpoint_only_where_nobody_else_has_the_partitions_state() {
+        let me = 7;
+        let committed = BTreeMap::from([(("p".to_owned(), 0), 10)]);
+        let record = |writer, copy| HandoverRecord { writer, copy, ..Default::default() };
+        let keeps = |local: i64, r: Option<&HandoverRecord>| {
+            restart_keeps(me, 0, &[("p".into(), local)], r, &committed)
+        };
+        assert!(keeps(12, Some(&record(8, true))), "ahead of the commit: only the checkpoint has that state");
+        assert!(keeps(10, None), "level, and no record continues");
+        assert!(keeps(10, Some(&record(me, true))), "level, with its own copy (older or the same)");
+        assert!(!keeps(10, Some(&record(me, false))), "it handed them over itself (a stop, a revocation)");
+        assert!(!keeps(10, Some(&record(8, true))), "another held the partition at these offsets since");
+        assert!(!keeps(9, Some(&record(me, true))), "another read on since");
+        assert!(!keeps(9, None));
+    }
     use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
 
     /// TLS and zstd are compiled in: a user's `security.protocol = "SSL"` and a

@@ -23,6 +23,7 @@ use crate::ingest::feed::TopicRoute;
 use crate::ingest::handover::{Handover, SavedJoin, StreamPartition};
 use crate::ingest::kafka::{ArcContext, create_consumer};
 pub use crate::shutdown::Stop;
+use crate::stats::label_join::Handed;
 use crate::stats::report::{OffsetRange, Report, WindowInfo};
 use crate::stats::score_window;
 use crate::stats::sequential::SequentialState;
@@ -31,7 +32,7 @@ use crate::telemetry::{RateLimitedLog, Telemetry};
 use checkpoint::{Checkpoint, CheckpointError, SourcePosition, StreamCheckpoint};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -163,6 +164,9 @@ struct Pipeline {
     /// An assignment's handover was applied: checkpoint at once (a revocation waits
     /// for it, so it hands over the adopted entries too).
     checkpoint_now: bool,
+    /// The last commit's copies of the join could not be written (logged once until
+    /// they can again).
+    copies_failing: bool,
 }
 
 #[derive(Default, Clone)]
@@ -176,6 +180,9 @@ struct RecentReports {
 /// How long entries set aside at a revocation wait for the assignment that says whether
 /// their partitions came back (checkpoints wait meanwhile).
 const PARKED_BOUND: Duration = Duration::from_secs(60);
+
+/// How long a commit waits for its copies of the join to be acknowledged.
+const COPIES_BOUND: Duration = Duration::from_secs(10);
 
 /// Checkpoint early when this many reports wait for one.
 const UNSENT_LIMIT: usize = 32;
@@ -286,6 +293,7 @@ impl Monitor {
             parked: Vec::new(),
             parked_at: Instant::now(),
             checkpoint_now: false,
+            copies_failing: false,
         };
         if fresh_state {
             state.set_checkpoint_aside()?;
@@ -402,6 +410,19 @@ impl Pipeline {
             tracing::error!(error = %e, "the last partials were not published; their records are read again on the next start");
         }
         self.hand_over_at_stop((stop.remaining() / 2).min(crate::scale::publishing::STOP_BOUND));
+        if let Some(h) = &self.handover {
+            let commits = h.periodic_writes.load(Ordering::Relaxed);
+            let bytes = h.periodic_bytes.load(Ordering::Relaxed);
+            let nanos = h.periodic_nanos.load(Ordering::Relaxed);
+            tracing::info!(
+                commits,
+                records = h.periodic_records.load(Ordering::Relaxed),
+                bytes,
+                bytes_per_commit = bytes.checked_div(commits).unwrap_or(0),
+                ms_per_commit = nanos.checked_div(commits).unwrap_or(0) as f64 / 1e6,
+                "label join copies written to the handover topic at commits"
+            );
+        }
         // The last checkpoint: also when the previous one failed, so that a directory
         // that came back is used; when it still fails the stop says so (exit status 3).
         let finished = if self.dirty || !self.unsent.is_empty() || self.checkpoint_failure.is_some() {
@@ -697,7 +718,11 @@ impl Pipeline {
         // With a handover: no checkpoint while a revocation is being handed over from
         // the last one, nor while entries wait aside for the assignment (the board is
         // held until the positions to commit are published with the join's entries).
-        if !self.parked.is_empty() && self.parked_at.elapsed() >= PARKED_BOUND {
+        // A restart's entries wait for the first assignment however long it takes
+        // (nothing is read before it, so no checkpoint is missed).
+        let restoring =
+            || self.handover.as_ref().is_some_and(|h| h.board.lock().is_ok_and(|b| b.restored.is_some()));
+        if !self.parked.is_empty() && self.parked_at.elapsed() >= PARKED_BOUND && !restoring() {
             tracing::warn!(
                 waited_s = PARKED_BOUND.as_secs(),
                 "no assignment since the revocation: the label join entries written then are counted handed over"
@@ -711,26 +736,31 @@ impl Pipeline {
         }
         self.last_checkpoint_at = Instant::now();
         let checkpoint = self.checkpoint();
+        let joins: BTreeMap<usize, SavedJoin> = match board.as_ref() {
+            Some(_) => self
+                .labels
+                .iter()
+                .zip(&checkpoint.streams)
+                .enumerate()
+                .filter_map(|(i, (labels, cp))| {
+                    labels.as_ref()?;
+                    let saved = cp.labels.as_ref()?;
+                    Some((i, SavedJoin { entries: saved.join_entries(), classes: saved.classes().to_vec() }))
+                })
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        // Copies of the join's entries go to the handover topic before the checkpoint
+        // (and long before its commit): so the latest record continuing from the
+        // committed offsets is this state or an older checkpoint's one at the same
+        // offsets (see `write_copies`).
+        if let (Some(handover), Some(board)) = (handover.as_deref(), board.as_mut()) {
+            self.write_copies(handover, board, &checkpoint, &joins);
+        }
         match checkpoint::save(&self.checkpoint_path, &checkpoint) {
             Ok(bytes) => {
                 if let Some(board) = board.as_mut() {
-                    board.saved = self
-                        .labels
-                        .iter()
-                        .zip(&checkpoint.streams)
-                        .enumerate()
-                        .filter_map(|(i, (labels, cp))| {
-                            labels.as_ref()?;
-                            let saved = cp.labels.as_ref()?;
-                            Some((
-                                i,
-                                Arc::new(SavedJoin {
-                                    entries: saved.join_entries(),
-                                    classes: saved.classes().to_vec(),
-                                }),
-                            ))
-                        })
-                        .collect();
+                    board.saved = joins.into_iter().map(|(i, join)| (i, Arc::new(join))).collect();
                 }
                 self.telemetry.checkpoints.with_label_values(&["written"]).inc();
                 self.telemetry.checkpoint_bytes.set(bytes as i64);
@@ -778,6 +808,68 @@ impl Pipeline {
         }
         self.send_commit(controls, mode);
         Ok(())
+    }
+
+    /// Writes a copy of `checkpoint`'s join entries of each owned partition that
+    /// changed since its last copy to the handover topic, with the positions the
+    /// checkpoint's commit will commit, and waits for the broker's acknowledgement. An
+    /// instance killed with SIGKILL hands nothing over itself: its partitions' new
+    /// owners adopt these copies (they continue from the committed offsets). Written
+    /// before the checkpoint: killed after them and before it, the checkpoint on disk
+    /// is the previous one, at the offsets still committed, whose copies are the
+    /// records before these. When they cannot be written the commit goes ahead anyway
+    /// (logged): a SIGKILL then hands nothing over, as without copies.
+    fn write_copies(
+        &mut self,
+        handover: &Handover,
+        board: &mut crate::ingest::handover::Board,
+        checkpoint: &Checkpoint,
+        joins: &BTreeMap<usize, SavedJoin>,
+    ) {
+        if board.owned.is_empty() || self.halted {
+            return;
+        }
+        // What the commit after this checkpoint commits (see `publish_safe`).
+        let positions: BTreeMap<(String, i32), i64> = self
+            .sources
+            .iter()
+            .zip(&checkpoint.sources)
+            .filter(|(source, _)| !self.is_global_source(source))
+            .filter_map(|(source, p)| {
+                let at = if p.position >= 0 { Some(p.position) } else { source.saved };
+                Some(((source.topic.clone(), source.partition), at?))
+            })
+            .collect();
+        let by_partition: BTreeMap<usize, (BTreeMap<i32, Handed>, Vec<String>)> =
+            joins.iter().map(|(&i, join)| (i, (join.entries.by_partition(), join.classes.clone()))).collect();
+        let started = Instant::now();
+        let written = handover.periodic_records(board, &by_partition, &positions).and_then(|copies| {
+            handover.write_encoded(&copies.records, COPIES_BOUND)?;
+            Ok(copies)
+        });
+        match written {
+            Ok(crate::ingest::handover::Copies { records, digests }) => {
+                if records.is_empty() {
+                    return;
+                }
+                let bytes: usize = records.iter().filter_map(|(_, r)| r.as_ref().map(Vec::len)).sum();
+                handover.periodic_writes.fetch_add(1, Ordering::Relaxed);
+                handover.periodic_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+                handover.periodic_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                handover.periodic_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                board.written.extend(digests);
+                if std::mem::take(&mut self.copies_failing) {
+                    tracing::info!("the label join's copies are written to the handover topic again");
+                }
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.copies_failing, true) {
+                    tracing::error!(error = %e, "the label join's entries were not copied to the handover topic: until they are, an instance killed with SIGKILL hands nothing over");
+                }
+                // Written again at the next commit, whatever the broker got of them.
+                board.written.clear();
+            }
+        }
     }
 
     /// Asks the consumer thread to commit the last checkpoint's positions, and
@@ -852,35 +944,47 @@ impl Pipeline {
     /// revocation whose assignment never came were handed over already.
     fn hand_over_at_stop(&mut self, bound: Duration) {
         let Some(handover) = self.handover.clone() else { return };
+        // A restart's entries still aside (no assignment came) go back into the last
+        // checkpoint: the next start decides about them as this one would have.
+        let restoring = handover.board.lock().is_ok_and(|b| b.restored.is_some());
         for ((stream, _), entries) in std::mem::take(&mut self.parked) {
             if let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) {
-                labels.hand_over(&entries);
+                if restoring { labels.put_back(entries) } else { labels.hand_over(&entries) }
             }
         }
         if self.halted {
             return;
         }
         let positions = self.checkpoint().sources;
+        let (owned, committed) = match handover.board.lock() {
+            Ok(board) => (board.owned.clone(), board.committed.clone()),
+            Err(_) => Default::default(),
+        };
         let mut records = Vec::new();
         let mut taken = Vec::new();
         for s in &handover.streams {
             let Some(labels) = self.labels.get_mut(s.stream).and_then(Option::as_mut) else { continue };
-            let mut partitions: Vec<i32> =
-                self.sources.iter().filter(|src| src.stream == s.stream).map(|src| src.partition).collect();
-            partitions.sort_unstable();
-            partitions.dedup();
+            // The partitions it owns: another's (revoked earlier) are written by their owner.
+            let partitions = owned.iter().filter(|(stream, _)| *stream == s.stream).map(|&(_, p)| p);
             for partition in partitions {
                 let entries = labels.take_partitions(&[partition]);
+                let read: Vec<(String, i64)> = positions
+                    .iter()
+                    .filter(|p| p.partition == partition && p.position >= 0 && s.topics.contains(&p.topic))
+                    .map(|p| (p.topic.clone(), p.position))
+                    .collect();
+                // A topic not read there since the assignment: the offset committed then.
+                let unread = s
+                    .topics
+                    .iter()
+                    .filter(|t| !read.iter().any(|(r, _)| r == *t))
+                    .filter_map(|t| Some((t.clone(), *committed.get(&(t.clone(), partition))?)));
                 let record = crate::ingest::handover::HandoverRecord {
-                    positions: positions
-                        .iter()
-                        .filter(|p| {
-                            p.partition == partition && p.position >= 0 && s.topics.contains(&p.topic)
-                        })
-                        .map(|p| (p.topic.clone(), p.position))
-                        .collect(),
+                    positions: read.iter().cloned().chain(unread).collect(),
                     classes: labels.classes().to_vec(),
                     entries: entries.clone(),
+                    writer: handover.writer,
+                    copy: false,
                 };
                 records.push(((s.stream, partition), Some(record)));
                 taken.push((s.stream, entries));
@@ -896,6 +1000,14 @@ impl Pipeline {
         }
         match written {
             Ok(()) => {
+                // Handed over: the last checkpoint's copies must not overwrite them
+                // (with the entries no longer here).
+                if let Ok(mut board) = handover.board.lock() {
+                    for (pair, _) in &records {
+                        board.owned.remove(pair);
+                        board.written.remove(pair);
+                    }
+                }
                 tracing::info!(partitions = records.len(), "label join entries handed over at the stop")
             }
             Err(e) => {
@@ -1020,6 +1132,9 @@ impl Pipeline {
                 });
             }
         }
+        for i in 0..self.streams.len() {
+            self.set_restored_aside(i, &saved);
+        }
         let open = saved.open_records();
         tracing::info!(
             path = %self.checkpoint_path.display(),
@@ -1030,6 +1145,36 @@ impl Pipeline {
         );
         self.last_checkpoint = Some(saved);
         Ok(())
+    }
+
+    /// With a handover: a restored checkpoint's join entries of stream `i` wait aside
+    /// (as a revocation's do) until the first assignment says, partition by partition,
+    /// whether they stay here or the handover topic has the partition's state (another
+    /// instance took it over while this one was down, or this one handed it over at its
+    /// last stop or revocation): entries of a partition come from one place, and
+    /// nothing is counted twice. Those of partitions not assigned are counted handed
+    /// over (the topic has their copies for whoever holds them).
+    fn set_restored_aside(&mut self, i: usize, saved: &Checkpoint) {
+        let Some(handover) = self.handover.clone() else { return };
+        let Some(s) = handover.streams.iter().find(|s| s.stream == i) else { return };
+        let Some(labels) = self.labels[i].as_mut() else { return };
+        let mut local: BTreeMap<StreamPartition, Vec<(String, i64)>> = BTreeMap::new();
+        for p in &saved.sources {
+            if p.stream == s.name && p.position >= 0 && s.topics.contains(&p.topic) {
+                local.entry((i, p.partition)).or_default().push((p.topic.clone(), p.position));
+            }
+        }
+        let held = labels.snapshot().join_entries().by_partition();
+        let partitions: Vec<i32> = held.keys().copied().collect();
+        let taken = labels.take_partitions(&partitions);
+        for (partition, entries) in taken.by_partition() {
+            local.entry((i, partition)).or_default();
+            self.parked.push(((i, partition), entries));
+        }
+        self.parked_at = Instant::now();
+        if let Ok(mut board) = handover.board.lock() {
+            board.restored.get_or_insert_with(Default::default).extend(local);
+        }
     }
 
     /// `--fresh-state`: moves an existing checkpoint aside and says what that loses.
@@ -1080,6 +1225,13 @@ impl Pipeline {
                 for (stream, labels) in self.streams.iter().zip(&mut self.labels) {
                     if let Some(labels) = labels.as_mut() {
                         labels.restore(saved.stream(&stream.name).and_then(|c| c.labels.as_ref()));
+                    }
+                }
+                // Entries waiting aside for an assignment are not back in the join:
+                // the checkpoint they came from still has them.
+                for &((stream, partition), _) in &self.parked {
+                    if let Some(labels) = self.labels.get_mut(stream).and_then(Option::as_mut) {
+                        let _ = labels.take_partitions(&[partition]);
                     }
                 }
             }

@@ -208,6 +208,15 @@ impl Handed {
         Handed { entries: self.entries.iter().filter(|e| e.partition == partition).copied().collect() }
     }
 
+    /// The entries by partition number.
+    pub fn by_partition(&self) -> std::collections::BTreeMap<i32, Handed> {
+        let mut out: std::collections::BTreeMap<i32, Handed> = std::collections::BTreeMap::new();
+        for e in &self.entries {
+            out.entry(e.partition).or_default().entries.push(*e);
+        }
+        out
+    }
+
     /// Rewrites each entry's window and value (the new owner's window for a waiting
     /// prediction, its own class numbering): `f(side, window, value)`.
     pub fn adapt(&mut self, mut f: impl FnMut(HandedSide, i64, f64) -> (i64, f64)) {
