@@ -22,6 +22,9 @@
 //!   --bootstrap ADDR      broker (default $DRIFTSCOPE_KAFKA_BOOTSTRAP or 127.0.0.1:19092)
 //!   --driftscope PATH     the binary for end-to-end (default: target/release/driftscope
 //!                         next to this harness)
+//!   --scale-baseline PATH another driftscope binary (e.g. a build of the commit before a
+//!                         change) that the scale stage runs too, its (a), (b), (c) in
+//!                         the same rounds, interleaved, so the two compare under one load
 //!   --kafka-property K=V  a librdkafka consumer property for both end-to-end consumers
 //!                         (driftscope's `[kafka.properties]`), repeatable
 //!   --memory-records A,B  record counts of the memory stage (default 1000000,10000000)
@@ -87,6 +90,7 @@ struct Options {
     require_broker: bool,
     bootstrap: String,
     driftscope: Option<PathBuf>,
+    scale_baseline: Option<PathBuf>,
     memory_records: Vec<u64>,
     kafka_properties: Vec<(String, String)>,
     offline_rows: u64,
@@ -126,6 +130,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         require_broker: false,
         bootstrap: std::env::var("DRIFTSCOPE_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into()),
         driftscope: None,
+        scale_baseline: None,
         memory_records: Vec::new(),
         kafka_properties: Vec::new(),
         offline_rows: 0,
@@ -162,6 +167,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--offline-rows" => o.offline_rows = parse_count(&value()?)?,
             "--evidently-python" => o.evidently_python = Some(PathBuf::from(value()?)),
             "--driftscope" => o.driftscope = Some(PathBuf::from(value()?)),
+            "--scale-baseline" => o.scale_baseline = Some(PathBuf::from(value()?)),
             "--memory-records" => {
                 o.memory_records =
                     value()?.split(',').map(parse_count).collect::<anyhow::Result<Vec<u64>>>()?;

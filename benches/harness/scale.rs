@@ -67,39 +67,110 @@ pub fn stage(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
         ("(b) one instance, global mode", 1, true),
         ("(c) three instances, global mode", 3, true),
     ];
-    let mut runs: [Vec<Run>; 3] = Default::default();
-    let mut partials: Vec<(u64, u64)> = Vec::new();
+    // This build, and the baseline's (if given) under the same load: interleaved, the
+    // order swapped every round.
+    let mut builds: Vec<Build> = vec![Build::new("", binary)];
+    if let Some(baseline) = &o.scale_baseline {
+        if !baseline.is_file() {
+            bail!("--scale-baseline {}: no such file", baseline.display());
+        }
+        builds.push(Build::new("baseline ", baseline.clone()));
+    }
     for round in 1..=o.e2e_rounds {
-        for (v, (label, instances, global)) in variants.iter().enumerate() {
-            progress(format!("scale round {round}/{}: {label}", o.e2e_rounds));
-            let run_dir = dir.join(format!("scale-{round}-{v}"));
-            std::fs::create_dir_all(&run_dir)?;
-            let group = unique("bench-scale");
-            let partials_topic = global.then(|| unique("bench-partials"));
-            let configs: Vec<(PathBuf, PathBuf)> = (0..*instances)
-                .map(|i| {
-                    let reports = run_dir.join(format!("i{i}.reports.jsonl"));
-                    let config = run_dir.join(format!("i{i}.toml"));
-                    let text = config_toml(
-                        o,
-                        &group,
-                        &topic.name,
-                        &profile_path,
-                        &run_dir.join(format!("state-{i}")),
-                        &reports,
-                        partials_topic.as_deref().map(|p| (p, format!("i{i}"))),
-                    );
-                    std::fs::write(&config, text).map(|()| (config, reports))
-                })
-                .collect::<Result<_, _>>()?;
-            runs[v].push(run_instances(&binary, &configs, &run_dir, expected, timeout)?);
-            if let Some(p) = &partials_topic {
-                partials.push(partials_traffic(&o.bootstrap, p)?);
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..builds.len()).rev().collect() } else { (0..builds.len()).collect() };
+        for b in order {
+            let build = &mut builds[b];
+            for (v, (label, instances, global)) in variants.iter().enumerate() {
+                progress(format!("scale round {round}/{}: {}{label}", o.e2e_rounds, build.name));
+                let run_dir = dir.join(format!("scale-{round}-{b}-{v}"));
+                std::fs::create_dir_all(&run_dir)?;
+                let group = unique("bench-scale");
+                let partials_topic = global.then(|| unique("bench-partials"));
+                let configs: Vec<(PathBuf, PathBuf)> = (0..*instances)
+                    .map(|i| {
+                        let reports = run_dir.join(format!("i{i}.reports.jsonl"));
+                        let config = run_dir.join(format!("i{i}.toml"));
+                        let text = config_toml(
+                            o,
+                            &group,
+                            &topic.name,
+                            &profile_path,
+                            &run_dir.join(format!("state-{i}")),
+                            &reports,
+                            partials_topic.as_deref().map(|p| (p, format!("i{i}"))),
+                        );
+                        std::fs::write(&config, text).map(|()| (config, reports))
+                    })
+                    .collect::<Result<_, _>>()?;
+                build.runs[v].push(run_instances(&build.binary, &configs, &run_dir, expected, timeout)?);
+                build.scored[v] = configs.iter().map(|(_, r)| window_records(r)).sum();
+                if let Some(p) = &partials_topic {
+                    build.partials = Some(partials_traffic(&o.bootstrap, p)?);
+                }
             }
         }
     }
     drop(topic);
 
+    table.info(
+        S,
+        "records, windows scored per run",
+        format!(
+            "{} records, {expected} windows of {} ({} round(s))",
+            count(n),
+            count(WINDOW_RECORDS),
+            o.e2e_rounds
+        ),
+    );
+    for (b, build) in builds.iter().enumerate() {
+        report(build, b == 0, n, expected, &variants, table);
+    }
+    if let [now, base] = &builds[..] {
+        for (v, (label, _, _)) in variants.iter().enumerate() {
+            let per = |b: &Build| -> Vec<f64> {
+                b.runs[v].iter().map(|r| r.cpu_seconds * 1e6 / n as f64).collect()
+            };
+            table.info(
+                S,
+                format!("{label}: CPU per record, this build vs baseline"),
+                format!("{:+.1}%", 100.0 * (median(per(now)) / median(per(base)) - 1.0)),
+            );
+        }
+    }
+    table.info(S, "cores here (instances share them)", sys::nproc().to_string());
+    Ok(())
+}
+
+/// One driftscope binary's runs of the variants.
+struct Build {
+    /// Prefixed to its rows: "" for the build measured, "baseline " for the other.
+    name: &'static str,
+    binary: PathBuf,
+    runs: [Vec<Run>; 3],
+    /// (partials, bytes) of its last global run.
+    partials: Option<(u64, u64)>,
+    /// Records in the reports of its last run of each variant.
+    scored: [u64; 3],
+}
+
+impl Build {
+    fn new(name: &'static str, binary: PathBuf) -> Self {
+        Build { name, binary, runs: Default::default(), partials: None, scored: [0; 3] }
+    }
+}
+
+/// The rows of one build; `checked`: the build the targets are checked on.
+fn report(
+    build: &Build,
+    checked: bool,
+    n: u64,
+    expected: u64,
+    variants: &[(&str, usize, bool); 3],
+    table: &mut Table,
+) {
+    let name = build.name;
+    let runs = &build.runs;
     let over_rounds = |v: Vec<f64>, fmt: &dyn Fn(f64) -> String| -> String {
         if v.len() == 1 {
             return fmt(v[0]);
@@ -111,68 +182,76 @@ pub fn stage(o: &Options, dir: &Path, table: &mut Table) -> anyhow::Result<()> {
     let secs = |x: f64| format!("{x:.2}");
     let pct = |x: f64| format!("{:+.1}%", 100.0 * (x - 1.0));
     let per_m = |r: &Run| r.cpu_seconds * 1e6 / n as f64;
-    table.info(
-        S,
-        "records, windows scored per run",
-        format!(
-            "{} records, {expected} windows of {} ({} round(s))",
-            count(n),
-            count(WINDOW_RECORDS),
-            o.e2e_rounds
-        ),
-    );
     for (v, (label, _, _)) in variants.iter().enumerate() {
         table.info(
             S,
-            format!("{label}: steady"),
+            format!("{name}{label}: steady"),
             over_rounds(runs[v].iter().map(|r| r.steady_rate).collect(), &rate),
         );
         table.info(
             S,
-            format!("{label}: incl. start-up"),
+            format!("{name}{label}: incl. start-up"),
             over_rounds(runs[v].iter().map(|r| n as f64 / r.total.as_secs_f64()).collect(), &rate),
         );
         table.info(
             S,
-            format!("{label}: CPU-s per 1M records, all instances"),
+            format!("{name}{label}: CPU-s per 1M records, all instances"),
             over_rounds(runs[v].iter().map(per_m).collect(), &secs),
+        );
+        table.info(
+            S,
+            format!("{name}{label}: records in its windows (last round)"),
+            format!(
+                "{} ({:.1}% of the windows' records late)",
+                count(build.scored[v]),
+                100.0 * (1.0 - build.scored[v] as f64 / (expected * WINDOW_RECORDS) as f64)
+            ),
         );
     }
     let spread: Vec<String> = runs[2]
         .last()
         .map(|r| r.per_instance_cpu.iter().map(|c| format!("{c:.2}")).collect())
         .unwrap_or_default();
-    table.info(S, "(c) CPU-s of each instance, last round", spread.join(", "));
+    table.info(S, format!("{name}(c) CPU-s of each instance, last round"), spread.join(", "));
     let cost =
         |v: usize| -> Vec<f64> { runs[v].iter().zip(&runs[0]).map(|(g, l)| per_m(g) / per_m(l)).collect() };
     let one = cost(1);
     let three = cost(2);
-    let one_median = median(one.clone());
-    let three_median = median(three.clone());
-    table.check(S, "(b) CPU per record vs (a)", over_rounds(one, &pct), "<= +10%", one_median <= 1.10);
-    table.check(S, "(c) CPU per record vs (a)", over_rounds(three, &pct), "<= +10%", three_median <= 1.10);
+    if checked {
+        let one_median = median(one.clone());
+        let three_median = median(three.clone());
+        table.check(S, "(b) CPU per record vs (a)", over_rounds(one, &pct), "<= +10%", one_median <= 1.10);
+        table.check(
+            S,
+            "(c) CPU per record vs (a)",
+            over_rounds(three, &pct),
+            "<= +10%",
+            three_median <= 1.10,
+        );
+    } else {
+        table.info(S, format!("{name}(b) CPU per record vs (a)"), over_rounds(one, &pct));
+        table.info(S, format!("{name}(c) CPU per record vs (a)"), over_rounds(three, &pct));
+    }
     table.info(
         S,
-        "(c) total rate vs (a), steady",
+        format!("{name}(c) total rate vs (a), steady"),
         over_rounds(
             runs[2].iter().zip(&runs[0]).map(|(c, a)| c.steady_rate / a.steady_rate).collect(),
             &|x| format!("{x:.2}x"),
         ),
     );
-    table.info(S, "cores here (instances share them)", sys::nproc().to_string());
-    if let Some(&(partial_count, bytes)) = partials.last() {
+    if let Some((partial_count, bytes)) = build.partials {
         table.info(
             S,
-            "partials per window per partition (last run)",
+            format!("{name}partials per window per partition (last run)"),
             format!("{:.2}", partial_count as f64 / (expected as f64 * PARTITIONS as f64)),
         );
         table.info(
             S,
-            "bytes per partial (key + value, last run)",
+            format!("{name}bytes per partial (key + value, last run)"),
             format!("{} ({} partials)", count(bytes / partial_count.max(1)), count(partial_count)),
         );
     }
-    Ok(())
 }
 
 /// The config of one instance; `global` is (partials topic, instance name).
@@ -285,6 +364,19 @@ fn run_instances(
         }
     }
     result
+}
+
+/// The records of the windows in a reports file (local mode drops the records of a
+/// partition that lags the instance's one watermark as late; global mode's watermarks
+/// are per partition).
+fn window_records(path: &Path) -> u64 {
+    let Ok(file) = std::fs::File::open(path) else { return 0 };
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .filter_map(|r| r.pointer("/window/records").and_then(serde_json::Value::as_u64))
+        .sum()
 }
 
 fn count_lines(path: &Path) -> u64 {

@@ -111,7 +111,7 @@ impl ValueSink for WindowSketch {
 
     fn numeric_slice(&mut self, feature: usize, values: &[f64]) {
         match &mut self.features[feature] {
-            FeatureSketch::Numeric(s) => values.iter().for_each(|&x| s.observe(x)),
+            FeatureSketch::Numeric(s) => s.observe_slice(values),
             FeatureSketch::Categorical(s) => s.invalid += values.len() as u64,
         }
     }
