@@ -147,6 +147,12 @@ fn three_global_instances_report_what_one_local_instance_reports() {
     }
     let single = Driftscope::start(&["run", "--config", single_config.to_str().unwrap()], dir.path());
 
+    // The owner is settled before any window can close (the closing records below), so
+    // ownership does not move while instances are still joining.
+    let addrs: Vec<Option<String>> = globals.iter().map(|(run, _)| Some(http_address(run))).collect();
+    wait_for("all three in the partials group, naming one owner", Duration::from_secs(180), || {
+        agreed_owner_among(&addrs, "credit", 3)
+    });
     // The single instance reads everything before the records that close the windows
     // come: it reads the partitions in any interleaving, so a closing record read
     // first would make the other partitions' records late there (not in global mode,
@@ -256,6 +262,20 @@ fn agreed_owner(addrs: &[Option<String>], stream: &str) -> Option<String> {
     }
     let first = named.first()?.clone();
     named.iter().all(|n| *n == first).then_some(first)
+}
+
+/// [`agreed_owner`], once every live instance also sees `members` members in the
+/// partials group.
+fn agreed_owner_among(addrs: &[Option<String>], stream: &str, members: usize) -> Option<String> {
+    for addr in addrs.iter().flatten() {
+        let (_, body) = http("GET", addr, "/api/v1/streams", None);
+        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let entry = list.as_array()?.iter().find(|s| s["name"] == stream)?;
+        if entry["global"]["members"].as_array()?.len() != members {
+            return None;
+        }
+    }
+    agreed_owner(addrs, stream)
 }
 
 /// (instance, window index) of every report of the global instances so far.

@@ -197,6 +197,8 @@ struct GlobalStream {
     /// This instance's `scale.instance`.
     instance: String,
     owned_here: bool,
+    /// The partials group's members (their `scale.instance`) at the last description.
+    members: Vec<String>,
     /// On the owner: partials flowing, windows waiting, disagreements.
     #[serde(skip_serializing_if = "Option::is_none")]
     merge: Option<OwnedStatus>,
@@ -217,6 +219,7 @@ async fn streams(State(state): State<HttpState>) -> Response {
                     owner: owner.clone(),
                     instance: g.instance.clone(),
                     owned_here: g.owns(&info.name),
+                    members: g.members.clone(),
                     merge: g.owned.get(&info.name).cloned(),
                 })
             });
