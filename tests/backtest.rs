@@ -385,3 +385,38 @@ fn a_labelled_file_replays_realized_performance_and_performance_triggers() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("`score`") && stderr.contains("labels"), "{stderr}");
 }
+
+#[test]
+fn a_labelled_file_replays_sliding_windows_each_over_the_rows_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = "[streams.labels]\ntopics = [\"labels\"]\nprediction_id = \"key\"\nlabel_id = \"key\"\n\
+        label = \"/label\"\nttl = \"1h\"\ntask = { type = \"binary\", score = \"/score\", threshold = 0.5 }\n";
+    let config = write_config(dir.path(), "{ type = \"sliding_count\", size = 1000, slide = 500 }", labels);
+    std::fs::write(dir.path().join("train.csv"), labelled_csv(5_000, usize::MAX, 1).0).unwrap();
+    let data = dir.path().join("history.csv");
+    let (text, pairs) = labelled_csv(6_000, 3_000, 7);
+    std::fs::write(&data, text).unwrap();
+    let out = backtest(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let s = json(&out);
+    let performance = s["performance"].as_array().unwrap_or_else(|| panic!("no performance: {s:#}"));
+    // Windows of 1,000 rows every 500: they end at rows 1,000, 1,500, ..., 6,000.
+    assert_eq!(performance.len(), 11, "{s:#}");
+    for (i, w) in performance.iter().enumerate() {
+        assert_eq!(w["first_row"], i * 500, "{w}");
+        let rows = &pairs[i * 500..i * 500 + 1000];
+        let correct = rows.iter().filter(|(score, label)| (*score >= 0.5) == *label).count();
+        let accuracy = w["metrics"]["accuracy"].as_f64().unwrap();
+        assert!(
+            (accuracy - correct as f64 / 1000.0).abs() < 1e-12,
+            "window {i}: {accuracy} vs {correct}/1000"
+        );
+        assert_eq!(w["labelled"], 1000, "{w}");
+    }
+}
