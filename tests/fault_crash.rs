@@ -13,7 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 const CHUNKS: usize = 12;
-const CHUNK: usize = 2_000;
+/// Not a multiple of the tumbling window: every other chunk ends mid-window, so a kill
+/// after a chunk was read and checkpointed finds a half-full window, however large the
+/// batches the consumer reads the chunk in.
+const CHUNK: usize = 2_250;
 const RECORDS: usize = CHUNKS * CHUNK;
 /// Tumbling windows of 500 records; sliding windows of 1,000 records every 250.
 const TUMBLING_WINDOWS: usize = RECORDS / 500;
