@@ -221,7 +221,9 @@ fn a_registry_away_longer_than_the_poll_interval_keeps_the_group_membership() {
     let Some((registry, python)) = registry_and_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("avro-noreg-long");
-    produce_rows(dir.path(), &python, &bootstrap, &registry, &topic, 3000);
+    // More than the batches in flight (`ingest::feed`: 4 of up to 2,048 records), the
+    // one being filled and the one the pipeline holds: 6 x 2,048 = 12,288.
+    produce_rows(dir.path(), &python, &bootstrap, &registry, &topic, 15_000);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config =
         run_config(dir.path(), &bootstrap, &reqwest_free_url(&registry, port), &topic, "avro", TWO_FIELDS);
