@@ -93,6 +93,12 @@ impl NumericSketch {
             return;
         }
         let (i, on_edge) = self.index.locate(x);
+        self.add_located(x, i, on_edge);
+    }
+
+    /// Adds finite `x`, which `index.locate` put in cell `i` (`on_edge`).
+    #[inline(always)]
+    fn add_located(&mut self, x: f64, i: usize, on_edge: bool) {
         debug_assert!(i < self.cells.len());
         // SAFETY: for a finite `x`, `locate` gives a position below `index.cells()`, the
         // length of `cells`. (A tenth of the cost of `observe` was bounds checks.)
@@ -134,19 +140,7 @@ impl NumericSketch {
                     self.non_finite += 1;
                     continue;
                 }
-                // SAFETY: as in `observe`: `locate` of a finite value is below
-                // `index.cells()`, the length of `cells`.
-                unsafe { self.cells.get_unchecked_mut(i) }.add(x, on_edge);
-                self.count += 1;
-                if x < self.min {
-                    self.min = x;
-                }
-                if x > self.max {
-                    self.max = x;
-                }
-                let d = x - self.shift;
-                self.shifted_sum += d;
-                self.shifted_sum_sq += d * d;
+                self.add_located(x, i, on_edge);
             }
         }
     }
