@@ -150,6 +150,9 @@ pub struct ConsumeResult {
     /// start-up and group join left out.
     pub steady_rate: f64,
     pub cpu_seconds: f64,
+    /// CPU-seconds per million messages over the steady phase (driftscope only: from
+    /// its first report to its last, so start-up and the group join are left out).
+    pub steady_cpu_per_m: Option<f64>,
     /// Peak RSS, KiB (driftscope only).
     pub peak_rss_kib: Option<u64>,
 }
@@ -212,7 +215,13 @@ impl Reading {
         let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - self.cpu0;
         let t0 = self.first_window.unwrap_or(self.started);
         let steady = (self.n - WINDOW_RECORDS.min(self.n)) as f64 / (end - t0).as_secs_f64().max(1e-9);
-        ConsumeResult { total: end - self.started, steady_rate: steady, cpu_seconds: cpu, peak_rss_kib: None }
+        ConsumeResult {
+            total: end - self.started,
+            steady_rate: steady,
+            cpu_seconds: cpu,
+            steady_cpu_per_m: None,
+            peak_rss_kib: None,
+        }
     }
 }
 
@@ -338,22 +347,26 @@ pub fn driftscope_consume(
     let pid = child.id().to_string();
     let mut counter = LineCounter { path: reports.to_owned(), position: 0, lines: 0 };
     let mut first: Option<Instant> = None;
+    let mut cpu_at_first: Option<f64> = None;
     let result = loop {
         let lines = counter.poll();
         let now = Instant::now();
         if lines >= 1 && first.is_none() {
             first = Some(now);
+            cpu_at_first = sys::cpu_seconds(&pid);
         }
         if lines >= expected {
             // Read before stopping it: CPU time and peak RSS of the whole run.
             let cpu = sys::cpu_seconds(&pid).unwrap_or(f64::NAN);
             let hwm = sys::status_kib(&pid, "VmHWM");
             let t1 = first.unwrap_or(started);
-            let steady = ((expected - 1) * WINDOW_RECORDS) as f64 / (now - t1).as_secs_f64().max(1e-9);
+            let steady_records = ((expected - 1) * WINDOW_RECORDS) as f64;
+            let steady = steady_records / (now - t1).as_secs_f64().max(1e-9);
             break Ok(ConsumeResult {
                 total: now - started,
                 steady_rate: steady,
                 cpu_seconds: cpu,
+                steady_cpu_per_m: cpu_at_first.map(|c0| (cpu - c0) * 1e6 / steady_records),
                 peak_rss_kib: hwm,
             });
         }
