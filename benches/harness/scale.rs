@@ -4,8 +4,8 @@
 //! global mode, (c) three in global mode sharing the consumer group; each in a fresh
 //! group with a fresh partials topic. Reported: the rate from start to the last
 //! window's report, the CPU-seconds of all instances per million records over the whole
-//! run and over its steady phase (from the report of the third of the windows on, per
-//! record the instances counted as read: the cost of global mode per record, set
+//! run and over its steady phase (from the report of the third of the windows on, once
+//! every instance is reading, per record the instances counted as read: the cost of global mode per record, set
 //! against local mode's: the target is at most 10% more; the whole run also
 //! holds each instance's start-up and, with several, the partitions re-read when a
 //! later join moves them), and the partials traffic (bytes per partial, partials per
@@ -35,6 +35,8 @@ const RECORDS_PER_MS: u64 = 10;
 const WINDOW_RECORDS: u64 = 100_000;
 /// The first record's event time, on a window boundary.
 const BASE_MS: u64 = 1_714_564_800_000;
+/// How often the instances' counts are read while the steady phase's start is sought.
+const ANCHOR_SAMPLE: Duration = Duration::from_millis(100);
 
 /// One variant's reading: wall time to the last expected report, CPU of every
 /// instance, and how many reports came.
@@ -43,9 +45,10 @@ struct Run {
     steady_rate: f64,
     cpu_seconds: f64,
     per_instance_cpu: Vec<f64>,
-    /// CPU-seconds per million records read from the third of the windows on (after
-    /// start-up and the group's first assignments): the CPU of every instance and the
-    /// records they counted (`driftscope_records_total`) between the two readings.
+    /// CPU-seconds per million records read from the third of the windows on, once every
+    /// instance is reading (after start-up and the group's assignments): the CPU of every
+    /// instance and the records they counted (`driftscope_records_total`) between the
+    /// two readings; `None` when the instances never all read at once.
     steady_cpu_per_m: Option<f64>,
 }
 
@@ -356,9 +359,14 @@ fn run_instances(
         );
     }
     let mut first: Option<Instant> = None;
-    // (CPU-seconds, records read) of all instances at the anchor report.
+    // (CPU-seconds, records read) of all instances at the anchor: the first time, from
+    // the report of the third of the windows on, that every instance has read records
+    // since the reading before (a late join can leave one instance reading everything
+    // for a while, and then the phase would not measure instances sharing the work).
     let anchor_reports = (expected / 3).max(1);
-    let mut anchor: Option<Option<(f64, f64)>> = None;
+    let mut anchor: Option<(f64, f64)> = None;
+    let mut previous: Option<Vec<f64>> = None;
+    let mut last_sample = started;
     let log_paths: Vec<PathBuf> = (0..children.len()).map(|i| dir.join(format!("i{i}.log"))).collect();
     let result = loop {
         let reports: u64 = configs.iter().map(|(_, r)| count_lines(r)).sum();
@@ -366,17 +374,30 @@ fn run_instances(
         if reports >= 1 && first.is_none() {
             first = Some(now);
         }
-        if reports >= anchor_reports && anchor.is_none() && reports < expected {
-            anchor = Some(cpu_and_records(&children, &log_paths));
+        if reports >= anchor_reports
+            && anchor.is_none()
+            && reports < expected
+            && now - last_sample >= ANCHOR_SAMPLE
+        {
+            last_sample = now;
+            if let Some((cpu, each)) = cpu_and_records(&children, &log_paths) {
+                let all_reading = previous
+                    .as_ref()
+                    .is_some_and(|p| p.iter().zip(&each).all(|(before, after)| after > before));
+                if all_reading {
+                    anchor = Some((cpu, each.iter().sum()));
+                }
+                previous = Some(each);
+            }
         }
         if reports >= expected {
             let at_end = cpu_and_records(&children, &log_paths);
             let per_instance_cpu: Vec<f64> =
                 children.iter().map(|c| sys::cpu_seconds(&c.id().to_string()).unwrap_or(f64::NAN)).collect();
             let t1 = first.unwrap_or(started);
-            let steady_cpu_per_m = match (anchor.flatten(), at_end) {
-                (Some((cpu0, read0)), Some((cpu1, read1))) if read1 > read0 => {
-                    Some((cpu1 - cpu0) * 1e6 / (read1 - read0))
+            let steady_cpu_per_m = match (anchor, at_end) {
+                (Some((cpu0, read0)), Some((cpu1, each))) if each.iter().sum::<f64>() > read0 => {
+                    Some((cpu1 - cpu0) * 1e6 / (each.iter().sum::<f64>() - read0))
                 }
                 _ => None,
             };
@@ -420,19 +441,19 @@ fn run_instances(
     result
 }
 
-/// The CPU-seconds of every instance and the records they have read in all (their
-/// `driftscope_records_total`, from `/metrics` at the address each one logged); `None`
-/// when an instance cannot be read.
-fn cpu_and_records(children: &[Child], logs: &[PathBuf]) -> Option<(f64, f64)> {
+/// The CPU-seconds of all instances and the records each has read (its
+/// `driftscope_records_total`, from `/metrics` at the address it logged); `None` when
+/// an instance cannot be read.
+fn cpu_and_records(children: &[Child], logs: &[PathBuf]) -> Option<(f64, Vec<f64>)> {
     let mut cpu = 0.0;
-    let mut records = 0.0;
+    let mut records = Vec::with_capacity(children.len());
     for (child, log) in children.iter().zip(logs) {
         cpu += sys::cpu_seconds(&child.id().to_string())?;
         let text = std::fs::read_to_string(log).ok()?;
         let line = text.lines().find(|l| l.contains("http server listening"))?;
         let start = line.find("address=")? + "address=".len();
         let address = line[start..].split_whitespace().next()?;
-        records += metric_sum(&http_get(address, "/metrics")?, "driftscope_records_total");
+        records.push(metric_sum(&http_get(address, "/metrics")?, "driftscope_records_total"));
     }
     Some((cpu, records))
 }
