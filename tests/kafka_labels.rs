@@ -22,8 +22,10 @@
 //! realized figures.
 
 mod common;
+mod labels_common;
 
 use common::*;
+use labels_common::*;
 use rdkafka::producer::{BaseRecord, Producer};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,21 +37,6 @@ const PREDICTIONS: usize = WINDOW * WINDOWS;
 /// Rounds of producing: one window of predictions each, then two of late labels only.
 const ROUNDS: usize = WINDOWS + 2;
 const THRESHOLD: f64 = 0.5;
-
-/// xorshift64*: seeded, so every run sees the same messages.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// One prediction and the fate of its label.
 struct Row {
@@ -155,56 +142,6 @@ fn windows_of(rows: &[Row]) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// The exact binary metrics of `(score, label)` rows; ROC AUC by counting every pair.
-fn exact(rows: &[(f64, bool)]) -> BTreeMap<&'static str, f64> {
-    let n = rows.len() as f64;
-    let (mut tp, mut fp, mut tn, mut fn_) = (0.0, 0.0, 0.0, 0.0);
-    let mut log_loss = 0.0;
-    for &(s, y) in rows {
-        match (s >= THRESHOLD, y) {
-            (true, true) => tp += 1.0,
-            (true, false) => fp += 1.0,
-            (false, false) => tn += 1.0,
-            (false, true) => fn_ += 1.0,
-        }
-        let p: f64 = s.clamp(1e-15, 1.0 - 1e-15);
-        log_loss -= if y { p.ln() } else { (1.0 - p).ln() };
-    }
-    let mut ece = 0.0;
-    for b in 0..10 {
-        let in_bin: Vec<&(f64, bool)> =
-            rows.iter().filter(|(s, _)| ((s * 10.0) as usize).min(9) == b).collect();
-        if !in_bin.is_empty() {
-            let m = in_bin.len() as f64;
-            let positives = in_bin.iter().filter(|(_, y)| *y).count() as f64;
-            let scores: f64 = in_bin.iter().map(|(s, _)| s).sum();
-            ece += (positives / m - scores / m).abs() * m / n;
-        }
-    }
-    let (mut wins, mut pairs) = (0.0, 0.0);
-    for &(sp, _) in rows.iter().filter(|(_, y)| *y) {
-        for &(sn, _) in rows.iter().filter(|(_, y)| !*y) {
-            pairs += 1.0;
-            wins += if sp > sn {
-                1.0
-            } else if sp == sn {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    BTreeMap::from([
-        ("accuracy", (tp + tn) / n),
-        ("precision", tp / (tp + fp)),
-        ("recall", tp / (tp + fn_)),
-        ("f1", 2.0 * tp / (2.0 * tp + fp + fn_)),
-        ("log_loss", log_loss / n),
-        ("ece", ece),
-        ("roc_auc", wins / pairs),
-    ])
-}
-
 /// A config of its own in `dir`; `join` is the labels table's `ttl` and `max_pending` lines.
 fn write_config(
     bootstrap: &str,
@@ -263,18 +200,6 @@ task = {{ type = "binary", score = "/score", threshold = {THRESHOLD} }}
     config
 }
 
-fn start(config: &Path, dir: &Path) -> (Driftscope, String) {
-    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir);
-    let addr = http_address(&run);
-    wait_for("/readyz 200", Duration::from_secs(90), || {
-        if let Ok(Some(status)) = run.child.try_wait() {
-            panic!("driftscope exited early ({status}):\n{}", run.log_text());
-        }
-        (http("GET", &addr, "/readyz", None).0 == 200).then_some(())
-    });
-    (run, addr)
-}
-
 /// The value of a series in the Prometheus text, when present.
 fn series(addr: &str, line_start: &str) -> Option<f64> {
     let (status, text) = http("GET", addr, "/metrics", None);
@@ -330,20 +255,6 @@ fn labelled_reference(dir: &Path, config: &Path, profile: &Path) {
     let features: Vec<&str> =
         saved["features"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
     assert_eq!(features, ["x", "c", "score"], "the label is no feature");
-}
-
-/// Final windows of a reports file by index; fails on a window reported final twice.
-fn final_windows(reports: &[serde_json::Value]) -> BTreeMap<u64, serde_json::Value> {
-    let mut finals = BTreeMap::new();
-    for report in reports {
-        for w in report["performance"]["windows"].as_array().into_iter().flatten() {
-            if w["status"] == "final" {
-                let index = w["index"].as_u64().unwrap();
-                assert!(finals.insert(index, w.clone()).is_none(), "window {index} reported final twice");
-            }
-        }
-    }
-    finals
 }
 
 /// A window of predictions without labels, to close one more window whose report
@@ -480,7 +391,7 @@ fn final_window_performance_is_exact_through_sigkills() {
         assert_eq!(w["labelled"], labelled.len() as u64, "window {k}: each label once: {w}");
         assert_eq!(w["expired"], (members.len() - labelled.len()) as u64, "window {k}: {w}");
         assert_eq!(w["evicted"], 0, "window {k}: {w}");
-        let want = exact(&labelled);
+        let want = exact(&labelled, THRESHOLD);
         for (metric, value) in &want {
             let got = w["metrics"][metric].as_f64().unwrap_or(f64::NAN);
             let tolerance = if *metric == "roc_auc" {
@@ -595,7 +506,7 @@ fn sliding_count_window_performance_is_exact_through_sigkills() {
         assert_eq!(w["predictions"], members.len() as u64, "window {k}: {w}");
         assert_eq!(w["labelled"], labelled.len() as u64, "window {k}: {w}");
         assert_eq!(w["expired"], (members.len() - labelled.len()) as u64, "window {k}: {w}");
-        for (metric, value) in exact(&labelled) {
+        for (metric, value) in exact(&labelled, THRESHOLD) {
             let got = w["metrics"][metric].as_f64().unwrap_or(f64::NAN);
             let tolerance = if metric == "roc_auc" {
                 w["metrics"]["roc_auc_bound"].as_f64().unwrap() + 1e-12
@@ -842,7 +753,7 @@ fn a_rebalance_and_a_clean_stop_mid_join_lose_and_double_nothing() {
         c
     });
     assert_eq!(confusion, exact_confusion, "[tp, fp, tn, fn] over all windows");
-    let metrics = exact(&want);
+    let metrics = exact(&want, THRESHOLD);
     let [tp, fp, tn, fn_] = confusion.map(|c| c as f64);
     assert!(((tp + tn) / (tp + fp + tn + fn_) - metrics["accuracy"]).abs() < 1e-12);
     assert!((2.0 * tp / (2.0 * tp + fp + fn_) - metrics["f1"]).abs() < 1e-12);

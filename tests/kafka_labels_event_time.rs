@@ -28,8 +28,10 @@
 //! second, where window `k` holds the rows of seconds `k - 1` and `k`.
 
 mod common;
+mod labels_common;
 
 use common::*;
+use labels_common::*;
 use rdkafka::producer::{BaseRecord, Producer};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,21 +57,6 @@ const NEAR_TTL: usize = 6;
 const LATE_ROUNDS: std::ops::Range<usize> = 10..13;
 const LATE_PER_ROUND: usize = 5;
 const THRESHOLD: f64 = 0.5;
-
-/// xorshift64*: seeded, so every run sees the same messages.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// How a prediction's label fares.
 #[derive(Clone, Copy, PartialEq)]
@@ -203,56 +190,6 @@ fn round_messages(rows: &[Row], round: usize) -> (Keyed, Keyed) {
     (labels, predictions)
 }
 
-/// The exact binary metrics of `(score, label)` rows; ROC AUC by counting every pair.
-fn exact(rows: &[(f64, bool)]) -> BTreeMap<&'static str, f64> {
-    let n = rows.len() as f64;
-    let (mut tp, mut fp, mut tn, mut fn_) = (0.0, 0.0, 0.0, 0.0);
-    let mut log_loss = 0.0;
-    for &(s, y) in rows {
-        match (s >= THRESHOLD, y) {
-            (true, true) => tp += 1.0,
-            (true, false) => fp += 1.0,
-            (false, false) => tn += 1.0,
-            (false, true) => fn_ += 1.0,
-        }
-        let p: f64 = s.clamp(1e-15, 1.0 - 1e-15);
-        log_loss -= if y { p.ln() } else { (1.0 - p).ln() };
-    }
-    let mut ece = 0.0;
-    for b in 0..10 {
-        let in_bin: Vec<&(f64, bool)> =
-            rows.iter().filter(|(s, _)| ((s * 10.0) as usize).min(9) == b).collect();
-        if !in_bin.is_empty() {
-            let m = in_bin.len() as f64;
-            let positives = in_bin.iter().filter(|(_, y)| *y).count() as f64;
-            let scores: f64 = in_bin.iter().map(|(s, _)| s).sum();
-            ece += (positives / m - scores / m).abs() * m / n;
-        }
-    }
-    let (mut wins, mut pairs) = (0.0, 0.0);
-    for &(sp, _) in rows.iter().filter(|(_, y)| *y) {
-        for &(sn, _) in rows.iter().filter(|(_, y)| !*y) {
-            pairs += 1.0;
-            wins += if sp > sn {
-                1.0
-            } else if sp == sn {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    BTreeMap::from([
-        ("accuracy", (tp + tn) / n),
-        ("precision", tp / (tp + fp)),
-        ("recall", tp / (tp + fn_)),
-        ("f1", 2.0 * tp / (2.0 * tp + fp + fn_)),
-        ("log_loss", log_loss / n),
-        ("ece", ece),
-        ("roc_auc", wins / pairs),
-    ])
-}
-
 /// Tumbling event-time windows of 1 s.
 const TUMBLING: &str = r#"{ type = "tumbling_time", size = "1s", time = "event", allowed_lateness = "4s" }"#;
 /// Sliding event-time windows of 2 s, one every second: window `k` holds panes `k - 1`
@@ -305,18 +242,6 @@ task = {{ type = "binary", score = "/score", threshold = {THRESHOLD} }}
     config
 }
 
-fn start(config: &Path, dir: &Path) -> (Driftscope, String) {
-    let mut run = Driftscope::start(&["run", "--config", config.to_str().unwrap()], dir);
-    let addr = http_address(&run);
-    wait_for("/readyz 200", Duration::from_secs(90), || {
-        if let Ok(Some(status)) = run.child.try_wait() {
-            panic!("driftscope exited early ({status}):\n{}", run.log_text());
-        }
-        (http("GET", &addr, "/readyz", None).0 == 200).then_some(())
-    });
-    (run, addr)
-}
-
 /// The outcome totals of the stream's labels, from the Prometheus text.
 fn outcomes(addr: &str) -> Option<BTreeMap<String, f64>> {
     let (status, text) = http("GET", addr, "/metrics", None);
@@ -344,20 +269,6 @@ fn wait_read(run: &mut Driftscope, addr: &str, messages: usize) {
             ["predictions", "labels", "duplicate", "late"].iter().map(|k| o.get(*k).unwrap_or(&0.0)).sum();
         (read >= messages as f64).then_some(())
     });
-}
-
-/// Final windows of a reports file by index; fails on a window reported final twice.
-fn final_windows(reports: &[serde_json::Value]) -> BTreeMap<u64, serde_json::Value> {
-    let mut finals = BTreeMap::new();
-    for report in reports {
-        for w in report["performance"]["windows"].as_array().into_iter().flatten() {
-            if w["status"] == "final" {
-                let index = w["index"].as_u64().unwrap();
-                assert!(finals.insert(index, w.clone()).is_none(), "window {index} reported final twice");
-            }
-        }
-    }
-    finals
 }
 
 /// Produces every round, each once the previous one is read; with `kill`, driftscope is
@@ -425,7 +336,7 @@ fn check(rows: &[Row], run: &mut Driftscope, addr: &str, dir: &Path, panes: usiz
         assert_eq!(w["labelled"], labelled.len() as u64, "window {k}: each label once: {w}");
         assert_eq!(w["expired"], (members.len() - labelled.len()) as u64, "window {k}: {w}");
         assert_eq!(w["evicted"], 0, "window {k}: {w}");
-        for (metric, value) in exact(&labelled) {
+        for (metric, value) in exact(&labelled, THRESHOLD) {
             let got = w["metrics"][metric].as_f64().unwrap_or(f64::NAN);
             let tolerance = if metric == "roc_auc" {
                 w["metrics"]["roc_auc_bound"].as_f64().unwrap() + 1e-12
