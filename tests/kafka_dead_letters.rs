@@ -3,10 +3,11 @@
 //! copy that did not arrive is counted in `driftscope_dead_letter_failures_total` by
 //! reason. In every case the metric equals what a consumer reads from the topic.
 //!
-//! Oversize copies run against the shared broker; the unauthorized and broker-down
-//! cases against an instance of this test's own, started with an authorizer
-//! (StandardAuthorizer; everyone allowed where no ACL exists, so only the ACL this test
-//! adds denies anything) and killed for the broker-down case. The same instance serves
+//! Oversize copies, and copies sent just before a stop with a long `linger.ms`, run
+//! against the shared broker; the unauthorized and broker-down cases against an
+//! instance of this test's own, started with an authorizer (StandardAuthorizer;
+//! everyone allowed where no ACL exists, so only the ACL this test adds denies
+//! anything) and killed for the broker-down case. The same instance serves
 //! the shutdown cases: copies still pending when driftscope stops are flushed, or, with
 //! the broker gone, counted as `timeout` and logged once.
 
@@ -278,6 +279,32 @@ fn copies_the_broker_refuses_as_too_large_are_counted_not_delivered() {
     assert_eq!(counted.failed("timeout") + counted.failed("unauthorized") + counted.failed("other"), 0);
     assert_eq!(read_topic(&bootstrap, &dlq).len() as u64, counted.delivered, "the metric equals the topic");
     assert!(log.contains("bad record not dead-lettered") && log.contains("too_large"), "{log}");
+}
+
+/// Copies sent just before the stop, to a topic the producer has not written to yet,
+/// with a `linger.ms` far past the bound: the stop's flush sends them at once. (A
+/// flush that held librdkafka's "flushing" flag only for an instant lost the race
+/// with the broker thread on a busy machine, and the copies waited out the linger.)
+#[test]
+fn copies_sent_just_before_the_stop_are_flushed_despite_a_long_linger() {
+    let Some(bootstrap) = broker() else { return };
+    let telemetry = Telemetry::new();
+    let counters = telemetry.dead_letter_counters("features");
+    let mut kafka = KafkaConfig { brokers: bootstrap.clone(), ..KafkaConfig::default() };
+    kafka.properties.insert("linger.ms".into(), "60000".into());
+    const STOPS: u64 = 8;
+    for stop in 0..STOPS {
+        let dlq = unique("dlq-linger");
+        create_topic(&bootstrap, &dlq, 1);
+        let letters = DeadLetters::new(&kafka, &dlq).unwrap();
+        for offset in 0..3 {
+            letters.send(&counters, None, b"{", "malformed_json", "in", 0, offset);
+        }
+        letters.close(Duration::from_secs(20));
+        assert_eq!(counters.failed("timeout"), 0, "stop {stop}: copies timed out");
+        assert_eq!(counters.delivered.get(), 3 * (stop + 1), "stop {stop}");
+        assert_eq!(read_topic(&bootstrap, &dlq).len(), 3, "stop {stop}: the metric equals the topic");
+    }
 }
 
 #[test]

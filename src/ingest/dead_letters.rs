@@ -5,6 +5,7 @@
 use crate::config::KafkaConfig;
 use crate::telemetry::{DEAD_LETTER_FAILURE_REASONS, DeadLetterCounters, RateLimitedLog};
 use rdkafka::ClientContext;
+use rdkafka::bindings as rdsys;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
@@ -231,7 +232,7 @@ impl DeadLetters {
     /// Waits up to `bound` for the copies still on their way; what is left then is
     /// purged, counted as `timeout` failures by its delivery reports, and logged once.
     pub fn close(self, bound: Duration) {
-        if self.producer.flush(bound).is_ok() {
+        if self.flush_within(bound) {
             return;
         }
         let left = self.producer.in_flight_count();
@@ -245,6 +246,25 @@ impl DeadLetters {
             "dead letters not acknowledged within the shutdown bound; counted in \
              driftscope_dead_letter_failures_total{{reason=\"timeout\"}}"
         );
+    }
+
+    /// Waits up to `bound` for every copy to be acknowledged (or refused), with
+    /// `linger.ms` counted as elapsed the whole time; whether none is left.
+    ///
+    /// librdkafka sends a lingering batch at once only while a flush call lasts (its
+    /// broker threads read a "flushing" flag the call holds), and rust-rdkafka's
+    /// `flush` calls it with no wait in a loop, so a broker thread that woke a moment
+    /// after the flag was dropped (a busy machine, or a topic whose leader was not
+    /// known yet) kept the copies for the whole `linger.ms`, past the bound. One call
+    /// with the whole bound holds the flag throughout.
+    fn flush_within(&self, bound: Duration) -> bool {
+        let millis = i32::try_from(bound.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the client pointer is valid while `self.producer` lives, and
+        // librdkafka's flush may be called from any thread. rust-rdkafka's producers
+        // take delivery reports as events, so this flush only waits for the message
+        // count to reach zero while the producer's own thread serves the reports.
+        let result = unsafe { rdsys::rd_kafka_flush(self.producer.client().native_ptr(), millis) };
+        result == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
     }
 }
 
