@@ -163,41 +163,7 @@ fn write_config_with_window(
     join: &str,
     window: &str,
 ) -> std::path::PathBuf {
-    let group = unique("labels");
-    let config = dir.join("driftscope.toml");
-    let stream =
-        xc_stream_toml("s", topics.0, window, &format!(r#"{{ profile = "{}" }}"#, profile.display()));
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[kafka]
-brokers = "{bootstrap}"
-group_id = "{group}"
-properties = {{ "group.instance.id" = "{group}-0", "session.timeout.ms" = "10000" }}
-[state]
-dir = "{state}"
-checkpoint_interval = "50ms"
-[outputs]
-reports_file = "{reports}"
-[http]
-listen = "127.0.0.1:0"
-{stream}
-[streams.labels]
-topics = ["{labels}"]
-prediction_id = "/id"
-label_id = "key"
-label = "/y"
-{join}
-task = {{ type = "binary", score = "/score", threshold = {THRESHOLD} }}
-"#,
-            state = dir.join("state").display(),
-            reports = dir.join("reports.jsonl").display(),
-            labels = topics.1,
-        ),
-    )
-    .unwrap();
-    config
+    write_labels_config(bootstrap, dir, topics, profile, window, "", join, THRESHOLD)
 }
 
 /// The value of a series in the Prometheus text, when present.
@@ -350,6 +316,7 @@ fn final_window_performance_is_exact_through_sigkills() {
         let (labels, predictions) = round_messages(&rows, round);
         produce_keyed(&bootstrap, &labels_topic, &labels);
         produce_keyed(&bootstrap, &predictions_topic, &predictions);
+        // Not a synchronisation: a seeded point to kill at.
         std::thread::sleep(Duration::from_millis(kill_rng.next() % 400));
         kill_hard(run);
     }

@@ -204,42 +204,8 @@ fn write_config(
     profile: &Path,
     window: &str,
 ) -> std::path::PathBuf {
-    let group = unique("labels-et");
-    let config = dir.join("driftscope.toml");
-    let stream =
-        xc_stream_toml("s", topics.0, window, &format!(r#"{{ profile = "{}" }}"#, profile.display()))
-            .replace("format = \"json\"\n", "format = \"json\"\nevent_time_field = \"/ts\"\n");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[kafka]
-brokers = "{bootstrap}"
-group_id = "{group}"
-properties = {{ "group.instance.id" = "{group}-0", "session.timeout.ms" = "10000" }}
-[state]
-dir = "{state}"
-checkpoint_interval = "50ms"
-[outputs]
-reports_file = "{reports}"
-[http]
-listen = "127.0.0.1:0"
-{stream}
-[streams.labels]
-topics = ["{labels}"]
-prediction_id = "/id"
-label_id = "key"
-label = "/y"
-ttl = "5s"
-task = {{ type = "binary", score = "/score", threshold = {THRESHOLD} }}
-"#,
-            state = dir.join("state").display(),
-            reports = dir.join("reports.jsonl").display(),
-            labels = topics.1,
-        ),
-    )
-    .unwrap();
-    config
+    let event_time = "event_time_field = \"/ts\"\n";
+    write_labels_config(bootstrap, dir, topics, profile, window, event_time, "ttl = \"5s\"", THRESHOLD)
 }
 
 /// The outcome totals of the stream's labels, from the Prometheus text.

@@ -1,11 +1,11 @@
 //! What the two label test files on the real broker share (`kafka_labels.rs`, count
 //! windows; `kafka_labels_event_time.rs`, event-time windows): the seeded generator,
-//! the exact binary metrics a window's report must equal, starting driftscope, and
-//! reading the final windows of a reports file.
+//! the exact binary metrics a window's report must equal, a config, starting
+//! driftscope, and reading the final windows of a reports file.
 
-use super::common::{Driftscope, http, http_address, wait_for};
+use super::common::{Driftscope, http, http_address, unique, wait_for, xc_stream_toml};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// xorshift64*: seeded, so every run sees the same messages.
@@ -72,6 +72,59 @@ pub fn exact(rows: &[(f64, bool)], threshold: f64) -> BTreeMap<&'static str, f64
         ("ece", ece),
         ("roc_auc", wins / pairs),
     ])
+}
+
+/// A config of its own in `dir`: stream `s` reads `topics.0` (JSON) in `window` against
+/// the `profile`, with its predictions' labels on `topics.1` (binary, scores at
+/// `threshold`); `stream_extra` are lines added to the stream's table (e.g. its event
+/// time) and `join` to its labels table (`ttl`, `max_pending`).
+#[allow(clippy::too_many_arguments)]
+pub fn write_labels_config(
+    bootstrap: &str,
+    dir: &Path,
+    topics: (&str, &str),
+    profile: &Path,
+    window: &str,
+    stream_extra: &str,
+    join: &str,
+    threshold: f64,
+) -> PathBuf {
+    let group = unique("labels");
+    let config = dir.join("driftscope.toml");
+    let stream =
+        xc_stream_toml("s", topics.0, window, &format!(r#"{{ profile = "{}" }}"#, profile.display()))
+            .replace("format = \"json\"\n", &format!("format = \"json\"\n{stream_extra}"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "{group}"
+properties = {{ "group.instance.id" = "{group}-0", "session.timeout.ms" = "10000" }}
+[state]
+dir = "{state}"
+checkpoint_interval = "50ms"
+[outputs]
+reports_file = "{reports}"
+[http]
+listen = "127.0.0.1:0"
+{stream}
+[streams.labels]
+topics = ["{labels}"]
+prediction_id = "/id"
+label_id = "key"
+label = "/y"
+{join}
+task = {{ type = "binary", score = "/score", threshold = {threshold} }}
+"#,
+            state = dir.join("state").display(),
+            reports = dir.join("reports.jsonl").display(),
+            labels = topics.1,
+        ),
+    )
+    .unwrap();
+    config
 }
 
 /// `driftscope run` with `config`, once its /readyz answers 200; and its HTTP address.
